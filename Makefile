@@ -1,0 +1,24 @@
+# Two entry points for a fresh machine: `make train` and `make test`.
+# Both create .venv on first use with the CPU build of torch and losskit in editable mode.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: train test lint
+
+$(BIN)/losskit: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+train: $(BIN)/losskit
+	$(BIN)/losskit train
+
+test: $(BIN)/losskit
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(BIN)/losskit
+	$(BIN)/ruff check .
