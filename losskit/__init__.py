@@ -1,0 +1,78 @@
+"""losskit: PyTorch losses with torch's exact semantics, guardrails against loss mistakes,
+fused big-vocabulary cross-entropy, and a small training loop around them.
+
+>>> import losskit as lk
+>>> lk.CrossEntropyLoss()(torch.zeros(2, 4), torch.tensor([1, 3]))
+tensor(1.3863)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from losskit import functional
+from losskit.checks import (
+    LossIndexError,
+    LossInputError,
+    LossRuntimeError,
+    LossWarning,
+    checks,
+    get_checks,
+    set_checks,
+)
+from losskit.modules import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    DiceLoss,
+    FocalLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    LinearCrossEntropyLoss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+
+__version__ = "0.1.0"
+
+# The training loop and the doctor pull in torchmetrics and matplotlib: import them on first use.
+_LAZY = {"fit": "losskit.train", "History": "losskit.train", "doctor": "losskit.doctor",
+         "Report": "losskit.doctor"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'losskit' has no attribute {name!r}")
+
+
+__all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "FocalLoss",
+    "History",
+    "HuberLoss",
+    "KLDivLoss",
+    "L1Loss",
+    "LinearCrossEntropyLoss",
+    "LossIndexError",
+    "LossInputError",
+    "LossRuntimeError",
+    "LossWarning",
+    "MSELoss",
+    "NLLLoss",
+    "Report",
+    "SmoothL1Loss",
+    "checks",
+    "doctor",
+    "fit",
+    "functional",
+    "get_checks",
+    "set_checks",
+]

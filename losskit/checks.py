@@ -1,0 +1,434 @@
+"""Guardrails: one small function per loss mistake.
+
+Each ``check_*`` function reads like the mistake it catches and raises :class:`LossInputError`
+(the input is certainly wrong) or warns :class:`LossWarning` (the input is very likely a mistake).
+Every message says which argument, what was received, why it is wrong and the one-line fix.
+
+Two kinds of checks:
+
+* metadata checks (shapes, dtypes, devices) read no tensor values and always run;
+* value checks (ranges, sums, NaN) cost a pass over the data and, on a GPU, a host sync. They obey
+  the checks mode: ``"startup"`` (default) runs them on the first :data:`STARTUP_CALLS` calls of
+  each loss and then never again, ``"always"`` keeps them on, ``"off"`` turns them off. Set the mode
+  with :func:`set_checks`, the :func:`checks` context manager or the ``LOSSKIT_CHECKS`` environment
+  variable. Value checks never run while ``torch.compile`` traces a function.
+
+Where torch itself raises for a mistake, the error is also an instance of torch's exception class
+(:class:`LossIndexError` is an ``IndexError``, :class:`LossRuntimeError` a ``RuntimeError``), so
+existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+MODES = ("startup", "always", "off")
+STARTUP_CALLS = 8  # value checks per loss function in "startup" mode: enough to see a first step
+
+
+class LossInputError(ValueError):
+    """The input to a loss is certainly wrong."""
+
+
+class LossIndexError(LossInputError, IndexError):
+    """A class index is out of range (torch raises ``IndexError`` here too)."""
+
+
+class LossRuntimeError(LossInputError, RuntimeError):
+    """A range, dtype or shape error for which torch raises ``RuntimeError``."""
+
+
+class LossNotImplementedError(LossInputError, NotImplementedError):
+    """An input dtype torch has no loss kernel for (torch raises ``NotImplementedError``)."""
+
+
+class LossWarning(UserWarning):
+    """The input to a loss is very likely a mistake."""
+
+
+def _mode_from_env() -> str:
+    mode = os.environ.get("LOSSKIT_CHECKS", "startup").strip().lower() or "startup"
+    if mode not in MODES:
+        raise LossInputError(
+            f"LOSSKIT_CHECKS={mode!r} is not a checks mode. Set it to one of {', '.join(MODES)}."
+        )
+    return mode
+
+
+_mode = _mode_from_env()
+_calls: Counter[str] = Counter()
+
+
+def get_checks() -> str:
+    """The current checks mode: ``"startup"``, ``"always"`` or ``"off"``."""
+    return _mode
+
+
+def set_checks(mode: str) -> None:
+    """Set the checks mode for the whole process and restart the startup call counts.
+
+    >>> set_checks("always"); get_checks()
+    'always'
+    >>> set_checks("startup")
+    """
+    global _mode
+    if mode not in MODES:
+        raise LossInputError(
+            f"set_checks(mode={mode!r}): not a checks mode. Use one of {', '.join(MODES)}."
+        )
+    _mode = mode
+    _calls.clear()
+
+
+@contextlib.contextmanager
+def checks(mode: str) -> Iterator[None]:
+    """Use ``mode`` inside a ``with`` block, then restore the previous mode.
+
+    >>> with checks("off"):
+    ...     get_checks()
+    'off'
+    """
+    previous, saved_calls = _mode, _calls.copy()
+    set_checks(mode)
+    try:
+        yield
+    finally:
+        set_checks(previous)
+        _calls.update(saved_calls)
+
+
+def values_enabled(loss: str) -> bool:
+    """Whether this call of ``loss`` runs value checks (counts the call in ``"startup"`` mode)."""
+    if _mode == "off" or torch.compiler.is_compiling():
+        return False
+    if _mode == "always":
+        return True
+    _calls[loss] += 1
+    return _calls[loss] <= STARTUP_CALLS
+
+
+# ----------------------------------------------------------------------------------------------
+# Message helpers
+
+
+def describe(t: Tensor) -> str:
+    """``shape (3, 7), dtype torch.float32, device cpu`` for a tensor."""
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def _first(mask: Tensor, values: Tensor) -> str:
+    """Where the first True of ``mask`` is and the value there (error path only)."""
+    idx = tuple(int(i) for i in torch.nonzero(mask)[0].tolist())
+    count = int(mask.sum())
+    return f"{values[idx].item()!r} at index {idx} ({count} such element{'s' * (count != 1)})"
+
+
+_INTERNAL = (os.path.dirname(__file__), os.path.dirname(torch.nn.modules.__file__))
+
+
+def _warn(message: str) -> None:
+    """Warn with the caller's line: the first frame outside losskit and torch.nn's Modules."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is _warn's caller
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, LossWarning, stacklevel=level)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metadata checks: always on, never read values
+
+
+def check_floating_input(loss: str, input: Tensor, *, allow_complex: bool = False) -> None:
+    ok = input.is_floating_point() or (allow_complex and input.is_complex())
+    if not ok:
+        raise LossNotImplementedError(
+            f"{loss}: `input` has {describe(input)}, but a loss needs floating-point predictions "
+            f"(the model's raw output). Fix: pass the model output, or `input.float()`."
+        )
+
+
+def check_same_device(loss: str, **tensors: Tensor | None) -> None:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    devices = {v.device for v in present.values()}
+    if len(devices) > 1:
+        where = ", ".join(f"`{k}` on {v.device}" for k, v in present.items())
+        first = next(iter(present.values())).device
+        raise LossRuntimeError(
+            f"{loss}: tensors are on different devices ({where}). "
+            f"Fix: move them to one device, e.g. `target = target.to({str(first)!r})`."
+        )
+
+
+def check_same_shape(loss: str, input: Tensor, target: Tensor) -> None:
+    """Regression losses: different shapes would broadcast silently ((N, 1) vs (N,) -> (N, N))."""
+    if input.shape == target.shape:
+        return
+    try:
+        shape = torch.broadcast_shapes(input.shape, target.shape)
+        consequence = (
+            f"they would broadcast to {tuple(shape)} and compare every prediction with every "
+            f"target, so the loss is wrong and the model does not learn"
+        )
+    except RuntimeError:
+        consequence = "they cannot be compared element by element"
+    fix = "`input.squeeze(-1)`" if input.shape[-1:] == (1,) else "`input.view_as(target)`"
+    raise LossInputError(
+        f"{loss}: `input` has shape {tuple(input.shape)} but `target` has shape "
+        f"{tuple(target.shape)}; {consequence}. Fix: make the shapes equal, e.g. {fix}."
+    )
+
+
+def check_binary_target_dtype(loss: str, target: Tensor) -> None:
+    if not target.is_floating_point():
+        raise LossRuntimeError(
+            f"{loss}: `target` has {describe(target)}, but binary targets must be floating point "
+            f"(0./1. or probabilities). Fix: `target = target.float()`."
+        )
+
+
+def check_binary_target_shape(loss: str, input: Tensor, target: Tensor) -> None:
+    if input.shape != target.shape:
+        fix = "`input.squeeze(-1)`" if input.shape[-1:] == (1,) else "`target.view_as(input)`"
+        raise LossInputError(
+            f"{loss}: `target` has shape {tuple(target.shape)} but `input` has shape "
+            f"{tuple(input.shape)}; binary losses compare them element by element and torch "
+            f"rejects different sizes. Fix: make them equal, e.g. {fix}."
+        )
+
+
+def check_class_weight(loss: str, weight: Tensor | None, num_classes: int, input: Tensor) -> None:
+    if weight is None:
+        return
+    if weight.dim() != 1 or weight.numel() != num_classes:
+        raise LossRuntimeError(
+            f"{loss}: `weight` has shape {tuple(weight.shape)}, but class weights need one entry "
+            f"per class: shape ({num_classes},) for the {num_classes} classes in dim 1 of `input`. "
+            f"Fix: pass a 1-D tensor of length {num_classes}."
+        )
+    if weight.dtype != input.dtype:
+        raise LossRuntimeError(
+            f"{loss}: `weight` has dtype {weight.dtype} but `input` has {input.dtype}; torch "
+            f"needs them equal. Fix: `weight.to(input.dtype)` (nn.Module losses follow "
+            f"`.to(dtype)` of their owner)."
+        )
+
+
+def check_broadcast_weight(loss: str, name: str, weight: Tensor | None, input: Tensor) -> None:
+    """``weight`` / ``pos_weight`` of BCE losses must broadcast to the input, not enlarge it."""
+    if weight is None:
+        return
+    try:
+        ok = torch.broadcast_shapes(weight.shape, input.shape) == input.shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        hint = (
+            f"shape ({input.shape[-1]},), one entry per label in the last dim"
+            if name == "pos_weight" and input.dim() > 0
+            else f"a shape that broadcasts to {tuple(input.shape)}"
+        )
+        raise LossRuntimeError(
+            f"{loss}: `{name}` has shape {tuple(weight.shape)}, which does not broadcast over "
+            f"`input` of shape {tuple(input.shape)}. Fix: use {hint}."
+        )
+
+
+def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
+    """Class-index targets: dtype, (N, 1) targets, (B, T, C) logits, and spatial sizes."""
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise LossRuntimeError(
+            f"{loss}: `target` has {describe(target)} and a shape that selects class indices "
+            f"(`input` has shape {tuple(input.shape)}); class indices must be integers "
+            f"(int64). Fix: `target = target.long()`, or, for class probabilities, give "
+            f"`target` the same shape as `input`."
+        )
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise LossRuntimeError(
+            f"{loss}: `target` has {describe(target)}; torch expects class indices of dtype "
+            f"int64 (Long) or uint8. Fix: `target = target.long()`."
+        )
+    if input.dim() == 0:
+        raise LossInputError(
+            f"{loss}: `input` is 0-d; expected 1 or more dimensions, (C,) or (N, C, ...). "
+            f"Fix: give one score per class."
+        )
+    if input.dim() == 1:
+        if target.dim() != 0 and not (loss == "nll_loss" and target.shape == (1,)):
+            raise LossInputError(
+                f"{loss}: `input` has shape {tuple(input.shape)} (one unbatched sample of "
+                f"{input.shape[0]} classes) but `target` has shape {tuple(target.shape)}. Fix: a "
+                f"0-d target `target[0]`, or a batch: `input.unsqueeze(0)` with target (1,)."
+            )
+        return
+    if input.dim() == 2 and target.dim() == 2 and target.shape == (input.shape[0], 1):
+        raise LossRuntimeError(
+            f"{loss}: `target` has shape {tuple(target.shape)} but needs shape "
+            f"({input.shape[0]},): one class index per sample. Fix: `target = target.squeeze(1)`."
+        )
+    if target.shape[:1] != input.shape[:1]:
+        raise LossInputError(
+            f"{loss}: expected input batch_size ({input.shape[0]}) to match target batch_size "
+            f"({target.shape[0] if target.dim() else 'a 0-d target'}); `input` has shape "
+            f"{tuple(input.shape)}, `target` {tuple(target.shape)}. Fix: pass matching batches."
+        )
+    expected = (input.shape[0], *input.shape[2:])
+    if target.shape == expected:
+        return
+    if input.dim() >= 3 and target.shape == input.shape[:-1]:
+        b, t, c = input.shape[0], input.shape[1], input.shape[-1]
+        raise LossRuntimeError(
+            f"{loss}: `input` has shape {tuple(input.shape)} and `target` {tuple(target.shape)}: "
+            f"this looks like sequence logits (B={b}, T={t}, C={c}) with the classes last, but "
+            f"torch reads dim 1 as the class dim. Fix: `loss(input.transpose(1, -1), target)` or "
+            f"`loss(input.reshape(-1, {c}), target.reshape(-1))`."
+        )
+    raise LossRuntimeError(
+        f"{loss}: expected target size {list(expected)}, got {list(target.shape)} for `input` of "
+        f"shape {tuple(input.shape)} (class dim 1). Fix: `target` must be `input`'s shape without "
+        f"dim 1."
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Value checks: they read tensor values, so callers guard them with `values_enabled`
+
+
+def check_finite(loss: str, *, allow_neg_inf: bool = False, **tensors: Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is None or not (t.is_floating_point() or t.is_complex()):
+            continue
+        bad = torch.isposinf(t) if allow_neg_inf else torch.isinf(t)
+        bad = bad | torch.isnan(t)
+        if bool(bad.any()):
+            raise LossRuntimeError(
+                f"{loss}: `{name}` holds NaN or Inf: {_first(bad, t)}; {describe(t)}. A "
+                f"non-finite loss corrupts every weight after one step. Fix: find where it "
+                f"appears (`torch.autograd.set_detect_anomaly(True)`, a lower learning rate, "
+                f"gradient clipping, or clean the data)."
+            )
+
+
+def check_class_index_range(loss: str, target: Tensor, num_classes: int, ignore_index: int) -> None:
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        raise LossIndexError(
+            f"{loss}: `target` holds a class index outside [0, {num_classes}): "
+            f"{_first(bad, target)} (ignore_index={ignore_index}). `input` has {num_classes} "
+            f"classes. Fix: labels must be 0..{num_classes - 1} (e.g. `target - 1` for labels "
+            f"that start at 1), or mark padding with ignore_index."
+        )
+
+
+def check_not_all_ignored(loss: str, target: Tensor, ignore_index: int) -> None:
+    if target.numel() and bool((target == ignore_index).all()):
+        _warn(
+            f"{loss}: every element of `target` ({tuple(target.shape)}) equals ignore_index="
+            f"{ignore_index}, so the mean is over nothing; losskit returns 0 with zero gradient "
+            f"(torch returns NaN). Fix: check the padding/masking, or skip such batches."
+        )
+
+
+def check_not_probabilities(loss: str, input: Tensor, class_dim: int) -> None:
+    """Softmax applied before cross-entropy: every row is a distribution already."""
+    if input.shape[class_dim] < 2 or input.numel() == 0:
+        return
+    x = input.detach().float()
+    sums = x.sum(class_dim)
+    tol = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    if bool(((x >= 0) & (x <= 1)).all()) and bool(((sums - 1).abs() <= tol).all()):
+        _warn(
+            f"{loss}: `input` ({describe(input)}) looks like probabilities: every value is in "
+            f"[0, 1] and each row sums to 1 along dim {class_dim}. Cross-entropy applies "
+            f"log_softmax itself, so a softmax before it squashes the gradients and the model "
+            f"learns slowly or not at all. Fix: pass the raw logits (remove the final "
+            f"softmax), or use `nll_loss(probs.log(), target)` if you must keep probabilities."
+        )
+
+
+def check_not_sigmoid_output(loss: str, input: Tensor) -> None:
+    """Sigmoid applied before BCE-with-logits: every value lies in [0, 1].
+
+    Raw logits all land in [0, 1] by chance with probability about 2**-n, so small inputs
+    (fewer than 16 elements) are not judged.
+    """
+    if input.numel() < 16:
+        return
+    if bool(((input >= 0) & (input <= 1)).all()):
+        _warn(
+            f"{loss}: every value of `input` ({describe(input)}) lies in [0, 1], which looks "
+            f"like sigmoid output. binary_cross_entropy_with_logits applies the sigmoid itself; "
+            f"a second sigmoid caps predictions near 0.73 and the model stops learning. Fix: "
+            f"pass the raw logits (remove the final sigmoid)."
+        )
+
+
+def check_probability_input(loss: str, input: Tensor) -> None:
+    """Raw logits given to BCELoss, which needs probabilities."""
+    bad = ~((input >= 0) & (input <= 1))  # NaN counts as bad, as in torch
+    if bool(bad.any()):
+        raise LossRuntimeError(
+            f"{loss}: all elements of input should be between 0 and 1, but `input` holds "
+            f"{_first(bad, input)}; {describe(input)}. These look like raw logits. Fix: use "
+            f"`binary_cross_entropy_with_logits` / `BCEWithLogitsLoss` on the logits (more "
+            f"stable), or apply `torch.sigmoid` first."
+        )
+
+
+def check_binary_target_range(loss: str, target: Tensor) -> None:
+    bad = ~((target >= 0) & (target <= 1))
+    if bool(bad.any()):
+        lo, hi = target.min().item(), target.max().item()
+        fix = "`(target + 1) / 2`" if lo == -1 else "`target - target.min()` or one-hot labels"
+        raise LossRuntimeError(
+            f"{loss}: all elements of target should be between 0 and 1, but `target` holds "
+            f"{_first(bad, target)} (range [{lo}, {hi}]). Binary targets are 0/1 labels or "
+            f"probabilities. Fix: map the labels to [0, 1], e.g. {fix}."
+        )
+
+
+def check_log_probabilities(loss: str, input: Tensor, class_dim: int) -> None:
+    """Raw logits given to NLLLoss: rows of log-probabilities have logsumexp 0."""
+    if input.numel() == 0 or input.shape[class_dim] < 2:
+        return
+    lse = torch.logsumexp(input.detach().float(), dim=class_dim)
+    tol = 5e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-3
+    off = (lse.abs() > tol) & lse.isfinite()
+    if bool(off.any()):
+        _warn(
+            f"{loss}: `input` ({describe(input)}) does not look like log-probabilities: "
+            f"logsumexp over dim {class_dim} should be 0 but is {_first(off, lse)}. nll_loss "
+            f"expects log_softmax output; raw logits give a loss that can go negative and "
+            f"does not train the other classes. Fix: `nll_loss(input.log_softmax({class_dim}), "
+            f"target)`, or `cross_entropy(input, target)` on the logits."
+        )
+
+
+def check_soft_target(loss: str, target: Tensor, class_dim: int) -> None:
+    """Class-probability targets: non-negative rows that sum to 1."""
+    if target.numel() == 0:
+        return
+    t = target.detach().float()
+    sums = t.sum(class_dim)
+    tol = 1e-2 if target.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    negative = t < 0
+    off = (sums - 1).abs() > tol
+    if bool(negative.any()) or bool(off.any()):
+        what = f"a negative value {_first(negative, t)}" if bool(negative.any()) else (
+            f"a row sum of {_first(off, sums)}"
+        )
+        _warn(
+            f"{loss}: `target` has the same shape as `input` ({tuple(target.shape)}), so it is "
+            f"read as class probabilities, but it holds {what}. Probability targets are "
+            f"non-negative and sum to 1 along dim {class_dim}. Fix: normalise with "
+            f"`target / target.sum({class_dim}, keepdim=True)`, or pass class indices of shape "
+            f"`input.shape` without dim {class_dim}."
+        )
+
