@@ -115,6 +115,12 @@ def values_enabled(loss: str) -> bool:
     return _calls[loss] <= STARTUP_CALLS
 
 
+def index_range_enabled(target: Tensor) -> bool:
+    """Class-index range checks on CPU run after the startup calls too (torch raises IndexError
+    there on every call, and a CPU check needs no device sync); never under torch.compile."""
+    return _mode != "off" and target.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 # ----------------------------------------------------------------------------------------------
 # Message helpers
 

@@ -262,11 +262,12 @@ def _check_class_indices(
     ignore_index: int,
     reduction: str,
 ) -> None:
-    """Metadata checks, then value checks. The range check always runs on CPU (no sync there)."""
+    """Metadata checks, then value checks; the index range check also runs outside the startup
+    calls on CPU, where torch checks it too and it costs no sync."""
     checks.check_class_target(loss, input, target)
     checks.check_class_weight(loss, weight, _num_classes(input), input)
     values = checks.values_enabled(loss)
-    if values or target.device.type == "cpu":
+    if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
     if values:
         class_dim = 1 if input.dim() >= 2 else 0
@@ -486,6 +487,9 @@ def kl_div(
 # Beyond torch.nn
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def focal_loss(
     input: Tensor,
     target: Tensor,
@@ -526,18 +530,19 @@ def focal_loss(
     if target.shape == input.shape and target.is_floating_point():
         return _binary_focal(input, target, alpha, gamma, reduction)
     _check_class_indices(loss, input, target, alpha_t, ignore_index, reduction)
-    logp = F.log_softmax(input, dim=1 if input.dim() >= 2 else 0)
+    x = input.float() if input.dtype in _HALF else input  # half losses compute in float32
+    logp = F.log_softmax(x, dim=1 if input.dim() >= 2 else 0)
     counted = target != ignore_index
     t = torch.where(counted, target, 0).long()
     logp_t = logp.gather(1 if input.dim() >= 2 else 0, t.unsqueeze(1 if input.dim() >= 2 else 0))
     logp_t = logp_t.squeeze(1 if input.dim() >= 2 else 0)  # target's shape
     out = -((1 - logp_t.exp()) ** gamma) * logp_t
     if isinstance(alpha, Tensor):
-        out = out * alpha[t]
+        out = out * alpha[t].to(out.dtype)
     elif alpha is not None:
         out = out * alpha
     out = torch.where(counted, out, torch.zeros_like(out))
-    return _reduction.reduce(out, reduction, counted.sum().to(out.dtype))
+    return _reduction.reduce(out, reduction, counted.sum().to(out.dtype)).to(input.dtype)
 
 
 def _binary_focal(
@@ -553,13 +558,16 @@ def _binary_focal(
             f"focal_loss: alpha={alpha} for binary targets weighs positives by alpha and "
             f"negatives by 1 - alpha, so it must lie in [0, 1]. Fix: e.g. alpha=0.25."
         )
+    dtype = input.dtype
+    if dtype in _HALF:  # half losses compute in float32 (1e4 logits overflow the gradient)
+        input, target = input.float(), target.float()
     ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")  # -log p_t
     p = torch.sigmoid(input)
     one_minus_pt = p + target - 2 * p * target  # p (1 - y) + (1 - p) y
     out = ce * one_minus_pt**gamma
     if alpha is not None:
         out = out * (alpha * target + (1 - alpha) * (1 - target))
-    return _reduction.reduce(out, reduction)
+    return _reduction.reduce(out, reduction).to(dtype)
 
 
 def dice_loss(
@@ -691,7 +699,7 @@ def linear_cross_entropy(
     checks.check_class_target(loss, logits_meta, target.reshape(-1))
     checks.check_class_weight(loss, class_weight, weight.shape[0], hidden)
     values = checks.values_enabled(loss)
-    if values or target.device.type == "cpu":
+    if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, weight.shape[0], ignore_index)
     if values:
         checks.check_finite(loss, hidden=hidden, weight=weight, bias=bias)
