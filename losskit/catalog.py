@@ -1,0 +1,270 @@
+"""Which loss fits which task: the data behind ``losskit losses``.
+
+One :class:`TaskLosses` row per task says what the model outputs, what the target looks like
+(dtype and shape), which losskit losses fit, and the mistake people make most with them.
+:func:`print_table` renders the rows with rich; :func:`format_table` gives the same content as
+plain text. docs/choosing-a-loss.md is the long form of this table.
+
+>>> [row.task for row in select("class")][:2]
+['binary classification', 'multi-class classification']
+"""
+
+from __future__ import annotations
+
+import io  # noqa: F401  (doctest namespace)
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+__all__ = [
+    "CATALOG", "Loss", "TaskLosses", "build_table", "format_table", "print_table", "select",
+]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One loss as losskit names it: ``lk.<module>(<args>)`` and ``LF.<function>``."""
+
+    module: str  # class in `losskit`, e.g. "CrossEntropyLoss"
+    function: str  # function in `losskit.functional`, e.g. "cross_entropy"
+    args: str = ""  # the constructor arguments that matter for the task, e.g. "ignore_index=-100"
+
+    def __str__(self) -> str:
+        return f"lk.{self.module}({self.args}) / LF.{self.function}"
+
+
+@dataclass(frozen=True)
+class TaskLosses:
+    """One row of the table: a task and the losses that fit it."""
+
+    task: str
+    output: str  # what the model's last layer returns, with its shape
+    target: str  # the target's dtype and shape
+    losses: tuple[Loss, ...]
+    notes: str  # when to use which, and the pitfall
+
+
+CATALOG: tuple[TaskLosses, ...] = (
+    TaskLosses(
+        task="regression",
+        output="(N,) or (N, D) float, no activation",
+        target="float, same shape as the output",
+        losses=(
+            Loss("MSELoss", "mse_loss"),
+            Loss("L1Loss", "l1_loss"),
+            Loss("HuberLoss", "huber_loss", "delta=1.0"),
+            Loss("SmoothL1Loss", "smooth_l1_loss", "beta=1.0"),
+        ),
+        notes=(
+            "MSE fits the conditional mean and is the default for Gaussian-like noise; L1 fits "
+            "the median; Huber is quadratic for |error| < delta and linear beyond; SmoothL1 = "
+            "Huber / beta. Pitfall: an (N, 1) output against an (N,) target broadcasts to (N, N) "
+            "in torch; losskit raises."
+        ),
+    ),
+    TaskLosses(
+        task="regression with outliers",
+        output="(N,) or (N, D) float, no activation",
+        target="float, same shape as the output",
+        losses=(
+            Loss("HuberLoss", "huber_loss", "delta=1.0"),
+            Loss("L1Loss", "l1_loss"),
+            Loss("SmoothL1Loss", "smooth_l1_loss", "beta=1.0"),
+        ),
+        notes=(
+            "A squared error lets a few large residuals dominate the gradient; Huber and L1 "
+            "grow linearly instead. delta is in target units: standardise the targets or pick "
+            "delta near the typical size of a normal residual."
+        ),
+    ),
+    TaskLosses(
+        task="binary classification",
+        output="(N,) float logits: one logit per sample, no sigmoid",
+        target="float 0./1., shape (N,)",
+        losses=(
+            Loss("BCEWithLogitsLoss", "binary_cross_entropy_with_logits"),
+            Loss("BCELoss", "binary_cross_entropy"),
+        ),
+        notes=(
+            "Use BCEWithLogitsLoss on raw logits (stable for any logit). BCELoss only on "
+            "probabilities after a sigmoid; its log is clamped at -100. Pitfall: a sigmoid before "
+            "BCEWithLogitsLoss (losskit warns); integer or {-1, 1} targets (losskit raises)."
+        ),
+    ),
+    TaskLosses(
+        task="multi-class classification",
+        output="(N, C) float logits, no softmax",
+        target="int64 class indices in [0, C), shape (N,)",
+        losses=(
+            Loss("CrossEntropyLoss", "cross_entropy"),
+            Loss("NLLLoss", "nll_loss"),
+        ),
+        notes=(
+            "CrossEntropyLoss applies log_softmax itself. NLLLoss only on log_softmax output. "
+            "Pitfall: a softmax before the loss (losskit warns); targets shaped (N, 1), float or "
+            "one-hot (losskit raises)."
+        ),
+    ),
+    TaskLosses(
+        task="multi-class with soft labels or label smoothing",
+        output="(N, C) float logits, no softmax",
+        target="float probabilities (N, C), rows sum to 1; or int64 (N,) with label_smoothing",
+        losses=(
+            Loss("CrossEntropyLoss", "cross_entropy"),
+            Loss("CrossEntropyLoss", "cross_entropy", "label_smoothing=0.1"),
+        ),
+        notes=(
+            "A target with the input's shape is read as class probabilities (mixup, "
+            "distillation targets); 'mean' then divides by N, not by the class weights. "
+            "label_smoothing=eps mixes eps/C into every class. Pitfall: rows that do not sum to "
+            "1 (losskit warns)."
+        ),
+    ),
+    TaskLosses(
+        task="multi-label classification",
+        output="(N, C) float logits, one per label, no sigmoid",
+        target="float 0./1., shape (N, C)",
+        losses=(Loss("BCEWithLogitsLoss", "binary_cross_entropy_with_logits", "pos_weight=pw"),),
+        notes=(
+            "Each label is its own binary problem; do not use CrossEntropyLoss (it makes the "
+            "labels compete). pos_weight has shape (C,), e.g. negatives/positives per label, "
+            "and scales only the positive term."
+        ),
+    ),
+    TaskLosses(
+        task="imbalanced classification",
+        output="logits as for binary, multi-class or multi-label",
+        target="as for that task",
+        losses=(
+            Loss("FocalLoss", "focal_loss", "alpha=0.25, gamma=2.0"),
+            Loss("CrossEntropyLoss", "cross_entropy", "weight=w"),
+            Loss("BCEWithLogitsLoss", "binary_cross_entropy_with_logits", "pos_weight=pw"),
+        ),
+        notes=(
+            "Class weights w (C,) reweight the rare classes; the weighted mean divides by the sum "
+            "of w[y] over the batch. FocalLoss down-weights easy examples by (1 - p_t)^gamma. "
+            "Judge the result with per-class recall or F1, not accuracy."
+        ),
+    ),
+    TaskLosses(
+        task="language modelling",
+        output="(B, T, V) float logits, or hidden states (B, T, D) and the head weight (V, D)",
+        target="int64 next-token ids, shape (B, T), padding = -100",
+        losses=(
+            Loss("CrossEntropyLoss", "cross_entropy", "ignore_index=-100"),
+            Loss("LinearCrossEntropyLoss", "linear_cross_entropy", "ignore_index=-100"),
+        ),
+        notes=(
+            "Flatten to logits (B*T, V) and target (B*T,), or move the classes to dim 1: "
+            "(B, V, T). Padding tokens set to ignore_index do not count in the mean. For a "
+            "large V, LinearCrossEntropyLoss never builds the (B*T, V) logits. Pitfall: "
+            "(B, T, V) logits with a (B, T) target (losskit raises, naming both fixes)."
+        ),
+    ),
+    TaskLosses(
+        task="semantic segmentation",
+        output="(N, C, H, W) float logits, no softmax",
+        target="int64 class per pixel, shape (N, H, W)",
+        losses=(
+            Loss("CrossEntropyLoss", "cross_entropy", "ignore_index=255"),
+            Loss("DiceLoss", "dice_loss", "ignore_index=255"),
+        ),
+        notes=(
+            "Cross-entropy per pixel, often added to Dice, which measures overlap per class and "
+            "copes with small foreground classes. Mark unlabelled pixels with ignore_index "
+            "(255 in many datasets) in both losses."
+        ),
+    ),
+    TaskLosses(
+        task="distribution matching / distillation",
+        output="(N, C) log-probabilities: log_softmax(student_logits / T)",
+        target="float probabilities (N, C): softmax(teacher_logits / T)",
+        losses=(Loss("KLDivLoss", "kl_div", 'reduction="batchmean"'),),
+        notes=(
+            "The input must be log-probabilities; the target probabilities, or log-probabilities "
+            "with log_target=True. 'batchmean' gives the KL per sample; 'mean' divides by N*C as "
+            "well. Multiply by T**2 to keep gradient scale when distilling at temperature T."
+        ),
+    ),
+)
+
+
+def select(task: str | None = None) -> tuple[TaskLosses, ...]:
+    """The rows whose task name contains ``task`` (case-insensitive); all rows for None.
+
+    Raises:
+        ValueError: no task matches; the message lists the known tasks.
+
+    >>> [row.task for row in select("LANGUAGE")]
+    ['language modelling']
+    """
+    if task is None:
+        return CATALOG
+    wanted = task.strip().lower()
+    rows = tuple(row for row in CATALOG if wanted in row.task.lower())
+    if not rows:
+        known = ", ".join(repr(row.task) for row in CATALOG)
+        raise ValueError(
+            f"task={task!r} matches no task in the loss table. Known tasks: {known}. "
+            f"Fix: pass part of one of these names, e.g. 'segmentation'."
+        )
+    return rows
+
+
+def build_table(task: str | None = None) -> Table:
+    """The rows as a :class:`rich.table.Table` (one loss per line in the loss column)."""
+    table = Table(title="Which loss for which task", show_lines=True, expand=True)
+    # The task column takes its longest word ("classification"); the others share the rest.
+    # Long identifiers fold onto the next line rather than being cut off.
+    table.add_column("task", min_width=14, max_width=14, overflow="fold")
+    table.add_column("model output", ratio=3, overflow="fold")
+    table.add_column("target", ratio=3, overflow="fold")
+    table.add_column("loss", ratio=4, overflow="fold")
+    table.add_column("notes", ratio=6, overflow="fold")
+    for row in select(task):
+        losses = "\n".join(line for loss in row.losses for line in _loss_lines(loss))
+        cells = (row.task, row.output, row.target, losses, row.notes)
+        # Text, not markup: "w[y]" must not be read as a rich style tag.
+        table.add_row(*(Text(cell) for cell in cells))
+    return table
+
+
+def _loss_lines(loss: Loss) -> list[str]:
+    """``lk.Module`` / ``  args`` / ``  LF.function``: short lines for a narrow table column."""
+    args = [f"  {loss.args}"] if loss.args else []
+    return [f"lk.{loss.module}", *args, f"  LF.{loss.function}"]
+
+
+def print_table(console: Console | None = None, task: str | None = None) -> None:
+    """Print the table (all tasks, or those matching ``task``) to ``console`` (stdout by default).
+
+    >>> console = Console(file=io.StringIO(), width=160)
+    >>> print_table(console, task="distillation")
+    >>> "KLDivLoss" in console.file.getvalue()
+    True
+    """
+    (console or Console()).print(build_table(task))
+
+
+def format_table(task: str | None = None) -> str:
+    """The table as plain text, one block per task; for tests, files and pipes.
+
+    >>> text = format_table("multi-label")
+    >>> print(text.splitlines()[0])
+    multi-label classification
+    >>> "BCEWithLogitsLoss" in text
+    True
+    """
+    blocks = []
+    for row in select(task):
+        lines = [
+            row.task,
+            f"  model output: {row.output}",
+            f"  target:       {row.target}",
+            *(f"  loss:         {loss}" for loss in row.losses),
+            f"  notes:        {row.notes}",
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
