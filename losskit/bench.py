@@ -1,0 +1,495 @@
+"""Benchmark harness for the loss kernels: time and peak memory against torch, ratio tables.
+
+One family is a list of *variants* (torch eager, ``torch.compile``, losskit, the machine's floor)
+that each build their inputs and return a ``step()`` doing one forward+backward. The harness:
+
+* times all variants of a family in one process, interleaved (round-robin, so machine noise hits
+  them alike), after a warm-up, and keeps the median of the repeats; ``torch.compile``'s first call
+  is timed separately as the compile time;
+* measures each variant's peak memory in a fresh process: peak RSS minus a floor taken after the
+  inputs (and for linear+CE the gradients) are allocated, so the number is what the step adds;
+* prints each ratio next to its target (issue 4) and can append the rows, with the machine, torch
+  version and date, to a Markdown file (``benchmarks/results.md``).
+
+``losskit bench`` runs a quick version (small shapes, no compile, no memory); the scripts in
+``benchmarks/`` run the full sizes. Example (tiny, for the doctest):
+
+>>> fam = FAMILIES["elementwise"]
+>>> rows = time_family(fam, fam.quick, repeats=1, warmup=0, compile_=False, names=["mse_loss torch"])
+>>> rows[0].name, rows[0].seconds > 0
+('mse_loss torch', True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------
+# Variants
+
+
+@dataclasses.dataclass
+class Case:
+    """One variant's inputs, built: ``step()`` runs forward+backward; sizes in bytes."""
+
+    step: Callable[[], object]
+    input_bytes: int
+    grad_bytes: int
+
+
+@dataclasses.dataclass
+class Variant:
+    name: str
+    build: Callable[[dict], Case]  # size dict -> Case
+    compiled: bool = False  # first call compiles: timed apart, memory skipped
+
+
+@dataclasses.dataclass
+class Target:
+    """``numerator / denominator <= bound`` (times or extra memory, by variant name)."""
+
+    label: str
+    numerator: str
+    denominator: str | None  # None: the numerator's memory in units of the size's "unit" bytes
+    bound: float
+    kind: str = "time"  # "time" | "memory"
+
+
+@dataclasses.dataclass
+class Family:
+    name: str
+    variants: list[Variant]
+    targets: list[Target]
+    full: list[dict]  # sizes for the benchmark scripts
+    quick: list[dict]  # sizes for `losskit bench`
+
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _dtype(size: dict) -> torch.dtype:
+    return getattr(torch, size.get("dtype", "float32"))
+
+
+# Cross-entropy on materialised logits -----------------------------------------------------------
+
+
+def _ce_inputs(size: dict):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(size["N"], size["C"], generator=gen).to(_dtype(size)).requires_grad_()
+    y = torch.randint(0, size["C"], (size["N"],), generator=gen)
+    return x, y
+
+
+def _ce_step(loss_fn: Callable) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        x, y = _ce_inputs(size)
+
+        def step():
+            x.grad = None
+            loss_fn(x, y).backward()
+
+        return Case(step, _nbytes(x), 0)
+
+    return build
+
+
+def _ce_compiled(size: dict) -> Case:
+    fn = torch.compile(F.cross_entropy)
+    return _ce_step(fn)(size)
+
+
+def _ce_losskit(inplace: bool) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        import losskit.functional as LF
+
+        x, y = _ce_inputs(size)
+        # In place, the logits must be a non-leaf (an lm head's output): a view costs nothing.
+        logits = x.view_as(x) if inplace else x
+
+        def step():
+            x.grad = None
+            LF.cross_entropy(logits, y, inplace=inplace).backward()
+
+        return Case(step, _nbytes(x), 0)
+
+    return build
+
+
+def _copy_floor(size: dict) -> Case:
+    """One read of the logits and one write of a gradient: the memory-bandwidth floor."""
+    x, _ = _ce_inputs(size)
+    out = torch.empty_like(x)
+    return Case(lambda: out.copy_(x.detach()), _nbytes(x), 0)
+
+
+CROSS_ENTROPY = Family(
+    "cross_entropy",
+    [
+        Variant("torch eager", _ce_step(F.cross_entropy)),
+        Variant("torch.compile", _ce_compiled, compiled=True),
+        Variant("losskit", _ce_losskit(inplace=False)),
+        Variant("losskit inplace", _ce_losskit(inplace=True)),
+        Variant("copy floor", _copy_floor),
+    ],
+    [
+        Target("time vs torch.compile", "losskit", "torch.compile", 0.35),
+        Target("time vs torch.compile (inplace)", "losskit inplace", "torch.compile", 0.35),
+        Target("time vs eager", "losskit", "torch eager", 0.20),
+        Target("time vs eager (inplace)", "losskit inplace", "torch eager", 0.20),
+        Target("time vs copy floor", "losskit", "copy floor", 2.0),
+        Target("time vs copy floor (inplace)", "losskit inplace", "copy floor", 2.0),
+        Target("extra memory / logits (out of place)", "losskit", None, 1.0, "memory"),
+        Target("extra memory / logits (inplace)", "losskit inplace", None, 0.05, "memory"),
+        Target("extra memory / logits (torch eager, info)", "torch eager", None, float("inf"),
+               "memory"),
+    ],
+    full=[{"N": 8192, "C": 32000, "dtype": "float32"}, {"N": 8192, "C": 32000, "dtype": "bfloat16"}],
+    quick=[{"N": 1024, "C": 8000, "dtype": "float32"}],
+)
+
+
+# Linear + cross-entropy -------------------------------------------------------------------------
+
+
+def _lce_inputs(size: dict):
+    gen = torch.Generator().manual_seed(0)
+    dt = _dtype(size)
+    h = (torch.randn(size["N"], size["D"], generator=gen)).to(dt).requires_grad_()
+    w = (torch.randn(size["V"], size["D"], generator=gen) / size["D"] ** 0.5).to(dt)
+    w.requires_grad_()
+    y = torch.randint(0, size["V"], (size["N"],), generator=gen)
+    return h, w, y
+
+
+def _lce_step(loss_fn: Callable) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        h, w, y = _lce_inputs(size)
+
+        def step():
+            h.grad = w.grad = None
+            loss_fn(h, w, y).backward()
+
+        return Case(step, _nbytes(h, w), _nbytes(h, w))
+
+    return build
+
+
+def _lce_eager(h, w, y):
+    return F.cross_entropy(h @ w.T, y)
+
+
+def _lce_compiled(size: dict) -> Case:
+    return _lce_step(torch.compile(_lce_eager))(size)
+
+
+def _lce_torch_chunked(h, w, y):
+    return F.linear_cross_entropy(h, w, y, options=torch.nn.LinearCrossEntropyOptions())
+
+
+def _lce_losskit(h, w, y):
+    import losskit.functional as LF
+
+    return LF.linear_cross_entropy(h, w, y)
+
+
+def _three_matmuls(size: dict) -> Case:
+    """``h @ W.T``, ``G @ W``, ``G.T @ h``: the matmuls any linear+CE must run, into buffers."""
+    h, w, _ = _lce_inputs(size)
+    h, w = h.detach(), w.detach()
+    logits = torch.empty(size["N"], size["V"], dtype=h.dtype)
+    dh, dw = torch.empty_like(h), torch.empty_like(w)
+
+    def step():
+        torch.mm(h, w.T, out=logits)
+        torch.mm(logits, w, out=dh)
+        torch.mm(logits.T, h, out=dw)
+
+    return Case(step, _nbytes(h, w), _nbytes(h, w))
+
+
+LINEAR_CROSS_ENTROPY = Family(
+    "linear_cross_entropy",
+    [
+        Variant("torch eager", _lce_step(_lce_eager)),
+        Variant("torch.compile", _lce_compiled, compiled=True),
+        Variant("torch F.linear_cross_entropy chunked", _lce_step(_lce_torch_chunked)),
+        Variant("losskit", _lce_step(_lce_losskit)),
+        Variant("3 matmuls", _three_matmuls),
+    ],
+    [
+        Target("time vs 3 matmuls", "losskit", "3 matmuls", 1.15),
+        Target("time vs torch eager", "losskit", "torch eager", 0.65),
+        Target("3 matmuls vs torch eager (info)", "3 matmuls", "torch eager", float("inf")),
+        Target("extra memory vs torch chunked", "losskit", "torch F.linear_cross_entropy chunked",
+               1.0, "memory"),
+    ],
+    full=[{"N": 4096, "D": 512, "V": 32000, "dtype": "float32"}],
+    quick=[{"N": 1024, "D": 256, "V": 8000, "dtype": "float32"}],
+)
+if not hasattr(F, "linear_cross_entropy"):  # torch < 2.13
+    LINEAR_CROSS_ENTROPY.variants = [
+        v for v in LINEAR_CROSS_ENTROPY.variants if "chunked" not in v.name
+    ]
+
+
+# Elementwise losses -------------------------------------------------------------------------------
+
+
+def _ew_build(name: str, library: str) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        import losskit.functional as LF
+
+        gen = torch.Generator().manual_seed(0)
+        n = size["numel"]
+        if name == "binary_cross_entropy":
+            x = torch.rand(n, generator=gen).clamp_(0.01, 0.99).requires_grad_()
+            y = torch.rand(n, generator=gen)
+        else:
+            x = torch.randn(n, generator=gen).requires_grad_()
+            y = torch.randn(n, generator=gen)
+        fn = getattr(F if library == "torch" else LF, name)
+
+        def step():
+            x.grad = None
+            fn(x, y).backward()
+
+        return Case(step, _nbytes(x, y), 0)
+
+    return build
+
+
+_EW = ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy"]
+ELEMENTWISE = Family(
+    "elementwise",
+    [Variant(f"{n} {lib}", _ew_build(n, lib)) for n in _EW for lib in ("torch", "losskit")],
+    [Target(f"{n} time vs eager", f"{n} losskit", f"{n} torch", 1.10) for n in _EW],
+    full=[{"numel": 20_000_000}],
+    quick=[{"numel": 1_000_000}],
+)
+
+FAMILIES = {f.name: f for f in (CROSS_ENTROPY, LINEAR_CROSS_ENTROPY, ELEMENTWISE)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring
+
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    seconds: float  # median step time
+    compile_seconds: float | None = None
+    extra_bytes: int | None = None  # peak memory above the floor, from a fresh process
+
+
+def time_family(
+    family: Family,
+    size: dict,
+    *,
+    repeats: int,
+    warmup: int,
+    compile_: bool,
+    names: list[str] | None = None,
+) -> list[Row]:
+    """Median step time of each variant, all built first and then timed round-robin."""
+    chosen = [v for v in family.variants if (compile_ or not v.compiled)]
+    if names is not None:
+        chosen = [v for v in chosen if v.name in names]
+    cases, compile_s = {}, {}
+    for v in chosen:
+        cases[v.name] = v.build(size)
+        if v.compiled:
+            t0 = time.perf_counter()
+            cases[v.name].step()
+            compile_s[v.name] = time.perf_counter() - t0
+    for _ in range(warmup):
+        for case in cases.values():
+            case.step()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, case in cases.items():
+            t0 = time.perf_counter()
+            case.step()
+            times[name].append(time.perf_counter() - t0)
+    return [Row(n, statistics.median(t), compile_s.get(n)) for n, t in times.items()]
+
+
+def _max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def memory_child(family: str, variant: str, size: dict) -> int:
+    """In a fresh process: peak RSS of one step above a floor holding the inputs and gradients.
+
+    The floor is taken after the inputs are built and a stand-in of the gradients' size has been
+    touched (then freed), so the high-water mark already counts them.
+    """
+    v = next(v for v in FAMILIES[family].variants if v.name == variant)
+    case = v.build(size)
+    if case.grad_bytes:
+        stand_in = torch.ones(case.grad_bytes // 4)
+        del stand_in
+    floor = _max_rss_bytes()
+    case.step()
+    return max(0, _max_rss_bytes() - floor)
+
+
+def measure_memory(family: Family, size: dict, names: list[str]) -> dict[str, int]:
+    """``memory_child`` for each variant, each in its own Python process."""
+    out = {}
+    for name in names:
+        cmd = [sys.executable, "-m", "losskit.bench", "--memory-child",
+               json.dumps({"family": family.name, "variant": name, "size": size})]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode == 0:
+            out[name] = int(res.stdout.strip().splitlines()[-1])
+        else:
+            print(f"  memory of {name!r} failed: {res.stderr.strip().splitlines()[-1:]}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _unit_bytes(family: Family, size: dict) -> int:
+    """Bytes of the logits (cross-entropy) that memory targets are expressed in."""
+    if family.name == "cross_entropy":
+        return size["N"] * size["C"] * _dtype(size).itemsize
+    return 1
+
+
+def ratios(family: Family, size: dict, rows: list[Row]) -> list[tuple[str, float, float, bool]]:
+    """(label, measured ratio, bound, met) for each target whose variants were measured."""
+    by = {r.name: r for r in rows}
+    out = []
+    for t in family.targets:
+        a = by.get(t.numerator)
+        if a is None:
+            continue
+        if t.kind == "time":
+            b = by.get(t.denominator)
+            if b is None:
+                continue
+            value = a.seconds / b.seconds
+        else:
+            if a.extra_bytes is None:
+                continue
+            if t.denominator is None:
+                value = a.extra_bytes / _unit_bytes(family, size)
+            else:
+                b = by.get(t.denominator)
+                if b is None or b.extra_bytes is None:
+                    continue
+                value = a.extra_bytes / max(b.extra_bytes, 1)
+        out.append((t.label, value, t.bound, value <= t.bound))
+    return out
+
+
+def _size_label(size: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in size.items())
+
+
+def machine() -> str:
+    """CPU model, cores, torch version, date, load: the context every result row carries."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, {datetime.date.today().isoformat()}, "
+            f"load average {load:.1f} at start")
+
+
+def report(family: Family, size: dict, rows: list[Row]) -> str:
+    """Markdown: a table of times/memory per variant, then the ratios next to their targets."""
+    lines = [f"#### {family.name}: {_size_label(size)}", "",
+             "| variant | median step (ms) | compile (s) | peak memory above floor (MiB) |",
+             "| --- | ---: | ---: | ---: |"]
+    for r in rows:
+        comp = "" if r.compile_seconds is None else f"{r.compile_seconds:.1f}"
+        mem = "" if r.extra_bytes is None else f"{r.extra_bytes / 2**20:.0f}"
+        lines.append(f"| {r.name} | {r.seconds * 1e3:.1f} | {comp} | {mem} |")
+    lines += ["", "| ratio | measured | target | met |", "| --- | ---: | ---: | :---: |"]
+    for label, value, bound, met in ratios(family, size, rows):
+        target = "info" if bound == float("inf") else f"<= {bound:.2f}"
+        lines.append(f"| {label} | {value:.3f} | {target} | "
+                     f"{'n/a' if bound == float('inf') else ('yes' if met else '**no**')} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points (`losskit bench`, the benchmark scripts)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``losskit bench`` options."""
+    parser.add_argument("--family", choices=["all", *FAMILIES], default="all",
+                        help="which kernels to benchmark (default all)")
+    parser.add_argument("--full", action="store_true",
+                        help="the issue's full sizes (minutes, GBs of memory) instead of quick ones")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median; default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--compile", action="store_true",
+                        help="include torch.compile variants (slow to compile on a CPU)")
+    parser.add_argument("--memory", action="store_true",
+                        help="measure peak memory per variant in separate processes")
+    parser.add_argument("--append", metavar="FILE.md",
+                        help="append the Markdown tables to this file (e.g. benchmarks/results.md)")
+    parser.add_argument("--note", default="", help="a line written above the appended tables")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen families, print the tables, optionally append them; returns 0."""
+    names = list(FAMILIES) if args.family == "all" else [args.family]
+    header = f"### {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {machine()}"
+    chunks = [header + "\n", f"{args.note}\n" if args.note else ""]
+    print(header)
+    for name in names:
+        family = FAMILIES[name]
+        for size in family.full if args.full else family.quick:
+            print(f"{name} {_size_label(size)} ...", flush=True)
+            rows = time_family(family, size, repeats=args.repeats, warmup=args.warmup,
+                               compile_=args.compile)
+            if args.memory:
+                measurable = [r.name for r in rows if r.name != "copy floor"
+                              and not next(v for v in family.variants if v.name == r.name).compiled]
+                mem = measure_memory(family, size, measurable)
+                for r in rows:
+                    r.extra_bytes = mem.get(r.name)
+            text = report(family, size, rows)
+            print(text, flush=True)
+            chunks.append(text)
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write("\n" + "\n".join(c for c in chunks if c) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
+        spec = json.loads(sys.argv[2])
+        print(memory_child(spec["family"], spec["variant"], spec["size"]))
+    else:
+        p = argparse.ArgumentParser(prog="python -m losskit.bench", description=__doc__)
+        add_arguments(p)
+        sys.exit(run(p.parse_args()))

@@ -1,0 +1,114 @@
+"""Reference cross-entropy and linear+cross-entropy: plain autograd-traced torch ops.
+
+This is the path every fused kernel is measured against and the fallback for whatever the fused
+paths do not handle (float64, gradients w.r.t. the class weights, double backward and
+``torch.autograd.gradcheck``, tiny inputs). It materialises everything; it is written for clarity.
+
+Per row ``i`` with class weights ``w`` (all ones without ``weight``), smoothing ``eps``, z-loss
+coefficient ``z`` and ``lse_i = log sum_c exp(x_ic)`` of the (softcapped) logits:
+
+    l_i = (1 - eps) * w[y_i] * (lse_i - x_{i,y_i})
+          + (eps / C) * sum_c w_c * (lse_i - x_ic)
+          + z * w[y_i] * lse_i ** 2
+
+and ``l_i = 0`` when ``y_i == ignore_index``. ``"sum"`` is ``sum_i l_i``; ``"mean"`` is
+``sum_i l_i / sum_i w[y_i]`` over counted rows (torch's weighted mean; the z-loss term is reduced
+with the same weights and the same denominator), and 0 when no row is counted (torch gives NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["cross_entropy", "linear_cross_entropy"]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # torch computes half-precision losses internally in float32 (TORCH_SEMANTICS.md, preamble).
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
+    inplace: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Cross-entropy of ``(N, C)`` logits and ``(N,)`` class indices, all options, plain autograd.
+
+    Formula in the module docstring. ``inplace`` is accepted for signature compatibility and
+    ignored. With ``return_lse`` also returns the ``(N,)`` float32 log-sum-exp of the (softcapped)
+    logits, detached, 0 at ignored rows.
+
+    >>> x = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> cross_entropy(x, torch.tensor([0, 2]), reduction="none")
+    tensor([0.2395, 1.0986])
+    """
+    del inplace
+    out_dtype = logits.dtype
+    x = logits.to(_compute_dtype(logits.dtype))  # (N, C)
+    w = None if weight is None else weight.to(x.dtype)  # (C,)
+    if softcap is not None:
+        x = softcap * torch.tanh(x / softcap)
+    counted = target != ignore_index  # (N,)
+    t = torch.where(counted, target, torch.zeros_like(target)).long()  # (N,) safe to gather
+    lse = torch.logsumexp(x, dim=1)  # (N,)
+    nll = lse - x.gather(1, t[:, None]).squeeze(1)  # (N,)
+    w_y = counted.to(x.dtype) if w is None else w[t] * counted  # (N,) 0 at ignored rows
+    loss = (1.0 - label_smoothing) * w_y * nll
+    if label_smoothing > 0.0:
+        # sum_c w_c (lse - x_c) = lse * sum_c w_c - x @ w
+        smooth = x.shape[1] * lse - x.sum(dim=1) if w is None else w.sum() * lse - x @ w
+        loss = loss + (label_smoothing / x.shape[1]) * smooth * counted
+    if lse_square_scale != 0.0:
+        loss = loss + lse_square_scale * w_y * lse.square()
+    if reduction == "sum":
+        loss = loss.sum()
+    elif reduction == "mean":
+        # No counted row: divide 0 by 1 (loss 0, gradient 0) instead of torch's 0 / 0.
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        loss = loss.sum() / torch.where(counted.any(), w_y.sum(), one)
+    loss = loss.to(out_dtype)
+    if not return_lse:
+        return loss
+    return loss, (lse.detach().float() * counted)
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    class_weight: Tensor | None = None,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
+    chunk_size: int | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``cross_entropy(hidden @ weight.T + bias, target)`` with the ``(N, V)`` logits materialised.
+
+    ``chunk_size`` is accepted for signature compatibility and ignored.
+
+    >>> h = torch.eye(2); W = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    >>> linear_cross_entropy(h, W, torch.tensor([0, 2]), reduction="none")
+    tensor([0.2395, 1.0986])
+    """
+    del chunk_size
+    logits = torch.nn.functional.linear(hidden, weight, bias)  # (N, V)
+    return cross_entropy(
+        logits, target, weight=class_weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
+        return_lse=return_lse,
+    )

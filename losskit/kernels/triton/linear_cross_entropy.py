@@ -1,0 +1,192 @@
+"""Linear + cross-entropy on the GPU: token chunks, cuBLAS matmuls, the Triton CE kernel in place.
+
+``loss = cross_entropy(hidden @ weight.T + bias, target)`` without the ``(N, V)`` logits: for each
+chunk of ``n`` tokens
+
+    1. logits = hidden[chunk] @ weight.T + bias                  # (n, V), one chunk buffer
+    2. the Triton CE kernel reads them once and writes dl/dlogits over them in place, already
+       scaled by the reduction (``losskit.kernels.triton.cross_entropy``)
+    3. grad_hidden[chunk] = G @ weight                           # (n, D)
+       grad_weight += G.T @ hidden[chunk]  (float32 accumulator)  # (V, D)
+       grad_bias += G.sum(0)               (float32 accumulator)  # (V,)
+
+so the three matmuls any linear+CE must do are done once each, by cuBLAS, and the gradients are
+ready after the forward; the backward multiplies them by the upstream gradient (free where it is
+exactly 1, decided on the device). ``reduction="none"`` cannot be done that way (each row's upstream
+gradient must enter ``G`` before ``G.T @ hidden``), so it computes only the loss in the forward and
+repeats steps 1-3 in the backward with the upstream gradient as the kernel's row scale.
+
+Why this design and not Cut Cross-Entropy's (blockwise log-sum-exp inside a fused matmul kernel,
+logits recomputed in the backward; Wijmans et al. 2024, https://arxiv.org/abs/2411.09009):
+- Time. CCE computes the ``N x V x D`` product twice in the backward-plus-forward (forward LSE, then
+  recomputation), four matmul-sized passes against three here; its published H100 timings put its
+  backward well above its forward for this reason. Our matmuls are cuBLAS at its tensor-core rate;
+  a Triton matmul that fuses the softmax rarely matches cuBLAS, and the CE pass between them is a
+  memory-bound read+write of one ``(n, V)`` chunk (~2-3% of the matmul time at D = 4096).
+- Memory. CCE keeps only ``O(N)`` extra state; here the extra is one ``(n, V)`` chunk (256 MiB by
+  the rule below) plus the float32 ``grad_weight`` accumulator (``4 V D`` bytes, 2 GiB at
+  V = 128256, D = 4096) until it is cast to the weight's dtype. Liger-Kernel's fused linear+CE has
+  the same structure with smaller chunks and a weight-dtype accumulator.
+- Simplicity: the kernel that needs testing is the CE kernel, already checked against the oracle.
+Which of the two wins on time and on memory is not measured yet (no GPU in the session that wrote
+this); ``benchmarks/gpu_linear_cross_entropy.py`` measures both against Liger-Kernel and CCE.
+
+Ignored tokens are not dropped before the matmul: that needs a data-dependent shape, so a host
+synchronisation. On CUDA the float32 ``grad_weight`` accumulates through ``torch.addmm(...,
+out_dtype=torch.float32)`` where torch supports it, else through a weight-dtype product per chunk.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .cross_entropy import check_single_backward, forward_rows, reduction_scale, scale_rows_
+
+__all__ = ["choose_chunk_size", "linear_cross_entropy"]
+
+# Bytes of one chunk of logits: 256 MiB keeps the chunk GEMM large (>= 1024 rows at V = 128256 in
+# bf16, where cuBLAS runs near peak) while the chunk is ~5% of an 80 GB device's memory.
+CHUNK_BYTES = 256 * 2**20
+
+
+def choose_chunk_size(n_tokens: int, vocab: int, itemsize: int) -> int:
+    """Tokens per chunk: the largest power of two whose ``(rows, vocab)`` logits fit CHUNK_BYTES.
+
+    >>> choose_chunk_size(8192, 128256, 2)
+    1024
+    >>> choose_chunk_size(100, 32000, 4)
+    100
+    """
+    rows = max(1, CHUNK_BYTES // max(1, vocab * itemsize))
+    return min(n_tokens, 1 << (rows.bit_length() - 1))
+
+
+_ADDMM_OUT_DTYPE: bool | None = None  # whether torch.addmm(..., out_dtype=float32) works on CUDA
+
+
+def _accumulate_fp32_(acc: Tensor, a: Tensor, b: Tensor) -> None:
+    """``acc += a @ b`` into a float32 ``acc`` for float32 or half-precision ``a``, ``b``."""
+    global _ADDMM_OUT_DTYPE
+    if a.dtype == torch.float32 or not a.is_cuda:
+        acc.addmm_(a.float(), b.float())
+        return
+    if _ADDMM_OUT_DTYPE is not False:
+        try:
+            torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+            _ADDMM_OUT_DTYPE = True
+            return
+        except (RuntimeError, TypeError):
+            _ADDMM_OUT_DTYPE = False
+    acc.add_(a @ b)
+
+
+def _chunked_pass(hidden, weight, bias, target, class_weight, opts, row_scale, want):
+    """Steps 1-3 of the module docstring over all chunks; ``want`` = (grad h, grad W, grad b)."""
+    n_tokens = hidden.shape[0]
+    vocab = weight.shape[0]
+    chunk = opts["chunk_size"] or choose_chunk_size(n_tokens, vocab, hidden.element_size())
+    chunk = max(1, chunk)  # an empty batch still gets a valid range step
+    loss = torch.empty(n_tokens, dtype=torch.float32, device=hidden.device)  # (N,)
+    lse = torch.empty(n_tokens, dtype=torch.float32, device=hidden.device)  # (N,)
+    grad_h = torch.empty_like(hidden) if want[0] else None  # (N, D)
+    f32 = dict(dtype=torch.float32, device=weight.device)
+    grad_w = torch.zeros(weight.shape, **f32) if want[1] else None  # (V, D) accumulator
+    grad_b = torch.zeros(vocab, **f32) if want[2] else None  # (V,) accumulator
+    for start in range(0, n_tokens, chunk):
+        rows = slice(start, min(start + chunk, n_tokens))
+        h = hidden[rows]  # (n, D)
+        logits = torch.nn.functional.linear(h, weight, bias)  # (n, V)
+        scale = row_scale if row_scale.dim() == 0 else row_scale[rows]  # () or (n,)
+        loss[rows], lse[rows] = forward_rows(
+            logits, target[rows], weight=class_weight, ignore_index=opts["ignore_index"],
+            label_smoothing=opts["label_smoothing"], lse_square_scale=opts["lse_square_scale"],
+            softcap=opts["softcap"], grad=logits if any(want) else None, grad_scale=scale,
+        )
+        grad_logits = logits  # (n, V) now dl/dlogits, scaled
+        if want[0]:
+            torch.mm(grad_logits, weight, out=grad_h[rows])  # (n, D)
+        if want[1]:
+            _accumulate_fp32_(grad_w, grad_logits.T, h)  # (V, D)
+        if want[2]:
+            grad_b += grad_logits.sum(0, dtype=torch.float32)  # (V,)
+    grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+    grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+    return loss, lse, grad_h, grad_w, grad_b
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, class_weight, opts):
+        want = tuple(ctx.needs_input_grad[:3])
+        scale = reduction_scale(target, class_weight, opts["ignore_index"], opts["reduction"])
+        now = any(want) and opts["reduction"] != "none"
+        loss, lse, *grads = _chunked_pass(
+            hidden, weight, bias, target, class_weight, opts, scale,
+            want if now else (False, False, False),
+        )
+        ctx.opts = opts
+        ctx.grads_ready = now
+        if now:
+            ctx.save_for_backward(*grads)
+        else:
+            ctx.save_for_backward(hidden, weight, bias, target, class_weight)
+        ctx.mark_non_differentiable(lse)
+        out = loss if opts["reduction"] == "none" else loss.sum() * scale  # (N,) or ()
+        return out.to(hidden.dtype), lse
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):
+        if ctx.grads_ready:
+            check_single_backward(ctx)
+            grads = [
+                None if g is None else scale_rows_(g.view(-1, g.shape[-1]), grad_out).view(g.shape)
+                for g in ctx.saved_tensors
+            ]
+        else:
+            hidden, weight, bias, target, class_weight = ctx.saved_tensors
+            row_scale = grad_out.to(torch.float32).contiguous()  # (N,)
+            _, _, *grads = _chunked_pass(
+                hidden, weight, bias, target, class_weight, ctx.opts, row_scale,
+                tuple(ctx.needs_input_grad[:3]),
+            )
+        return *grads, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    class_weight: Tensor | None = None,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
+    chunk_size: int | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``cross_entropy(hidden @ weight.T + bias, target)`` without materialising the logits.
+
+    ``hidden`` ``(N, D)``, ``weight`` ``(V, D)``, ``target`` ``(N,)`` class indices, ``bias``
+    ``(V,)``; options and results as ``losskit.kernels.reference.linear_cross_entropy``
+    (``"none"`` gives ``(N,)``, else 0-d, in ``hidden``'s dtype; ``return_lse`` adds the ``(N,)``
+    float32 log-sum-exp, 0 at ignored rows). ``chunk_size`` overrides :func:`choose_chunk_size`.
+    Inputs are validated by the caller.
+
+    Example (needs a CUDA device, or a process started with ``TRITON_INTERPRET=1``):
+        >>> h = torch.eye(2); W = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+        >>> linear_cross_entropy(h, W, torch.tensor([0, 2]), reduction="none")  # doctest: +SKIP
+        tensor([0.2395, 1.0986])
+    """
+    opts = dict(
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+        lse_square_scale=lse_square_scale, softcap=softcap, chunk_size=chunk_size,
+    )
+    loss, lse = _LinearCrossEntropy.apply(
+        hidden.contiguous(), weight.contiguous(), bias, target.to(torch.int64).contiguous(),
+        class_weight, opts,
+    )
+    return (loss, lse) if return_lse else loss

@@ -1,0 +1,95 @@
+"""Early stopping on a monitored value, with the best weights kept for restoring.
+
+>>> stop = EarlyStopping(patience=2)
+>>> [stop.update(v, epoch=e) for e, v in enumerate([1.0, 0.8, 0.9, 0.85], start=1)]
+[False, False, False, True]
+>>> stop.best_epoch, stop.best
+(2, 0.8)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    Args:
+        patience: epochs without improvement before stopping (>= 1).
+        min_delta: the smallest decrease that counts as an improvement.
+        monitor: the history key to watch, lower is better (``val_loss`` by default; fit falls
+            back to ``train_loss`` when there is no validation set).
+        restore_best: load the weights of the best epoch into the model when training ends.
+    """
+
+    def __init__(
+        self,
+        patience: int = 5,
+        *,
+        min_delta: float = 0.0,
+        monitor: str = "val_loss",
+        restore_best: bool = True,
+    ) -> None:
+        if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+            raise ValueError(
+                f"EarlyStopping patience={patience!r} must be a positive int (epochs without "
+                f"improvement). Fix: e.g. patience=5."
+            )
+        if min_delta < 0:
+            raise ValueError(f"EarlyStopping min_delta={min_delta!r} must be >= 0. Fix: e.g. 0.0.")
+        self.patience, self.min_delta, self.monitor = patience, min_delta, monitor
+        self.restore_best = restore_best
+        self.best = math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.stopped = False
+        self.best_state: dict[str, Tensor] | None = None
+
+    @classmethod
+    def from_arg(cls, arg: EarlyStopping | int | None) -> EarlyStopping | None:
+        """``fit``'s ``early_stopping`` argument: None, a patience, or an instance."""
+        if arg is None or isinstance(arg, EarlyStopping):
+            return arg
+        if isinstance(arg, int) and not isinstance(arg, bool):
+            return cls(patience=arg)
+        raise ValueError(
+            f"early_stopping={arg!r} must be None, a patience (int) or an EarlyStopping. "
+            f"Fix: e.g. early_stopping=5."
+        )
+
+    def update(self, value: float, *, epoch: int, model: nn.Module | None = None) -> bool:
+        """Record an epoch's value; keep the model's weights when it is the best so far.
+
+        Returns True when training should stop.
+        """
+        if math.isfinite(value) and value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            if model is not None and self.restore_best:
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        self.stopped = self.bad_epochs >= self.patience
+        return self.stopped
+
+    def restore(self, model: nn.Module) -> bool:
+        """Load the best weights into ``model``; False when there is nothing to restore."""
+        if not self.restore_best or self.best_state is None:
+            return False
+        model.load_state_dict(self.best_state)
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "stopped": self.stopped, "best_state": copy.copy(self.best_state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.bad_epochs, self.stopped = state["bad_epochs"], state["stopped"]
+        self.best_state = state["best_state"]

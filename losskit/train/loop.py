@@ -1,0 +1,553 @@
+r"""The training loop behind ``fit``: small and exact.
+
+What "exact" means here:
+
+* **Loss normalisation.** Every reported loss, train and validation alike, is the per-sample
+  (per-token, per-weight) mean over the whole epoch, :math:`\sum_b s_b / \sum_b n_b` with
+  :math:`(s_b, n_b)` = :func:`losskit.distributed.loss_sum_and_count` of batch ``b``, not a mean of
+  batch means.
+* **Gradient accumulation.** Each micro-batch backpropagates its loss *sum* :math:`s_k`. After the
+  ``grad_accum_steps`` micro-batches of an optimizer step, the step's (sum, count) pair is summed
+  over ranks with one all-reduce and every gradient is multiplied by :math:`W / \sum_{r,k} n_{r,k}`
+  (``W`` = world size, undoing DDP's gradient averaging). The update is therefore that of the mean
+  over one batch ``grad_accum_steps x world_size`` times larger, also when micro-batches hold
+  different numbers of non-ignored targets. (The gradients are rescaled after accumulation rather
+  than the losses before backward, because the count is only known once all micro-batches are
+  seen and losses with class weights need the input to count.)
+* **Resume.** The shuffling order of epoch ``e`` is a function of ``(seed, e)`` only
+  (``DistributedSampler(seed=seed)`` with ``set_epoch(e)``), and each checkpoint stores the model,
+  optimizer, scheduler, RNG states, early-stopping state and history, so a run resumed from epoch
+  ``k``'s checkpoint continues exactly like the uninterrupted run (CPU, same settings).
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) ``fit`` initialises the default process group when
+nobody has (gloo on CPU, NCCL on CUDA), wraps the model in ``DistributedDataParallel``, shards the
+training set with ``DistributedSampler`` and the validation set without padding, sums losses and
+gathers torchmetrics states over ranks, and prints and writes files on rank 0 only. ``batch_size``
+is per rank. Checkpoints hold the unwrapped model, so they resume on any number of ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
+
+from losskit import distributed as D
+from losskit.train import checkpoint as ckpt
+from losskit.train.callbacks import EarlyStopping
+from losskit.train.history import History
+from losskit.train.progress import Reporter
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; training stopped before applying that step."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments -> devices, data loaders, optimizer.
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            index = int(os.environ.get("LOCAL_RANK", 0)) if D.is_distributed() else None
+            return torch.device("cuda", index) if index is not None else torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"device={device!r} is not a device. Fix: use 'auto', 'cpu', 'cuda' or 'cuda:0'."
+        ) from e
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here. Fix: device='cpu'.")
+    return resolved
+
+
+def _as_dataset(data: Any, name: str) -> Dataset | DataLoader:
+    """A DataLoader as given, a Dataset as given, or a pair of tensors as a TensorDataset."""
+    if isinstance(data, (DataLoader, Dataset)):
+        return data
+    is_pair = isinstance(data, (tuple, list)) and len(data) == 2
+    if is_pair and all(isinstance(t, Tensor) for t in data):
+        inputs, targets = data
+        if inputs.shape[0] != targets.shape[0]:
+            raise ValueError(
+                f"{name}=(inputs, targets) have {inputs.shape[0]} and {targets.shape[0]} rows. "
+                f"Fix: give one target row per input row."
+            )
+        return TensorDataset(inputs, targets)
+    raise TypeError(
+        f"{name} must be a (inputs, targets) pair of tensors, a Dataset or a DataLoader; got "
+        f"{type(data).__name__}. Fix: e.g. fit(model, loss_fn, (x, y))."
+    )
+
+
+class _Shard(Sampler[int]):
+    """Rows ``rank, rank + world, ...``: every validation row on exactly one rank, no padding."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.indices = range(rank, n, world)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _train_loader(data: Dataset | DataLoader, batch_size: int, seed: int) -> DataLoader:
+    if isinstance(data, DataLoader):
+        if D.world_size() > 1 and not isinstance(data.sampler, DistributedSampler):
+            raise ValueError(
+                "train is a DataLoader without a DistributedSampler, but fit runs on "
+                f"{D.world_size()} ranks, so every rank would train on all of it. Fix: pass the "
+                "Dataset (fit shards it) or give the DataLoader a DistributedSampler."
+            )
+        return data
+    # One sampler for one and many processes: the order of epoch e depends on (seed, e) only.
+    sampler = DistributedSampler(
+        data, num_replicas=D.world_size(), rank=D.rank(), shuffle=True, seed=seed, drop_last=False
+    )
+    return DataLoader(data, batch_size=batch_size, sampler=sampler)
+
+
+def _val_loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
+    if isinstance(data, DataLoader):
+        return data
+    sampler = _Shard(len(data), D.rank(), D.world_size())
+    return DataLoader(data, batch_size=batch_size, sampler=sampler)
+
+
+def _make_optimizer(optimizer: Any, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if optimizer is None:
+        return torch.optim.AdamW(model.parameters(), lr=lr)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        return optimizer(model.parameters())
+    raise TypeError(
+        f"optimizer must be None, a torch.optim.Optimizer or a callable params -> Optimizer; got "
+        f"{type(optimizer).__name__}. Fix: e.g. optimizer=lambda p: torch.optim.SGD(p, lr=0.1)."
+    )
+
+
+def _make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
+    if scheduler is None or hasattr(scheduler, "state_dict"):
+        return scheduler
+    if callable(scheduler):
+        return scheduler(optimizer)
+    raise TypeError(
+        f"scheduler must be None, an LR scheduler or a callable optimizer -> scheduler; got "
+        f"{type(scheduler).__name__}."
+    )
+
+
+def _autocast(device: torch.device, amp: bool) -> Callable[[], contextlib.AbstractContextManager]:
+    """bfloat16 autocast where the device has it, else a no-op (with a warning when asked for)."""
+    if not amp:
+        return contextlib.nullcontext
+    supported = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if not supported:
+        warnings.warn(f"fit: amp=True but {device} has no bfloat16 autocast; training in float32.",
+                      stacklevel=3)
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _maybe_init_process_group() -> bool:
+    """Join the job when torchrun launched us and nobody set up the group; True if we did."""
+    if D.is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+class _Loop:
+    """One fit call's state; methods in the order they run."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+        self.global_step = 0
+
+    def batches(self, loader: DataLoader) -> Iterable[tuple[Tensor, Tensor]]:
+        for batch in loader:
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise ValueError(
+                    f"fit expects every batch to be an (inputs, targets) pair; got a "
+                    f"{type(batch).__name__}. Fix: make the Dataset return (input, target)."
+                )
+            x, y = batch
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def forward_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        with self.autocast():
+            out = model(x)
+        if out.dtype in (torch.float16, torch.bfloat16):
+            out = out.float()  # the loss and its reduction run in float32
+        loss_sum, count = D.loss_sum_and_count(self.loss_fn, out, y)
+        return out, loss_sum, count
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        loader, k, world = self.train_loader, self.grad_accum_steps, D.world_size()
+        n_batches = len(loader)
+        epoch_sum = epoch_count = 0.0
+        pending: Tensor | None = None  # (2,): loss sum, count of this step's micro-batches
+        step = 0
+        self.reporter.start_epoch(epoch, n_batches)
+        for i, (x, y) in enumerate(self.batches(loader)):
+            last = (i + 1) % k == 0 or i + 1 == n_batches
+            # DDP all-reduces gradients on the step's last micro-batch only.
+            no_sync = self.ddp is not None and not last
+            with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
+                _, loss_sum, count = self.forward_loss(self.ddp or self.model, x, y)
+                loss_sum.backward()
+            pair = torch.stack([loss_sum.detach().to(count.dtype), count])
+            pending = pair if pending is None else pending + pair
+            if not last:
+                continue
+            step += 1
+            self.global_step += 1
+            total_sum, total_count = D.all_reduce_sum_(pending).tolist()  # one sync per step
+            pending = None
+            if not math.isfinite(total_sum):
+                raise NonFiniteLossError(self._nonfinite_message(total_sum, epoch, step))
+            scale = world / total_count if total_count != 0 else 0.0  # all ignored: gradient 0
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            epoch_sum, epoch_count = epoch_sum + total_sum, epoch_count + total_count
+            self.reporter.advance(i + 1, epoch_sum / epoch_count if epoch_count else math.nan)
+        return epoch_sum / epoch_count if epoch_count else math.nan
+
+    def _nonfinite_message(self, value: float, epoch: int, step: int) -> str:
+        path = os.path.join(self.out, CHECKPOINT) if self.out else None
+        if path and self.last_saved_epoch:
+            kept = (f"The last good checkpoint, {path} (after epoch {self.last_saved_epoch}), is "
+                    f"kept; fit(..., resume=True) continues from it.")
+        elif path:
+            kept = "No epoch had completed, so there is no checkpoint to go back to."
+        else:
+            kept = "No checkpoint was written (out=None)."
+        lr = self.optimizer.param_groups[0]["lr"]
+        return (
+            f"fit: the training loss is {value} at epoch {epoch}, step {step} (optimizer step "
+            f"{self.global_step} overall); training stopped before applying this step. {kept} "
+            f"Fix: lower the learning rate (lr={lr:g}), check the "
+            f"data for NaN/Inf, or try amp=False."
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        self.model.eval()
+        acc_dtype = torch.float64 if self.device.type != "mps" else torch.float32
+        totals = torch.zeros(2, dtype=acc_dtype, device=self.device)
+        for x, y in self.batches(self.val_loader):
+            out, loss_sum, count = self.forward_loss(self.model, x, y)
+            totals += torch.stack([loss_sum.to(acc_dtype), count.to(acc_dtype)])
+            self.update_metrics(out, y)
+        total_sum, total_count = D.all_reduce_sum_(totals).tolist()
+        values = {}
+        if self.metrics is not None:
+            values = {f"val_{k}": v for k, v in self.compute_metrics().items()}
+            self.metrics.reset()
+        return (total_sum / total_count if total_count else math.nan), values
+
+    def update_metrics(self, out: Tensor, y: Tensor) -> None:
+        if self.auto_metrics:  # first validation batch: pick the task's metrics once
+            from losskit.metrics import MAIN_METRIC, TaskMetrics, infer_task, output_kind
+
+            self.auto_metrics = False
+            task = self.task or infer_task(self.loss_fn, y)
+            if task is not None:
+                outputs = out.shape[1] if out.dim() > 1 else 1
+                self.metrics = TaskMetrics(task, outputs, output=output_kind(self.loss_fn))
+                self.metrics.to(self.device)
+                self.main_metric = f"val_{MAIN_METRIC[task]}"
+        if self.metrics is not None:
+            self.metrics.update(out, y)
+
+    def compute_metrics(self) -> dict[str, float]:
+        values = self.metrics.compute()  # TaskMetrics gives floats, a MetricCollection tensors
+        return {k: float(v) for k, v in values.items()}
+
+    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "format": ckpt.FORMAT,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": ckpt.rng_state(),
+            "history": self.history.state_dict(),
+            "early_stopping": self.stopper.state_dict() if self.stopper is not None else None,
+            "sampler": {"seed": self.shuffle_seed, "next_epoch": epoch + 1},
+            "global_step": self.global_step,
+            "settings": {"batch_size": self.batch_size, "grad_accum_steps": self.grad_accum_steps,
+                         "world_size": D.world_size()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Load a checkpoint into the run; return the epoch it completed."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.stopper is not None and state["early_stopping"] is not None:
+            self.stopper.load_state_dict(state["early_stopping"])
+        self.history = History.from_state_dict(state["history"])
+        self.main_metric = self.history.main_metric or self.main_metric
+        self.shuffle_seed = state["sampler"]["seed"]
+        self.global_step = state["global_step"]
+        ckpt.set_rng_state(state["rng"])
+        return state["epoch"]
+
+    def save(self, epoch: int, improved: bool) -> None:
+        """Rank 0 writes the checkpoint, the best weights and the history files."""
+        if not self.out or D.rank() != 0:
+            return
+        ckpt.save_atomic(self.checkpoint_state(epoch), os.path.join(self.out, CHECKPOINT))
+        self.last_saved_epoch = epoch
+        if improved:
+            ckpt.save_atomic({"epoch": epoch, "model": self.model.state_dict()},
+                             os.path.join(self.out, BEST))
+        self.history.to_csv(os.path.join(self.out, "history.csv"))
+        self.history.to_json(os.path.join(self.out, "metrics.json"))
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    train: Any,
+    val: Any = None,
+    *,
+    epochs: int = 10,
+    optimizer: Any = None,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    metrics: Any = None,
+    task: str | None = None,
+    grad_accum_steps: int = 1,
+    amp: bool = False,
+    device: str | torch.device = "auto",
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    early_stopping: EarlyStopping | int | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    scheduler: Any = None,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+) -> History:
+    """Train ``model`` to minimise ``loss_fn`` on ``train``; validate on ``val`` after each epoch.
+
+    Args:
+        model: any ``nn.Module``; moved to ``device``. With early stopping it ends holding the
+            best epoch's weights.
+        loss_fn: a losskit (or ``torch.nn``) loss module; reductions are done by fit (see module
+            doc), so its ``reduction`` setting is not used.
+        train, val: an ``(inputs, targets)`` pair of tensors, a Dataset of such pairs, or a
+            DataLoader (used as given: then shuffling and resume exactness are yours).
+        epochs: the total number of epochs (a resumed run counts the ones already done).
+        optimizer: None (AdamW with ``lr``), an Optimizer over ``model``'s parameters, or a
+            callable ``params -> Optimizer``.
+        lr: learning rate of the default optimizer.
+        batch_size: rows per micro-batch and per rank.
+        metrics: None picks torchmetrics by ``task`` (see :mod:`losskit.metrics`), a
+            :class:`~losskit.metrics.TaskMetrics`, a mapping ``name -> torchmetrics.Metric`` fed
+            ``(output, target)``, or ``{}`` for none. Computed on validation only.
+        task: the task for default metrics; inferred from the loss and targets when None.
+        grad_accum_steps: micro-batches per optimizer step (exact, see module doc).
+        amp: bfloat16 autocast for the forward pass where supported; the loss runs in float32.
+        device: ``"auto"`` (CUDA if available, else CPU), or any torch device.
+        out: directory for ``checkpoint.pt`` (every epoch), ``best.pt``, ``history.csv``,
+            ``metrics.json`` and ``loss_curve.png``. None writes nothing.
+        resume: continue from ``out/checkpoint.pt`` when it exists (else start fresh).
+        early_stopping: None, a patience in epochs, or an :class:`EarlyStopping`.
+        seed: seeds Python, numpy and torch at the start and the shuffling order (0 when None,
+            leaving the global generators untouched).
+        progress: print a progress bar and an epoch table (rank 0 only); False prints nothing.
+        scheduler: None, an LR scheduler on ``optimizer``, or a callable ``optimizer ->
+            scheduler``; stepped once per epoch and checkpointed.
+        callbacks: callables given each epoch's record after its checkpoint is written.
+
+    Returns:
+        The :class:`History` of every epoch, including those before a resume.
+
+    Raises:
+        NonFiniteLossError: the training loss became NaN/Inf (names the epoch and step).
+
+    Example:
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> x = torch.randn(256, 4); y = (x[:, 0] > 0).long()
+        >>> model = torch.nn.Linear(4, 2)
+        >>> h = fit(model, torch.nn.CrossEntropyLoss(), (x, y), (x, y), epochs=20, lr=0.05,
+        ...         seed=0, progress=False)
+        >>> h.final["val_accuracy"] > 0.9, h.final["val_loss"] < h[0]["val_loss"]
+        (True, True)
+    """
+    _check_arguments(epochs, batch_size, grad_accum_steps, lr, resume, out)
+    created_group = _maybe_init_process_group()
+    try:
+        return _fit(**locals())
+    finally:
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _check_arguments(epochs: Any, batch_size: Any, k: Any, lr: Any, resume: bool, out: Any) -> None:
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("grad_accum_steps", k)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"fit: {name}={value!r} must be a positive int. Fix: e.g. {name}=1.")
+    if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
+        raise ValueError(f"fit: lr={lr!r} must be a finite number >= 0. Fix: e.g. lr=1e-3.")
+    if resume and out is None:
+        raise ValueError(
+            "fit: resume=True needs out= (the directory holding checkpoint.pt). Fix: pass the "
+            "out directory of the run to resume."
+        )
+
+
+def _resolve_metrics(metrics: Any, device: torch.device) -> tuple[Any, str | None]:
+    """The metrics object and the history key of its main metric (None: decided later)."""
+    if metrics is None:
+        return None, None  # chosen from the task at the first validation batch
+    if isinstance(metrics, Mapping) and not metrics:
+        return None, ""  # {}: no metrics
+    # Imported here: torchmetrics takes seconds to import and a run without metrics skips it.
+    import torchmetrics
+
+    from losskit.metrics import MAIN_METRIC, TaskMetrics
+
+    if isinstance(metrics, TaskMetrics):
+        return metrics.to(device), f"val_{MAIN_METRIC[metrics.task]}"
+    if isinstance(metrics, Mapping):
+        return torchmetrics.MetricCollection(dict(metrics)).to(device), f"val_{next(iter(metrics))}"
+    raise TypeError(
+        f"metrics must be None, a TaskMetrics, or a mapping name -> torchmetrics.Metric; got "
+        f"{type(metrics).__name__}. Fix: e.g. metrics={{'acc': MulticlassAccuracy(10)}}."
+    )
+
+
+def _fit(**a: Any) -> History:
+    device = _resolve_device(a["device"])
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    if a["seed"] is not None:
+        _seed_everything(a["seed"])
+    model: nn.Module = a["model"].to(device)
+    loss_fn = a["loss_fn"]
+    if isinstance(loss_fn, nn.Module):
+        loss_fn = loss_fn.to(device)
+    optimizer = _make_optimizer(a["optimizer"], model, a["lr"])
+    optimizer.zero_grad(set_to_none=True)
+    out = os.fspath(a["out"]) if a["out"] is not None else None
+    if out and D.rank() == 0:
+        os.makedirs(out, exist_ok=True)
+    metrics, main_metric = _resolve_metrics(a["metrics"], device)
+    loop = _Loop(
+        model=model, ddp=None, loss_fn=loss_fn, optimizer=optimizer, device=device, out=out,
+        scheduler=_make_scheduler(a["scheduler"], optimizer),
+        stopper=EarlyStopping.from_arg(a["early_stopping"]),
+        metrics=metrics, auto_metrics=a["metrics"] is None, task=a["task"],
+        main_metric=main_metric, history=History(),
+        batch_size=a["batch_size"], grad_accum_steps=a["grad_accum_steps"],
+        autocast=_autocast(device, a["amp"]),
+        shuffle_seed=a["seed"] if a["seed"] is not None else 0,
+        params=[p for p in model.parameters() if p.requires_grad], last_saved_epoch=0,
+        reporter=Reporter(a["progress"] and D.rank() == 0, a["epochs"]),
+    )
+    try:
+        return _run(loop, a)
+    finally:
+        loop.reporter.close()
+
+
+def _run(loop: _Loop, a: dict[str, Any]) -> History:
+    start = 1
+    path = os.path.join(loop.out, CHECKPOINT) if loop.out else None
+    if a["resume"] and path and os.path.exists(path):
+        done = loop.restore(ckpt.load(path, map_location=loop.device))
+        loop.last_saved_epoch = done
+        start = done + 1
+        loop.reporter.print(f"resuming from {path} after epoch {done}")
+    elif a["resume"]:
+        loop.reporter.print(f"no checkpoint at {path}; starting from scratch")
+    if loop.out and D.rank() == 0:
+        ckpt.remove_stale_temps(loop.out, CHECKPOINT)
+        ckpt.remove_stale_temps(loop.out, BEST)
+    if D.world_size() > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [loop.device.index] if loop.device.type == "cuda" else None
+        loop.ddp = DDP(loop.model, device_ids=ids)
+    train = _as_dataset(a["train"], "train")
+    loop.train_loader = _train_loader(train, loop.batch_size, loop.shuffle_seed)
+    val = _as_dataset(a["val"], "val") if a["val"] is not None else None
+    loop.val_loader = _val_loader(val, loop.batch_size) if val is not None else None
+    stopped = loop.stopper is not None and loop.stopper.stopped
+    for epoch in range(start, a["epochs"] + 1):
+        if stopped:
+            break
+        t0 = time.perf_counter()
+        if hasattr(loop.train_loader.sampler, "set_epoch"):
+            loop.train_loader.sampler.set_epoch(epoch)
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": loop.train_epoch(epoch)}
+        if loop.val_loader is not None:
+            record["val_loss"], values = loop.evaluate()
+            record.update(values)
+        record["lr"] = loop.optimizer.param_groups[0]["lr"]
+        record["time"] = time.perf_counter() - t0
+        loop.history.main_metric = loop.main_metric or None
+        loop.history.append(record)
+        if loop.scheduler is not None:
+            loop.scheduler.step()
+        monitor = "val_loss" if "val_loss" in record else "train_loss"
+        if loop.stopper is not None:
+            key = loop.stopper.monitor if loop.stopper.monitor in record else monitor
+            stopped = loop.stopper.update(record[key], epoch=epoch, model=loop.model)
+        best = loop.history.best
+        loop.save(epoch, improved=best is not None and best["epoch"] == epoch)
+        loop.reporter.end_epoch(record)
+        for callback in a["callbacks"]:
+            callback(record)
+    if loop.stopper is not None and loop.stopper.restore(loop.model):
+        loop.reporter.print(f"restored the weights of epoch {loop.stopper.best_epoch} "
+                            f"(best {loop.stopper.monitor})")
+    if loop.out and D.rank() == 0 and len(loop.history):
+        loop.history.to_json(os.path.join(loop.out, "metrics.json"))
+        loop.history.plot(os.path.join(loop.out, "loss_curve.png"))
+    return loop.history

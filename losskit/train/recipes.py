@@ -1,0 +1,169 @@
+"""Ready-made models and losses for the built-in tasks (what ``losskit train`` uses).
+
+Every model returns raw scores (logits) and every loss here takes them: losses that need
+probabilities or log-probabilities apply the activation themselves, so one model fits every loss
+of its task:
+
+* ``"bce"`` is :class:`SigmoidBCELoss`: ``BCELoss(sigmoid(x), y)``. Same value as
+  ``"bce-with-logits"`` up to BCE's clamp of each log term at -100 (a logit beyond about +-100
+  saturates: the loss stops growing and the gradient vanishes), which is why BCE-with-logits is
+  the default.
+* ``"nll"`` is :class:`LogSoftmaxNLLLoss`: ``NLLLoss(log_softmax(x, dim=1), y)``, which equals
+  cross-entropy.
+
+>>> from losskit import data
+>>> d = data.load("iris")
+>>> model, loss = make_model(d, hidden=8), make_loss(default_loss(d.task), d)
+>>> x, y = d.train[:5]
+>>> tuple(model(x).shape), loss(model(x), y).dim()
+((5, 3), 0)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import losskit as lk
+from losskit.data import TaskData
+
+LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
+    "multiclass": ("cross-entropy", "nll", "focal"),
+    "binary": ("bce-with-logits", "bce", "focal"),
+    "multilabel": ("bce-with-logits", "bce", "focal"),
+    "regression": ("mse", "l1", "huber", "smooth-l1"),
+    "language-modelling": ("cross-entropy", "nll", "focal"),
+}
+LOSSES: tuple[str, ...] = tuple(dict.fromkeys(n for ns in LOSSES_BY_TASK.values() for n in ns))
+_DEFAULT = {
+    "multiclass": "cross-entropy",
+    "binary": "bce-with-logits",
+    "multilabel": "bce-with-logits",
+    "regression": "mse",
+    "language-modelling": "cross-entropy",
+}
+
+
+class SigmoidBCELoss(lk.BCELoss):
+    """``BCELoss`` on ``sigmoid(input)``: binary cross-entropy for a model that outputs logits.
+
+    .. math:: l = -[y \\log \\sigma(x) + (1 - y) \\log(1 - \\sigma(x))]  (each log clamped at -100)
+
+    >>> x, y = torch.tensor([0.5, -2.0]), torch.tensor([1.0, 0.0])
+    >>> # (log(1 + e^-0.5) + log(1 + e^-2)) / 2 = (0.4741 + 0.1269) / 2
+    >>> SigmoidBCELoss()(x, y)
+    tensor(0.3005)
+    """
+
+    output_kind = "logits"  # what losskit.metrics should make of the model's output
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return super().forward(torch.sigmoid(input), target)
+
+
+class LogSoftmaxNLLLoss(lk.NLLLoss):
+    """``NLLLoss`` on ``log_softmax(input, dim=1)``: cross-entropy written the two-step way.
+
+    >>> LogSoftmaxNLLLoss()(torch.zeros(2, 4), torch.tensor([1, 3]))
+    tensor(1.3863)
+    """
+
+    output_kind = "logits"
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        class_dim = 1 if input.dim() >= 2 else 0
+        return super().forward(F.log_softmax(input, dim=class_dim), target)
+
+
+class MLP(nn.Sequential):
+    """``Linear -> ReLU -> Linear -> ReLU -> Linear``: ``(N, F)`` to ``(N, outputs)``."""
+
+    def __init__(self, features: int, outputs: int, hidden: int) -> None:
+        super().__init__(
+            nn.Linear(features, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, outputs),
+        )
+
+
+class TokenModel(nn.Module):
+    """Next-token scores from the current token: embedding, an MLP, and a vocabulary head.
+
+    Input ``(B, T)`` int64 tokens; output ``(B, V, T)`` logits, the class dimension at dim 1 as
+    cross-entropy wants it for a ``(B, T)`` target.
+    """
+
+    def __init__(self, vocab: int, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU())
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        h = self.mlp(self.embed(tokens))  # (B, T, H)
+        return self.head(h).transpose(1, 2)  # (B, T, V) -> (B, V, T)
+
+
+def _check_task(task: str) -> None:
+    if task not in LOSSES_BY_TASK:
+        raise ValueError(
+            f"task={task!r} is not a known task. Fix: use one of {', '.join(LOSSES_BY_TASK)}."
+        )
+
+
+def default_loss(task: str) -> str:
+    """The loss to start with for a task.
+
+    >>> default_loss("regression"), default_loss("binary")
+    ('mse', 'bce-with-logits')
+    """
+    _check_task(task)
+    return _DEFAULT[task]
+
+
+def make_model(data: TaskData, *, hidden: int = 128, seed: int = 0) -> nn.Module:
+    """A small model for ``data``'s task, initialised from ``seed`` (the global RNG is untouched).
+
+    An :class:`MLP` for tables (``(N, F) -> (N, num_outputs)``); a :class:`TokenModel` for
+    language modelling (``(B, T) -> (B, V, T)``).
+    """
+    _check_task(data.task)
+    if hidden < 1:
+        raise ValueError(f"hidden={hidden!r} must be a positive layer width. Fix: e.g. hidden=128.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if data.task == "language-modelling":
+            return TokenModel(data.num_features, hidden)
+        return MLP(data.num_features, data.num_outputs, hidden)
+
+
+def make_loss(name: str, data: TaskData) -> nn.Module:
+    """The losskit loss module called ``name``, set up for ``data``'s task.
+
+    :data:`LOSSES_BY_TASK` lists the names that fit each task.
+
+    Raises ValueError for an unknown name or a loss that does not fit the task, naming the ones
+    that do.
+    """
+    _check_task(data.task)
+    fitting = LOSSES_BY_TASK[data.task]
+    if name not in fitting:
+        known = "" if name in LOSSES else f" is not a losskit recipe loss ({', '.join(LOSSES)}) and"
+        raise ValueError(
+            f"loss={name!r}{known} does not fit the {data.task} task of dataset {data.name!r}. "
+            f"Fix: use one of {', '.join(fitting)}."
+        )
+    if name == "cross-entropy":
+        return lk.CrossEntropyLoss(ignore_index=data.ignore_index)
+    if name == "nll":
+        return LogSoftmaxNLLLoss(ignore_index=data.ignore_index)
+    if name == "focal":
+        return lk.FocalLoss(gamma=2.0, ignore_index=data.ignore_index)
+    if name == "bce-with-logits":
+        return lk.BCEWithLogitsLoss()
+    if name == "bce":
+        return SigmoidBCELoss()
+    regression = {"mse": lk.MSELoss, "l1": lk.L1Loss, "huber": lk.HuberLoss,
+                  "smooth-l1": lk.SmoothL1Loss}
+    return regression[name]()

@@ -1,0 +1,221 @@
+"""The `losskit` command.
+
+Real subprocesses (`python -m losskit ...`) check what only a process shows: the exit code, a
+single-line reason on stderr without a traceback, the files a run writes. Each costs a fresh
+`import torch` (seconds on a busy 2-core machine), so the long list of bad-input paths calls
+`losskit.cli.main(argv)` in-process instead: the same code path minus the interpreter start,
+checked for the same exit code and the same one-line stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from losskit.cli import main
+
+SETUPS = str(Path(__file__).parent / "doctor_setups" / "setups.py")
+ROOT = str(Path(__file__).parents[1])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: more intra-op threads only contend for the 2 shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def losskit(*args: str, cwd: str | os.PathLike = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "losskit", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------------------------
+# Subprocesses
+
+
+def test_train_writes_the_run_files(tmp_path: Path) -> None:
+    result = losskit("train", "--epochs", "2", "--out", str(tmp_path / "run"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    for name in ("history.csv", "metrics.json", "loss_curve.png", "checkpoint.pt"):
+        assert (run / name).stat().st_size > 0, name
+    history = rows(run / "history.csv")
+    assert [r["epoch"] for r in history] == ["1", "2"]
+    assert float(history[-1]["val_accuracy"]) > 0.5  # 10 classes: chance is 0.1
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert "digits" in result.stdout and "cross-entropy" in result.stdout
+
+
+def test_bad_input_exits_2_with_one_line_and_no_traceback() -> None:
+    result = losskit("train", "--task", "imagenet")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("losskit train: error: --task 'imagenet'")
+    assert "digits" in result.stderr  # names the valid choices
+
+
+def test_doctor_exit_code_follows_the_report() -> None:
+    healthy = losskit("doctor", SETUPS)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "OK" in healthy.stdout and "overfit one batch" in healthy.stdout
+    broken = losskit("doctor", f"{SETUPS}:softmax_head")
+    assert broken.returncode == 1, broken.stderr
+    assert "FAILED" in broken.stdout and "Softmax" in broken.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input, in-process
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> str:
+    """A small regression CSV: y = 2 a - b + noise."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=80), rng.normal(size=80)
+    y = 2 * a - b + 0.05 * rng.normal(size=80)
+    path = tmp_path / "table.csv"
+    path.write_text("a,b,y\n" + "".join(f"{p},{q},{r}\n" for p, q, r in zip(a, b, y, strict=True)))
+    return str(path)
+
+
+BAD = [
+    (["train", "--task", "nope"], "--task 'nope' is not a built-in dataset"),
+    (["train", "--loss", "nope"], "--loss 'nope' is not a losskit loss name"),
+    (["train", "--loss", "mse"], "--loss 'mse' does not fit the multiclass task"),
+    (["train", "--task", "diabetes", "--loss", "cross-entropy"], "use one of mse, l1"),
+    (["train", "--data", "{tmp}/missing.csv", "--target", "y"], "does not exist"),
+    (["train", "--data", "{table}", "--target", "price"], "'price' is not a column"),
+    (["train", "--data", "{table}"], "needs --target COLUMN"),
+    (["train", "--target", "y"], "Fix: add --data"),
+    (["train", "--data", "{table}", "--target", "y", "--task", "digits"], "kind of task"),
+    (["train", "--resume"], "Fix: add --out DIR"),
+    (["train", "--device", "potato"], "--device 'potato' is not a device"),
+    (["compare", "--task", "diabetes", "--losses", "mse"], "needs two or more"),
+    (["compare", "--task", "diabetes", "--losses", "mse,focal"], "--losses 'focal' does not fit"),
+    (["compare", "--task", "nope"], "--task 'nope' is not a built-in dataset"),
+    (["doctor"], "FILE.py[:FUNC] or --task"),
+    (["doctor", "{setups}", "--task", "iris"], "FILE.py[:FUNC] or --task"),
+    (["doctor", "{tmp}/missing.py"], "does not exist"),
+    (["doctor", "{setups}:nofunc"], "has no function 'nofunc'"),
+    (["doctor", "{setups}:NOT_A_FUNCTION"], "non-callable 'NOT_A_FUNCTION'"),
+    (["doctor", "{setups}:returns_two_things"], "returned a tuple of 2"),
+    (["doctor", "{setups}:raises"], "raised RuntimeError: dataset server unreachable (line"),
+    (["doctor", "--task", "nope"], "--task 'nope' is not a built-in dataset"),
+    (["doctor", "--task", "iris", "--loss", "mse"], "--loss 'mse' does not fit"),
+    (["losses", "--task", "nope"], "matches no task"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input(argv: list[str], message: str, tmp_path: Path, table: str, capsys) -> None:
+    argv = [a.format(tmp=tmp_path, table=table, setups=SETUPS) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"losskit {argv[0]}: error: ")
+    assert message in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["train", "--epochs", "0"], ["train", "--lr", "-1"],
+                                  ["doctor", "--overfit-steps", "x"], ["frobnicate"]])
+def test_malformed_options_exit_2_with_one_line(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "--help" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Happy paths, in-process
+
+
+def test_help_lists_every_subcommand(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for command in ("train", "compare", "doctor", "losses", "bench"):
+        assert command in printed
+    for command in ("train", "compare", "doctor", "losses"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0 and "usage: losskit" in capsys.readouterr().out
+
+
+def test_train_on_a_csv_and_resume(tmp_path: Path, table: str, capsys) -> None:
+    out = str(tmp_path / "run")
+    base = ["train", "--data", table, "--target", "y", "--out", out, "--no-progress",
+            "--batch-size", "16"]
+    assert main([*base, "--epochs", "1"]) == 0
+    first = rows(Path(out) / "history.csv")
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    resumed = rows(Path(out) / "history.csv")
+    assert [r["epoch"] for r in resumed] == ["1", "2"]
+    assert resumed[0]["train_loss"] == first[0]["train_loss"]  # epoch 1 kept, not re-run
+    assert "regression" in capsys.readouterr().out  # task inferred from the float column
+
+
+def test_train_default_out_is_a_timestamped_run_directory(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--task", "iris", "--epochs", "1", "--no-progress"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name[:8].isdigit() and (run / "history.csv").exists()
+
+
+def test_compare_overlays_every_loss(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cmp"
+    argv = ["compare", "--task", "iris", "--losses", "cross-entropy,focal", "--epochs", "2",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    summary = rows(out / "compare.csv")
+    assert [r["loss"] for r in summary] == ["cross-entropy", "focal"]
+    assert all(0 <= float(r["final_val_accuracy"]) <= 1 for r in summary)
+    assert (out / "compare.png").stat().st_size > 0
+    for name in ("cross-entropy", "focal"):
+        assert len(rows(out / name / "history.csv")) == 2
+    printed = capsys.readouterr().out
+    assert "cross-entropy" in printed and "focal" in printed
+
+
+def test_doctor_on_a_builtin_task(capsys) -> None:
+    assert main(["doctor", "--task", "sequence"]) == 0
+    assert "overfit one batch" in capsys.readouterr().out
+
+
+def test_doctor_lr_zero_fails(capsys) -> None:
+    assert main(["doctor", "--task", "iris", "--lr", "0"]) == 1
+    assert "lr=0" in capsys.readouterr().out
+
+
+def test_losses_table(capsys) -> None:
+    assert main(["losses"]) == 0
+    everything = capsys.readouterr().out
+    assert "CrossEntropyLoss" in everything and "MSELoss" in everything
+    assert main(["losses", "--task", "breast-cancer"]) == 0  # a dataset name: its task
+    assert "binary" in capsys.readouterr().out
+
+
+def test_bench_help() -> None:
+    pytest.importorskip("losskit.bench")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0

@@ -1,0 +1,278 @@
+"""fit: learning on real data, exact loss reduction and gradient accumulation, NaN handling,
+early stopping, inputs and outputs. Accuracies and losses are recomputed here independently
+(argmax / torch.nn.functional in float64), not read back from fit's own metrics."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import losskit as lk
+from losskit import data
+from losskit.train import EarlyStopping, NonFiniteLossError, fit, make_loss, make_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest (and reproducibly) on one thread, also on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _accuracy(model: nn.Module, ds: TensorDataset, binary: bool = False) -> float:
+    x, y = ds.tensors
+    with torch.no_grad():
+        out = model(x)
+    pred = (out > 0).float() if binary else out.argmax(1)
+    return (pred == y).double().mean().item()
+
+
+# --- learning on the built-in data --------------------------------------------------------------
+
+
+def test_digits_reaches_95_percent_val_accuracy() -> None:
+    d = data.load("digits")
+    model = make_model(d)
+    h = fit(model, make_loss("cross-entropy", d), d.train, d.val, epochs=8, seed=0, progress=False)
+    acc = _accuracy(model, d.val)
+    assert acc >= 0.95
+    assert h.final["val_accuracy"] == pytest.approx(acc, abs=1e-6)  # torchmetrics agrees
+    x, y = d.val.tensors
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x).double(), y).item()
+    assert h.final["val_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_diabetes_mse_beats_predicting_the_mean() -> None:
+    d = data.load("diabetes")
+    model = make_model(d, hidden=32)
+    fit(model, make_loss("mse", d), d.train, d.val, epochs=10, lr=3e-3, batch_size=32, seed=0,
+        progress=False)
+    x, y = d.val.tensors
+    with torch.no_grad():
+        mse = F.mse_loss(model(x).double(), y.double()).item()
+    train_mean = d.train.tensors[1].double().mean()
+    baseline = F.mse_loss(train_mean.expand_as(y), y.double()).item()
+    assert mse < 0.85 * baseline  # measured: 0.68 x baseline
+
+
+def test_breast_cancer_bce_with_logits_reaches_95_percent() -> None:
+    d = data.load("breast-cancer")
+    model = make_model(d)
+    h = fit(model, make_loss("bce-with-logits", d), d.train, d.val, epochs=10, seed=0,
+            progress=False)
+    acc = _accuracy(model, d.val, binary=True)
+    assert acc >= 0.95
+    assert h.final["val_accuracy"] == pytest.approx(acc, abs=1e-6)
+
+
+# --- exact reductions ---------------------------------------------------------------------------
+
+
+def _token_problem(dtype=torch.float64):
+    """8 sequences of 6 tokens whose counted (non -100) targets range from 1 to 6."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 7, (8, 6), generator=g)
+    y = torch.randint(0, 7, (8, 6), generator=g)
+    for i, counted in enumerate([1, 6, 2, 5, 1, 3, 6, 2]):
+        y[i, counted:] = -100
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Embedding(7, 5), nn.Tanh(), nn.Linear(5, 7)).to(dtype)
+
+    class ClassDimFirst(nn.Module):  # (B, T, V) -> (B, V, T) as cross-entropy wants
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, t):
+            return self.net(t).transpose(1, 2)
+
+    weight = torch.rand(7, generator=g, dtype=dtype) + 0.5
+    return x, y, ClassDimFirst(), weight
+
+
+def test_grad_accumulation_equals_one_big_batch_with_uneven_ignore_counts() -> None:
+    x, y, model, weight = _token_problem()
+    oracle = copy.deepcopy(model)
+    fit(model, lk.CrossEntropyLoss(weight=weight), (x, y), epochs=1, batch_size=2,
+        grad_accum_steps=4, optimizer=lambda p: torch.optim.SGD(p, lr=0.5), metrics={}, seed=0,
+        progress=False)
+    # Oracle: one step of SGD on torch's weighted mean over the whole batch, in float64.
+    F.cross_entropy(oracle(x), y, weight=weight).backward()
+    with torch.no_grad():
+        for p in oracle.parameters():
+            p -= 0.5 * p.grad
+    assert _max_diff(model, oracle) < 1e-6
+    # The data is uneven enough for the naive mean of micro-batch means to miss by far.
+    naive = _naive_step(_token_problem()[2], x, y, weight)
+    assert _max_diff(naive, oracle) > 1e-3
+
+
+def _max_diff(a: nn.Module, b: nn.Module) -> float:
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    return max((p - q).abs().max().item() for p, q in pairs)
+
+
+def _naive_step(model: nn.Module, x, y, weight) -> nn.Module:
+    pairs = zip(x.split(2), y.split(2), strict=True)
+    losses = [F.cross_entropy(model(xb), yb, weight=weight) for xb, yb in pairs]
+    (sum(losses) / len(losses)).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.5 * p.grad
+    return model
+
+
+def test_train_loss_is_reduced_like_val_loss() -> None:
+    """With lr=0 the weights never change, so train and val loss over the same padded data must
+    both equal the weighted mean over all tokens, not a mean of batch means."""
+    x, y, model, weight = _token_problem()
+    h = fit(model, lk.CrossEntropyLoss(weight=weight), (x, y), (x, y), epochs=1, batch_size=3,
+            optimizer=lambda p: torch.optim.SGD(p, lr=0.0), metrics={}, progress=False)
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x), y, weight=weight).item()
+    assert h[0]["train_loss"] == pytest.approx(expected, rel=1e-12)
+    assert h[0]["val_loss"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_language_model_metrics_ignore_padding() -> None:
+    d = data.load("sequence")
+    model = make_model(d, hidden=32)
+    h = fit(model, make_loss("cross-entropy", d), d.train, d.val, epochs=3, lr=1e-2,
+            batch_size=64, seed=0, progress=False)
+    x, y = d.val.tensors
+    with torch.no_grad():
+        out = model(x)  # (B, V, T)
+    counted = y != -100
+    token_acc = (out.argmax(1) == y)[counted].double().mean().item()
+    nll = F.cross_entropy(out.double(), y).item()
+    assert h.final["val_token_accuracy"] == pytest.approx(token_acc, abs=1e-6)
+    assert h.final["val_perplexity"] == pytest.approx(math.exp(nll), rel=1e-4)
+    assert token_acc > 0.8  # the count-up rule is learnable (best possible about 0.907)
+
+
+# --- failures and control flow ------------------------------------------------------------------
+
+
+class _NaNAt(nn.Module):
+    """A linear model whose training forward number ``at`` returns NaN."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.at, self.calls = at, 0
+
+    def forward(self, x):
+        out = self.linear(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                out = out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tmp_path) -> None:
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    model = _NaNAt(at=4 + 3)  # 4 steps per epoch: the 3rd step of epoch 2
+    with lk.checks("off"), pytest.raises(NonFiniteLossError) as err:
+        fit(model, lk.CrossEntropyLoss(), (x, y), epochs=3, batch_size=10, seed=0, out=tmp_path,
+            metrics={}, progress=False)
+    message = str(err.value)
+    assert "epoch 2, step 3" in message and "nan" in message
+    assert str(tmp_path / "checkpoint.pt") in message
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN step was not applied
+
+
+def test_early_stopping_restores_best_weights(tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 10, generator=g), torch.randint(0, 2, (64,), generator=g)
+    xv, yv = torch.randn(64, 10, generator=g), torch.randint(0, 2, (64,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 2))
+    h = fit(model, lk.CrossEntropyLoss(), (x, y), (xv, yv), epochs=60, lr=1e-2, batch_size=16,
+            early_stopping=EarlyStopping(patience=3), out=tmp_path, metrics={}, progress=False)
+    losses = h.column("val_loss")
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert len(h) == best + 1 + 3 < 60  # random labels: val loss rises, training stops early
+    with torch.no_grad():
+        now = F.cross_entropy(model(xv).double(), yv).item()
+    assert now == pytest.approx(losses[best], rel=1e-5)  # the model holds the best epoch again
+    saved = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert saved["epoch"] == best + 1
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved["model"].items())
+
+
+def test_accepts_dataset_and_dataloader_and_writes_outputs(tmp_path, capsys) -> None:
+    x, y = torch.randn(50, 3), torch.randn(50, 1)
+    ds = TensorDataset(x, y)
+    h1 = fit(nn.Linear(3, 1), lk.MSELoss(), ds, DataLoader(ds, batch_size=7), epochs=2,
+             progress=False, out=tmp_path)
+    h2 = fit(nn.Linear(3, 1), lk.MSELoss(), DataLoader(ds, batch_size=8, shuffle=True), ds,
+             epochs=2, progress=False)
+    printed = capsys.readouterr()
+    assert printed.out == printed.err == ""  # progress=False prints nothing
+    assert len(h1) == len(h2) == 2 and "val_mae" in h1.final and "val_rmse" in h2.final
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"checkpoint.pt", "best.pt", "history.csv", "metrics.json", "loss_curve.png"}
+
+
+def test_progress_prints_epoch_table(capsys) -> None:
+    x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    fit(nn.Linear(3, 2), lk.CrossEntropyLoss(), (x, y), (x, y), epochs=2, progress=True)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and "val_loss" in out and "val_accuracy" in out
+    assert len([line for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]) == 2
+
+
+def test_amp_bfloat16_trains_on_cpu() -> None:
+    d = data.load("digits")
+    model = make_model(d, hidden=64)
+    h = fit(model, make_loss("cross-entropy", d), d.train, d.val, epochs=3, amp=True, seed=0,
+            progress=False)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert h.final["val_loss"] < h[0]["train_loss"] and h.final["val_accuracy"] > 0.85
+
+
+def test_resume_after_finishing_returns_history_without_training(tmp_path) -> None:
+    x, y = torch.randn(20, 3), torch.randn(20, 1)
+    model = nn.Linear(3, 1)
+    first = fit(model, lk.MSELoss(), (x, y), epochs=2, out=tmp_path, progress=False)
+    weights = copy.deepcopy(model.state_dict())
+    again = fit(model, lk.MSELoss(), (x, y), epochs=2, out=tmp_path, resume=True, progress=False)
+    assert again.records == first.records
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, "epochs=0"),
+        ({"grad_accum_steps": 0}, "grad_accum_steps=0"),
+        ({"lr": float("nan")}, "lr=nan"),
+        ({"resume": True}, "resume=True needs out="),
+        ({"device": "nonsense"}, "device='nonsense'"),
+        ({"early_stopping": "yes"}, "early_stopping='yes'"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        fit(nn.Linear(3, 1), lk.MSELoss(), (torch.randn(4, 3), torch.randn(4, 1)),
+            progress=False, **kwargs)
+
+
+def test_bad_train_data_names_the_fix() -> None:
+    with pytest.raises(TypeError, match="pair of tensors"):
+        fit(nn.Linear(3, 1), lk.MSELoss(), [1, 2, 3], progress=False)
+    with pytest.raises(ValueError, match="4 and 5 rows"):
+        fit(nn.Linear(3, 1), lk.MSELoss(), (torch.randn(4, 3), torch.randn(5, 1)), progress=False)

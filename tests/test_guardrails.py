@@ -1,0 +1,601 @@
+"""One test per row of DESIGN.md's "What bad input gets" table, each with its healthy twin, and
+the checks modes ("startup", "always", "off"; set_checks, checks(), LOSSKIT_CHECKS).
+
+Every mistake must get the table's outcome (LossInputError or LossWarning), a message that names
+what was received and the fix, and, where torch itself raises for that input, an exception that is
+also an instance of torch's class (found by calling torch on the same tensors, not hard-coded).
+Every healthy twin must get nothing: no error and no warning at all.
+
+Deliberate differences from torch tested here (DESIGN table): regression shapes that would broadcast
+raise (torch warns and broadcasts); NaN/Inf raise (torch computes NaN); an all-ignored batch is 0
+with a LossWarning (torch gives NaN); non-floating input raises (torch accepts some, e.g. l1_loss).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import losskit as lk
+import losskit.functional as LF
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(autouse=True)
+def always_checks():
+    """Value checks on for every call, whatever ran before in this process."""
+    with lk.checks("always"):
+        yield
+
+
+def _randn(gen, *shape):
+    return torch.randn(shape, generator=gen)
+
+
+def _labels(gen, num_classes, *shape):
+    return torch.randint(0, num_classes, shape, generator=gen)
+
+
+def torch_error(call):
+    """The exception class torch raises for the same call, or None when torch accepts it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call()
+    except Exception as error:
+        return type(error)
+    return None
+
+
+def assert_raises(call, torch_call, *patterns: str):
+    """``call`` raises LossInputError (and torch's class, if torch raises) naming every pattern."""
+    expected = torch_error(torch_call) if torch_call is not None else None
+    with pytest.raises(lk.LossInputError) as info:
+        call()
+    assert isinstance(info.value, ValueError)
+    if expected is not None:
+        assert isinstance(info.value, expected), (type(info.value).__mro__, expected)
+    message = str(info.value)
+    for pattern in patterns:
+        assert pattern.lower() in message.lower(), (pattern, message)
+    return message
+
+
+def assert_warns(call, *patterns: str):
+    with pytest.warns(lk.LossWarning) as record:
+        out = call()
+    messages = [str(w.message) for w in record if issubclass(w.category, lk.LossWarning)]
+    assert len(messages) == 1, messages
+    for pattern in patterns:
+        assert pattern.lower() in messages[0].lower(), (pattern, messages[0])
+    return out
+
+
+def assert_silent(call):
+    """The healthy twin: no exception, no warning of any kind, a finite result."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = call()
+    assert not record, [str(w.message) for w in record]
+    assert torch.isfinite(out).all()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Row: softmax applied before cross-entropy -> LossWarning
+
+
+def test_softmax_before_cross_entropy_warns(gen):
+    logits, y = _randn(gen, 8, 5), _labels(gen, 5, 8)
+    probs = torch.softmax(logits, dim=1)
+    assert_warns(lambda: LF.cross_entropy(probs, y), "softmax", "logits")
+    assert_warns(lambda: lk.CrossEntropyLoss()(probs, y), "softmax")
+    assert_silent(lambda: LF.cross_entropy(logits, y))
+    assert_silent(lambda: lk.CrossEntropyLoss()(logits, y))
+
+
+def test_softmax_before_cross_entropy_spatial(gen):
+    logits, y = _randn(gen, 2, 4, 3, 3), _labels(gen, 4, 2, 3, 3)
+    assert_warns(lambda: LF.cross_entropy(torch.softmax(logits, 1), y), "softmax")
+    assert_silent(lambda: LF.cross_entropy(logits, y))
+
+
+# Row: sigmoid applied before BCE-with-logits -> LossWarning
+
+
+def test_sigmoid_before_bce_with_logits_warns(gen):
+    logits, y = _randn(gen, 8, 4), (torch.rand(8, 4, generator=gen) > 0.5).float()
+    assert_warns(lambda: LF.binary_cross_entropy_with_logits(torch.sigmoid(logits), y),
+                 "sigmoid", "logits")
+    assert_warns(lambda: lk.BCEWithLogitsLoss()(torch.sigmoid(logits), y), "sigmoid")
+    assert_silent(lambda: LF.binary_cross_entropy_with_logits(logits, y))
+
+
+# Row: raw logits given to BCELoss -> LossInputError
+
+
+def test_logits_to_bce_raises(gen):
+    logits, y = 3 * _randn(gen, 6, 4), (torch.rand(6, 4, generator=gen) > 0.5).float()
+    logits[0, 0] = 2.5  # certainly outside [0, 1]
+    msg = assert_raises(lambda: LF.binary_cross_entropy(logits, y),
+                        lambda: F.binary_cross_entropy(logits, y), "2.5", "with_logits")
+    assert "between 0 and 1" in msg
+    assert_raises(lambda: lk.BCELoss()(logits, y), lambda: F.binary_cross_entropy(logits, y))
+    assert_silent(lambda: LF.binary_cross_entropy(torch.sigmoid(logits), y))
+
+
+# Row: raw logits given to NLLLoss -> LossWarning
+
+
+def test_logits_to_nll_warns(gen):
+    logits, y = 3 * _randn(gen, 8, 5), _labels(gen, 5, 8)
+    assert_warns(lambda: LF.nll_loss(logits, y), "log_softmax")
+    assert_warns(lambda: lk.NLLLoss()(logits, y), "log_softmax")
+    assert_silent(lambda: LF.nll_loss(torch.log_softmax(logits, 1), y))
+
+
+# Row: class-index target with a float dtype, or integer one-hot target -> LossInputError
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_float_class_index_target_raises(fn, gen):
+    x, y = torch.log_softmax(_randn(gen, 6, 4), 1), _labels(gen, 4, 6)
+    assert_raises(lambda: getattr(LF, fn)(x, y.float()),
+                  lambda: getattr(F, fn)(x, y.float()), "float32", ".long()")
+    assert_silent(lambda: getattr(LF, fn)(x, y))
+
+
+def test_int32_class_index_target_raises(gen):
+    x, y = _randn(gen, 6, 4), _labels(gen, 4, 6)
+    assert_raises(lambda: LF.cross_entropy(x, y.int()), lambda: F.cross_entropy(x, y.int()),
+                  "int32", ".long()")
+
+
+def test_one_hot_integer_target_raises(gen):
+    x, y = _randn(gen, 6, 4), _labels(gen, 4, 6)
+    onehot = F.one_hot(y, 4)  # int64, same shape as x: read as probabilities by torch
+    assert_raises(lambda: LF.cross_entropy(x, onehot), lambda: F.cross_entropy(x, onehot),
+                  "int64", "argmax")
+    assert_silent(lambda: LF.cross_entropy(x, onehot.argmax(1)))
+    assert_silent(lambda: LF.cross_entropy(x, onehot.float()))
+
+
+# Row: cross-entropy target shaped (N, 1) instead of (N,) -> LossInputError
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_target_n_by_1_raises(fn, gen):
+    x, y = torch.log_softmax(_randn(gen, 6, 4), 1), _labels(gen, 4, 6, 1)
+    assert_raises(lambda: getattr(LF, fn)(x, y), lambda: getattr(F, fn)(x, y),
+                  "(6, 1)", "squeeze")
+    assert_silent(lambda: getattr(LF, fn)(x, y.squeeze(1)))
+
+
+# Row: sequence logits (B, T, C) with target (B, T) -> LossInputError naming both fixes
+
+
+def test_sequence_logits_class_dim_last_raises(gen):
+    logits, y = _randn(gen, 2, 5, 7), _labels(gen, 7, 2, 5)  # (B, T, C), (B, T)
+    assert_raises(lambda: LF.cross_entropy(logits, y), lambda: F.cross_entropy(logits, y),
+                  "(2, 5, 7)", "(2, 5)", "transpose", "reshape")
+    assert_silent(lambda: LF.cross_entropy(logits.transpose(1, 2), y))
+    assert_silent(lambda: LF.cross_entropy(logits.reshape(-1, 7), y.reshape(-1)))
+
+
+# Row: class index outside [0, C) that is not ignore_index -> LossInputError naming value and C
+
+
+def _devices():
+    return ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize(("bad", "ignore_index"), [(5, -100), (-1, -100), (-100, -1), (9, 5)])
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss", "focal_loss", "dice_loss"])
+def test_class_index_out_of_range_raises(fn, bad, ignore_index, device, gen):
+    x, y = _randn(gen, 4, 5, 3), _labels(gen, 5, 4, 3)  # C = 5
+    if fn == "nll_loss":
+        x = torch.log_softmax(x, 1)
+    x, y = x.to(device), y.to(device)
+    y_bad = y.clone()
+    y_bad[2, 1] = bad
+    call = getattr(LF, fn)
+    torch_call = (lambda: getattr(F, fn)(x, y_bad, ignore_index=ignore_index)) if hasattr(
+        F, fn) and device == "cpu" else None
+    assert_raises(lambda: call(x, y_bad, ignore_index=ignore_index), torch_call, str(bad), "5")
+    with pytest.raises(IndexError):  # torch's class for this mistake, on every device
+        call(x, y_bad, ignore_index=ignore_index)
+    y_ok = y.clone()
+    y_ok[2, 1] = ignore_index  # the ignore value itself is fine, even when it is out of range
+    assert_silent(lambda: call(x, y_ok, ignore_index=ignore_index))
+
+
+def test_class_index_out_of_range_after_startup(gen):
+    """On CPU the range check costs no sync, so it stays on after the startup calls."""
+    x, y = _randn(gen, 4, 3), _labels(gen, 3, 4)
+    with lk.checks("startup"):
+        for _ in range(50):
+            LF.cross_entropy(x, y)
+        with pytest.raises(IndexError):
+            LF.cross_entropy(x, torch.tensor([0, 1, 2, 3]))
+
+
+# Row: BCE targets outside [0, 1] -> LossInputError
+
+
+@pytest.mark.parametrize("labels", [(-1.0, 1.0), (1.0, 2.0)])
+@pytest.mark.parametrize("fn", ["binary_cross_entropy", "binary_cross_entropy_with_logits"])
+def test_bce_target_outside_unit_interval_raises(fn, labels, gen):
+    logits = _randn(gen, 8, 3)
+    x = torch.sigmoid(logits) if fn == "binary_cross_entropy" else logits
+    coin = torch.rand(8, 3, generator=gen) > 0.5
+    y = torch.where(coin, labels[0], labels[1])
+    y[0, 0] = labels[0]  # both labels present
+    y[0, 1] = labels[1]
+    bad = labels[0] if labels[0] < 0 else labels[1]
+    assert_raises(lambda: getattr(LF, fn)(x, y), lambda: getattr(F, fn)(x, y), str(bad), "[0, 1]")
+    assert_silent(lambda: getattr(LF, fn)(x, (y - labels[0]) / (labels[1] - labels[0])))
+
+
+# Row: integer targets for BCE / BCE-with-logits -> LossInputError
+
+
+@pytest.mark.parametrize("fn", ["binary_cross_entropy", "binary_cross_entropy_with_logits"])
+def test_bce_integer_target_raises(fn, gen):
+    logits = _randn(gen, 8, 3)
+    x = torch.sigmoid(logits) if fn == "binary_cross_entropy" else logits
+    y = (torch.rand(8, 3, generator=gen) > 0.5).long()
+    assert_raises(lambda: getattr(LF, fn)(x, y), lambda: getattr(F, fn)(x, y), "int64", ".float()")
+    assert_silent(lambda: getattr(LF, fn)(x, y.float()))
+
+
+# Row: regression shapes that would broadcast ((N, 1) vs (N,)) -> LossInputError
+# (deliberate difference: torch warns and broadcasts to (N, N))
+
+
+@pytest.mark.parametrize("fn", ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss"])
+def test_regression_broadcast_raises(fn, gen):
+    x, y = _randn(gen, 10, 1), _randn(gen, 10)
+    assert_raises(lambda: getattr(LF, fn)(x, y), None, "(10, 1)", "(10,)", "squeeze")
+    assert_silent(lambda: getattr(LF, fn)(x.squeeze(-1), y))
+
+
+@pytest.mark.parametrize("module", ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss"])
+def test_regression_broadcast_raises_module(module, gen):
+    x, y = _randn(gen, 10, 1), _randn(gen, 10)
+    assert_raises(lambda: getattr(lk, module)()(x, y), None, "(10, 1)", "(10,)")
+    assert_silent(lambda: getattr(lk, module)()(x, y.unsqueeze(1)))
+
+
+# Row: weight length is not C; pos_weight that does not broadcast -> LossInputError
+
+
+@pytest.mark.parametrize("bad_shape", [(4,), (1, 3), (2,)])
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_class_weight_wrong_length_raises(fn, bad_shape, gen):
+    x, y = torch.log_softmax(_randn(gen, 6, 3), 1), _labels(gen, 3, 6)
+    w = torch.ones(bad_shape)
+    assert_raises(lambda: getattr(LF, fn)(x, y, weight=w),
+                  lambda: getattr(F, fn)(x, y, weight=w), str(bad_shape), "3")
+    assert_silent(lambda: getattr(LF, fn)(x, y, weight=torch.ones(3)))
+
+
+@pytest.mark.parametrize("bad_shape", [(2,), (4,), (2, 4, 3)])
+def test_pos_weight_not_broadcasting_raises(bad_shape, gen):
+    x, y = _randn(gen, 4, 3), (torch.rand(4, 3, generator=gen) > 0.5).float()
+    pw = torch.ones(bad_shape)
+    assert_raises(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                  lambda: F.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                  str(bad_shape), "(3,)")
+    assert_raises(lambda: lk.BCEWithLogitsLoss(pos_weight=pw)(x, y), None, "pos_weight")
+    assert_silent(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=torch.ones(3)))
+
+
+# Row: probability targets whose rows do not sum to 1 or hold negatives -> LossWarning
+
+
+@pytest.mark.parametrize("mistake", ["sum", "negative"])
+def test_probability_target_not_a_distribution_warns(mistake, gen):
+    x = _randn(gen, 6, 4)
+    q = torch.softmax(_randn(gen, 6, 4), 1)
+    bad = q * 2 if mistake == "sum" else q + torch.tensor([0.5, -0.5, 0.0, 0.0])
+    out = assert_warns(lambda: LF.cross_entropy(x, bad), mistake)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.testing.assert_close(out, F.cross_entropy(x, bad))  # the value is torch's
+    assert_silent(lambda: LF.cross_entropy(x, q))
+
+
+# Row: NaN or Inf in input or target -> LossInputError (deliberate: torch computes NaN)
+
+
+def _loss(module, name):
+    """``name`` from ``module`` (LF or F); kl_div with "batchmean" (its "mean" warns in torch)."""
+    fn = getattr(module, name.replace("_multiclass", ""))
+    if name == "kl_div":
+        return lambda x, y, **kw: fn(x, y, reduction="batchmean", **kw)
+    return fn
+
+
+def _finite_pair(fn, gen):
+    if fn in ("cross_entropy", "nll_loss", "focal_loss_multiclass", "dice_loss"):
+        x, y = _randn(gen, 6, 4), _labels(gen, 4, 6)
+        return (torch.log_softmax(x, 1) if fn == "nll_loss" else x), y
+    if fn == "binary_cross_entropy":
+        return torch.sigmoid(_randn(gen, 6, 4)), torch.rand(6, 4, generator=gen)
+    if fn == "kl_div":
+        return torch.log_softmax(_randn(gen, 6, 4), 1), torch.softmax(_randn(gen, 6, 4), 1)
+    if fn in ("binary_cross_entropy_with_logits", "focal_loss"):
+        return 3 * _randn(gen, 6, 4), torch.rand(6, 4, generator=gen)
+    return _randn(gen, 6, 4), _randn(gen, 6, 4)
+
+
+NAN_LOSSES = ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy",
+              "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "kl_div",
+              "focal_loss", "focal_loss_multiclass", "dice_loss"]
+
+
+@pytest.mark.parametrize("where", ["input-nan", "input+inf", "target-nan"])
+@pytest.mark.parametrize("fn", NAN_LOSSES)
+def test_nan_or_inf_raises(fn, where, gen):
+    x, y = _finite_pair(fn, gen)
+    call = _loss(LF, fn)
+    if where == "target-nan" and not y.is_floating_point():
+        pytest.skip("class-index targets cannot hold NaN")
+    bx, by = x.clone(), y.clone()
+    if where.startswith("input"):
+        bx[1, 2] = NAN if where == "input-nan" else INF
+    else:
+        by[1, 2] = NAN
+    assert_raises(lambda: call(bx, by), None, "nan" if "nan" in where else "inf", "(1, 2)")
+    assert_silent(lambda: call(x, y))
+
+
+def test_negative_inf_logit_is_allowed_in_cross_entropy(gen):
+    """torch: a -inf logit on a non-target class gives a finite loss; not a mistake."""
+    x, y = _randn(gen, 4, 3), torch.tensor([0, 1, 0, 1])
+    x[:, 2] = -INF
+    out = assert_silent(lambda: LF.cross_entropy(x, y))
+    torch.testing.assert_close(out, F.cross_entropy(x, y))
+
+
+# Row: every target equals ignore_index -> LossWarning, loss 0 with zero gradient (not NaN)
+
+
+ALL_IGNORED = ["cross_entropy", "nll_loss", "focal_loss"]
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 3])
+@pytest.mark.parametrize("fn", ALL_IGNORED)
+def test_all_ignored_is_zero_with_warning(fn, ignore_index, gen):
+    x = _randn(gen, 5, 4)
+    x = (torch.log_softmax(x, 1) if fn == "nll_loss" else x).requires_grad_()
+    y = torch.full((5,), ignore_index)
+    out = assert_warns(lambda: getattr(LF, fn)(x, y, ignore_index=ignore_index), "ignore_index")
+    assert out.item() == 0.0
+    (grad,) = torch.autograd.grad(out, x)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    y_ok = y.clone()
+    y_ok[0] = 1
+    assert_silent(lambda: getattr(LF, fn)(x, y_ok, ignore_index=ignore_index))
+
+
+def test_all_ignored_module_and_weighted(gen):
+    x = _randn(gen, 2, 4, 3).requires_grad_()
+    y = torch.full((2, 3), -100)
+    loss = lk.CrossEntropyLoss(weight=torch.rand(4, generator=gen), label_smoothing=0.1)
+    out = assert_warns(lambda: loss(x, y), "ignore_index")
+    assert out.item() == 0.0
+    assert torch.equal(torch.autograd.grad(out, x)[0], torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_all_ignored_sum_and_none_are_torchs_zero(reduction, gen):
+    """Only 'mean' divides by nothing; 'sum' / 'none' give torch's zeros without a warning."""
+    x, y = _randn(gen, 5, 4), torch.full((5,), -100)
+    out = assert_silent(lambda: LF.cross_entropy(x, y, reduction=reduction))
+    torch.testing.assert_close(out, F.cross_entropy(x, y, reduction=reduction))
+
+
+# Row: input and target on different devices, or input not floating point -> LossInputError
+
+
+def _other_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "meta"
+
+
+@pytest.mark.parametrize("fn", ["mse_loss", "binary_cross_entropy_with_logits", "cross_entropy",
+                                "nll_loss", "kl_div", "focal_loss", "dice_loss"])
+def test_different_devices_raise(fn, gen):
+    x, y = _finite_pair(fn, gen)
+    other = _other_device()
+    call = _loss(LF, fn)
+    torch_call = (lambda: _loss(F, fn)(x, y.to(other))) if hasattr(F, fn) else None
+    assert_raises(lambda: call(x, y.to(other)), torch_call, "cpu", other, ".to(")
+    assert_silent(lambda: call(x, y))
+
+
+def test_different_device_class_weight_raises(gen):
+    x, y = _randn(gen, 6, 3), _labels(gen, 3, 6)
+    w = torch.ones(3, device=_other_device())
+    assert_raises(lambda: LF.cross_entropy(x, y, weight=w), None, "weight", _other_device())
+
+
+INT_INPUT = ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy",
+             "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "kl_div",
+             "focal_loss", "dice_loss"]
+
+
+@pytest.mark.parametrize("fn", INT_INPUT)
+def test_integer_input_raises(fn, gen):
+    x, y = _finite_pair(fn, gen)
+    xi = (x * 3).long()
+    torch_call = (lambda: _loss(F, fn)(xi, y)) if hasattr(F, fn) else None
+    assert_raises(lambda: _loss(LF, fn)(xi, y), torch_call, "int64", "float")
+    assert_silent(lambda: _loss(LF, fn)(x, y))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks modes
+
+
+def test_set_checks_and_context_manager():
+    before = lk.get_checks()
+    with lk.checks("off"):
+        assert lk.get_checks() == "off"
+        with lk.checks("startup"):
+            assert lk.get_checks() == "startup"
+        assert lk.get_checks() == "off"
+    assert lk.get_checks() == before
+    with pytest.raises(RuntimeError), lk.checks("off"):
+        raise RuntimeError("boom")
+    assert lk.get_checks() == before  # restored on error too
+    try:
+        lk.set_checks("off")
+        assert lk.get_checks() == "off"
+        lk.set_checks("always")
+        assert lk.get_checks() == "always"
+    finally:
+        lk.set_checks(before)
+
+
+@pytest.mark.parametrize("bad", ["never", "", None])
+def test_set_checks_rejects_unknown_mode(bad):
+    before = lk.get_checks()
+    with pytest.raises(ValueError, match="startup"):
+        lk.set_checks(bad)
+    assert lk.get_checks() == before
+
+
+def test_off_mode_skips_value_checks_but_not_metadata(gen):
+    x, y = _randn(gen, 6, 4), _randn(gen, 6, 4)
+    x[0, 0] = NAN
+    with lk.checks("off"):
+        assert torch.isnan(LF.mse_loss(x, y))  # torch's NaN, no check
+        assert_silent(lambda: LF.cross_entropy(torch.softmax(y, 1), _labels(gen, 4, 6)))
+        with pytest.raises(lk.LossInputError):  # shapes: metadata, always checked
+            LF.mse_loss(y[:, :1], y[:, 0])
+    with pytest.raises(lk.LossInputError, match="NaN"):
+        LF.mse_loss(x, y)
+
+
+def test_startup_mode_stops_value_checks_after_first_calls(gen):
+    x, y = _randn(gen, 6, 4), _randn(gen, 6, 4)
+    bad = x.clone()
+    bad[0, 0] = NAN
+    with lk.checks("startup"):  # fresh call counts
+        with pytest.raises(lk.LossInputError):
+            LF.mse_loss(bad, y)  # the first calls are checked
+        for _ in range(100):
+            LF.mse_loss(x, y)
+        assert torch.isnan(LF.mse_loss(bad, y))  # value checks are over for mse_loss
+        with pytest.raises(lk.LossInputError):
+            LF.mse_loss(bad[:, :1], y[:, 0])  # metadata checks still run
+        with pytest.raises(lk.LossInputError):
+            LF.l1_loss(bad, y)  # counted per loss: l1_loss is still in its startup calls
+    with lk.checks("always"):
+        for _ in range(100):
+            LF.mse_loss(x, y)
+        with pytest.raises(lk.LossInputError):
+            LF.mse_loss(bad, y)
+
+
+_ENV_SCRIPT = """
+import importlib, os, sys
+import torch
+
+def fresh_losskit(value):
+    for name in [m for m in sys.modules if m == "losskit" or m.startswith("losskit.")]:
+        del sys.modules[name]
+    os.environ.pop("LOSSKIT_CHECKS", None)
+    if value is not None:
+        os.environ["LOSSKIT_CHECKS"] = value
+    return importlib.import_module("losskit")
+
+x = torch.ones(3)
+bad = torch.tensor([1.0, float("nan"), 1.0])
+for value in [None, "off", "always", "sometimes"]:
+    try:
+        lk = fresh_losskit(value)
+    except ValueError as error:
+        print(value, "rejected", "LOSSKIT_CHECKS" in str(error) and value in str(error))
+        continue
+    for _ in range(50):
+        lk.functional.mse_loss(x, x)
+    try:
+        lk.functional.mse_loss(bad, x)
+        print(value, lk.get_checks(), "accepted")
+    except lk.LossInputError:
+        print(value, lk.get_checks(), "raised")
+"""
+
+
+def test_losskit_checks_environment_variable():
+    """LOSSKIT_CHECKS is read at import: each value in a fresh import of losskit, one process."""
+    env = {k: v for k, v in os.environ.items() if k != "LOSSKIT_CHECKS"}
+    done = subprocess.run([sys.executable, "-c", _ENV_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "None startup accepted",  # default: value checks stop after the startup calls
+        "off off accepted",
+        "always always raised",
+        "sometimes rejected True",  # an unknown mode fails loudly, naming the variable
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# A correctly set-up training run of every loss produces zero LossWarnings
+
+
+def _tasks(gen):
+    """(loss_fn, make model output from the linear head's logits, target) per loss."""
+    n, c = 64, 4
+    labels = _labels(gen, c, n)
+    multi = (torch.rand(n, c, generator=gen) > 0.5).float()
+    soft = torch.softmax(_randn(gen, n, c), 1)
+    reg = _randn(gen, n, c)
+    seg = _labels(gen, c, n)
+    return {
+        "mse": (lk.MSELoss(), lambda z: z, reg),
+        "l1": (lk.L1Loss(), lambda z: z, reg),
+        "huber": (lk.HuberLoss(delta=0.5), lambda z: z, reg),
+        "smooth_l1": (lk.SmoothL1Loss(beta=0.5), lambda z: z, reg),
+        "bce": (lk.BCELoss(), torch.sigmoid, multi),
+        "bce_logits": (lk.BCEWithLogitsLoss(pos_weight=torch.full((c,), 2.0)), lambda z: z, multi),
+        "ce": (lk.CrossEntropyLoss(label_smoothing=0.1), lambda z: z, labels),
+        "ce_soft": (lk.CrossEntropyLoss(), lambda z: z, soft),
+        "nll": (lk.NLLLoss(), lambda z: torch.log_softmax(z, 1), labels),
+        "kl": (lk.KLDivLoss(reduction="batchmean"), lambda z: torch.log_softmax(z, 1), soft),
+        "focal": (lk.FocalLoss(alpha=0.25), lambda z: z, multi),
+        "focal_multiclass": (lk.FocalLoss(), lambda z: z, labels),
+        "dice": (lk.DiceLoss(), lambda z: z.reshape(n // 8, 8, c).transpose(1, 2),
+                 seg.reshape(n // 8, 8)),
+    }
+
+
+def test_healthy_training_runs_never_warn(gen):
+    tasks = _tasks(gen)
+    features = _randn(gen, 64, 8)
+    for name, (loss_fn, output, target) in tasks.items():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 4)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            losses = []
+            for _ in range(8):
+                opt.zero_grad()
+                loss = loss_fn(output(model(features)), target)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        assert not [str(w.message) for w in record], name
+        assert losses[-1] < losses[0], name  # it trains
