@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make train` and `make test`.
 # Both create .venv on first use with the CPU build of torch and losskit in editable mode.
+# Tests run one torch thread per xdist worker: tiny tensors lose to thread contention.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,7 +19,7 @@ train: $(BIN)/losskit
 	$(BIN)/losskit train
 
 test: $(BIN)/losskit
-	$(BIN)/python -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
 lint: $(BIN)/losskit
 	$(BIN)/ruff check .

@@ -38,8 +38,13 @@ from losskit.modules import (
 __version__ = "0.1.0"
 
 # The training loop and the doctor pull in torchmetrics and matplotlib: import them on first use.
-_LAZY = {"fit": "losskit.train", "History": "losskit.train", "doctor": "losskit.doctor",
-         "Report": "losskit.doctor"}
+_LAZY = {
+    "fit": "losskit.train",
+    "History": "losskit.train",
+    "EarlyStopping": "losskit.train",
+    "doctor": "losskit.doctor",
+    "Report": "losskit.doctor",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -55,6 +60,7 @@ __all__ = [
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "DiceLoss",
+    "EarlyStopping",
     "FocalLoss",
     "History",
     "HuberLoss",
