@@ -24,7 +24,9 @@ if "--dry-run" in sys.argv:
     os.environ["TRITON_INTERPRET"] = "1"
 
 import argparse
+import contextlib
 import datetime
+import importlib
 import pathlib
 import statistics
 import tempfile
@@ -59,6 +61,14 @@ class Row:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def sync_quietly(device: torch.device) -> None:
+    """Synchronise after a failed variant, ignoring the error it may still report."""
+    with contextlib.suppress(Exception):
+        sync(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, reps: int) -> float:
@@ -195,7 +205,7 @@ def optional(import_fn: Callable[[], object]):
     try:
         return import_fn(), None
     except ImportError as err:
-        return None, f"not installed ({err.name or err})"
+        return None, f"not installed ({str(err.name or err).splitlines()[0][:80]})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,8 +225,8 @@ def ce_variants(args) -> dict[str, tuple[Callable | None, str]]:
         out["torch.compile F.cross_entropy"] = (
             torch.compile(F.cross_entropy, backend=backend, dynamic=False), f"backend={backend}"
         )
-    liger, why = optional(lambda: __import__(
-        "liger_kernel.transformers", fromlist=["LigerCrossEntropyLoss"]).LigerCrossEntropyLoss)
+    liger, why = optional(lambda: importlib.import_module(
+        "liger_kernel.transformers.cross_entropy").LigerCrossEntropyLoss)
     out["Liger-Kernel LigerCrossEntropyLoss"] = (liger() if liger else None, why or "")
     out["losskit triton"] = (tk.cross_entropy, "")
     out["losskit triton inplace"] = (
@@ -250,19 +260,24 @@ def run_ce(args, device, copy_bw) -> list[Row]:
                 # as the logits' producer (the LM head matmul) would receive it.
                 return torch.autograd.grad(fn(x, y), x)[0]
 
-            t0 = time.perf_counter()
-            step()  # first call: compiles (torch.compile, Triton)
-            sync(device)
-            if "compile" in name:
-                row.note = f"{note}; compile {time.perf_counter() - t0:.1f} s"
-            check_x = x0.clone().requires_grad_()
-            loss = fn(check_x, y)
-            (grad,) = torch.autograd.grad(loss, check_x)
-            row.rel_err = max(rel_err(loss, F.cross_entropy(ref_x.detach(), y)),
-                              rel_err(grad, ref_x.grad))
-            row.ms = median_ms(step, device, args.warmup, args.reps)
-            row.fraction = floor_bytes / (row.ms * 1e-3) / copy_bw
-            row.peak_mib = peak_mib_above(step, device)
+            try:
+                t0 = time.perf_counter()
+                step()  # first call: compiles (torch.compile, Triton)
+                sync(device)
+                if "compile" in name:
+                    row.note = f"{note}; compile {time.perf_counter() - t0:.1f} s"
+                check_x = x0.clone().requires_grad_()
+                loss = fn(check_x, y)
+                (grad,) = torch.autograd.grad(loss, check_x)
+                row.rel_err = max(rel_err(loss, F.cross_entropy(ref_x.detach(), y)),
+                                  rel_err(grad, ref_x.grad))
+                del check_x, loss, grad
+                row.ms = median_ms(step, device, args.warmup, args.reps)
+                row.fraction = floor_bytes / (row.ms * 1e-3) / copy_bw
+                row.peak_mib = peak_mib_above(step, device)
+            except Exception as err:  # out of memory, API drift, a kernel that fails to compile
+                sync_quietly(device)
+                row.note = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
             rows.append(row)
             del x
     return rows

@@ -21,6 +21,7 @@ import sys
 if "--dry-run" in sys.argv:
     os.environ["TRITON_INTERPRET"] = "1"  # must precede the first `import triton`
 
+import importlib
 import time
 from collections.abc import Callable
 
@@ -39,6 +40,7 @@ from gpu_cross_entropy import (
     rel_err,
     results_path,
     sync,
+    sync_quietly,
 )
 
 
@@ -60,13 +62,17 @@ def lce_variants(args) -> dict[str, tuple[Callable | None, str]]:
         out["torch F.linear_cross_entropy"] = (lambda h, w, y: F.linear_cross_entropy(h, w, y), "")
     else:
         out["torch F.linear_cross_entropy"] = (None, f"not in torch {torch.__version__}")
-    liger, why = optional(lambda: __import__(
-        "liger_kernel.transformers", fromlist=["x"]).LigerFusedLinearCrossEntropyLoss)
+    liger, why = optional(lambda: importlib.import_module(
+        "liger_kernel.transformers.fused_linear_cross_entropy").LigerFusedLinearCrossEntropyLoss)
     liger_fn = liger() if liger else None
     out["Liger-Kernel fused linear CE"] = (
         (lambda h, w, y: liger_fn(w, h, y)) if liger_fn else None, why or ""
     )
-    cce, why = optional(lambda: __import__("cut_cross_entropy").linear_cross_entropy)
+    liger_fp32 = liger(accum_dtype=torch.float32) if liger else None  # fp32 dW, as losskit
+    out["Liger-Kernel fused linear CE fp32 accum"] = (
+        (lambda h, w, y: liger_fp32(w, h, y)) if liger_fp32 else None, why or ""
+    )
+    cce, why = optional(lambda: importlib.import_module("cut_cross_entropy").linear_cross_entropy)
     out["Cut Cross-Entropy (cce)"] = (
         (lambda h, w, y: cce(h, w, y, impl="cce")) if cce else None,
         why or "default filter_eps: approximate gradients",
@@ -74,7 +80,17 @@ def lce_variants(args) -> dict[str, tuple[Callable | None, str]]:
     out["Cut Cross-Entropy (cce, exact)"] = (
         (lambda h, w, y: cce(h, w, y, impl="cce", filter_eps=None)) if cce else None, why or ""
     )
-    out["losskit triton"] = (tk.linear_cross_entropy, "")
+    out["losskit triton"] = (tk.linear_cross_entropy, "fp32 grad_weight accumulator")
+    lce_mod = sys.modules["losskit.kernels.triton.linear_cross_entropy"]
+
+    def low_memory(h, w, y):
+        lce_mod.WEIGHT_GRAD_FP32 = False  # read inside the call, where the gradients are made
+        try:
+            return tk.linear_cross_entropy(h, w, y)
+        finally:
+            lce_mod.WEIGHT_GRAD_FP32 = True
+
+    out["losskit triton, bf16 grad_weight accum"] = (low_memory, "WEIGHT_GRAD_FP32 = False")
     return out
 
 
@@ -117,10 +133,9 @@ def run_lce(args, device, mm_rate) -> list[Row]:
             row.ms = median_ms(step, device, args.warmup, args.reps)
             row.fraction = flops / (row.ms * 1e-3) / mm_rate
             row.peak_mib = peak_mib_above(step, device)
-        except (RuntimeError, TypeError, ValueError) as err:  # e.g. out of memory, API drift
+        except Exception as err:  # out of memory, API drift, a kernel that fails to compile
+            sync_quietly(device)
             row.note = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
     return rows
 
 

@@ -15,7 +15,8 @@ that each build their inputs and return a ``step()`` doing one forward+backward.
 ``benchmarks/`` run the full sizes. Example (tiny, for the doctest):
 
 >>> fam = FAMILIES["elementwise"]
->>> rows = time_family(fam, fam.quick, repeats=1, warmup=0, compile_=False, names=["mse_loss torch"])
+>>> rows = time_family(fam, fam.quick[0], repeats=1, warmup=0, compile_=False,
+...                    names=["mse_loss torch"])
 >>> rows[0].name, rows[0].seconds > 0
 ('mse_loss torch', True)
 """
@@ -25,10 +26,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -114,10 +115,24 @@ def _ce_compiled(size: dict) -> Case:
     return _ce_step(fn)(size)
 
 
+def _past_startup_checks(name: str, *args) -> None:
+    """Call ``LF.<name>(*args)`` (tiny inputs) until losskit's startup value checks are done.
+
+    The targets compare losskit "once startup checks are done" (DESIGN.md); running the big step
+    that many times would only make the benchmark slower.
+    """
+    import losskit.functional as LF
+
+    checks = importlib.import_module("losskit.checks")  # `losskit.checks` is also a function
+    for _ in range(checks.STARTUP_CALLS + 1):
+        getattr(LF, name)(*args)
+
+
 def _ce_losskit(inplace: bool) -> Callable[[dict], Case]:
     def build(size: dict) -> Case:
         import losskit.functional as LF
 
+        _past_startup_checks("cross_entropy", torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
         x, y = _ce_inputs(size)
         # In place, the logits must be a non-leaf (an lm head's output): a view costs nothing.
         logits = x.view_as(x) if inplace else x
@@ -159,7 +174,8 @@ CROSS_ENTROPY = Family(
         Target("extra memory / logits (torch eager, info)", "torch eager", None, float("inf"),
                "memory"),
     ],
-    full=[{"N": 8192, "C": 32000, "dtype": "float32"}, {"N": 8192, "C": 32000, "dtype": "bfloat16"}],
+    full=[{"N": 8192, "C": 32000, "dtype": "float32"},
+          {"N": 8192, "C": 32000, "dtype": "bfloat16"}],
     quick=[{"N": 1024, "C": 8000, "dtype": "float32"}],
 )
 
@@ -208,6 +224,12 @@ def _lce_losskit(h, w, y):
     return LF.linear_cross_entropy(h, w, y)
 
 
+def _lce_losskit_build(size: dict) -> Case:
+    _past_startup_checks("linear_cross_entropy", torch.randn(4, 2), torch.randn(3, 2),
+                         torch.tensor([0, 1, 2, 0]))
+    return _lce_step(_lce_losskit)(size)
+
+
 def _three_matmuls(size: dict) -> Case:
     """``h @ W.T``, ``G @ W``, ``G.T @ h``: the matmuls any linear+CE must run, into buffers."""
     h, w, _ = _lce_inputs(size)
@@ -229,7 +251,7 @@ LINEAR_CROSS_ENTROPY = Family(
         Variant("torch eager", _lce_step(_lce_eager)),
         Variant("torch.compile", _lce_compiled, compiled=True),
         Variant("torch F.linear_cross_entropy chunked", _lce_step(_lce_torch_chunked)),
-        Variant("losskit", _lce_step(_lce_losskit)),
+        Variant("losskit", _lce_losskit_build),
         Variant("3 matmuls", _three_matmuls),
     ],
     [
@@ -264,6 +286,8 @@ def _ew_build(name: str, library: str) -> Callable[[dict], Case]:
             x = torch.randn(n, generator=gen).requires_grad_()
             y = torch.randn(n, generator=gen)
         fn = getattr(F if library == "torch" else LF, name)
+        if library == "losskit":
+            _past_startup_checks(name, x.detach()[:8], y[:8])
 
         def step():
             x.grad = None
@@ -330,24 +354,27 @@ def time_family(
     return [Row(n, statistics.median(t), compile_s.get(n)) for n, t in times.items()]
 
 
-def _max_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def _status_bytes(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process from /proc (Linux), in bytes."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024  # reported in kB
 
 
 def memory_child(family: str, variant: str, size: dict) -> int:
     """In a fresh process: peak RSS of one step above a floor holding the inputs and gradients.
 
-    The floor is taken after the inputs are built and a stand-in of the gradients' size has been
-    touched (then freed), so the high-water mark already counts them.
+    The floor is the resident set once the inputs exist plus the gradients' bytes (which the step
+    allocates and keeps); the peak is the high-water mark of the step alone (reset just before it
+    through /proc/self/clear_refs, which ``ru_maxrss`` cannot do: it even survives exec).
     """
     v = next(v for v in FAMILIES[family].variants if v.name == variant)
     case = v.build(size)
-    if case.grad_bytes:
-        stand_in = torch.ones(case.grad_bytes // 4)
-        del stand_in
-    floor = _max_rss_bytes()
+    before = _status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
     case.step()
-    return max(0, _max_rss_bytes() - floor)
+    return _status_bytes("VmHWM") - before - case.grad_bytes
 
 
 def measure_memory(family: Family, size: dict, names: list[str]) -> dict[str, int]:
@@ -446,13 +473,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", choices=["all", *FAMILIES], default="all",
                         help="which kernels to benchmark (default all)")
     parser.add_argument("--full", action="store_true",
-                        help="the issue's full sizes (minutes, GBs of memory) instead of quick ones")
+                        help="the issue's full sizes (minutes, GBs of memory), not quick ones")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median; default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     parser.add_argument("--compile", action="store_true",
                         help="include torch.compile variants (slow to compile on a CPU)")
     parser.add_argument("--memory", action="store_true",
                         help="measure peak memory per variant in separate processes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the timing (default: torch's choice)")
     parser.add_argument("--append", metavar="FILE.md",
                         help="append the Markdown tables to this file (e.g. benchmarks/results.md)")
     parser.add_argument("--note", default="", help="a line written above the appended tables")
@@ -461,6 +490,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen families, print the tables, optionally append them; returns 0."""
     names = list(FAMILIES) if args.family == "all" else [args.family]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the memory children inherit it
     header = f"### {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {machine()}"
     chunks = [header + "\n", f"{args.note}\n" if args.note else ""]
     print(header)

@@ -144,6 +144,10 @@ def _print(text: str = "") -> None:
 
 
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """fit's keyword arguments from the training options (and the CPU thread count, set here)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
     return {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "device": _device(args.device), "amp": args.amp, "grad_accum_steps": args.grad_accum_steps,
@@ -236,6 +240,7 @@ def _write_compare(out: str, rows: list, histories: dict, main: str, dataset: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     with open(os.path.join(out, "compare.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -246,8 +251,6 @@ def _write_compare(out: str, rows: list, histories: dict, main: str, dataset: st
         epochs = h.column("epoch")
         ax_loss.plot(epochs, h.column("val_loss"), marker=".", label=name)
         ax_metric.plot(epochs, h.column(main), marker=".", label=name)
-    from matplotlib.ticker import MaxNLocator
-
     ax_loss.set(title="validation loss (each in its own units)", xlabel="epoch", yscale="log")
     ax_metric.set(title=f"{main} (comparable across losses)", xlabel="epoch")
     for ax in (ax_loss, ax_metric):
@@ -400,6 +403,10 @@ def _training_options(p: argparse.ArgumentParser, *, epochs: int) -> None:
     p.add_argument("--grad-accum-steps", type=_positive_int, default=1, metavar="K",
                    help="micro-batches per optimizer step (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch table")
+    # The recipe models are small: on CPU, one thread per process avoids synchronisation that
+    # costs more than it saves (several times slower on a busy machine). torchrun's default too.
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="CPU threads for torch (default 1: the recipe models are small)")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -158,6 +158,7 @@ class Report:
 
     def __rich__(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=self.summary(), show_lines=True, title_justify="left")
         table.add_column("check", style="bold", no_wrap=True)
@@ -165,7 +166,8 @@ class Report:
         table.add_column("message", overflow="fold")
         colour = {"pass": "green", "warn": "yellow", "fail": "bold red"}
         for c in self.checks:
-            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.message)
+            # Text, not markup: a message such as "alpha[y]" must not be read as a style tag.
+            table.add_row(Text(c.name), Text(c.status, style=colour[c.status]), Text(c.message))
         return table
 
     def print(self, console: Any = None) -> None:
@@ -417,6 +419,17 @@ def _last_layer(model: nn.Module, inputs: Any) -> tuple[str, nn.Module] | None:
 # The checks: each returns one CheckResult
 
 
+def _run_twin(twin: Callable, output: Tensor, target: Tensor) -> None:
+    """Run losskit's version of a torch loss for its checks: its LossInputError and warnings
+    count; any other error is left for torch's own call to report."""
+    try:
+        twin(output, target)
+    except LossInputError:
+        raise
+    except Exception:
+        pass
+
+
 def _check_loss(
     loss_fn: Callable, output: Tensor, target: Tensor
 ) -> tuple[CheckResult, Tensor | None]:
@@ -425,11 +438,7 @@ def _check_loss(
         warnings.simplefilter("always", LossWarning)
         try:
             if twin is not None:  # a torch.nn loss: run losskit's checks on a detached copy
-                with contextlib.suppress(Exception):  # torch's own call below reports the rest
-                    try:
-                        twin(output.detach(), target)
-                    except LossInputError as exc:
-                        return CheckResult("loss checks", "fail", str(exc)), None
+                _run_twin(twin, output.detach(), target)
             loss = loss_fn(output, target)
         except LossInputError as exc:
             return CheckResult("loss checks", "fail", str(exc)), None
@@ -548,16 +557,20 @@ def _check_activation(
                 f"(or rescale the targets into its range).")
     if family == "unknown":
         return CheckResult(name, "pass", "not assessed: the doctor does not know this loss.")
-    return CheckResult(name, "pass", f"outputs look like {seen.replace('raw', 'raw scores')}, "
-                                     f"as {_wants(family)}.")
+    if family == "ce" and seen == "log-probabilities":
+        return CheckResult(name, "pass", "outputs are log-probabilities (a LogSoftmax): fine "
+                                         "for cross-entropy, whose log_softmax leaves them as "
+                                         "they are, but redundant.")
+    return CheckResult(name, "pass", f"outputs look like {_SEEN[seen]}; this loss wants "
+                                     f"{_WANTS[family]}.")
 
 
-def _wants(family: str) -> str:
-    return {
-        "ce": "cross-entropy wants (logits)", "bce_logits": "a logits loss wants",
-        "nll": "NLLLoss wants", "kl": "KLDivLoss wants (log-probabilities)",
-        "bce": "BCELoss wants (probabilities)",
-    }.get(family, "regression wants (unbounded, within the target range)")
+_SEEN = {"raw": "raw scores", "probabilities": "probabilities",
+         "log-probabilities": "log-probabilities", "sigmoid": "values in (0, 1)",
+         "relu": "non-negative values"}
+_WANTS = {"ce": "logits", "bce_logits": "logits", "nll": "log-probabilities",
+          "kl": "log-probabilities", "bce": "probabilities", "mse": "unbounded predictions",
+          "l1": "unbounded predictions", "huber": "unbounded predictions"}
 
 
 def expected_init_loss(
@@ -695,16 +708,17 @@ def _check_overfit(
             model.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        mode = ""
         if math.isfinite(losses[-1]) and losses[-1] > goal:  # dropout may hide a fit: try eval
             model.eval()
             with torch.no_grad():
                 losses.append(float(loss_fn(_forward(model, inputs), target)))
-    n = _batch_sizes(target) or {"?"}
+            mode = " (eval mode)"
     start, end = losses[0], losses[-1]
     floor_note = f" (floor {floor:.3g})" if floor > 1e-4 else ""
-    count = next(iter(n))
-    text = (f"Adam(lr={lr:g}) on {count} sample{'s' * (count != 1)}: loss {start:.4g} -> {end:.4g} "
-            f"in {taken} steps, goal <= {goal:.4g}{floor_note}")
+    count = target.shape[0] if target.dim() else 1
+    text = (f"Adam(lr={lr:g}) on {count} sample{'s' * (count != 1)}: loss {start:.4g} -> "
+            f"{end:.4g}{mode} in {taken} steps, goal <= {goal:.4g}{floor_note}")
     if not math.isfinite(end):
         return CheckResult(name, "fail",
             f"{text}: the loss became {end}. Fix: lower the learning rate, or look for log(0) / "
@@ -815,6 +829,11 @@ def doctor(
             f"{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}; "
             f"pass (inputs, targets)."
         )
+    for arg, value in (("overfit_steps", overfit_steps), ("overfit_samples", overfit_samples)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"doctor({arg}={value!r}): must be a positive int. Fix: e.g. 16.")
+    if not (lr >= 0 and math.isfinite(lr)):
+        raise ValueError(f"doctor(lr={lr!r}): must be a finite number >= 0. Fix: e.g. lr=1e-2.")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     inputs, target = _to(batch[0], device), _to(batch[1], device)

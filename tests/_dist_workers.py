@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import warnings
 from datetime import timedelta
 
@@ -52,18 +53,19 @@ def _entry(rank: int, fn, world: int, port: int, args: tuple) -> None:
 
 
 def spawn(fn, world: int, *args) -> None:
-    """Run ``fn(rank, world, *args)`` in ``world`` forked processes joined by a gloo group.
+    """Run ``fn(rank, world, *args)`` in ``world`` new processes joined by a gloo group.
 
-    Forked, not spawned: the ranks inherit the imported torch and losskit instead of importing
-    them again (seconds each on a busy 2-core machine). DDP's constructor imports torch._dynamo,
-    so that happens here once rather than in every rank.
+    Forked on Linux: the ranks inherit the imported torch and losskit instead of importing them
+    again (seconds each on a busy 2-core machine). DDP's constructor imports torch._dynamo, so
+    that happens here once rather than in every rank. Elsewhere fork is unsafe: spawn.
     """
     import torch._dynamo  # noqa: F401
 
+    method = "fork" if sys.platform == "linux" else "spawn"
     for attempt in range(3):
         try:
             mp.start_processes(
-                _entry, args=(fn, world, free_port(), args), nprocs=world, start_method="fork"
+                _entry, args=(fn, world, free_port(), args), nprocs=world, start_method=method
             )
             return
         except mp.ProcessRaisedException as e:  # another test may have taken the port
@@ -251,18 +253,22 @@ def fit_data() -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def fit_run(batch_size: int) -> tuple[list[torch.Tensor], list[float]]:
-    """Two epochs of lk.fit with SGD and 2 accumulation steps; (parameters, train losses)."""
+def fit_run(
+    batch_size: int, epochs: int = 2, **kwargs
+) -> tuple[list[torch.Tensor], list[float]]:
+    """lk.fit with SGD and 2 accumulation steps; (parameters, train losses)."""
     x, y = fit_data()
     model = step_model()
     weight = torch.tensor(CLASS_WEIGHT, dtype=torch.float64)
     history = lk.fit(
-        model, lk.CrossEntropyLoss(weight=weight, label_smoothing=SMOOTHING), (x, y), epochs=2,
-        optimizer=lambda params: torch.optim.SGD(params, lr=LR), batch_size=batch_size,
-        grad_accum_steps=2, metrics={}, seed=0, progress=False, device="cpu",
+        model, lk.CrossEntropyLoss(weight=weight, label_smoothing=SMOOTHING), (x, y),
+        epochs=epochs, optimizer=lambda params: torch.optim.SGD(params, lr=LR),
+        batch_size=batch_size, grad_accum_steps=2, metrics={}, seed=0, progress=False,
+        device="cpu", **kwargs,
     )
     return [p.detach().clone() for p in model.parameters()], [r["train_loss"] for r in history]
 
 
 def fit_worker(rank: int, world: int, out: str) -> None:
     torch.save(fit_run(batch_size=8), os.path.join(out, f"fit{rank}.pt"))
+    fit_run(batch_size=8, epochs=1, out=os.path.join(out, "run"))  # a checkpoint for 1 process

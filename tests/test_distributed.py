@@ -214,6 +214,19 @@ def test_vocab_parallel_function_gradcheck():
     )
 
 
+def test_vocab_parallel_bfloat16_computes_in_float32():
+    x = torch.randn(4, 9, generator=torch.Generator().manual_seed(1)).bfloat16().requires_grad_()
+    y = torch.tensor([0, 8, -100, 4])
+    loss = lkd.vocab_parallel_cross_entropy(x, y, label_smoothing=0.1)
+    loss.backward()
+    reference = x.detach().float().requires_grad_()
+    expected = F.cross_entropy(reference, y, label_smoothing=0.1)
+    expected.backward()
+    assert loss.dtype == x.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(loss.float(), expected, rtol=8e-3, atol=0)  # one bf16 rounding
+    torch.testing.assert_close(x.grad.float(), reference.grad, rtol=8e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -334,11 +347,19 @@ def test_vocab_parallel_all_ignored_gives_zero_not_nan(ranks):
         assert got["warnings"] == ["LossWarning"]  # the DESIGN rule for a mean over nothing
 
 
-@pytest.mark.parametrize("option", ["label_smoothing", "reduction", "ignore_index", "tokens"])
-def test_vocab_parallel_option_mismatch_is_detected_on_every_rank(ranks, option):
+@pytest.mark.parametrize(
+    ("option", "values"),
+    [
+        ("label_smoothing", "rank 0: 0.0, rank 1: 0.1"),
+        ("reduction", "rank 0: 'mean', rank 1: 'sum'"),
+        ("ignore_index", "rank 0: -100, rank 1: -101"),
+        ("tokens", "rank 0: 6, rank 1: 4"),
+    ],
+)
+def test_vocab_parallel_option_mismatch_is_detected_on_every_rank(ranks, option, values):
     for r in (0, 1):
         message = ranks[r]["mismatch"][option]
         assert message is not None and message.startswith("LossInputError")
-        assert f"`{option}` differs between ranks" in message
-        assert "rank 0:" in message and "rank 1:" in message and "Fix:" in message
+        assert f"`{option}` differs between ranks ({values})" in message
+        assert "Fix:" in message
 

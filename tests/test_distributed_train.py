@@ -91,3 +91,7 @@ def test_fit_on_two_ranks_equals_fit_on_one_with_twice_the_batch(tmp_path):
         assert max((p - q).abs().max().item() for p, q in zip(params, expected_params,
                                                               strict=True)) < 1e-9
         assert losses == pytest.approx(expected_losses, rel=1e-12, abs=0)
+    # The 2-rank run's checkpoint resumes in one process: epoch 1 is kept, epoch 2 is trained.
+    _, losses_1 = torch.load(tmp_path / "fit0.pt", weights_only=True)
+    _, resumed = W.fit_run(batch_size=16, epochs=2, out=tmp_path / "run", resume=True)
+    assert len(resumed) == 2 and resumed[0] == losses_1[0]

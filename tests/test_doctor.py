@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import losskit as lk
-from losskit.doctor import CheckResult, Report, doctor, expected_init_loss
+from losskit.doctor import CheckResult, Report, _Adam, doctor, expected_init_loss
 
 CHECKS = [
     "forward", "loss checks", "output activation", "loss at init", "gradients",
@@ -96,6 +96,39 @@ def test_healthy_setups_pass_every_check(kind: str, gen: torch.Generator) -> Non
     assert [c.name for c in report.checks] == CHECKS
     assert [c.status for c in report.checks] == ["pass"] * len(CHECKS), str(report)
     assert report.ok
+
+
+@pytest.mark.parametrize(("dataset", "loss"), [("breast-cancer", "bce"), ("iris", "nll"),
+                                              ("wine", "focal"), ("diabetes", "huber")])
+def test_recipe_losses_that_apply_their_own_activation_pass(dataset: str, loss: str) -> None:
+    # SigmoidBCELoss / LogSoftmaxNLLLoss take logits (output_kind = "logits"): no false alarm.
+    from losskit.data import load
+    from losskit.train import recipes
+
+    data = load(dataset)
+    model, loss_fn = recipes.make_model(data, hidden=32), recipes.make_loss(loss, data)
+    report = doctor(model, loss_fn, data.train[:128])
+    assert [c.status for c in report.checks] == ["pass"] * len(CHECKS), str(report)
+
+
+def test_label_smoothing_overfits_to_its_floor_not_to_zero(gen: torch.Generator) -> None:
+    model, _, batch = healthy("mlp-ce", gen)
+    smoothed = lk.CrossEntropyLoss(label_smoothing=0.3)  # minimum ~0.9 for 5 classes, not 0
+    check = doctor(model, smoothed, batch)["overfit one batch"]
+    assert check.status == "pass" and "floor" in check.message
+
+
+def test_internal_adam_matches_torch_adam() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    mine, theirs = _Adam([a], lr=0.05), torch.optim.Adam([b], lr=0.05)
+    for _ in range(25):
+        for p, opt in ((a, mine), (b, theirs)):
+            p.grad = None
+            (p.pow(3).sum() + p.sin().sum()).backward()
+            opt.step()
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_doctor_leaves_the_model_and_rng_unchanged(gen: torch.Generator) -> None:
@@ -392,6 +425,9 @@ def test_rich_rendering(gen: torch.Generator) -> None:
     doctor(*healthy("mlp-ce", gen)).print(console)
     text = console.export_text()
     assert all(name in text for name in CHECKS) and "OK" in text
+    console = Console(record=True, width=120)
+    Report([CheckResult("x", "warn", "weights w[y] and [bold] stay literal")]).print(console)
+    assert "w[y] and [bold] stay literal" in console.export_text()
 
 
 def test_bad_arguments_raise(gen: torch.Generator) -> None:
@@ -400,6 +436,10 @@ def test_bad_arguments_raise(gen: torch.Generator) -> None:
         doctor(model, loss_fn, batch[0])
     with pytest.raises(TypeError, match=r"nn\.Module"):
         doctor(lambda x: x, loss_fn, batch)
+    with pytest.raises(ValueError, match="overfit_steps=0"):
+        doctor(model, loss_fn, batch, overfit_steps=0)
+    with pytest.raises(ValueError, match="lr=nan"):
+        doctor(model, loss_fn, batch, lr=float("nan"))
 
 
 def test_public_name_is_callable(gen: torch.Generator) -> None:

@@ -518,6 +518,8 @@ def _healthy_pair(fn: str, gen):
         return _bce((3, 7))(gen)[:2]
     if fn == "kl_div":
         return _kl((3, 7))(gen)[:2]
+    if fn == _BCEL:
+        return _bcel((3, 7))(gen)[:2]
     return _randn(gen, 3, 7), _randn(gen, 3, 7)
 
 

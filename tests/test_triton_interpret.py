@@ -300,6 +300,12 @@ def group_linear_ce(chk, tk, ce_mod):
                  softcap=6.0)
         lce_case(chk, tk, f"lce none no-bias {dtype}", dtype, bias=False, chunk_size=6,
                  reduction="none", label_smoothing=0.05)
+    # grad_weight accumulated in the weight's dtype (the low-memory setting).
+    lce_mod = sys.modules["losskit.kernels.triton.linear_cross_entropy"]
+    lce_mod.WEIGHT_GRAD_FP32 = False
+    lce_case(chk, tk, "lce bf16 weight-grad accumulation", torch.bfloat16, bias=True,
+             chunk_size=4, reduction="mean", label_smoothing=0.1)
+    lce_mod.WEIGHT_GRAD_FP32 = True
     # return_lse, and only hidden requiring grad (weight frozen).
     gen = torch.Generator().manual_seed(4)
     h, w = torch.randn(5, 8, generator=gen), torch.randn(300, 8, generator=gen)

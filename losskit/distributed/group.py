@@ -7,6 +7,7 @@ from torch import Tensor
 
 __all__ = ["all_reduce_sum_", "is_distributed", "rank", "world_size"]
 
+
 def is_distributed() -> bool:
     """Whether a ``torch.distributed`` default process group is initialised.
 

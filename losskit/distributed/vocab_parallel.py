@@ -92,7 +92,8 @@ def _shard_layout(
         values = [row[column] for row in table]
         if any(v != values[0] for v in values):
             codes = {v: k for k, v in _REDUCTION_CODES.items()}
-            shown = [codes[v] if name == "reduction" else v for v in values]
+            show = {"reduction": codes.get, "label_smoothing": float}.get(name, int)
+            shown = [show(v) for v in values]
             per_rank = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(shown))
             raise LossInputError(
                 f"{_LOSS}: `{name}` differs between ranks ({per_rank}). Every rank must pass the "

@@ -20,7 +20,9 @@ https://arxiv.org/abs/1805.02867) and a second pass that re-reads each block (mo
 write the gradient. The gradient is scaled by the reduction's ``1 / sum w[y_i]`` in the forward, so
 the backward only multiplies by the upstream gradient, and a second small kernel skips even that,
 on the device, where the upstream gradient is exactly 1 (the usual ``loss.backward()``): no host
-synchronisation anywhere.
+synchronisation anywhere. With ``inplace=True`` the gradient is written over the logits (no second
+``(N, C)`` buffer) and their version counter is bumped, so autograd raises if anything else saved
+the logits for its backward.
 
 Which ``MAX_BLOCK`` / ``num_warps`` reach the copy bandwidth on an H100 is not measured yet (no GPU
 in the session that wrote this); ``benchmarks/gpu_cross_entropy.py`` measures it.
@@ -35,10 +37,14 @@ from torch import Tensor
 
 __all__ = ["cross_entropy"]
 
-# Largest column block held in registers by one program: 32768 fp32 values over 32 warps is 32 per
-# thread, the register budget Liger-Kernel's cross-entropy also settles on (BLOCK_SIZE 32768,
-# num_warps 32). Rows longer than this take the two-pass path. Tests shrink it to exercise both.
+# Largest row held in registers by one program: 32768 fp32 values over 32 warps is 32 per thread,
+# the budget Liger-Kernel's cross-entropy also settles on (BLOCK_SIZE 32768, num_warps 32); ptxas
+# for sm_90 gives this kernel 64 registers with no spill at that size (softcap adds a small one).
 MAX_BLOCK = 32768
+# Column block of the two-pass path for longer rows: 8192 over 16 warps needs 32 registers, so
+# several programs share an SM and overlap one row's reductions with another's loads. Tests shrink
+# both to exercise the two-pass path on small rows.
+TWO_PASS_BLOCK = 8192
 # Warps per program; None picks by block size in _launch_config. Set by the GPU benchmark's sweep.
 NUM_WARPS: int | None = None
 # Column block of the backward scaling kernel: large enough to stream, small enough for many CTAs.
@@ -76,8 +82,8 @@ def _ce_forward_kernel(
         mask = (cols < n_cols) & counted_cols
         x_keep = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
         if HAS_SOFTCAP:
-            t_keep = 1.0 - 2.0 / (tl.exp(2.0 * x_keep / softcap) + 1.0)  # tanh(x / s)
-            x_keep = tl.where(mask, softcap * t_keep, float("-inf"))
+            t = 1.0 - 2.0 / (tl.exp(2.0 * x_keep / softcap) + 1.0)  # tanh(x / s)
+            x_keep = tl.where(mask, softcap * t, float("-inf"))
         m = tl.max(x_keep, axis=0)
         m_safe = tl.where(m == float("-inf"), 0.0, m)
         d = tl.sum(tl.exp(x_keep - m_safe), axis=0)
@@ -135,7 +141,7 @@ def _ce_forward_kernel(
             if SINGLE_BLOCK:
                 x = x_keep
                 if HAS_SOFTCAP:
-                    t = t_keep
+                    t = x_keep / softcap  # recomputed: keeping tanh live spills registers
             else:
                 x = tl.load(x_row + start + cols, mask=mask & counted_cols, other=float("-inf"))
                 x = x.to(tl.float32)
@@ -171,10 +177,11 @@ def _scale_rows_kernel(g_ptr, g_stride, s_ptr, s_stride, n_cols, BLOCK: tl.const
 
 def _launch_config(n_cols: int) -> tuple[int, bool, int]:
     """Column block, whether the row fits in one block, and the warp count."""
-    block = min(triton.next_power_of_2(n_cols), MAX_BLOCK)
+    single = triton.next_power_of_2(n_cols) <= MAX_BLOCK
+    block = triton.next_power_of_2(n_cols) if single else TWO_PASS_BLOCK
     num_warps = 32 if block >= 32768 else 16 if block >= 8192 else 8 if block >= 2048 else 4
     num_warps = NUM_WARPS or num_warps
-    return block, n_cols <= block, num_warps
+    return block, single, num_warps
 
 
 def reduction_scale(
@@ -326,5 +333,6 @@ def cross_entropy(
         lse_square_scale=lse_square_scale, softcap=softcap, inplace=inplace,
     )
     target = target.to(torch.int64).contiguous()  # (N,) uint8 targets are legal too
+    weight = weight.contiguous() if weight is not None else None  # (C,)
     loss, lse = _CrossEntropy.apply(logits, target, weight, opts)
     return (loss, lse) if return_lse else loss

@@ -17,19 +17,24 @@ gradient must enter ``G`` before ``G.T @ hidden``), so it computes only the loss
 repeats steps 1-3 in the backward with the upstream gradient as the kernel's row scale.
 
 Why this design and not Cut Cross-Entropy's (blockwise log-sum-exp inside a fused matmul kernel,
-logits recomputed in the backward; Wijmans et al. 2024, https://arxiv.org/abs/2411.09009):
-- Time. CCE computes the ``N x V x D`` product twice in the backward-plus-forward (forward LSE, then
-  recomputation), four matmul-sized passes against three here; its published H100 timings put its
-  backward well above its forward for this reason. Our matmuls are cuBLAS at its tensor-core rate;
-  a Triton matmul that fuses the softmax rarely matches cuBLAS, and the CE pass between them is a
-  memory-bound read+write of one ``(n, V)`` chunk (~2-3% of the matmul time at D = 4096).
+logits recomputed in the backward; Wijmans et al. 2024, https://arxiv.org/abs/2411.09009), reasoned
+from counts, not yet measured:
+- Time. CCE runs the ``N x V x D`` product four times over forward and backward (the forward LSE,
+  then recomputed logits, ``dE`` and ``dC``) against three here, though its gradient filtering
+  skips blocks whose softmax is below bf16 resolution, which can win that back. Our matmuls are
+  cuBLAS; a Triton matmul with the softmax fused in rarely matches cuBLAS on Hopper. The CE pass
+  between them moves one ``(n, V)`` chunk through memory: at N=8192, D=4096, V=128256 about 0.2 ms
+  per 1024-token chunk against ~4.6 ms of matmuls at ~700 TFLOP/s, so ~5%, which leaves room for
+  the issue's 75% of the measured matmul rate if cuBLAS runs these shapes at ~85% of it.
 - Memory. CCE keeps only ``O(N)`` extra state; here the extra is one ``(n, V)`` chunk (256 MiB by
   the rule below) plus the float32 ``grad_weight`` accumulator (``4 V D`` bytes, 2 GiB at
-  V = 128256, D = 4096) until it is cast to the weight's dtype. Liger-Kernel's fused linear+CE has
-  the same structure with smaller chunks and a weight-dtype accumulator.
-- Simplicity: the kernel that needs testing is the CE kernel, already checked against the oracle.
-Which of the two wins on time and on memory is not measured yet (no GPU in the session that wrote
-this); ``benchmarks/gpu_linear_cross_entropy.py`` measures both against Liger-Kernel and CCE.
+  V = 128256, D = 4096) until it is cast to the weight's dtype, so the "within 10% of CCE's peak"
+  target is at risk: a per-vocabulary-slice ``grad_weight`` (written once per slice, float32 only
+  inside the GEMM) would remove the accumulator at the cost of a fourth matmul. Liger-Kernel's
+  fused linear+CE is also token-chunked.
+- Simplicity: the only new kernel is the CE kernel, which is checked against the float64 oracle.
+``benchmarks/gpu_linear_cross_entropy.py`` measures this design against Liger-Kernel and CCE; the
+choice stands until those numbers exist (the session that wrote it had no GPU).
 
 Ignored tokens are not dropped before the matmul: that needs a data-dependent shape, so a host
 synchronisation. On CUDA the float32 ``grad_weight`` accumulates through ``torch.addmm(...,
@@ -48,6 +53,11 @@ __all__ = ["choose_chunk_size", "linear_cross_entropy"]
 # Bytes of one chunk of logits: 256 MiB keeps the chunk GEMM large (>= 1024 rows at V = 128256 in
 # bf16, where cuBLAS runs near peak) while the chunk is ~5% of an 80 GB device's memory.
 CHUNK_BYTES = 256 * 2**20
+# Accumulate grad_weight over token chunks in float32 (a 4 V D-byte buffer, exact up to the final
+# cast) or, when False, in the weight's dtype through cuBLAS's beta=1 addmm (float32 inside each
+# GEMM, one rounding per chunk; no extra buffer, as Liger-Kernel's default). The GPU benchmark
+# times and sizes both; the memory target against CCE may need False.
+WEIGHT_GRAD_FP32 = True
 
 
 def choose_chunk_size(n_tokens: int, vocab: int, itemsize: int) -> int:
@@ -91,7 +101,8 @@ def _chunked_pass(hidden, weight, bias, target, class_weight, opts, row_scale, w
     lse = torch.empty(n_tokens, dtype=torch.float32, device=hidden.device)  # (N,)
     grad_h = torch.empty_like(hidden) if want[0] else None  # (N, D)
     f32 = dict(dtype=torch.float32, device=weight.device)
-    grad_w = torch.zeros(weight.shape, **f32) if want[1] else None  # (V, D) accumulator
+    acc_dtype = torch.float32 if WEIGHT_GRAD_FP32 else weight.dtype
+    grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if want[1] else None
     grad_b = torch.zeros(vocab, **f32) if want[2] else None  # (V,) accumulator
     for start in range(0, n_tokens, chunk):
         rows = slice(start, min(start + chunk, n_tokens))
@@ -106,8 +117,10 @@ def _chunked_pass(hidden, weight, bias, target, class_weight, opts, row_scale, w
         grad_logits = logits  # (n, V) now dl/dlogits, scaled
         if want[0]:
             torch.mm(grad_logits, weight, out=grad_h[rows])  # (n, D)
-        if want[1]:
+        if want[1] and grad_w.dtype == torch.float32:
             _accumulate_fp32_(grad_w, grad_logits.T, h)  # (V, D)
+        elif want[1]:
+            grad_w.addmm_(grad_logits.T, h)  # (V, D) in the weight's dtype
         if want[2]:
             grad_b += grad_logits.sum(0, dtype=torch.float32)  # (V,)
     grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
@@ -187,6 +200,6 @@ def linear_cross_entropy(
     )
     loss, lse = _LinearCrossEntropy.apply(
         hidden.contiguous(), weight.contiguous(), bias, target.to(torch.int64).contiguous(),
-        class_weight, opts,
+        class_weight.contiguous() if class_weight is not None else None, opts,
     )
     return (loss, lse) if return_lse else loss

@@ -1,0 +1,35 @@
+"""Elementwise losses (MSE, L1, Huber, BCE) forward+backward on 2e7 float32 elements.
+
+Each losskit function against its `torch.nn.functional` twin, after losskit's startup value checks
+are done. Target (issue 4): within 1.1x of torch eager.
+
+Run from the repository root: `python benchmarks/bench_elementwise.py`
+(`--help` for options, `--quick` for small shapes). Appends its tables to
+benchmarks/results.md; the harness is
+losskit/bench.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from losskit import bench
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results.md"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    bench.add_arguments(parser)
+    parser.add_argument("--quick", dest="full", action="store_false", help="small shapes")
+    parser.set_defaults(
+        family="elementwise",
+        full=True, compile=True, memory=True, append=str(RESULTS),
+    )
+    return bench.run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
