@@ -284,22 +284,27 @@ def run_ce(args, device, copy_bw) -> list[Row]:
 
 
 def run_sweep(args, device, copy_bw) -> list[Row]:
-    """losskit's CE kernel over (MAX_BLOCK, num_warps) settings: the data for its constants."""
+    """losskit's CE kernel over its launch constants: the data for choosing them."""
+    import itertools
+
     from losskit.kernels import triton as tk
 
     ce_mod = sys.modules["losskit.kernels.triton.cross_entropy"]
-    saved = ce_mod.MAX_BLOCK, ce_mod.NUM_WARPS
+    names = ("MAX_BLOCK", "TWO_PASS_BLOCK", "NUM_WARPS")
+    saved = [getattr(ce_mod, name) for name in names]
     shapes = [(16, 300)] if args.dry_run else [(8192, 32000), (8192, 128256)]
-    settings = [(32768, None), (8192, 8)] if args.dry_run else [
-        (b, w) for b in (8192, 16384, 32768, 65536) for w in (8, 16, 32)
-    ]
+    grid = ([256, 512], [128], [None, 4]) if args.dry_run else (
+        [16384, 32768, 65536], [4096, 8192, 16384], [None, 8, 16, 32]
+    )
     rows = []
     for n, c in shapes:
         x = torch.randn(n, c, device=device, dtype=torch.bfloat16).requires_grad_()
         y = torch.randint(0, c, (n,), device=device)
-        for block, warps in settings:
-            ce_mod.MAX_BLOCK, ce_mod.NUM_WARPS = block, warps
-            row = Row(f"losskit triton MAX_BLOCK={block} warps={warps}", f"{n}x{c} bfloat16")
+        for setting in itertools.product(*grid):
+            for name, value in zip(names, setting, strict=True):
+                setattr(ce_mod, name, value)
+            label = " ".join(f"{k}={v}" for k, v in zip(names, setting, strict=True))
+            row = Row(f"losskit triton {label}", f"{n}x{c} bfloat16")
             try:
                 row.ms = median_ms(
                     lambda x=x, y=y: torch.autograd.grad(tk.cross_entropy(x, y), x), device,
@@ -307,16 +312,18 @@ def run_sweep(args, device, copy_bw) -> list[Row]:
                 )
                 row.fraction = 2 * x.numel() * x.element_size() / (row.ms * 1e-3) / copy_bw
             except Exception as err:  # e.g. out of registers / shared memory at compile time
+                sync_quietly(device)
                 row.note = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:100]}"
             rows.append(row)
-    ce_mod.MAX_BLOCK, ce_mod.NUM_WARPS = saved
+    for name, value in zip(names, saved, strict=True):
+        setattr(ce_mod, name, value)
     return rows
 
 
 def main() -> None:
     parser = common_args(__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true",
-                        help="also time losskit's kernel over MAX_BLOCK x num_warps settings")
+                        help="also time losskit's kernel over its launch constants")
     args = parser.parse_args()
     device = torch.device("cpu" if args.dry_run else "cuda")
     if args.dry_run:

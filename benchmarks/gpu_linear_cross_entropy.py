@@ -83,14 +83,24 @@ def lce_variants(args) -> dict[str, tuple[Callable | None, str]]:
     out["losskit triton"] = (tk.linear_cross_entropy, "fp32 grad_weight accumulator")
     lce_mod = sys.modules["losskit.kernels.triton.linear_cross_entropy"]
 
-    def low_memory(h, w, y):
+    def low_memory(h, w, y, chunk_size=None):
         lce_mod.WEIGHT_GRAD_FP32 = False  # read inside the call, where the gradients are made
         try:
-            return tk.linear_cross_entropy(h, w, y)
+            return tk.linear_cross_entropy(h, w, y, chunk_size=chunk_size)
         finally:
             lce_mod.WEIGHT_GRAD_FP32 = True
 
     out["losskit triton, bf16 grad_weight accum"] = (low_memory, "WEIGHT_GRAD_FP32 = False")
+    if args.sweep:
+        for chunk in (256, 512, 2048, 4096) if not args.dry_run else (4, 8):
+            out[f"losskit triton chunk_size={chunk}"] = (
+                lambda h, w, y, chunk=chunk: tk.linear_cross_entropy(h, w, y, chunk_size=chunk),
+                "fp32 grad_weight accumulator",
+            )
+            out[f"losskit triton chunk_size={chunk}, bf16 accum"] = (
+                lambda h, w, y, chunk=chunk: low_memory(h, w, y, chunk_size=chunk),
+                "WEIGHT_GRAD_FP32 = False",
+            )
     return out
 
 
@@ -140,7 +150,10 @@ def run_lce(args, device, mm_rate) -> list[Row]:
 
 
 def main() -> None:
-    args = common_args(__doc__.splitlines()[0]).parse_args()
+    parser = common_args(__doc__.splitlines()[0])
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time losskit over chunk sizes, with both accumulator dtypes")
+    args = parser.parse_args()
     device = torch.device("cpu" if args.dry_run else "cuda")
     if args.dry_run:
         args.reps, args.warmup = min(args.reps, 2), min(args.warmup, 1)

@@ -20,6 +20,7 @@ from losskit.checks import (
     get_checks,
     set_checks,
 )
+from losskit.doctor import Report, doctor
 from losskit.modules import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -37,13 +38,11 @@ from losskit.modules import (
 
 __version__ = "0.1.0"
 
-# The training loop and the doctor pull in torchmetrics and matplotlib: import them on first use.
+# The training loop pulls in torchmetrics and matplotlib: import it on first use.
 _LAZY = {
     "fit": "losskit.train",
     "History": "losskit.train",
     "EarlyStopping": "losskit.train",
-    "doctor": "losskit.doctor",
-    "Report": "losskit.doctor",
 }
 
 

@@ -3,4 +3,5 @@ runs it on every rank)."""
 
 from losskit.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when imported, e.g. by a doctest collector
+    raise SystemExit(main())

@@ -321,6 +321,7 @@ def _load_setup(spec: str) -> tuple[Any, Any, Any]:
     if module_spec is None or module_spec.loader is None:
         raise UsageError(f"setup file {path!r} cannot be imported. Fix: give it a .py name.")
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # as an import would: dataclasses and pickle look it up there
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # its sibling imports work
     try:
         _user_code(lambda: module_spec.loader.exec_module(module), f"importing {path}", path)

@@ -71,10 +71,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import sys
 import textwrap
 import time
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -712,8 +710,10 @@ def _check_overfit(
         if math.isfinite(losses[-1]) and losses[-1] > goal:  # dropout may hide a fit: try eval
             model.eval()
             with torch.no_grad():
-                losses.append(float(loss_fn(_forward(model, inputs), target)))
-            mode = " (eval mode)"
+                evaluated = float(loss_fn(_forward(model, inputs), target))
+            if evaluated <= goal:
+                losses.append(evaluated)
+                mode = " (eval mode)"
     start, end = losses[0], losses[-1]
     floor_note = f" (floor {floor:.3g})" if floor > 1e-4 else ""
     count = target.shape[0] if target.dim() else 1
@@ -865,15 +865,3 @@ def doctor(
 def _done(report: Report, start: float) -> Report:
     report.seconds = time.perf_counter() - start
     return report
-
-
-class _CallableModule(types.ModuleType):
-    """``import losskit.doctor`` binds this module to ``losskit.doctor``, shadowing the function
-    that ``losskit`` exports under the same name; calling the module calls the function, so
-    ``lk.doctor(model, loss_fn, batch)`` works either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Report:
-        return doctor(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

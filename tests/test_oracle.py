@@ -309,12 +309,14 @@ def _run(fn, x, y, grad_target: bool):
     return out.detach(), grads
 
 
-def assert_matches(out, ref, grads, ref_grads):
-    assert out.dtype == ref.dtype
-    assert out.shape == ref.shape
-    torch.testing.assert_close(out, ref, equal_nan=True)
-    for g, rg in zip(grads, ref_grads, strict=True):
-        torch.testing.assert_close(g, rg, equal_nan=True)
+def assert_matches(out, ref, grads, ref_grads, where: str = ""):
+    """Same dtype, shape and values (to float64 rounding), then the same gradients."""
+    assert out.dtype == ref.dtype, where
+    assert out.shape == ref.shape, where
+    torch.testing.assert_close(out, ref, equal_nan=True, msg=lambda m: f"value {where}: {m}")
+    for i, (g, rg) in enumerate(zip(grads, ref_grads, strict=True)):
+        torch.testing.assert_close(g, rg, equal_nan=True,
+                                   msg=lambda m, i=i: f"grad {i} {where}: {m}")
 
 
 PARAMS = [
@@ -393,18 +395,16 @@ FOCAL_BINARY = [
 ]
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize(("shape", "alpha", "gamma", "hard"), FOCAL_BINARY)
-def test_focal_binary(shape, alpha, gamma, hard, reduction, gen):
+def test_focal_binary(shape, alpha, gamma, hard, gen):
     x = 3 * _randn(gen, *shape)
     y = (_rand(gen, *shape) > 0.5).double() if hard else _rand(gen, *shape)
-    out, grads = _run(lambda a, b: LF.focal_loss(a, b, alpha=alpha, gamma=gamma,
-                                                 reduction=reduction), x, y, True)
-    ref, ref_grads = _run(lambda a, b: oracle.focal_binary(a, b, alpha=alpha, gamma=gamma,
-                                                           reduction=reduction), x, y, True)
-    assert_matches(out, ref, grads, ref_grads)
-    mod = lk.FocalLoss(alpha=alpha, gamma=gamma, reduction=reduction)
-    torch.testing.assert_close(mod(x, y), ref)
+    for reduction in REDUCTIONS:
+        kwargs = {"alpha": alpha, "gamma": gamma, "reduction": reduction}
+        out, grads = _run(lambda a, b, kw=kwargs: LF.focal_loss(a, b, **kw), x, y, True)
+        ref, ref_grads = _run(lambda a, b, kw=kwargs: oracle.focal_binary(a, b, **kw), x, y, True)
+        assert_matches(out, ref, grads, ref_grads, reduction)
+        torch.testing.assert_close(lk.FocalLoss(**kwargs)(x, y), ref)
 
 
 @pytest.mark.parametrize("alpha", [None, 0.25])
@@ -432,21 +432,22 @@ FOCAL_MULTI = [
 ]
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize(("shape", "alpha", "gamma", "ignore"), FOCAL_MULTI)
-def test_focal_multiclass(shape, alpha, gamma, ignore, reduction, gen):
+def test_focal_multiclass(shape, alpha, gamma, ignore, gen):
     num_classes, tshape = _classes(shape)
     x, y = 2 * _randn(gen, *shape), _indices(gen, num_classes, tshape)
     if alpha == "tensor":
         alpha = _rand(gen, num_classes) + 0.1
-    kwargs = {"alpha": alpha, "gamma": gamma, "reduction": reduction}
+    kwargs = {"alpha": alpha, "gamma": gamma}
     if ignore is not None:
         y.view(-1)[::3] = ignore
         kwargs["ignore_index"] = ignore
-    out, grads = _run(lambda a, b: LF.focal_loss(a, b, **kwargs), x, y, False)
-    ref, ref_grads = _run(lambda a, b: oracle.focal_multiclass(a, b, **kwargs), x, y, False)
-    assert_matches(out, ref, grads, ref_grads)
-    torch.testing.assert_close(lk.FocalLoss(**kwargs)(x, y), ref)
+    for reduction in REDUCTIONS:
+        kw = {**kwargs, "reduction": reduction}
+        out, grads = _run(lambda a, b, kw=kw: LF.focal_loss(a, b, **kw), x, y, False)
+        ref, ref_grads = _run(lambda a, b, kw=kw: oracle.focal_multiclass(a, b, **kw), x, y, False)
+        assert_matches(out, ref, grads, ref_grads, reduction)
+        torch.testing.assert_close(lk.FocalLoss(**kw)(x, y), ref)
 
 
 def test_focal_multiclass_gamma0_is_cross_entropy(gen):
@@ -464,18 +465,18 @@ DICE = [
 ]
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize(("shape", "smooth", "ignore"), DICE)
-def test_dice_multiclass(shape, smooth, ignore, reduction, gen):
+def test_dice_multiclass(shape, smooth, ignore, gen):
     num_classes, tshape = _classes(shape)
     x, y = 2 * _randn(gen, *shape), _indices(gen, num_classes, tshape)
     if ignore is not None:
         y.view(-1)[::4] = ignore
-    kwargs = {"smooth": smooth, "ignore_index": ignore, "reduction": reduction}
-    out, grads = _run(lambda a, b: LF.dice_loss(a, b, **kwargs), x, y, False)
-    ref, ref_grads = _run(lambda a, b: oracle.dice(a, b, **kwargs), x, y, False)
-    assert_matches(out, ref, grads, ref_grads)
-    torch.testing.assert_close(lk.DiceLoss(**kwargs)(x, y), ref)
+    for reduction in REDUCTIONS:
+        kw = {"smooth": smooth, "ignore_index": ignore, "reduction": reduction}
+        out, grads = _run(lambda a, b, kw=kw: LF.dice_loss(a, b, **kw), x, y, False)
+        ref, ref_grads = _run(lambda a, b, kw=kw: oracle.dice(a, b, **kw), x, y, False)
+        assert_matches(out, ref, grads, ref_grads, reduction)
+        torch.testing.assert_close(lk.DiceLoss(**kw)(x, y), ref)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -5,9 +5,9 @@ own ``tl.sum`` / ``tl.max`` included, at ``import triton``), so ``TRITON_INTERPR
 before triton is first imported. Each test therefore runs one group of checks in a fresh
 ``python tests/test_triton_interpret.py GROUP`` subprocess with the variable set; the pytest process
 and its other tests are untouched (safe under pytest-xdist). The interpreter is slow, so shapes are
-small and ``MAX_BLOCK`` is shrunk to run the two-pass (row longer than a block) path with a row
-length (300) that is not a multiple of the block (128). On a machine with CUDA the same groups
-also run on the compiled kernels (``test_triton_kernels_compiled_on_cuda``).
+small and ``MAX_BLOCK`` / ``TWO_PASS_BLOCK`` are shrunk to run the two-pass (row longer than a
+block) path with a row length (300) that is not a multiple of the block (128). On a machine with
+CUDA the same groups also run on the compiled kernels (``test_triton_kernels_compiled_on_cuda``).
 
 Oracle: ``torch.nn.functional.cross_entropy`` in float64 on the same (possibly bf16-rounded) values,
 with softcap applied before it and the z-loss added with ``torch.logsumexp``, differentiated by
@@ -67,7 +67,7 @@ def test_triton_kernels_compiled_on_cuda(group):
 
 
 # ---------------------------------------------------------------------------------------------
-# Everything below runs in the TRITON_INTERPRET=1 subprocess.
+# Everything below runs in the subprocess (TRITON_INTERPRET=1 on CPU, or compiled on CUDA).
 
 
 def oracle(x, y, *, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
@@ -166,8 +166,12 @@ def run_options(chk, tk, dtypes, sets):
             ce_case(chk, tk, f"{label}/{reduction}/{dtype}", x, y, dtype, **opts)
 
 
+def two_pass(ce_mod):
+    ce_mod.MAX_BLOCK = ce_mod.TWO_PASS_BLOCK = 128  # C = 300: blocks of 128, 128, 44
+
+
 def group_ce_two_pass(chk, tk, ce_mod):
-    ce_mod.MAX_BLOCK = 128  # C = 300: blocks of 128, 128, 44
+    two_pass(ce_mod)
     run_options(chk, tk, [torch.float32], OPTION_SETS)
     run_options(chk, tk, [torch.bfloat16], [OPTION_SETS[3], OPTION_SETS[6]])
 
@@ -180,7 +184,7 @@ def group_ce_single_block(chk, tk, ce_mod):
 
 
 def group_ce_edge_cases(chk, tk, ce_mod):
-    ce_mod.MAX_BLOCK = 128
+    two_pass(ce_mod)
     x, y, w = data(n=6, ignored=(2, 4))
     every = torch.full_like(y, -100)
     # 1. every target ignored: 'mean' is 0 with zero gradient (not NaN), 'sum' 0, 'none' zeros.
@@ -291,7 +295,7 @@ def lce_case(chk, tk, name, dtype, *, bias, chunk_size, reduction, **opts):
 
 
 def group_linear_ce(chk, tk, ce_mod):
-    ce_mod.MAX_BLOCK = 128
+    two_pass(ce_mod)
     for dtype in [torch.float32, torch.bfloat16]:
         lce_case(chk, tk, f"lce plain mean {dtype}", dtype, bias=True, chunk_size=4,
                  reduction="mean")

@@ -15,17 +15,18 @@ counted rows (1 when none is counted: loss 0, gradient 0), exactly like the PyTo
 
 The forward kernel runs one program per row. When the row fits in one block (``C <= MAX_BLOCK``) it
 is read from HBM once and kept in registers for both the log-sum-exp and the gradient; longer rows
-take an online log-sum-exp pass over column blocks (Milakov & Gimelshein 2018,
-https://arxiv.org/abs/1805.02867) and a second pass that re-reads each block (mostly from L2) to
-write the gradient. The gradient is scaled by the reduction's ``1 / sum w[y_i]`` in the forward, so
-the backward only multiplies by the upstream gradient, and a second small kernel skips even that,
-on the device, where the upstream gradient is exactly 1 (the usual ``loss.backward()``): no host
-synchronisation anywhere. With ``inplace=True`` the gradient is written over the logits (no second
-``(N, C)`` buffer) and their version counter is bumped, so autograd raises if anything else saved
-the logits for its backward.
+take an online log-sum-exp pass over column blocks of ``TWO_PASS_BLOCK`` (Milakov & Gimelshein
+2018, https://arxiv.org/abs/1805.02867) and a second pass that re-reads each block (from L2 where
+the row is still there) to write the gradient. The gradient is scaled by the reduction's
+``1 / sum w[y_i]`` in the forward, so the backward only multiplies by the upstream gradient, and a
+second small kernel skips even that, on the device, where the upstream gradient is exactly 1 (the
+usual ``loss.backward()``): no host synchronisation anywhere. With ``inplace=True`` the gradient
+is written over the logits (no second ``(N, C)`` buffer) and their version counter is bumped, so
+autograd raises if anything else saved the logits for its backward.
 
-Which ``MAX_BLOCK`` / ``num_warps`` reach the copy bandwidth on an H100 is not measured yet (no GPU
-in the session that wrote this); ``benchmarks/gpu_cross_entropy.py`` measures it.
+Which ``MAX_BLOCK`` / ``TWO_PASS_BLOCK`` / ``num_warps`` reach the copy bandwidth on an H100 is not
+measured yet (no GPU in the session that wrote this); ``benchmarks/gpu_cross_entropy.py --sweep``
+measures it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ __all__ = ["cross_entropy"]
 
 # Largest row held in registers by one program: 32768 fp32 values over 32 warps is 32 per thread,
 # the budget Liger-Kernel's cross-entropy also settles on (BLOCK_SIZE 32768, num_warps 32); ptxas
-# for sm_90 gives this kernel 64 registers with no spill at that size (softcap adds a small one).
+# for sm_90 (triton 3.9) gives this kernel 64 registers and no spill at that size, except with
+# softcap (see _launch_config).
 MAX_BLOCK = 32768
 # Column block of the two-pass path for longer rows: 8192 over 16 warps needs 32 registers, so
 # several programs share an SM and overlap one row's reductions with another's loads. Tests shrink
@@ -175,9 +177,17 @@ def _scale_rows_kernel(g_ptr, g_stride, s_ptr, s_stride, n_cols, BLOCK: tl.const
         tl.store(ptrs, (g * s).to(g_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch_config(n_cols: int) -> tuple[int, bool, int]:
-    """Column block, whether the row fits in one block, and the warp count."""
-    single = triton.next_power_of_2(n_cols) <= MAX_BLOCK
+def _launch_config(n_cols: int, softcap: bool) -> tuple[int, bool, int]:
+    """Column block, whether the row fits in one block, and the warp count.
+
+    >>> _launch_config(32000, softcap=False), _launch_config(32000, softcap=True)
+    ((32768, True, 32), (8192, False, 16))
+    >>> _launch_config(128256, softcap=False)
+    (8192, False, 16)
+    """
+    # Softcap's tanh keeps a second value per logit live: at 32768 ptxas spills 144 B/thread,
+    # at 16384 it fits (57 registers).
+    single = triton.next_power_of_2(n_cols) <= (MAX_BLOCK // 2 if softcap else MAX_BLOCK)
     block = triton.next_power_of_2(n_cols) if single else TWO_PASS_BLOCK
     num_warps = 32 if block >= 32768 else 16 if block >= 8192 else 8 if block >= 2048 else 4
     num_warps = NUM_WARPS or num_warps
@@ -231,7 +241,7 @@ def forward_rows(
     lse = torch.empty(n_rows, dtype=torch.float32, device=logits.device)  # (N,)
     if n_rows == 0:
         return loss, lse
-    block, single, num_warps = _launch_config(n_cols)
+    block, single, num_warps = _launch_config(n_cols, softcap is not None)
     w_total = weight.to(torch.float32).sum() if weight is not None else grad_scale
     _ce_forward_kernel[(n_rows,)](
         logits, logits.stride(0), grad if grad is not None else logits,

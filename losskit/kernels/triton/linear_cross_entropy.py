@@ -4,10 +4,10 @@
 chunk of ``n`` tokens
 
     1. logits = hidden[chunk] @ weight.T + bias                  # (n, V), one chunk buffer
-    2. the Triton CE kernel reads them once and writes dl/dlogits over them in place, already
-       scaled by the reduction (``losskit.kernels.triton.cross_entropy``)
+    2. the Triton CE kernel reads them and writes dl/dlogits over them in place, already scaled
+       by the reduction (``losskit.kernels.triton.cross_entropy``)
     3. grad_hidden[chunk] = G @ weight                           # (n, D)
-       grad_weight += G.T @ hidden[chunk]  (float32 accumulator)  # (V, D)
+       grad_weight += G.T @ hidden[chunk]  (see WEIGHT_GRAD_FP32)  # (V, D)
        grad_bias += G.sum(0)               (float32 accumulator)  # (V,)
 
 so the three matmuls any linear+CE must do are done once each, by cuBLAS, and the gradients are
@@ -16,25 +16,28 @@ exactly 1, decided on the device). ``reduction="none"`` cannot be done that way 
 gradient must enter ``G`` before ``G.T @ hidden``), so it computes only the loss in the forward and
 repeats steps 1-3 in the backward with the upstream gradient as the kernel's row scale.
 
-Why this design and not Cut Cross-Entropy's (blockwise log-sum-exp inside a fused matmul kernel,
-logits recomputed in the backward; Wijmans et al. 2024, https://arxiv.org/abs/2411.09009), reasoned
-from counts, not yet measured:
-- Time. CCE runs the ``N x V x D`` product four times over forward and backward (the forward LSE,
-  then recomputed logits, ``dE`` and ``dC``) against three here, though its gradient filtering
-  skips blocks whose softmax is below bf16 resolution, which can win that back. Our matmuls are
-  cuBLAS; a Triton matmul with the softmax fused in rarely matches cuBLAS on Hopper. The CE pass
-  between them moves one ``(n, V)`` chunk through memory: at N=8192, D=4096, V=128256 about 0.2 ms
-  per 1024-token chunk against ~4.6 ms of matmuls at ~700 TFLOP/s, so ~5%, which leaves room for
-  the issue's 75% of the measured matmul rate if cuBLAS runs these shapes at ~85% of it.
-- Memory. CCE keeps only ``O(N)`` extra state; here the extra is one ``(n, V)`` chunk (256 MiB by
-  the rule below) plus the float32 ``grad_weight`` accumulator (``4 V D`` bytes, 2 GiB at
-  V = 128256, D = 4096) until it is cast to the weight's dtype, so the "within 10% of CCE's peak"
-  target is at risk: a per-vocabulary-slice ``grad_weight`` (written once per slice, float32 only
-  inside the GEMM) would remove the accumulator at the cost of a fourth matmul. Liger-Kernel's
-  fused linear+CE is also token-chunked.
-- Simplicity: the only new kernel is the CE kernel, which is checked against the float64 oracle.
-``benchmarks/gpu_linear_cross_entropy.py`` measures this design against Liger-Kernel and CCE; the
-choice stands until those numbers exist (the session that wrote it had no GPU).
+Why this design, reasoned from counts at the issue's shape (N=8192, D=4096, V=128256, bf16; one
+``N x D x V`` product is 8.6 TFLOP, ~12 ms at ~700 TFLOP/s) since no GPU has measured it yet:
+- Against Cut Cross-Entropy (blockwise log-sum-exp fused into a Triton matmul, logits recomputed
+  in the backward; Wijmans et al. 2024, https://arxiv.org/abs/2411.09009): CCE runs the product
+  four times (forward LSE; recomputed logits, ``dE`` and ``dC`` in the backward) against three
+  here, and in Triton rather than cuBLAS; its gradient filtering skips blocks whose softmax is below
+  bf16 resolution, which can win part of that back. Four products at even 85% of the matmul rate
+  cap the issue's metric (three products' FLOPs over time) at ~64%, under its 75% target.
+- Against vocabulary slices (``grad_weight`` written once per slice): also four products (a full
+  log-sum-exp pass before any gradient), so the same cap.
+- The cost of token chunks: each chunk's ``grad_weight += G.T @ h`` reads and writes the ``V x D``
+  accumulator (4.2 GB per chunk in float32; 1024-token chunks give 8 of them), partly hidden in
+  the GEMM epilogue; ~2-4 ms, plus ~0.2 ms per chunk for the CE pass, so ~40 ms in all, ~75-85%
+  of the ceiling. Larger chunks trade memory for fewer accumulator passes.
+- Memory is where CCE wins: its peak above the inputs is about the gradients themselves (``dC``
+  1.05 GB + ``dE`` 64 MB). Here add one logits chunk (256 MiB) and, with ``WEIGHT_GRAD_FP32``, the
+  float32 accumulator (2.1 GB) plus its cast: ~3.5 GB; ~1.4 GB with weight-dtype accumulation.
+  The issue's "within 10% of CCE" needs weight-dtype accumulation and chunks under ~100 MB, which
+  costs time (more accumulator passes, thinner GEMMs): the two targets pull apart, and the
+  benchmark's numbers must set ``CHUNK_BYTES`` and ``WEIGHT_GRAD_FP32``.
+``benchmarks/gpu_linear_cross_entropy.py`` measures both settings against Liger-Kernel (also
+token-chunked) and CCE.
 
 Ignored tokens are not dropped before the matmul: that needs a data-dependent shape, so a host
 synchronisation. On CUDA the float32 ``grad_weight`` accumulates through ``torch.addmm(...,
@@ -50,8 +53,9 @@ from .cross_entropy import check_single_backward, forward_rows, reduction_scale,
 
 __all__ = ["choose_chunk_size", "linear_cross_entropy"]
 
-# Bytes of one chunk of logits: 256 MiB keeps the chunk GEMM large (>= 1024 rows at V = 128256 in
-# bf16, where cuBLAS runs near peak) while the chunk is ~5% of an 80 GB device's memory.
+# Bytes of one chunk of logits: 256 MiB gives 1024-token chunks at V = 128256 in bf16, so 8
+# passes over the grad_weight accumulator at N = 8192 and GEMMs of >= 1024 rows; a guess between
+# time and memory (see the module docstring) that the GPU benchmark is to settle.
 CHUNK_BYTES = 256 * 2**20
 # Accumulate grad_weight over token chunks in float32 (a 4 V D-byte buffer, exact up to the final
 # cast) or, when False, in the weight's dtype through cuBLAS's beta=1 addmm (float32 inside each
