@@ -171,10 +171,10 @@ def fmt(value, spec: str) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'variant':36} {'shape':24} {'ms':>9} {'ceiling':>8} {'MiB':>8} {'rel.err':>8}  note")
+    print(f"{'variant':60} {'shape':24} {'ms':>9} {'ceiling':>8} {'MiB':>8} {'rel.err':>8}  note")
     for r in rows:
         print(
-            f"{r.variant:36} {r.shape:24} {fmt(r.ms, '.3f'):>9} {fmt(r.fraction, '.1%'):>8} "
+            f"{r.variant:60} {r.shape:24} {fmt(r.ms, '.3f'):>9} {fmt(r.fraction, '.1%'):>8} "
             f"{fmt(r.peak_mib, '.0f'):>8} {fmt(r.rel_err, '.1e'):>8}  {r.note}"
         )
 

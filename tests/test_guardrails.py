@@ -369,7 +369,7 @@ def test_negative_inf_logit_is_allowed_in_cross_entropy(gen):
 # Row: every target equals ignore_index -> LossWarning, loss 0 with zero gradient (not NaN)
 
 
-ALL_IGNORED = ["cross_entropy", "nll_loss", "focal_loss"]
+ALL_IGNORED = ["cross_entropy", "nll_loss", "focal_loss", "dice_loss"]
 
 
 @pytest.mark.parametrize("ignore_index", [-100, 3])

@@ -155,6 +155,18 @@ def test_inplace_overwrites_logits_with_their_gradient(gen):
     torch.testing.assert_close(leaf.grad.double(), ref_x.grad, rtol=1e-5, atol=1e-6)
 
 
+def test_inplace_spares_leaves_and_is_caught_when_logits_are_saved(gen):
+    x, y = make_case(gen)
+    leaf = x.clone().requires_grad_()
+    fused.cross_entropy(leaf, y, inplace=True).backward()
+    assert torch.equal(leaf.detach(), x)  # a leaf is never overwritten
+    z = x.clone().requires_grad_()
+    logits = torch.exp(z / 10)  # exp saves its output for backward: overwriting it must not pass
+    loss = fused.cross_entropy(logits, y, inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_out_of_place_leaves_logits_untouched(gen):
     x, y = make_case(gen)
     leaf = x.clone().requires_grad_()

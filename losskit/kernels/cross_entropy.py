@@ -233,7 +233,8 @@ def cross_entropy(
     """Fused cross-entropy of ``(N, C)`` logits and ``(N,)`` class indices (module docstring).
 
     Same contract as :func:`losskit.kernels.reference.cross_entropy`; with ``inplace=True`` the
-    logits are overwritten by their gradient when they require one. The gradient w.r.t. ``weight``
+    logits are overwritten by their gradient when they require one and are not a leaf (torch's
+    version counter then flags any other autograd node that saved them). The gradient w.r.t. ``weight``
     is not computed (torch does not compute one either), and backward cannot run twice.
 
     >>> x = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
@@ -245,8 +246,9 @@ def cross_entropy(
     needs_grad = torch.is_grad_enabled() and logits.requires_grad
     options = dict(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        lse_square_scale=lse_square_scale, softcap=softcap, inplace=inplace,
-        needs_grad=needs_grad,
+        lse_square_scale=lse_square_scale, softcap=softcap,
+        # A leaf (a parameter, or a user's own tensor) is never overwritten: only intermediates.
+        inplace=inplace and not logits.is_leaf, needs_grad=needs_grad,
     )
     value, lse = FusedCrossEntropy.apply(logits, target, weight, options)
     return (value, lse) if return_lse else value
