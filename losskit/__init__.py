@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from losskit import functional
+
+# `lk.checks` is the context manager (DESIGN's API); it shadows the submodule of the same name as
+# an attribute, so reach the module with `from losskit.checks import ...`, not `lk.checks.X`.
 from losskit.checks import (
     LossIndexError,
     LossInputError,

@@ -330,10 +330,15 @@ def check_finite(loss: str, *, allow_neg_inf: bool = False, **tensors: Tensor | 
             )
 
 
-def check_class_index_range(loss: str, target: Tensor, num_classes: int, ignore_index: int) -> None:
+def check_class_index_range(
+    loss: str, target: Tensor, num_classes: int, ignore_index: int | None
+) -> None:
+    """Every target is a class in [0, C) or ``ignore_index`` (None: nothing is ignored)."""
     if target.numel() == 0 or _within(target, 0, num_classes - 1):
         return
-    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    bad = (target < 0) | (target >= num_classes)
+    if ignore_index is not None:
+        bad &= target != ignore_index
     if bool(bad.any()):
         raise LossIndexError(
             f"{loss}: `target` holds a class index outside [0, {num_classes}): "
@@ -353,8 +358,12 @@ def check_not_all_ignored(loss: str, target: Tensor, ignore_index: int) -> None:
 
 
 def check_not_probabilities(loss: str, input: Tensor, class_dim: int) -> None:
-    """Softmax applied before cross-entropy: every row is a distribution already."""
-    if input.shape[class_dim] < 2 or input.numel() == 0:
+    """Softmax applied before cross-entropy: every row is a distribution already.
+
+    Tiny inputs (fewer than 16 elements) are not judged: a hand-written logit row such as
+    ``[1.0, 0.0]`` is a distribution too.
+    """
+    if input.shape[class_dim] < 2 or input.numel() < 16:
         return
     x = input.detach().float()
     sums = x.sum(class_dim)

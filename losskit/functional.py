@@ -259,7 +259,7 @@ def _check_class_indices(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None,
-    ignore_index: int,
+    ignore_index: int | None,
     reduction: str,
 ) -> None:
     """Metadata checks, then value checks; the index range check also runs outside the startup
@@ -276,7 +276,7 @@ def _check_class_indices(
             checks.check_log_probabilities(loss, input, class_dim)
         else:
             checks.check_not_probabilities(loss, input, class_dim)
-        if reduction == "mean":
+        if reduction == "mean" and ignore_index is not None:
             checks.check_not_all_ignored(loss, target, ignore_index)
 
 
@@ -613,9 +613,12 @@ def dice_loss(
         probs, onehot = torch.sigmoid(input), target
         mask = None
     else:
-        ignore = -100 if ignore_index is None else ignore_index
-        _check_class_indices(loss, input, target, None, ignore, reduction)
-        counted = target != ignore  # (N, d1, ...)
+        _check_class_indices(loss, input, target, None, ignore_index, reduction)
+        counted = (  # (N, d1, ...)
+            torch.ones_like(target, dtype=torch.bool)
+            if ignore_index is None
+            else target != ignore_index
+        )
         t = torch.where(counted, target, 0).long()
         probs = torch.softmax(input, dim=1)  # (N, C, d1, ...)
         onehot = F.one_hot(t, input.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, C, d1, ...)
