@@ -17,7 +17,9 @@ import losskit.kernels as kernels
 def test_compiled_model_has_one_graph_and_matches_eager(gen):
     torch._dynamo.reset()
     vocab = 2048  # 64 x 2048 logits: above MIN_FUSED_ELEMENTS, so the fused paths run
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, vocab))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, vocab)
+    )
     x = torch.randn(64, 16, generator=gen)
     y = torch.randint(0, vocab, (64,), generator=gen)
     y[:9] = -100

@@ -40,8 +40,8 @@ OPTIONS = list(itertools.product(
     [0.0, 0.2],  # label_smoothing
     [False, True],  # class weight
     [(0.0, None), (1e-2, 4.0)],  # (lse_square_scale, softcap)
-    # (bias, chunk_size): without bias the shape rule (16 tokens, 2 chunks of the 27 counted
-    # tokens), with bias chunk_size=8 (4 chunks, the last with 3 tokens)
+    # (bias, chunk_size): without bias the default rule (one chunk: the 27 counted tokens' logits
+    # are tiny), with bias chunk_size=8 (4 chunks, the last with 3 tokens)
     [(False, None), (True, 8)],
 ))
 CASES = [(torch.float32, *o) for o in OPTIONS] + [
@@ -113,11 +113,13 @@ def test_upstream_gradient_scales_scalar_loss(gen):
     assert_close(h.grad, h_ref.grad, torch.float32)
 
 
-def test_chunk_rule():
-    """Chunk logits about the size of the hidden states: N / ceil(V / D), rounded up to 2**k."""
-    assert chunked.chunk_tokens(4096, 512, 32000) == 128  # 4096 / 63 = 65.0 -> 128
-    assert chunked.chunk_tokens(100, 64, 64) == 100  # V <= D: one chunk
-    assert chunked.chunk_tokens(1000, 8, 100000) == 16  # floor of MIN_CHUNK
+def test_chunk_rule(monkeypatch):
+    """The largest power of two of tokens whose float32 logits fit in CHUNK_BYTES, in [16, N]."""
+    assert chunked.chunk_tokens(4096, 32000) == 512  # 64 MiB / (4 * 32000) = 524 -> 512
+    assert chunked.chunk_tokens(100, 64) == 100  # everything fits: one chunk
+    assert chunked.chunk_tokens(1000, 10**8) == 16  # floor of MIN_CHUNK
+    monkeypatch.setattr(chunked, "CHUNK_BYTES", 4 * 50 * 20)  # room for 20 rows of 50
+    assert chunked.chunk_tokens(27, 50) == 16  # rounded down to a power of two
 
 
 def test_dispatch_reaches_chunked_path(gen):

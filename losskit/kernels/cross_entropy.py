@@ -234,8 +234,8 @@ def cross_entropy(
 
     Same contract as :func:`losskit.kernels.reference.cross_entropy`; with ``inplace=True`` the
     logits are overwritten by their gradient when they require one and are not a leaf (torch's
-    version counter then flags any other autograd node that saved them). The gradient w.r.t. ``weight``
-    is not computed (torch does not compute one either), and backward cannot run twice.
+    version counter then flags any other autograd node that saved them). The gradient w.r.t.
+    ``weight`` is not computed (torch does not compute one either); backward cannot run twice.
 
     >>> x = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
     >>> loss = cross_entropy(x, torch.tensor([0, 2]))

@@ -8,9 +8,10 @@ them into ``dl/dlogits`` in place (float32), and three matmuls finish the chunk:
 
 ``d weight`` and ``d bias`` accumulate in float32 for every input dtype, cast once at the end.
 This is the three matmuls eager torch runs anyway (``h @ W.T``, ``G @ W``, ``G.T @ h``), with the
-cross-entropy done in cache between them. The idea is torchtune's chunked cross-entropy and
-Liger-Kernel's fused linear cross-entropy (https://github.com/linkedin/Liger-Kernel,
-``ops/fused_linear_cross_entropy.py``); the chunk rule below is torch 2.13's "aspect_ratio".
+cross-entropy done between them. The idea is torchtune's chunked cross-entropy and Liger-Kernel's
+fused linear cross-entropy (https://github.com/linkedin/Liger-Kernel,
+``ops/fused_linear_cross_entropy.py``). Scratch memory: the chunk's logits (input dtype), plus for
+bfloat16/float16 a float32 gradient chunk, plus two float32 chunks with softcap or low precision.
 
 * ``"mean"`` / ``"sum"``: gradients are computed in the forward pass (the upstream gradient is a
   scalar that backward applies to the finished ``dh``, ``dW``, ``db``).
@@ -35,26 +36,25 @@ __all__ = ["chunk_tokens", "linear_cross_entropy"]
 
 
 # 1. Constants.
-# Chunk logits (n, V) are sized like the hidden states (N, D) divided by ASPECT_DIVISOR: torch
-# 2.13's ``LinearCrossEntropyOptions(chunking_method="aspect_ratio:N")`` rule, whose default is N=2.
-# We use 1: the dW update G_c.T @ h_c reads and writes the whole (V, D) float32 dW once per chunk,
-# and at N=4096, D=512, V=32000 halving the chunk adds ~64 such passes (~8 GB of memory traffic,
-# ~10% of the step on the 2-core machine) while our chunk buffer is the only scratch we keep.
-ASPECT_DIVISOR = 1
+# Tokens per chunk: the largest power of two whose (n, V) float32 logits fit in CHUNK_BYTES.
+# Bigger chunks run the matmuls closer to peak and re-read the (V, D) float32 dW less often (the
+# update G_c.T @ h_c reads and writes all of it once per chunk). Measured at N=4096, D=512,
+# V=32000 fp32 on the 2-core machine, time over the three bare matmuls: 128 tokens (torch 2.13's
+# "aspect_ratio" rule) 1.35x, 256 1.22x, 512 1.14x, 1024 1.13x. 64 MiB gives 512 there, with
+# under a third of the extra memory of torch's chunked F.linear_cross_entropy (results.md).
+CHUNK_BYTES = 64 * 2**20
 MIN_CHUNK = 16  # below this the matmuls run far from peak
 
 
-def chunk_tokens(n_tokens: int, hidden_dim: int, vocab: int) -> int:
-    """Tokens per chunk: ``next_pow2(ceil(N / ceil(V / D))) / ASPECT_DIVISOR``, in [16, N].
+def chunk_tokens(n_tokens: int, vocab: int) -> int:
+    """Tokens per chunk: the largest ``2**k`` with ``2**k * V * 4 <= CHUNK_BYTES``, in [16, N].
 
-    The chunk's ``(n, V)`` logits then take about as much memory as the ``(N, D)`` hidden states.
-
-    >>> chunk_tokens(4096, 512, 32000), chunk_tokens(8192, 4096, 128256), chunk_tokens(10, 8, 100)
-    (128, 256, 10)
+    >>> chunk_tokens(4096, 32000), chunk_tokens(8192, 128256), chunk_tokens(10, 100)
+    (512, 128, 10)
     """
-    chunks = math.ceil(vocab / hidden_dim)
-    size = 2 ** math.ceil(math.log2(max(1, math.ceil(n_tokens / chunks))))
-    return max(1, min(n_tokens, max(MIN_CHUNK, size // ASPECT_DIVISOR)))
+    fit = max(1, CHUNK_BYTES // (4 * vocab))
+    size = 2 ** int(math.log2(fit))
+    return max(1, min(n_tokens, max(MIN_CHUNK, size)))
 
 
 # 2. The kernel: one pass over the token chunks.
@@ -172,7 +172,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         one = torch.ones((), dtype=torch.float32, device=hidden.device)
         denom = torch.where(counted.any(), w_y.sum(), one) if reduction == "mean" else one
         grads_now = reduction != "none" and any(needs)
-        chunk = options["chunk_size"] or chunk_tokens(*h_k.shape, weight.shape[0])
+        chunk = options["chunk_size"] or chunk_tokens(h_k.shape[0], weight.shape[0])
         kwargs = dict(
             class_weight=cw, weight_sum=float(weight.shape[0]) if cw is None else cw.sum(),
             label_smoothing=options["label_smoothing"],
