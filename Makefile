@@ -4,6 +4,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# torch==2.13.0 resolves to the CPU wheel these machines hold on disk; an unpinned `torch` would
+# download a multi-GB CUDA build. On a GPU machine: `make TORCH=torch test`.
 TORCH ?= torch==2.13.0
 
 .PHONY: train test lint

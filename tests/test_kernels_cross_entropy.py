@@ -243,3 +243,29 @@ def test_reference_matches_oracle(gen):
                     softcap=5.0)
         torch.testing.assert_close(reference.cross_entropy(x.double(), y, **opts),
                                    ce_oracle(x, y, **opts))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_huge_page_gradient_buffer_matches_oracle_and_accumulates(gen, monkeypatch, dtype):
+    """Every gradient buffer goes through the mmap path; two backwards accumulate into .grad."""
+    memory = importlib.import_module("losskit.kernels.memory")
+    monkeypatch.setattr(memory, "HUGEPAGE_MIN_BYTES", 0)
+    x, y = make_case(gen)
+    loss, grad, ref, ref_grad = run_both(x, y, dtype, label_smoothing=0.1, reduction="sum")
+    assert_close(loss, ref, dtype)
+    assert_close(grad, ref_grad, dtype)
+    leaf = x.to(dtype).clone().requires_grad_()
+    for _ in range(2):
+        fused.cross_entropy(leaf, y, reduction="sum").backward()
+    ref_x = x.double().requires_grad_()
+    F.cross_entropy(ref_x, y, reduction="sum").backward()
+    assert_close(leaf.grad, 2 * ref_x.grad, dtype)
+
+
+def test_huge_page_buffer_is_plain_tensor(monkeypatch):
+    memory = importlib.import_module("losskit.kernels.memory")
+    monkeypatch.setattr(memory, "HUGEPAGE_MIN_BYTES", 0)
+    buf = memory.empty((3, 5), dtype=torch.float16, device=torch.device("cpu"))
+    assert buf.shape == (3, 5) and buf.dtype == torch.float16 and buf.is_contiguous()
+    buf.fill_(2.0)
+    torch.testing.assert_close(buf * 3, torch.full((3, 5), 6.0, dtype=torch.float16))

@@ -25,6 +25,7 @@ ignored rows.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import torch
@@ -45,11 +46,17 @@ MIN_FUSED_ELEMENTS = 2**16
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+@functools.cache
 def _triton():
-    """The Triton module, or None when triton (or our kernels) cannot be imported."""
+    """The Triton module, or None when triton (or our kernels) cannot be imported.
+
+    Any exception counts, not only ImportError: a triton wheel that does not match the driver or
+    the CUDA toolkit can fail on import with a RuntimeError, and CUDA tensors then take the PyTorch
+    path (same results, slower). Tried once per process.
+    """
     try:
         return importlib.import_module("losskit.kernels.triton")
-    except ImportError:
+    except Exception:  # any failure, see the docstring
         return None
 
 

@@ -5,10 +5,11 @@ log-softmax saved for backward, and the gradient, and it computes ``exp`` of eve
 (forward log-softmax, backward softmax). Here the forward walks the rows in chunks small enough to
 stay in cache, and for each chunk computes the loss, the log-sum-exp and the finished gradient
 ``dl/dx`` at once, with one ``exp`` per logit (torch's fused softmax kernel, written straight into
-the gradient buffer); softmax and log-softmax never exist outside one chunk. The
-gradient goes to a new buffer, or over the logits themselves with ``inplace=True``. Backward only
-multiplies the stored gradient by the upstream gradient, and skips that when it is the 1 that
-``loss.backward()`` sends (known without a device sync only for a CPU scalar, see ``_is_one``).
+the gradient buffer); softmax and log-softmax never exist outside one chunk. The gradient goes to
+a new buffer (huge-page backed on a Linux CPU, see :mod:`losskit.kernels.memory`), or over the
+logits themselves with ``inplace=True``. Backward only multiplies the stored gradient by the
+upstream gradient, and skips that when it is the 1 that ``loss.backward()`` sends (known without a
+device sync only for a CPU scalar, see ``_is_one``).
 The trick is Liger-Kernel's (https://github.com/linkedin/Liger-Kernel, ``ops/cross_entropy.py``).
 
 Per row ``i`` (formula of :mod:`losskit.kernels.reference`), with ``p = softmax(x_i)``, ``W = sum_c
@@ -27,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from losskit.kernels import memory
+
 __all__ = ["cross_entropy"]
 
 # 1. Constants.
@@ -44,6 +47,11 @@ def rows_per_chunk(num_classes: int) -> int:
     (65, 1)
     """
     return max(1, CHUNK_BYTES // (4 * num_classes))
+
+
+def scratch_count(softcap: float | None) -> int:
+    """float32 scratch chunks a chunk needs: the working logits, plus ``tanh`` with softcap."""
+    return 1 if softcap is None else 2
 
 
 # 2. The kernel: one chunk of rows.
@@ -67,7 +75,7 @@ def ce_chunk(
     ``x`` (n, C) any float dtype; ``target`` (n,) valid class indices (ignored rows mapped to 0);
     ``counted`` (n,) float32, 1 where the target is not ignored, else 0; ``w_y`` (n,) float32 target
     weights times ``counted``; ``scale`` (n,) float32 gradient scale per row, 0 at ignored rows
-    (None: no gradient); ``grad`` (n, C) output, may alias ``x``; ``work`` (2, >= n, C) float32
+    (None: no gradient); ``grad`` (n, C) output, may alias ``x``; ``work`` (k, >= n, C) float32
     scratch reused across chunks (None: allocated here when needed); ``weight`` (C,) float32 or
     None; ``weight_sum`` = sum of ``weight`` (C without it).
     Returns the per-row loss (n,) and log-sum-exp (n,), float32.
@@ -77,14 +85,15 @@ def ce_chunk(
     plain = x.dtype == torch.float32 and softcap is None
     needs_work = not plain or grad is None or grad.dtype != torch.float32
     if needs_work and work is None:
-        work = torch.empty((2, n, num_classes), dtype=torch.float32, device=x.device)
+        work = torch.empty((scratch_count(softcap), n, num_classes), dtype=torch.float32,
+                           device=x.device)
     # Step 1: float32 working logits (a scratch copy for low precision), softcapped if asked.
     xf, tanh = x, None  # (n, C)
     if softcap is not None:
-        tanh = torch.div(x, softcap, out=work[0, :n]).tanh_()  # kept for the chain rule
-        xf = torch.mul(tanh, softcap, out=work[1, :n])
+        tanh = torch.div(x, softcap, out=work[-2, :n]).tanh_()  # kept for the chain rule
+        xf = torch.mul(tanh, softcap, out=work[-1, :n])
     elif x.dtype != torch.float32:
-        xf = work[1, :n].copy_(x)
+        xf = work[-1, :n].copy_(x)
     # Step 2: everything the loss reads from the logits, before they may be overwritten.
     row_max = xf.amax(dim=1)  # (n,)
     x_y = xf.gather(1, target[:, None]).squeeze(1)  # (n,)
@@ -98,7 +107,7 @@ def ce_chunk(
     if grad is not None and grad.dtype == torch.float32:
         p = grad
     else:
-        p = xf if xf is not x else work[1, :n]
+        p = xf if xf is not x else work[-1, :n]
     torch._softmax(xf, 1, False, out=p)
     lse = row_max - p.amax(dim=1).log()  # (n,)
     # Step 4: the loss per row, 0 at ignored rows (w_y and scale are 0 there).
@@ -152,14 +161,16 @@ def _forward(
     scale = counted_f / denom if needs_grad else None  # (N,)
     grad = None
     if needs_grad:
-        grad = logits if inplace else torch.empty_like(logits)  # (N, C) in logits.dtype
+        grad = logits if inplace else memory.empty(  # (N, C) in logits.dtype
+            logits.shape, dtype=logits.dtype, device=logits.device)
     loss = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     lse = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     step = rows_per_chunk(num_classes)
     plain = logits.dtype == torch.float32 and softcap is None and needs_grad
-    work = None  # (2, rows, C) float32 scratch, needed unless the gradient buffer can serve
+    work = None  # (k, rows, C) float32 scratch, needed unless the gradient buffer can serve
     if not plain:
-        work = logits.new_empty((2, min(step, n_rows), num_classes), dtype=torch.float32)
+        work = logits.new_empty((scratch_count(softcap), min(step, n_rows), num_classes),
+                                dtype=torch.float32)
     for r0 in range(0, n_rows, step):
         rows = slice(r0, r0 + step)
         loss[rows], lse[rows] = ce_chunk(

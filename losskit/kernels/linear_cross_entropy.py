@@ -11,7 +11,8 @@ This is the three matmuls eager torch runs anyway (``h @ W.T``, ``G @ W``, ``G.T
 cross-entropy done between them. The idea is torchtune's chunked cross-entropy and Liger-Kernel's
 fused linear cross-entropy (https://github.com/linkedin/Liger-Kernel,
 ``ops/fused_linear_cross_entropy.py``). Scratch memory: the chunk's logits (input dtype), plus for
-bfloat16/float16 a float32 gradient chunk, plus two float32 chunks with softcap or low precision.
+bfloat16/float16 a float32 gradient chunk, plus a float32 chunk for low precision or softcap (two
+with softcap).
 
 * ``"mean"`` / ``"sum"``: gradients are computed in the forward pass (the upstream gradient is a
   scalar that backward applies to the finished ``dh``, ``dW``, ``db``).
@@ -30,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-from losskit.kernels.cross_entropy import ce_chunk
+from losskit.kernels.cross_entropy import ce_chunk, scratch_count
 
 __all__ = ["chunk_tokens", "linear_cross_entropy"]
 
@@ -96,7 +97,8 @@ def _chunked_pass(
     if hidden.dtype != torch.float32 and grads:
         gbuf = torch.empty_like(buf, dtype=torch.float32)
     plain = hidden.dtype == torch.float32 and softcap is None and grads
-    work = None if plain else torch.empty((2, rows_max, vocab), dtype=torch.float32, device=dev)
+    work = None if plain else torch.empty((scratch_count(softcap), rows_max, vocab),
+                                          dtype=torch.float32, device=dev)
     for r0 in range(0, n_tokens, chunk):
         rows = slice(r0, r0 + chunk)
         h_c = hidden[rows]  # (n, D)
