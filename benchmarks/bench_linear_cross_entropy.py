@@ -14,25 +14,11 @@ losskit/bench.py.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
 from losskit import bench
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results.md"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    bench.add_arguments(parser)
-    parser.add_argument("--quick", dest="full", action="store_false", help="small shapes")
-    parser.set_defaults(
-        family="linear_cross_entropy",
-        full=True, compile=True, memory=True, append=str(RESULTS),
-    )
-    return bench.run(parser.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    results = pathlib.Path(__file__).resolve().parent / "results.md"
+    sys.exit(bench.script("linear_cross_entropy", __doc__.splitlines()[0], str(results)))

@@ -516,9 +516,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=_count, default=5,
                         help="timed repeats (median; default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    parser.add_argument("--compile", action="store_true",
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="include torch.compile variants (slow to compile on a CPU)")
-    parser.add_argument("--memory", action="store_true",
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=False,
                         help="measure peak memory per variant in separate processes")
     parser.add_argument("--threads", type=_count, default=None,
                         help="torch.set_num_threads for the timing (default: torch's choice)")
@@ -555,6 +555,16 @@ def run(args: argparse.Namespace) -> int:
         with open(args.append, "a") as f:
             f.write("\n" + "\n".join(c for c in chunks if c) + "\n")
     return 0
+
+
+def script(family: str, description: str, results: str) -> int:
+    """Entry point of a ``benchmarks/`` script: one family at the issue's full sizes, with
+    torch.compile and memory, appended to ``results``; options (``--quick``, ...) override."""
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser)
+    parser.add_argument("--quick", dest="full", action="store_false", help="small shapes")
+    parser.set_defaults(family=family, full=True, compile=True, memory=True, append=results)
+    return run(parser.parse_args())
 
 
 if __name__ == "__main__":
