@@ -269,3 +269,64 @@ def test_huge_page_buffer_is_plain_tensor(monkeypatch):
     assert buf.shape == (3, 5) and buf.dtype == torch.float16 and buf.is_contiguous()
     buf.fill_(2.0)
     torch.testing.assert_close(buf * 3, torch.full((3, 5), 6.0, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("ignore_index", [0, 96, 7])
+@pytest.mark.parametrize(("eps", "weighted", "inplace"), [(0.0, False, False), (0.2, True, True)])
+def test_custom_ignore_index(gen, ignore_index, eps, weighted, inplace):
+    """An ignore_index that is also a valid class (first, last, middle): its rows drop out."""
+    x, y = make_case(gen, ignored=False)
+    y[::5] = ignore_index
+    w = torch.rand(x.shape[1], generator=gen) + 0.2 if weighted else None
+    for reduction in ("none", "mean", "sum"):
+        loss, grad, ref, ref_grad = run_both(
+            x, y, torch.float32, inplace=inplace, weight=w, reduction=reduction,
+            label_smoothing=eps, ignore_index=ignore_index,
+        )
+        assert_close(loss, ref, torch.float32)
+        assert_close(grad, ref_grad, torch.float32)
+
+
+def _graph_names(t):
+    """Names of every autograd node behind ``t``."""
+    names, stack = set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            stack.extend(n for n, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_k_dim_logits_reach_the_fused_kernel_through_lf(gen, reduction):
+    """(N, C, d1, d2) logits go through LF.cross_entropy's flattening into the fused kernel."""
+    LF = importlib.import_module("losskit.functional")
+    x0 = torch.randn(4, 50, 20, 20, generator=gen) * 3  # 80000 logits: above MIN_FUSED_ELEMENTS
+    y = torch.randint(0, 50, (4, 20, 20), generator=gen)
+    y[:, :3] = -100
+    w = torch.rand(50, generator=gen) + 0.2
+    x = x0.clone().requires_grad_()
+    loss = LF.cross_entropy(x, y, weight=w, label_smoothing=0.1, reduction=reduction)
+    assert any(name.startswith("FusedCrossEntropy") for name in _graph_names(loss))
+    ref_x = x0.double().requires_grad_()
+    ref = F.cross_entropy(ref_x, y, weight=w.double(), label_smoothing=0.1, reduction=reduction)
+    go = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    (loss * go.float()).sum().backward()
+    (ref * go).sum().backward()
+    assert loss.shape == ref.shape
+    assert_close(loss, ref, torch.float32)
+    assert_close(x.grad, ref_x.grad, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_large_vocabulary(gen, dtype, inplace):
+    """(3, 7, 32000) flattened: long row reductions in float32 and bfloat16."""
+    x = (torch.randn(3, 7, 32000, generator=gen) * 4).reshape(-1, 32000)
+    y = torch.randint(0, 32000, (21,), generator=gen)
+    y[4] = -100
+    loss, grad, ref, ref_grad = run_both(x, y, dtype, inplace=inplace, label_smoothing=0.1,
+                                         lse_square_scale=1e-3, reduction="none")
+    assert_close(loss, ref, dtype)
+    assert_close(grad, ref_grad, dtype)
