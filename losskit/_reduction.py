@@ -86,7 +86,7 @@ def resolve(
     valid = ", ".join(repr(r) for r in REDUCTIONS + extra)
     raise LossInputError(
         f"reduction={reduction!r}: {reduction} is not a valid value for reduction. "
-        f"Use one of {valid}."
+        f"Fix: use one of {valid}."
     )
 
 

@@ -35,15 +35,41 @@ STARTUP_CALLS = 8  # value checks per loss function in "startup" mode: enough to
 
 
 class LossInputError(ValueError):
-    """The input to a loss is certainly wrong."""
+    """The input to a loss is certainly wrong; the message names the argument and the fix.
+
+    >>> import losskit.functional as LF
+    >>> try:
+    ...     LF.mse_loss(torch.zeros(4, 1), torch.zeros(4))  # (N, 1) against (N,)
+    ... except LossInputError as error:
+    ...     print(error)
+    mse_loss: `input` has shape (4, 1) but `target` has shape (4,); they would broadcast to
+    (4, 4) ... Fix: make the shapes equal, e.g. `input.squeeze(-1)`.
+    """
 
 
 class LossIndexError(LossInputError, IndexError):
-    """A class index is out of range (torch raises ``IndexError`` here too)."""
+    """A class index is out of range (torch raises ``IndexError`` here too).
+
+    >>> import losskit.functional as LF
+    >>> try:
+    ...     LF.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 3]))  # 3 classes: 0, 1, 2
+    ... except IndexError as error:  # torch's class for this mistake still catches it
+    ...     print(type(error).__name__, "-", error)
+    LossIndexError - cross_entropy: `target` holds a class index outside [0, 3): 3 at index
+    (1,) ... Fix: labels must be 0..2 ...
+    """
 
 
 class LossRuntimeError(LossInputError, RuntimeError):
-    """A range, dtype or shape error for which torch raises ``RuntimeError``."""
+    """A range, dtype or shape error for which torch raises ``RuntimeError``.
+
+    >>> import losskit.functional as LF
+    >>> try:
+    ...     LF.cross_entropy(torch.zeros(2, 3), torch.tensor([0.0, 1.0]))  # float class indices
+    ... except RuntimeError as error:
+    ...     print(type(error).__name__, isinstance(error, ValueError))
+    LossRuntimeError True
+    """
 
 
 class LossNotImplementedError(LossInputError, NotImplementedError):
@@ -51,14 +77,26 @@ class LossNotImplementedError(LossInputError, NotImplementedError):
 
 
 class LossWarning(UserWarning):
-    """The input to a loss is very likely a mistake."""
+    """The input to a loss is very likely a mistake; the message names the fix.
+
+    >>> import warnings, losskit.functional as LF
+    >>> with warnings.catch_warnings(record=True) as caught, checks("always"):
+    ...     warnings.simplefilter("always")
+    ...     _ = LF.nll_loss(torch.zeros(4, 5), torch.tensor([0, 1, 2, 3]))  # logits, not logs
+    >>> [w.category.__name__ for w in caught]
+    ['LossWarning']
+    >>> print(caught[0].message)
+    nll_loss: `input` (...) does not look like log-probabilities: ... Fix:
+    `nll_loss(input.log_softmax(1), target)`, or `cross_entropy(input, target)` on the logits.
+    """
 
 
 def _mode_from_env() -> str:
     mode = os.environ.get("LOSSKIT_CHECKS", "startup").strip().lower() or "startup"
     if mode not in MODES:
         raise LossInputError(
-            f"LOSSKIT_CHECKS={mode!r} is not a checks mode. Set it to one of {', '.join(MODES)}."
+            f"LOSSKIT_CHECKS={mode!r} is not a checks mode. Fix: set it to one of "
+            f"{', '.join(MODES)}."
         )
     return mode
 
@@ -68,7 +106,14 @@ _calls: Counter[str] = Counter()
 
 
 def get_checks() -> str:
-    """The current checks mode: ``"startup"``, ``"always"`` or ``"off"``."""
+    """The current checks mode: ``"startup"``, ``"always"`` or ``"off"``.
+
+    >>> with checks("off"):
+    ...     get_checks()
+    'off'
+    >>> get_checks() in MODES
+    True
+    """
     return _mode
 
 
@@ -82,7 +127,7 @@ def set_checks(mode: str) -> None:
     global _mode
     if mode not in MODES:
         raise LossInputError(
-            f"set_checks(mode={mode!r}): not a checks mode. Use one of {', '.join(MODES)}."
+            f"set_checks(mode={mode!r}): not a checks mode. Fix: use one of {', '.join(MODES)}."
         )
     _mode = mode
     _calls.clear()

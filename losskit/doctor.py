@@ -114,6 +114,18 @@ class Report:
 
     ``report.ok`` is True when nothing failed; ``report["gradients"]`` looks a check up by name;
     ``print(report)`` shows a plain table and ``report.print()`` a coloured one (rich).
+
+    >>> report = Report([
+    ...     CheckResult("gradients", "pass", "all 4 trainable parameters got gradients."),
+    ...     CheckResult("class balance", "warn", "counts [90, 10]. Fix: pass `weight`."),
+    ... ])
+    >>> report.ok, [c.name for c in report.warnings], report["gradients"].status
+    (True, ['class balance'], 'pass')
+    >>> print(report)
+    losskit doctor: OK - 1 passed, 1 warned, 0 failed (0.00 s)
+    check          status  message
+    gradients      pass    all 4 trainable parameters got gradients.
+    class balance  warn    counts [90, 10]. Fix: pass `weight`.
     """
 
     checks: list[CheckResult] = field(default_factory=list)
@@ -818,6 +830,23 @@ def doctor(
         a :class:`Report`; ``report.ok`` is False when a check failed.
 
     The checks and the expected-loss formulas are described in the module docstring above.
+
+    Example: a Softmax head before cross-entropy, which applies log_softmax itself.
+
+    >>> import losskit as lk
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(
+    ...     torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3), torch.nn.Softmax(dim=1)
+    ... )
+    >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    >>> report = lk.doctor(model, lk.CrossEntropyLoss(), (x, y))
+    >>> report.ok, report["output activation"].status
+    (False, 'fail')
+    >>> print(report["output activation"].message)
+    the model's last layer `3` (Softmax) outputs probabilities ... Fix: remove the final
+    activation; the loss applies it internally. (Or use NLLLoss after LogSoftmax.)
+    >>> lk.doctor(model[:-1], lk.CrossEntropyLoss(), (x, y)).ok  # the same model, logits out
+    True
     """
     start = time.perf_counter()
     report = Report()

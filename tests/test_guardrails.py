@@ -55,7 +55,8 @@ def torch_error(call):
 
 
 def assert_raises(call, torch_call, *patterns: str):
-    """``call`` raises LossInputError (and torch's class, if torch raises) naming every pattern."""
+    """``call`` raises LossInputError (and torch's class, if torch raises) naming every pattern
+    and the fix ("Fix:")."""
     expected = torch_error(torch_call) if torch_call is not None else None
     with pytest.raises(lk.LossInputError) as info:
         call()
@@ -63,16 +64,19 @@ def assert_raises(call, torch_call, *patterns: str):
     if expected is not None:
         assert isinstance(info.value, expected), (type(info.value).__mro__, expected)
     message = str(info.value)
+    assert "Fix:" in message, f"a guardrail message must name the fix: {message}"
     for pattern in patterns:
         assert pattern.lower() in message.lower(), (pattern, message)
     return message
 
 
 def assert_warns(call, *patterns: str):
+    """``call`` warns exactly one LossWarning naming every pattern and the fix ("Fix:")."""
     with pytest.warns(lk.LossWarning) as record:
         out = call()
     messages = [str(w.message) for w in record if issubclass(w.category, lk.LossWarning)]
     assert len(messages) == 1, messages
+    assert "Fix:" in messages[0], f"a guardrail message must name the fix: {messages[0]}"
     for pattern in patterns:
         assert pattern.lower() in messages[0].lower(), (pattern, messages[0])
     return out
@@ -477,8 +481,9 @@ def test_set_checks_and_context_manager():
 @pytest.mark.parametrize("bad", ["never", "", None])
 def test_set_checks_rejects_unknown_mode(bad):
     before = lk.get_checks()
-    with pytest.raises(ValueError, match="startup"):
+    with pytest.raises(lk.LossInputError, match="startup") as info:
         lk.set_checks(bad)
+    assert "Fix:" in str(info.value)
     assert lk.get_checks() == before
 
 
@@ -533,7 +538,8 @@ for value in [None, "off", "always", "sometimes"]:
     try:
         lk = fresh_losskit(value)
     except ValueError as error:
-        print(value, "rejected", "LOSSKIT_CHECKS" in str(error) and value in str(error))
+        named = all(part in str(error) for part in ("LOSSKIT_CHECKS", value, "Fix:"))
+        print(value, "rejected", named)
         continue
     for _ in range(50):
         lk.functional.mse_loss(x, x)

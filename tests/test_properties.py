@@ -4,7 +4,10 @@
 * zero at a perfect prediction, where the loss has that property (exactly 0 for the regression
   losses at input == target; a limit approached as logits grow for the logit-based losses);
 * larger error gives larger loss: monotone in |input - target| for the pointwise regression losses,
-  and in the logit of the true class for the classification losses.
+  in the logit of the true class for the classification losses, in the distance of a probability
+  from its target for BCE, in the target's log-probability for NLL, along a path away from the
+  target distribution for KL, and in the overlap with the mask for Dice (whose minimum at a
+  perfect prediction is checked against its closed form, smooth included).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import losskit.functional as LF
@@ -87,9 +90,9 @@ def test_focal_binary_non_negative(xy, gamma, alpha):
 
 
 @st.composite
-def _logits_and_labels(draw, max_rows=6, max_classes=6):
+def _logits_and_labels(draw, max_rows=6, max_classes=6, values=finite):
     n, c = draw(st.integers(1, max_rows)), draw(st.integers(2, max_classes))
-    x = draw(st.lists(finite, min_size=n * c, max_size=n * c))
+    x = draw(st.lists(values, min_size=n * c, max_size=n * c))
     y = draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n))
     return _t(x).reshape(n, c), torch.tensor(y)
 
@@ -245,3 +248,133 @@ def test_bce_with_logits_rises_as_logit_moves_away_from_target(y, x, step):
     before = LF.binary_cross_entropy_with_logits(logits, y, reduction="none")
     after = LF.binary_cross_entropy_with_logits(logits + step * away, y, reduction="none")
     assert (after > before).all()
+
+
+@st.composite
+def _probability_moves(draw, max_size=8):
+    """Targets y in [0, 1] and two predictions on the same side of y, ``far`` further away:
+    p = y + t (1 - y) upwards or p = y - t y downwards, with t_near < t_far < 1."""
+    n = draw(st.integers(1, max_size))
+    y, near, far = [], [], []
+    for _ in range(n):
+        target = draw(st.one_of(st.sampled_from([0.0, 1.0]), unit))
+        up = draw(st.booleans()) if 0.0 < target < 1.0 else target == 0.0
+        room = 1.0 - target if up else target  # distance to the end of [0, 1] on that side
+        if room < 1e-2:  # too little room to move: take the other side
+            up, room = not up, target if up else 1.0 - target
+        t_near = draw(st.floats(0.0, 0.9))
+        t_far = draw(st.floats(t_near + 0.05, 0.99))
+        sign = 1.0 if up else -1.0
+        y.append(target)
+        near.append(target + sign * t_near * room)
+        far.append(target + sign * t_far * room)
+    return _t(y), _t(near), _t(far)
+
+
+@SETTINGS
+@given(moves=_probability_moves())
+def test_bce_rises_as_probability_moves_away_from_target(moves):
+    """BCE(p, y) = -(y ln p + (1 - y) ln(1 - p)) has derivative (p - y) / (p (1 - p)) in p: it
+    grows strictly as p leaves y on either side (inside (0, 1), away from the log clamp)."""
+    y, near, far = moves
+    before = LF.binary_cross_entropy(near, y, reduction="none")
+    after = LF.binary_cross_entropy(far, y, reduction="none")
+    assert (after > before).all(), (y, near, far, before, after)
+
+
+# Logits within +-10: p_y stays at least e^-20 away from 1, so ln p_y never rounds to 0.
+@SETTINGS
+@given(xy=_logits_and_labels(values=st.floats(-10.0, 10.0)), step=st.floats(0.1, 10.0))
+def test_nll_rises_as_target_log_probability_falls(xy, step):
+    """Lowering the target's logit by ``step`` and renormalising lowers ln p_y: the NLL rises by
+    ln(p_y / p'_y) = step - ln((e^{x_y} + S) / (e^{x_y - step} + S)), S the other classes' mass,
+    which lies in (0, step]."""
+    x, y = xy
+    worse = x.clone()
+    worse[torch.arange(x.shape[0]), y] -= step
+    before = LF.nll_loss(torch.log_softmax(x, 1), y, reduction="none")
+    after = LF.nll_loss(torch.log_softmax(worse, 1), y, reduction="none")
+    assert ((after > before) & (after - before <= step + 1e-12)).all(), (before, after)
+
+
+@SETTINGS
+@given(xy=_logits_and_labels(values=st.floats(-5.0, 5.0)), log_target=st.booleans(),
+       data=st.data())
+def test_kl_div_rises_as_input_moves_away_from_target(xy, log_target, data):
+    """p_t = (1 - t) q + t r moves from the target q towards another distribution r. KL(q || p_t)
+    is 0 at t = 0, strictly convex in t (-ln is) and so strictly increasing on [0, 1)."""
+    n, c = xy[0].shape
+    q = torch.softmax(xy[0], 1)  # target rows, every class present
+    other = data.draw(st.lists(st.floats(-5.0, 5.0), min_size=n * c, max_size=n * c))
+    r = torch.softmax(_t(other).reshape(n, c), 1)
+    assume(((r - q).abs().amax(1) > 1e-2).all())
+    t_near = data.draw(st.floats(0.0, 0.9))
+    t_far = data.draw(st.floats(t_near + 0.05, 0.99))
+    target = q.log() if log_target else q
+
+    def kl(t: float) -> torch.Tensor:  # one value per row
+        p = (1 - t) * q + t * r
+        return LF.kl_div(p.log(), target, reduction="none", log_target=log_target).sum(1)
+
+    assert (kl(0.0).abs() < 1e-12).all()
+    assert (kl(t_near) < kl(t_far)).all()
+
+
+@st.composite
+def _masks_and_predictions(draw):
+    """A mask (n, h) of c classes, a labelling ``pred`` of it, and ``better``: ``pred`` with
+    at least one of its wrong positions set to the mask's class."""
+    n, c, h = draw(st.integers(1, 3)), draw(st.integers(2, 4)), draw(st.integers(2, 6))
+    mask = torch.tensor(draw(st.lists(st.integers(0, c - 1), min_size=n * h, max_size=n * h)))
+    pred = torch.tensor(draw(st.lists(st.integers(0, c - 1), min_size=n * h, max_size=n * h)))
+    wrong = (pred != mask).nonzero().flatten().tolist()
+    if not wrong:  # make one position wrong, so there is something to correct
+        pred[0] = (mask[0] + 1) % c
+        wrong = [0]
+    fix = draw(st.lists(st.sampled_from(wrong), min_size=1, unique=True))
+    better = pred.clone()
+    better[fix] = mask[fix]
+    return c, mask.reshape(n, h), pred.reshape(n, h), better.reshape(n, h)
+
+
+def _confident(labels: torch.Tensor, c: int, scale: float) -> torch.Tensor:
+    """Logits (n, c, h): ``scale`` at the labelled class, 0 elsewhere."""
+    return scale * torch.nn.functional.one_hot(labels, c).movedim(-1, 1).to(F64)
+
+
+@SETTINGS
+@given(case=_masks_and_predictions(), scale=st.floats(1.5, 20.0), smooth=st.floats(0.0, 2.0))
+def test_dice_falls_as_overlap_with_the_mask_grows(case, scale, smooth):
+    """Moving a position's prediction from a wrong class w to the mask's class k (probability
+    a for the predicted class, b < a for the others): class k's intersection and prediction sum
+    both grow by a - b, which raises (2 I + s) / (P + T + s) because 2 I <= P + T; class w's
+    prediction sum falls with its intersection unchanged. So the mean Dice loss falls strictly."""
+    c, mask, pred, better = case
+    worse_loss = LF.dice_loss(_confident(pred, c, scale), mask, smooth=smooth)
+    better_loss = LF.dice_loss(_confident(better, c, scale), mask, smooth=smooth)
+    assert better_loss < worse_loss
+
+
+@SETTINGS
+@given(case=_masks_and_predictions(), scale=st.floats(1.5, 20.0),
+       smooth=st.one_of(st.just(0.0), st.floats(1e-2, 2.0)))  # not ~b M: the limit is 0 or 1
+def test_dice_at_a_perfect_prediction_is_the_closed_form_minimum(case, scale, smooth):
+    """Logits ``scale`` at the mask's class: a = e^scale / (e^scale + C - 1) there, b = 1 /
+    (e^scale + C - 1) elsewhere. For class k with T_k of M positions, I_k = a T_k and
+    P_k = a T_k + b (M - T_k), so l_k = 1 - (2 a T_k + s) / (a T_k + b (M - T_k) + T_k + s); 0 as
+    scale grows, except for a class absent from the mask with smooth = 0, whose 0 / (b M) stays
+    at loss 1. It is below the loss of any other labelling at the same scale."""
+    c, mask, pred, _ = case
+    perfect = LF.dice_loss(_confident(mask, c, scale), mask, smooth=smooth, reduction="none")
+    z = math.exp(scale) + c - 1
+    a, b, m = math.exp(scale) / z, 1 / z, mask.numel()
+    expected = []
+    for k in range(c):
+        t_k = int((mask == k).sum())
+        denominator = a * t_k + b * (m - t_k) + t_k + smooth
+        expected.append(1 - (2 * a * t_k + smooth) / denominator)
+    torch.testing.assert_close(perfect, _t(expected), rtol=1e-12, atol=1e-15)
+    assert perfect.mean() < LF.dice_loss(_confident(pred, c, scale), mask, smooth=smooth)
+    absent = sum(int((mask == k).sum()) == 0 for k in range(c))
+    limit = absent / c if smooth == 0 else 0.0  # the scale -> infinity limit of the closed form
+    assert abs(LF.dice_loss(_confident(mask, c, 60.0), mask, smooth=smooth) - limit) < 1e-12

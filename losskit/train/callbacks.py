@@ -25,6 +25,19 @@ class EarlyStopping:
         monitor: the history key to watch, lower is better (``val_loss`` by default; fit falls
             back to ``train_loss`` when there is no validation set).
         restore_best: load the weights of the best epoch into the model when training ends.
+
+    >>> model = torch.nn.Linear(2, 1)
+    >>> stop = EarlyStopping(patience=1, min_delta=0.01)
+    >>> with torch.no_grad():
+    ...     _ = model.bias.fill_(1.0)
+    >>> stop.update(0.50, epoch=1, model=model)  # best so far: weights kept
+    False
+    >>> with torch.no_grad():
+    ...     _ = model.bias.fill_(2.0)
+    >>> stop.update(0.495, epoch=2, model=model)  # better by less than min_delta: a bad epoch
+    True
+    >>> stop.restore(model), model.bias.item(), stop.best_epoch
+    (True, 1.0, 1)
     """
 
     def __init__(

@@ -27,6 +27,16 @@ class History:
         monitor: the key that picks :attr:`best` (lower is better): ``val_loss`` when present,
             else ``train_loss``.
         main_metric: the metric key :meth:`plot` draws beside the loss, e.g. ``val_accuracy``.
+
+    >>> h = History(main_metric="val_accuracy")
+    >>> h.append({"epoch": 1, "train_loss": 0.9, "val_loss": 0.7, "val_accuracy": 0.6})
+    >>> h.append({"epoch": 2, "train_loss": 0.6, "val_loss": 0.8, "val_accuracy": 0.7})
+    >>> len(h), h.monitor, h.best["epoch"], h.final["epoch"]  # best: lowest val_loss
+    (2, 'val_loss', 1, 2)
+    >>> h.keys()
+    ['epoch', 'train_loss', 'val_loss', 'val_accuracy']
+    >>> History.from_state_dict(h.state_dict()).column("val_accuracy")
+    [0.6, 0.7]
     """
 
     def __init__(self, records: Iterable[Record] = (), *, main_metric: str | None = None) -> None:
