@@ -73,7 +73,8 @@ def _load_data(args: argparse.Namespace) -> Any:
             )
         return data.load(task, seed=args.seed)
     if args.target is None:
-        raise UsageError(f"--data {args.data} needs --target COLUMN: the column to predict.")
+        raise UsageError(f"--data {args.data} needs --target COLUMN. Fix: add --target with the "
+                         f"name of the column to predict.")
     if args.task is not None and args.task not in data.TASKS:
         raise UsageError(
             f"with --data, --task is the kind of task, not a dataset; got {args.task!r}. "
@@ -201,8 +202,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name in names:
         _check_loss(name, task_data, "--losses")
     if len(names) < 2:
-        raise UsageError(f"--losses {args.losses!r} names one loss; compare needs two or more, "
-                         f"e.g. --losses {','.join(recipes.LOSSES_BY_TASK[task_data.task])}.")
+        raise UsageError(f"--losses {args.losses!r} names one loss; compare needs two or more. "
+                         f"Fix: e.g. --losses {','.join(recipes.LOSSES_BY_TASK[task_data.task])}.")
     kwargs = _fit_kwargs(args)
     out = _out_dir(args, "compare-")
     histories, seconds = {}, {}
@@ -279,7 +280,8 @@ def _print_compare(rows: list, dataset: str) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Run lk.doctor on a setup from a file or on a built-in task; exit 1 when a check fails."""
     if (args.setup is None) == (args.task is None):
-        raise UsageError("doctor takes a setup file FILE.py[:FUNC] or --task T (one of them).")
+        raise UsageError("doctor takes a setup file FILE.py[:FUNC] or --task T (one of them). "
+                         "Fix: e.g. losskit doctor my_setup.py, or losskit doctor --task digits.")
     from losskit.doctor import doctor
 
     if args.setup is not None:
@@ -341,11 +343,12 @@ def _load_setup(spec: str) -> tuple[Any, Any, Any]:
         size = f" of {len(result)}" if isinstance(result, (tuple, list)) else ""
         got = f"a {type(result).__name__}{size}"
         raise UsageError(f"{func}() in {path} returned {got}; expected (model: nn.Module, "
-                         f"loss_fn: callable, (inputs, targets)).")
+                         f"loss_fn: callable, (inputs, targets)). Fix: return those three.")
     batch = result[2]
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
         raise UsageError(f"{func}() in {path}: the third item must be the batch (inputs, "
-                         f"targets); got a {type(batch).__name__}.")
+                         f"targets); got a {type(batch).__name__}. Fix: return (model, loss_fn, "
+                         f"(inputs, targets)).")
     return result[0], result[1], batch
 
 
@@ -357,7 +360,8 @@ def _user_code(fn: Callable[[], Any], what: str, path: str) -> Any:
         frames = [f for f in traceback.extract_tb(exc.__traceback__)
                   if os.path.abspath(f.filename) == os.path.abspath(path)]
         where = f" (line {frames[-1].lineno})" if frames else ""
-        raise UsageError(f"{what} raised {type(exc).__name__}: {exc}{where}") from exc
+        raise UsageError(f"{what} raised {type(exc).__name__}: {exc}{where}. Fix: correct that "
+                         f"code; the error is the setup's own, losskit had not started.") from exc
 
 
 def cmd_losses(args: argparse.Namespace) -> int:

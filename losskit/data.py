@@ -38,6 +38,10 @@ from torch.utils.data import TensorDataset
 TASKS = ("multiclass", "binary", "multilabel", "regression", "language-modelling")
 IGNORE_INDEX = -100  # target of padded positions in the sequence task (cross-entropy's default)
 PAD_TOKEN = 0  # input token of padded positions in the sequence task
+# Fewer rows train "successfully" on noise: a validation split of 1 row gives an accuracy of 0 or
+# 1 and metrics that are undefined without both classes (torchmetrics then warns).
+MIN_ROWS = 10  # data rows a CSV table needs
+MIN_SPLIT_ROWS = 2  # rows each of the train and validation splits needs
 
 
 class DataError(ValueError):
@@ -92,16 +96,18 @@ def _check_val_fraction(val_fraction: float) -> None:
         )
 
 
-def _split(n: int, seed: int, val_fraction: float, labels: np.ndarray | None) -> tuple:
+def _split(
+    n: int, seed: int, val_fraction: float, labels: np.ndarray | None, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train/val row indices, stratified by ``labels`` when each class has 2+ rows."""
     from sklearn.model_selection import train_test_split
 
     n_val = math.ceil(n * val_fraction)
-    if n_val < 1 or n - n_val < 1:
+    if min(n_val, n - n_val) < MIN_SPLIT_ROWS:
         raise DataError(
-            f"the data has {n} rows, too few to hold out val_fraction={val_fraction} for "
-            f"validation and keep a training split. Fix: provide at least 2 rows (ideally "
-            f"hundreds) or change val_fraction."
+            f"{name!r} has {n} rows: val_fraction={val_fraction} splits them {n - n_val} train / "
+            f"{n_val} val, but each split needs at least {MIN_SPLIT_ROWS} rows. Fix: provide more "
+            f"rows (ideally hundreds) or move val_fraction towards 0.5."
         )
     stratify = None
     if labels is not None:
@@ -140,7 +146,7 @@ def _tabular(
     """Split, standardise and convert a feature table to tensors in the module's layouts."""
     _check_val_fraction(val_fraction)
     stratify = y if task in ("multiclass", "binary") else None
-    tr, va = _split(len(x), seed, val_fraction, stratify)
+    tr, va = _split(len(x), seed, val_fraction, stratify, name)
     x_tr, x_va = _standardise(x[tr].astype(np.float64), x[va].astype(np.float64))
     y_tr, y_va = y[tr], y[va]
     if train_transform is not None:  # e.g. corrupt training targets only
@@ -265,7 +271,7 @@ def _sequence(name: str, seed: int, val_fraction: float) -> TaskData:
             seq[t] = seq[t - 1] % real + 1 if follow else rng.integers(1, real + 1)
         inputs[i, : length - 1] = seq[:-1]
         targets[i, : length - 1] = seq[1:]
-    tr, va = _split(n, seed, val_fraction, None)
+    tr, va = _split(n, seed, val_fraction, None, name)
     return TaskData(
         name=name,
         task="language-modelling",
@@ -380,10 +386,12 @@ def load_csv(
 ) -> TaskData:
     """Load a numeric CSV table (header row required) with one target column.
 
-    Every other column is a feature and must be numeric. Without ``task`` it is inferred from the
-    target column: two distinct values -> ``binary``; text labels, or at most
-    ``min(20, rows // 10)`` distinct integers -> ``multiclass``; anything else -> ``regression``.
-    Labels are mapped to ``0 .. C-1`` in sorted order (see ``TaskData.class_names``).
+    Every other column is a feature and must be numeric. The table needs at least
+    :data:`MIN_ROWS` (10) data rows, and each split at least :data:`MIN_SPLIT_ROWS` (2). Without
+    ``task`` the task is inferred from the target column: two distinct values -> ``binary``; text
+    labels, or at most ``min(20, rows // 10)`` distinct integers -> ``multiclass``; anything
+    else -> ``regression``. Labels are mapped to ``0 .. C-1`` in sorted order (see
+    ``TaskData.class_names``).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
@@ -422,6 +430,12 @@ def load_csv(
             f"feature columns must be numbers without gaps; these are not: {', '.join(bad)} "
             f"(in {os.fspath(path)!r}). Fix: encode text as numbers (e.g. one-hot), fill or drop "
             f"empty cells, or drop those columns."
+        )
+    if len(body) < MIN_ROWS:
+        raise DataError(
+            f"data file path={os.fspath(path)!r} has {len(body)} data rows; a table needs at "
+            f"least {MIN_ROWS} so that the train and validation splits each hold several. Fix: add "
+            f"rows (hundreds make a useful model)."
         )
     x = np.stack(features, axis=1)  # (N, F)
     values = columns[target]

@@ -1,10 +1,12 @@
 """The `losskit` command.
 
 Real subprocesses (`python -m losskit ...`) check what only a process shows: the exit code, a
-single-line reason on stderr without a traceback, the files a run writes. Each costs a fresh
-`import torch` (seconds on a busy 2-core machine), so the long list of bad-input paths calls
-`losskit.cli.main(argv)` in-process instead: the same code path minus the interpreter start,
-checked for the same exit code and the same one-line stderr.
+single line on stderr without a traceback, the files a run writes, the printed tables. They cover
+every subcommand's happy path and at least one bad-input path of each subcommand, the CSV data
+errors among them. Each pays for a fresh `import torch` (seconds on a busy 2-core machine), so one
+module fixture runs them all, a few at a time, and each test reads its finished result. The long
+table of the remaining bad-input paths calls `losskit.cli.main(argv)` in-process: the same code
+path minus the interpreter start, checked for the same exit code and the same one-line stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from losskit.cli import main
 
 SETUPS = str(Path(__file__).parent / "doctor_setups" / "setups.py")
 ROOT = str(Path(__file__).parents[1])
+PARALLEL = 3  # subprocesses at once: enough to keep 2 cores busy while one waits on its pipes
 
 
 @pytest.fixture(autouse=True)
@@ -46,14 +50,78 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def write_bad_tables(directory: Path) -> dict[str, str]:
+    """CSV files that must be refused: a text feature column, an empty file, two rows."""
+    words = "a,colour,y\n" + "".join(f"{i},{['red', 'blue'][i % 2]},{i % 2}\n" for i in range(20))
+    tables = {"words": words, "empty": "", "tiny": "x,y\n1,0\n2,1\n"}
+    for name, text in tables.items():
+        (directory / f"{name}.csv").write_text(text)
+    return {name: str(directory / f"{name}.csv") for name in tables}
+
+
 # ----------------------------------------------------------------------------------------------
 # Subprocesses
 
 
-def test_train_writes_the_run_files(tmp_path: Path) -> None:
-    result = losskit("train", "--epochs", "2", "--out", str(tmp_path / "run"), "--no-progress")
+BAD_IN_A_PROCESS = {  # name -> (argv, pieces the one-line message must contain)
+    "train-text-feature": (["train", "--data", "{words}", "--target", "y"],
+                           ["words.csv", "these are not: colour", "Fix: encode text as numbers"]),
+    "train-empty-csv": (["train", "--data", "{empty}", "--target", "y"],
+                        ["empty.csv", "is empty", "Fix: provide a CSV with a header row"]),
+    "train-two-rows": (["train", "--data", "{tiny}", "--target", "y"],
+                       ["tiny.csv", "has 2 data rows", "at least 10", "Fix: add rows"]),
+    "compare-unknown-task": (["compare", "--task", "nope", "--losses", "mse,l1"],
+                             ["--task 'nope' is not a built-in dataset", "Fix: use one of digits"]),
+    "doctor-no-function": (["doctor", "{setups}:nofunc"],
+                           ["has no function 'nofunc'", "Fix: define nofunc()", "softmax_head"]),
+    "losses-unknown-task": (["losses", "--task", "nope"],
+                            ["task='nope' matches no task", "Fix: pass part of one"]),
+    "bench-unknown-family": (["bench", "--family", "nope"],
+                             ["argument --family: invalid choice: 'nope'", "elementwise",
+                              "(see losskit bench --help)"]),
+}
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run every subprocess case of this file, PARALLEL at a time; name -> CompletedProcess,
+    plus "dir": the directory their files went to."""
+    base = tmp_path_factory.mktemp("cli")
+    names = {**write_bad_tables(base), "setups": SETUPS}
+    argvs = {name: [a.format(**names) for a in argv]
+             for name, (argv, _) in BAD_IN_A_PROCESS.items()}
+    argvs.update({
+        "train": ["train", "--epochs", "2", "--out", str(base / "run"), "--no-progress"],
+        "doctor-healthy": ["doctor", SETUPS],
+        "doctor-softmax": ["doctor", f"{SETUPS}:softmax_head"],
+        "compare": ["compare", "--task", "iris", "--losses", "cross-entropy,focal", "--epochs",
+                    "2", "--out", str(base / "cmp"), "--no-progress"],
+        "losses": ["losses"],
+        "bench": ["bench", "--family", "elementwise", "--repeats", "1", "--warmup", "0",
+                  "--no-compile", "--no-memory"],
+    })
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        futures = {name: pool.submit(losskit, *argv, cwd=base) for name, argv in argvs.items()}
+        return {"dir": base, **{name: f.result() for name, f in futures.items()}}
+
+
+@pytest.mark.parametrize("name", list(BAD_IN_A_PROCESS))
+def test_bad_input_in_a_process_exits_2_with_one_line(name: str, ran: dict) -> None:
+    argv, pieces = BAD_IN_A_PROCESS[name]
+    result = ran[name]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"losskit {argv[0]}: error: ")
+    for piece in pieces:
+        assert piece in result.stderr
+    assert result.stdout == ""  # refused before any work started
+    assert not (ran["dir"] / "runs").exists()  # and no run directory was made
+
+
+def test_train_writes_the_run_files(ran: dict) -> None:
+    result = ran["train"]
     assert result.returncode == 0, result.stderr
-    run = tmp_path / "run"
+    run = ran["dir"] / "run"
     for name in ("history.csv", "metrics.json", "loss_curve.png", "checkpoint.pt"):
         assert (run / name).stat().st_size > 0, name
     history = rows(run / "history.csv")
@@ -63,21 +131,45 @@ def test_train_writes_the_run_files(tmp_path: Path) -> None:
     assert "digits" in result.stdout and "cross-entropy" in result.stdout
 
 
-def test_bad_input_exits_2_with_one_line_and_no_traceback() -> None:
-    result = losskit("train", "--task", "imagenet")
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("losskit train: error: --task 'imagenet'")
-    assert "digits" in result.stderr  # names the valid choices
-
-
-def test_doctor_exit_code_follows_the_report() -> None:
-    healthy = losskit("doctor", SETUPS)
+def test_doctor_exit_code_follows_the_report(ran: dict) -> None:
+    healthy = ran["doctor-healthy"]
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert "OK" in healthy.stdout and "overfit one batch" in healthy.stdout
-    broken = losskit("doctor", f"{SETUPS}:softmax_head")
+    broken = ran["doctor-softmax"]
     assert broken.returncode == 1, broken.stderr
     assert "FAILED" in broken.stdout and "Softmax" in broken.stdout
+
+
+def test_compare_overlays_every_loss(ran: dict) -> None:
+    result = ran["compare"]
+    assert result.returncode == 0, result.stderr
+    out = ran["dir"] / "cmp"
+    summary = rows(out / "compare.csv")
+    assert [r["loss"] for r in summary] == ["cross-entropy", "focal"]
+    assert all(0 <= float(r["final_val_accuracy"]) <= 1 for r in summary)
+    assert all(r["best_epoch"] in ("1", "2") for r in summary)
+    assert (out / "compare.png").stat().st_size > 0
+    for name in ("cross-entropy", "focal"):
+        assert len(rows(out / name / "history.csv")) == 2
+    table = [line for line in result.stdout.splitlines() if "│" in line]
+    assert any("cross-entropy" in line for line in table)  # one summary row per loss
+    assert any("focal" in line for line in table)
+
+
+def test_losses_prints_the_table(ran: dict) -> None:
+    result = ran["losses"]
+    assert result.returncode == 0, result.stderr
+    for name in ("CrossEntropyLoss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss"):
+        assert name in result.stdout
+
+
+def test_bench_times_the_elementwise_family(ran: dict) -> None:
+    result = ran["bench"]
+    assert result.returncode == 0, result.stderr
+    for variant in ("mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy"):
+        assert f"| {variant} torch |" in result.stdout and f"| {variant} losskit |" in result.stdout
+        assert f"| {variant} time vs eager |" in result.stdout  # its ratio row
+    assert "torch" in result.stdout.splitlines()[0]  # the header names the machine and version
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,6 +197,9 @@ BAD = [
     (["train", "--data", "{table}"], "needs --target COLUMN"),
     (["train", "--target", "y"], "Fix: add --data"),
     (["train", "--data", "{table}", "--target", "y", "--task", "digits"], "kind of task"),
+    (["train", "--data", "{words}", "--target", "y"], "these are not: colour"),
+    (["train", "--data", "{empty}", "--target", "y"], "is empty. Fix:"),
+    (["train", "--data", "{tiny}", "--target", "y"], "has 2 data rows; a table needs at least 10"),
     (["train", "--resume"], "Fix: add --out DIR"),
     (["train", "--device", "potato"], "--device 'potato' is not a device"),
     (["compare", "--task", "diabetes", "--losses", "mse"], "needs two or more"),
@@ -125,12 +220,13 @@ BAD = [
 
 @pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input(argv: list[str], message: str, tmp_path: Path, table: str, capsys) -> None:
-    argv = [a.format(tmp=tmp_path, table=table, setups=SETUPS) for a in argv]
+    names = {"tmp": tmp_path, "table": table, "setups": SETUPS, **write_bad_tables(tmp_path)}
+    argv = [a.format(**names) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith(f"losskit {argv[0]}: error: ")
-    assert message in err
+    assert message in err and "Fix" in err
     assert not (tmp_path / "runs").exists()
 
 
@@ -145,7 +241,7 @@ def test_malformed_options_exit_2_with_one_line(argv: list[str], capsys) -> None
 
 
 # ----------------------------------------------------------------------------------------------
-# Happy paths, in-process
+# Happy paths, in-process (the subprocess ones are above)
 
 
 def test_help_lists_every_subcommand(capsys) -> None:
@@ -155,7 +251,7 @@ def test_help_lists_every_subcommand(capsys) -> None:
     printed = capsys.readouterr().out
     for command in ("train", "compare", "doctor", "losses", "bench"):
         assert command in printed
-    for command in ("train", "compare", "doctor", "losses"):
+    for command in ("train", "compare", "doctor", "losses", "bench"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0 and "usage: losskit" in capsys.readouterr().out
@@ -181,21 +277,6 @@ def test_train_default_out_is_a_timestamped_run_directory(tmp_path: Path, monkey
     assert run.name[:8].isdigit() and (run / "history.csv").exists()
 
 
-def test_compare_overlays_every_loss(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "cmp"
-    argv = ["compare", "--task", "iris", "--losses", "cross-entropy,focal", "--epochs", "2",
-            "--out", str(out), "--no-progress"]
-    assert main(argv) == 0
-    summary = rows(out / "compare.csv")
-    assert [r["loss"] for r in summary] == ["cross-entropy", "focal"]
-    assert all(0 <= float(r["final_val_accuracy"]) <= 1 for r in summary)
-    assert (out / "compare.png").stat().st_size > 0
-    for name in ("cross-entropy", "focal"):
-        assert len(rows(out / name / "history.csv")) == 2
-    printed = capsys.readouterr().out
-    assert "cross-entropy" in printed and "focal" in printed
-
-
 def test_doctor_on_a_builtin_task(capsys) -> None:
     assert main(["doctor", "--task", "sequence"]) == 0
     assert "overfit one batch" in capsys.readouterr().out
@@ -206,16 +287,6 @@ def test_doctor_lr_zero_fails(capsys) -> None:
     assert "lr=0" in capsys.readouterr().out
 
 
-def test_losses_table(capsys) -> None:
-    assert main(["losses"]) == 0
-    everything = capsys.readouterr().out
-    assert "CrossEntropyLoss" in everything and "MSELoss" in everything
+def test_losses_for_a_dataset_name_shows_its_task(capsys) -> None:
     assert main(["losses", "--task", "breast-cancer"]) == 0  # a dataset name: its task
     assert "binary" in capsys.readouterr().out
-
-
-def test_bench_help() -> None:
-    pytest.importorskip("losskit.bench")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--help"])
-    assert exit_info.value.code == 0

@@ -180,3 +180,29 @@ def test_csv_ragged_rows_and_bad_task(tmp_path) -> None:
         data.load_csv(path, target="y", task="binary")
     with pytest.raises(data.DataError, match="task='sequence'"):
         data.load_csv(path, target="y", task="sequence")
+
+
+def test_csv_with_too_few_rows_names_file_count_minimum_and_fix(tmp_path) -> None:
+    # Two rows used to train as "1 train / 1 val": a validation split that cannot measure anything.
+    path = _write(tmp_path, "x,y\n1,0\n2,1\n", "tiny.csv")
+    with pytest.raises(data.DataError) as info:
+        data.load_csv(path, target="y")
+    message = str(info.value)
+    for piece in ("tiny.csv", "has 2 data rows", "at least 10", "Fix: add rows"):
+        assert piece in message
+    nine = "x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(9))
+    with pytest.raises(data.DataError, match="has 9 data rows"):
+        data.load_csv(_write(tmp_path, nine, "nine.csv"), target="y")
+    ten = data.load_csv(_write(tmp_path, nine + "9,1\n", "ten.csv"), target="y")
+    assert (len(ten.train), len(ten.val)) == (8, 2)  # the documented minimum loads
+
+
+def test_each_split_needs_two_rows(tmp_path) -> None:
+    rows = "x,y\n" + "".join(f"{i},{i * 0.37:.3f}\n" for i in range(20))
+    path = _write(tmp_path, rows, "twenty.csv")
+    with pytest.raises(data.DataError, match=r"twenty.csv.*19 train / 1 val.*at least 2.*Fix"):
+        data.load_csv(path, target="y", val_fraction=0.05)  # ceil(20 * 0.05) = 1 val row
+    d = data.load_csv(path, target="y", val_fraction=0.1)
+    assert (len(d.train), len(d.val)) == (18, 2)
+    with pytest.raises(data.DataError, match=r"'iris' has 150 rows.*1 train / 149 val"):
+        data.load("iris", val_fraction=0.99)

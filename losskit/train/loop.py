@@ -334,16 +334,20 @@ class _Loop:
         return state["epoch"]
 
     def save(self, epoch: int, improved: bool) -> None:
-        """Rank 0 writes the checkpoint, the best weights and the history files."""
+        """Rank 0 writes the best weights, the history files and, last, the checkpoint.
+
+        The checkpoint is the commit point: a kill before its rename resumes from the previous
+        epoch, which re-runs this one and rewrites the other files identically.
+        """
         if not self.out or D.rank() != 0:
             return
-        ckpt.save_atomic(self.checkpoint_state(epoch), os.path.join(self.out, CHECKPOINT))
-        self.last_saved_epoch = epoch
         if improved:
             ckpt.save_atomic({"epoch": epoch, "model": self.model.state_dict()},
                              os.path.join(self.out, BEST))
         self.history.to_csv(os.path.join(self.out, "history.csv"))
         self.history.to_json(os.path.join(self.out, "metrics.json"))
+        ckpt.save_atomic(self.checkpoint_state(epoch), os.path.join(self.out, CHECKPOINT))
+        self.last_saved_epoch = epoch
 
 
 def fit(
