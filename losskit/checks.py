@@ -152,7 +152,7 @@ def checks(mode: str) -> Iterator[None]:
 
 def values_enabled(loss: str) -> bool:
     """Whether this call of ``loss`` runs value checks (counts the call in ``"startup"`` mode)."""
-    if _mode == "off" or torch.compiler.is_compiling():
+    if _mode == "off" or _tracing():
         return False
     if _mode == "always":
         return True
@@ -163,7 +163,12 @@ def values_enabled(loss: str) -> bool:
 def index_range_enabled(target: Tensor) -> bool:
     """Class-index range checks on CPU run after the startup calls too (torch raises IndexError
     there on every call, and a CPU check needs no device sync); never under torch.compile."""
-    return _mode != "off" and target.device.type == "cpu" and not torch.compiler.is_compiling()
+    return _mode != "off" and target.device.type == "cpu" and not _tracing()
+
+
+def _tracing() -> bool:
+    """Under torch.compile or a torch.func transform (``vmap`` cannot read values)."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
 
 
 # ----------------------------------------------------------------------------------------------

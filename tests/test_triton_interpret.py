@@ -259,7 +259,42 @@ def group_ce_edge_cases(chk, tk, ce_mod):
         loss.backward()
         chk.true("second backward refused", False, "no error")
     except RuntimeError as err:
-        chk.true("second backward refused", "once per forward" in str(err), err)
+        chk.true("second backward refused", "fused(False)" in str(err), err)
+    # 8. a second derivative is refused (the stored gradient has no graph), never silently wrong.
+    xa = x.clone().requires_grad_()
+    try:
+        torch.autograd.grad(tk.cross_entropy(xa, y), xa, create_graph=True)
+        chk.true("create_graph refused", False, "no error")
+    except RuntimeError as err:
+        chk.true("create_graph refused", "fused(False)" in str(err), err)
+    # 9. a label outside [0, C) reads nothing: its row's loss and gradient are NaN, others exact.
+    y_bad = torch.where(y == -100, 0, y)
+    y_bad[1], y_bad[4] = x.shape[1] + 3, -5
+    xa = x.clone().requires_grad_()
+    out = tk.cross_entropy(xa, y_bad, reduction="none")
+    out.backward(torch.ones_like(out))
+    good = torch.ones_like(y_bad, dtype=torch.bool)
+    good[[1, 4]] = False
+    chk.true("bad label NaN loss", bool(out[~good].isnan().all()), f"{out}")
+    chk.true("bad label NaN grad", bool(xa.grad[~good].isnan().all()), "")
+    xr = x.double().requires_grad_()
+    ref = oracle(xr[good], y_bad[good], reduction="none")
+    ref.sum().backward()
+    chk.close("bad label: other rows", out[good], ref, *TOL["ce"][torch.float32])
+    chk.close("bad label: other grads", xa.grad[good], xr.grad[good], *TOL["ce"][torch.float32])
+    # 10. no gradient wanted (torch.no_grad): nothing written over the logits, even with inplace.
+    leaf = x.clone().requires_grad_()
+    logits = leaf * 1.0
+    with torch.no_grad():
+        tk.cross_entropy(logits, y, inplace=True)
+    chk.true("no_grad inplace untouched", torch.equal(logits.detach(), x), "")
+    # 11. 'none' with an inf upstream gradient at an ignored row: that row's gradient is 0.
+    xa = x.clone().requires_grad_()
+    out = tk.cross_entropy(xa, y, reduction="none")
+    go = torch.ones_like(out)
+    go[y == -100] = float("inf")
+    out.backward(go)
+    chk.true("inf upstream at ignored row", bool(xa.grad.isfinite().all()), "")
 
 
 def lce_case(chk, tk, name, dtype, *, bias, chunk_size, reduction, **opts):
@@ -329,6 +364,22 @@ def group_linear_ce(chk, tk, ce_mod):
     out = tk.linear_cross_entropy(h[:0], wa, y[:0])
     out.backward()
     chk.true("lce empty", out.item() == 0.0 and bool((wa.grad == 0).all()), f"{out}")
+    # No gradient wanted (torch.no_grad): the chunked pass computes no gradient at all.
+    lce_mod = sys.modules["losskit.kernels.triton.linear_cross_entropy"]
+    seen = []
+    original = lce_mod._chunked_pass
+    lce_mod._chunked_pass = lambda *a: seen.append(a[-1]) or original(*a)
+    with torch.no_grad():
+        tk.linear_cross_entropy(h, wa, y)
+    lce_mod._chunked_pass = original
+    chk.true("lce no_grad computes no gradient", seen == [(False, False, False)], f"{seen}")
+    # A second derivative is refused, never silently wrong.
+    ha = h.clone().requires_grad_()
+    try:
+        torch.autograd.grad(tk.linear_cross_entropy(ha, wa, y), ha, create_graph=True)
+        chk.true("lce create_graph refused", False, "no error")
+    except RuntimeError as err:
+        chk.true("lce create_graph refused", "fused(False)" in str(err), err)
 
 
 def main(group):

@@ -9,14 +9,19 @@ Three implementations share one signature (see :mod:`losskit.kernels.reference` 
 
 The rules, in :func:`_backend`:
 
-1. float64 (or any dtype but float32/bfloat16/float16), a class ``weight`` that requires grad, or
-   no gradient needed at all through a tiny input -> reference. The fused kernels hand out a
-   finished first-order gradient, so double backward and ``torch.autograd.gradcheck`` (float64)
-   always take the reference path.
+1. float64 (or any dtype but float32/bfloat16/float16), a class ``weight`` that requires grad,
+   a ``torch.func`` transform (``grad``, ``vmap``, ...), or inside ``with fused(False):`` ->
+   reference. The fused kernels hand out a finished first-order gradient: a second derivative
+   through them (``create_graph=True``) raises and names ``fused(False)`` as the fix, and
+   ``torch.autograd.gradcheck`` (float64) always takes the reference path.
 2. CUDA tensors and ``losskit.kernels.triton`` importable -> Triton.
 3. Otherwise the fused PyTorch path, except for tiny inputs (fewer than ``MIN_FUSED_ELEMENTS``
    logits), where the reference's few large ops beat a Python loop over chunks; ``inplace=True``
    always takes a fused path, since it is a memory request.
+
+``inplace=True`` is a permission, not an order: the logits are overwritten only when they are a
+contiguous intermediate that needs a gradient (not a leaf and not a view of one), see
+:func:`_may_overwrite`.
 
 Both functions return ``loss`` (``(N,)`` for ``"none"``, else 0-d, in the logits' dtype) and, with
 ``return_lse``, the ``(N,)`` float32 log-sum-exp of the (softcapped) logits, detached and 0 at
@@ -25,8 +30,10 @@ ignored rows.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -37,7 +44,7 @@ from losskit.kernels import cross_entropy as _fused_ce
 from losskit.kernels import linear_cross_entropy as _fused_lce
 from losskit.kernels import reference
 
-__all__ = ["cross_entropy", "linear_cross_entropy"]
+__all__ = ["cross_entropy", "fused", "linear_cross_entropy"]
 
 # Below this many logits the reference (a few large ops) is as fast as the chunked loop. Measured
 # fp32 fwd+bwd, one thread, on the (busy) 2-core machine: 16 x 256 reference 1.2 ms, fused 1.3 ms;
@@ -60,9 +67,54 @@ def _triton():
         return None
 
 
+_fused_enabled = True
+
+
+@contextlib.contextmanager
+def fused(enabled: bool) -> Iterator[None]:
+    """Allow (default) or forbid the fused and Triton kernels inside the ``with`` block.
+
+    ``fused(False)`` sends every cross-entropy call to the reference path (plain autograd ops,
+    torch's memory use), which supports what a gradient computed in the forward cannot:
+    second derivatives (``create_graph=True``, e.g. MAML or gradient penalties through the loss)
+    and ``backward(retain_graph=True)`` twice. The setting is read when the loss is computed.
+
+    >>> x = torch.randn(256, 512, requires_grad=True); y = torch.randint(0, 512, (256,))
+    >>> with fused(False):
+    ...     loss = cross_entropy(x, y)
+    >>> (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    >>> g.square().sum().backward()  # second order: fine on the reference path
+    """
+    global _fused_enabled
+    previous, _fused_enabled = _fused_enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _fused_enabled = previous
+
+
+def _may_overwrite(logits: Tensor) -> bool:
+    """Whether ``inplace=True`` may write the gradient over ``logits``.
+
+    Only a contiguous intermediate that needs a gradient: never a leaf (a parameter or the
+    caller's data) or a view of one (``x.view(...)`` shares the leaf's memory), and never a
+    strided view (the kernels' out= writes assume a dense buffer).
+    """
+    base = logits._base if logits._base is not None else logits
+    return (
+        torch.is_grad_enabled() and logits.requires_grad and not base.is_leaf
+        and logits.is_contiguous()
+    )
+
+
 def _backend(x: Tensor, class_weight: Tensor | None, numel: int, inplace: bool, name: str):
     """The module whose ``name`` function runs this call (reference, fused or Triton)."""
-    if x.dtype not in FUSED_DTYPES or (class_weight is not None and class_weight.requires_grad):
+    if (
+        not _fused_enabled
+        or x.dtype not in FUSED_DTYPES
+        or (class_weight is not None and class_weight.requires_grad)
+        or torch._C._are_functorch_transforms_active()  # torch.func needs plain autograd ops
+    ):
         return reference
     if x.is_cuda:
         triton = _triton()
@@ -99,7 +151,7 @@ def cross_entropy(
     return backend.cross_entropy(
         logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
         label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
-        return_lse=return_lse, inplace=inplace,
+        return_lse=return_lse, inplace=inplace and _may_overwrite(logits),
     )
 
 

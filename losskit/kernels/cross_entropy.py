@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from losskit.kernels import memory
+from losskit.kernels.backward import check_first_order, check_single_backward
 
 __all__ = ["cross_entropy"]
 
@@ -207,22 +208,21 @@ class FusedCrossEntropy(torch.autograd.Function):
         value, lse, grad = _forward(logits, target, weight, **options)
         ctx.grad = grad  # a plain attribute so backward can drop the reference and hand it over
         ctx.reduction = options["reduction"]
+        if options["reduction"] == "none":
+            ctx.counted = target != options["ignore_index"]  # (N,)
         ctx.mark_non_differentiable(lse)
         return value, lse
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_value, grad_lse):  # type: ignore[override]
         del grad_lse  # lse is returned detached
+        check_first_order("cross_entropy")
+        check_single_backward(ctx, "cross_entropy")
         grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            raise RuntimeError(
-                "losskit fused cross_entropy: backward ran twice, but the stored gradient is "
-                "handed over on the first backward. Fix: do not use retain_graph=True through "
-                "this loss, or compute it with the reference path (losskit.kernels.reference)."
-            )
         if ctx.reduction == "none":
-            grad.mul_(grad_value[:, None].to(grad.dtype))  # (N, 1) per-row upstream gradient
+            # (N, 1) per-row upstream gradient; ignored rows get 0 even from an inf/NaN upstream.
+            row = torch.where(ctx.counted, grad_value, 0.0)
+            grad.mul_(row[:, None].to(grad.dtype))
         elif not _is_one(grad_value):
             grad.mul_(grad_value.to(grad.dtype))
         return grad, None, None, None
@@ -246,7 +246,8 @@ def cross_entropy(
     Same contract as :func:`losskit.kernels.reference.cross_entropy`; with ``inplace=True`` the
     logits are overwritten by their gradient when they require one and are not a leaf (torch's
     version counter then flags any other autograd node that saved them). The gradient w.r.t.
-    ``weight`` is not computed (torch does not compute one either); backward cannot run twice.
+    ``weight`` is not computed (torch does not compute one either); backward runs once and
+    first-order only (:mod:`losskit.kernels.backward`).
 
     >>> x = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
     >>> loss = cross_entropy(x, torch.tensor([0, 2]))

@@ -31,6 +31,7 @@ import math
 import torch
 from torch import Tensor
 
+from losskit.kernels.backward import check_first_order, check_single_backward
 from losskit.kernels.cross_entropy import ce_chunk, scratch_count
 
 __all__ = ["chunk_tokens", "linear_cross_entropy"]
@@ -202,26 +203,20 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return value.to(hidden.dtype), lse_full
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_value, grad_lse):  # type: ignore[override]
         del grad_lse  # lse is returned detached
+        check_first_order("linear_cross_entropy")
         w_dtype, h_dtype = ctx.dtypes
         if ctx.reduction == "none":
             h_k, weight, bias, t_k, c_k, w_k, keep = ctx.saved_tensors
             go = grad_value.float() if keep is None else grad_value.float().index_select(0, keep)
             _, _, dh, dw, db = _chunked_pass(
-                h_k, weight, bias, t_k, c_k, w_k, go * c_k, **ctx.kwargs
+                h_k, weight, bias, t_k, c_k, w_k, torch.where(c_k > 0, go, 0.0), **ctx.kwargs
             )
             dh = _scatter_rows(dh, keep, grad_value.shape[0])
         else:
-            grads, ctx.grads = getattr(ctx, "grads", None), None
-            if grads is None:
-                raise RuntimeError(
-                    "losskit linear_cross_entropy: backward ran twice, but the gradients are "
-                    "handed over on the first backward. Fix: do not use retain_graph=True "
-                    "through this loss, or use losskit.kernels.reference.linear_cross_entropy."
-                )
-            dh, dw, db = grads
+            check_single_backward(ctx, "linear_cross_entropy")
+            (dh, dw, db), ctx.grads = ctx.grads, None
             if not _is_one(grad_value):
                 for g in (dh, dw, db):
                     if g is not None:

@@ -36,6 +36,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from losskit.kernels.backward import check_first_order, check_single_backward
+
 __all__ = ["cross_entropy"]
 
 # Largest row held in registers by one program: 32768 fp32 values over 32 warps is 32 per thread,
@@ -65,7 +67,10 @@ def _ce_forward_kernel(
     x_row = x_ptr + row * x_stride
     y = tl.load(y_ptr + row)
     counted = y != ignore_index
-    y_safe = tl.where(counted, y, 0)
+    # A label outside [0, C) reads nothing and makes the row's loss and gradient NaN: the value
+    # checks run on the startup calls only, and a bad label later must not train silently.
+    bad = counted & ((y < 0) | (y >= n_cols))
+    y_safe = tl.where(counted & (y >= 0) & (y < n_cols), y, 0)
     if HAS_WEIGHT:
         w_y = tl.load(w_ptr + y_safe).to(tl.float32)
         w_total = tl.load(w_total_ptr).to(tl.float32)
@@ -131,12 +136,13 @@ def _ce_forward_kernel(
     if HAS_ZLOSS:
         loss += z * w_y * lse * lse
         a += 2.0 * z * w_y * lse
-    tl.store(loss_ptr + row, tl.where(counted, loss, 0.0))
-    tl.store(lse_ptr + row, tl.where(counted, lse, 0.0))
+    nan_if_bad = tl.where(bad, float("nan"), 1.0)
+    tl.store(loss_ptr + row, tl.where(counted, loss, 0.0) * nan_if_bad)
+    tl.store(lse_ptr + row, tl.where(counted, lse, 0.0) * nan_if_bad)
 
     # 3. the gradient, already scaled by the reduction (0 on ignored rows).
     if WRITE_GRAD:
-        scale = tl.load(scale_ptr + row * scale_stride).to(tl.float32)
+        scale = tl.load(scale_ptr + row * scale_stride).to(tl.float32) * nan_if_bad
         grad_row = grad_ptr + row * grad_stride
         for start in range(0, n_cols, BLOCK):
             mask = start + cols < n_cols
@@ -160,7 +166,7 @@ def _ce_forward_kernel(
                     g -= eps / n_cols
             if HAS_SOFTCAP:
                 g *= 1.0 - t * t
-            g = tl.where(counted, g * scale, 0.0)
+            g = tl.where(counted, g * scale, 0.0)  # NaN on a bad label's row (scale)
             tl.store(grad_row + start + cols, g.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
@@ -272,22 +278,11 @@ def scale_rows_(grad: Tensor, factor: Tensor) -> Tensor:
     return grad
 
 
-def check_single_backward(ctx) -> None:
-    """The stored gradient is scaled in place, so a second backward would scale it twice."""
-    if getattr(ctx, "backward_done", False):
-        raise RuntimeError(
-            "losskit's fused cross-entropy stores its gradient and scales it in place, so its "
-            "backward can run once per forward (got a second backward, e.g. after "
-            "retain_graph=True). Fix: run the loss forward again before the second backward."
-        )
-    ctx.backward_done = True
-
-
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, weight, opts):
         grad = None
-        if ctx.needs_input_grad[0]:
+        if opts["needs_grad"]:
             grad = logits if opts["inplace"] else torch.empty_like(logits)
         scale = reduction_scale(target, weight, opts["ignore_index"], opts["reduction"])  # ()
         loss, lse = forward_rows(
@@ -298,7 +293,8 @@ class _CrossEntropy(torch.autograd.Function):
         if grad is not None and opts["inplace"]:
             # The logits now hold the gradient: let autograd catch any other user of them.
             torch.autograd.graph.increment_version(logits)
-        ctx.save_for_backward(grad)
+        ctx.save_for_backward(grad, target)
+        ctx.opts = opts
         # (N,) for "none"; the scale is 1 for "sum" and 1 / sum_i w[y_i] for "mean".
         out = loss if opts["reduction"] == "none" else loss.sum() * scale
         ctx.mark_non_differentiable(lse)
@@ -306,8 +302,11 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
-        check_single_backward(ctx)
-        (grad,) = ctx.saved_tensors
+        check_first_order("cross_entropy")
+        check_single_backward(ctx, "cross_entropy")
+        grad, target = ctx.saved_tensors
+        if ctx.opts["reduction"] == "none":  # ignored rows get 0 even from an inf/NaN upstream
+            grad_out = torch.where(target != ctx.opts["ignore_index"], grad_out, 0.0)
         return scale_rows_(grad, grad_out), None, None, None
 
 
@@ -341,6 +340,7 @@ def cross_entropy(
     opts = dict(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         lse_square_scale=lse_square_scale, softcap=softcap, inplace=inplace,
+        needs_grad=torch.is_grad_enabled() and logits.requires_grad,
     )
     target = target.to(torch.int64).contiguous()  # (N,) uint8 targets are legal too
     weight = weight.contiguous() if weight is not None else None  # (C,)

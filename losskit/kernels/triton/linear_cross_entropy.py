@@ -49,7 +49,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .cross_entropy import check_single_backward, forward_rows, reduction_scale, scale_rows_
+from losskit.kernels.backward import check_first_order, check_single_backward
+
+from .cross_entropy import forward_rows, reduction_scale, scale_rows_
 
 __all__ = ["choose_chunk_size", "linear_cross_entropy"]
 
@@ -135,7 +137,7 @@ def _chunked_pass(hidden, weight, bias, target, class_weight, opts, row_scale, w
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, target, class_weight, opts):
-        want = tuple(ctx.needs_input_grad[:3])
+        want = opts["want"]  # (hidden, weight, bias) need a gradient, in the caller's grad mode
         scale = reduction_scale(target, class_weight, opts["ignore_index"], opts["reduction"])
         now = any(want) and opts["reduction"] != "none"
         loss, lse, *grads = _chunked_pass(
@@ -154,18 +156,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
+        check_first_order("linear_cross_entropy")
         if ctx.grads_ready:
-            check_single_backward(ctx)
+            check_single_backward(ctx, "linear_cross_entropy")
             grads = [
                 None if g is None else scale_rows_(g.view(-1, g.shape[-1]), grad_out).view(g.shape)
                 for g in ctx.saved_tensors
             ]
         else:
             hidden, weight, bias, target, class_weight = ctx.saved_tensors
-            row_scale = grad_out.to(torch.float32).contiguous()  # (N,)
+            counted = target != ctx.opts["ignore_index"]  # inf/NaN upstream at ignored rows: 0
+            row_scale = torch.where(counted, grad_out.to(torch.float32), 0.0).contiguous()  # (N,)
             _, _, *grads = _chunked_pass(
                 hidden, weight, bias, target, class_weight, ctx.opts, row_scale,
-                tuple(ctx.needs_input_grad[:3]),
+                ctx.opts["want"],
             )
         return *grads, None, None, None
 
@@ -201,6 +205,10 @@ def linear_cross_entropy(
     opts = dict(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         lse_square_scale=lse_square_scale, softcap=softcap, chunk_size=chunk_size,
+        want=tuple(
+            torch.is_grad_enabled() and p is not None and p.requires_grad
+            for p in (hidden, weight, bias)
+        ),
     )
     loss, lse = _LinearCrossEntropy.apply(
         hidden.contiguous(), weight.contiguous(), bias, target.to(torch.int64).contiguous(),
