@@ -15,6 +15,8 @@ NaN; out-of-range class indices raise a :class:`~losskit.checks.LossIndexError` 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -36,6 +38,46 @@ __all__ = [
     "nll_loss",
     "smooth_l1_loss",
 ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixed precision: under torch.autocast, torch runs every loss in float32 (losses are on its
+# float32 op list): class weights of any float dtype are accepted and the loss is float32. Losses
+# that call torch.nn.functional get this from autocast itself; the ones computed here use these.
+
+
+_HALF = (torch.float16, torch.bfloat16)
+_AUTOCAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _autocast(input: Tensor) -> bool:
+    """Whether ``torch.autocast`` is on for ``input``'s device (and ``input`` is a float it
+    would cast)."""
+    return input.dtype in _AUTOCAST_DTYPES and torch.is_autocast_enabled(input.device.type)
+
+
+def _result_dtype(input: Tensor) -> torch.dtype:
+    """The dtype of the loss: float32 under autocast, else ``input``'s."""
+    return torch.float32 if _autocast(input) else input.dtype
+
+
+def _weight_dtype_ref(input: Tensor) -> Tensor:
+    """What class weights must match in dtype: ``input``, or a float32 stand-in under autocast."""
+    return torch.empty(0, device="meta") if _autocast(input) else input
+
+
+def _float32_weight(input: Tensor, weight: Tensor | None) -> Tensor | None:
+    """Class weights as autocast would cast them: half-precision weights become float32."""
+    if weight is not None and weight.dtype in _HALF and _autocast(input):
+        return weight.float()
+    return weight
+
+
+def _no_autocast(input: Tensor):
+    """Run a kernel as written (its own float32 math) inside ``torch.autocast``."""
+    if _autocast(input):
+        return torch.autocast(input.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,7 +307,7 @@ def _check_class_indices(
     """Metadata checks, then value checks; the index range check also runs outside the startup
     calls on CPU, where torch checks it too and it costs no sync."""
     checks.check_class_target(loss, input, target)
-    checks.check_class_weight(loss, weight, _num_classes(input), input)
+    checks.check_class_weight(loss, weight, _num_classes(input), _weight_dtype_ref(input))
     values = checks.values_enabled(loss)
     if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
@@ -360,13 +402,16 @@ def cross_entropy(
             input, target, weight, ignore_index, reduction, label_smoothing,
             extras=lse_square_scale != 0.0 or softcap is not None or return_lse or inplace,
         )
+    weight = _float32_weight(input, weight)
     _check_class_indices(loss, input, target, weight, ignore_index, reduction)
     x, t = _flatten_classes(input, target)
-    out = kernels.cross_entropy(
-        x, t, weight=weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
-        return_lse=return_lse, inplace=inplace,
-    )
+    out_dtype = _result_dtype(input)
+    with _no_autocast(input):
+        out = kernels.cross_entropy(
+            x, t, weight=weight, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
+            return_lse=return_lse, inplace=inplace, out_dtype=out_dtype,
+        )
     value, lse = out if return_lse else (out, None)
     if reduction == "none":
         value = value.reshape(target.shape)
@@ -404,7 +449,8 @@ def _cross_entropy_probabilities(
             "targets only, but `target` holds class probabilities. Fix: pass class indices, or "
             "drop these options."
         )
-    checks.check_class_weight(loss, weight, _num_classes(input), input)
+    weight = _float32_weight(input, weight)
+    checks.check_class_weight(loss, weight, _num_classes(input), _weight_dtype_ref(input))
     if checks.values_enabled(loss):
         class_dim = 1 if input.dim() >= 2 else 0
         checks.check_finite(loss, allow_neg_inf=True, input=input)
@@ -441,6 +487,7 @@ def nll_loss(
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     checks.check_floating_input(loss, input)
     checks.check_same_device(loss, input=input, target=target, weight=weight)
+    weight = _float32_weight(input, weight)
     _check_class_indices(loss, input, target, weight, ignore_index, reduction)
     out = F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
     if reduction == "mean":
@@ -487,7 +534,6 @@ def kl_div(
 # Beyond torch.nn
 
 
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def focal_loss(
@@ -529,6 +575,7 @@ def focal_loss(
     checks.check_same_device(loss, input=input, target=target, alpha=alpha_t)
     if target.shape == input.shape and target.is_floating_point():
         return _binary_focal(input, target, alpha, gamma, reduction)
+    alpha_t = _float32_weight(input, alpha_t)
     _check_class_indices(loss, input, target, alpha_t, ignore_index, reduction)
     x = input.float() if input.dtype in _HALF else input  # half losses compute in float32
     logp = F.log_softmax(x, dim=1 if input.dim() >= 2 else 0)
@@ -537,12 +584,12 @@ def focal_loss(
     logp_t = logp.gather(1 if input.dim() >= 2 else 0, t.unsqueeze(1 if input.dim() >= 2 else 0))
     logp_t = logp_t.squeeze(1 if input.dim() >= 2 else 0)  # target's shape
     out = -((1 - logp_t.exp()) ** gamma) * logp_t
-    if isinstance(alpha, Tensor):
-        out = out * alpha[t].to(out.dtype)
+    if alpha_t is not None:
+        out = out * alpha_t[t].to(out.dtype)
     elif alpha is not None:
         out = out * alpha
     out = torch.where(counted, out, torch.zeros_like(out))
-    return _reduction.reduce(out, reduction, counted.sum().to(out.dtype)).to(input.dtype)
+    return _reduction.reduce(out, reduction, counted.sum().to(out.dtype)).to(_result_dtype(input))
 
 
 def _binary_focal(
@@ -558,8 +605,8 @@ def _binary_focal(
             f"focal_loss: alpha={alpha} for binary targets weighs positives by alpha and "
             f"negatives by 1 - alpha, so it must lie in [0, 1]. Fix: e.g. alpha=0.25."
         )
-    dtype = input.dtype
-    if dtype in _HALF:  # half losses compute in float32 (1e4 logits overflow the gradient)
+    dtype = _result_dtype(input)
+    if input.dtype in _HALF:  # half losses compute in float32 (1e4 logits overflow the gradient)
         input, target = input.float(), target.float()
     ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")  # -log p_t
     p = torch.sigmoid(input)
@@ -685,6 +732,18 @@ def linear_cross_entropy(
             f"linear_cross_entropy: `bias` has shape {tuple(bias.shape)}; expected "
             f"({weight.shape[0]},). Fix: pass the head's `nn.Linear.bias`."
         )
+    if _autocast(hidden):  # the head's matmul in autocast's dtype, as nn.Linear would run it
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        class_weight = _float32_weight(hidden, class_weight)
+    elif weight.dtype != hidden.dtype or (bias is not None and bias.dtype != hidden.dtype):
+        got = f"`weight` {weight.dtype}" + ("" if bias is None else f", `bias` {bias.dtype}")
+        raise LossRuntimeError(
+            f"linear_cross_entropy: `hidden` has dtype {hidden.dtype} but {got}; the head's "
+            f"matmul needs one dtype. Fix: `hidden.to(weight.dtype)`, or compute the loss under "
+            f"`torch.autocast(...)`, which casts both."
+        )
     if label_smoothing > 1.0 or label_smoothing < 0.0:
         raise LossRuntimeError(
             f"linear_cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: "
@@ -700,7 +759,7 @@ def linear_cross_entropy(
     # The (N, V) logits never exist: check the targets against a stand-in of their metadata.
     logits_meta = torch.empty((h.shape[0], weight.shape[0]), device="meta", dtype=hidden.dtype)
     checks.check_class_target(loss, logits_meta, target.reshape(-1))
-    checks.check_class_weight(loss, class_weight, weight.shape[0], hidden)
+    checks.check_class_weight(loss, class_weight, weight.shape[0], _weight_dtype_ref(hidden))
     values = checks.values_enabled(loss)
     if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, weight.shape[0], ignore_index)
@@ -708,12 +767,14 @@ def linear_cross_entropy(
         checks.check_finite(loss, hidden=hidden, weight=weight, bias=bias)
         if reduction == "mean":
             checks.check_not_all_ignored(loss, target, ignore_index)
-    out = kernels.linear_cross_entropy(
-        h, weight, target.reshape(-1).long(), bias, ignore_index=ignore_index,
-        reduction=reduction, label_smoothing=label_smoothing, class_weight=class_weight,
-        lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
-        chunk_size=chunk_size,
-    )
+    out_dtype = _result_dtype(hidden)
+    with _no_autocast(hidden):
+        out = kernels.linear_cross_entropy(
+            h, weight, target.reshape(-1).long(), bias, ignore_index=ignore_index,
+            reduction=reduction, label_smoothing=label_smoothing, class_weight=class_weight,
+            lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
+            chunk_size=chunk_size, out_dtype=out_dtype,
+        )
     value, lse = out if return_lse else (out, None)
     if reduction == "none":
         value = value.reshape(target.shape)

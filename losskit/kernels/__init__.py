@@ -23,7 +23,8 @@ The rules, in :func:`_backend`:
 contiguous intermediate that needs a gradient (not a leaf and not a view of one), see
 :func:`_may_overwrite`.
 
-Both functions return ``loss`` (``(N,)`` for ``"none"``, else 0-d, in the logits' dtype) and, with
+Both functions return ``loss`` (``(N,)`` for ``"none"``, else 0-d, in the logits' dtype, or
+``out_dtype``: float32 under ``torch.autocast``, as torch's autocast runs losses) and, with
 ``return_lse``, the ``(N,)`` float32 log-sum-exp of the (softcapped) logits, detached and 0 at
 ignored rows.
 """
@@ -137,6 +138,7 @@ def cross_entropy(
     softcap: float | None = None,
     return_lse: bool = False,
     inplace: bool = False,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Cross-entropy of ``(N, C)`` logits and ``(N,)`` class indices on the best backend.
 
@@ -151,7 +153,7 @@ def cross_entropy(
     return backend.cross_entropy(
         logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
         label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
-        return_lse=return_lse, inplace=inplace and _may_overwrite(logits),
+        return_lse=return_lse, inplace=inplace and _may_overwrite(logits), out_dtype=out_dtype,
     )
 
 
@@ -169,6 +171,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     return_lse: bool = False,
     chunk_size: int | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``cross_entropy(hidden @ weight.T + bias, target)`` on the best backend.
 
@@ -185,5 +188,5 @@ def linear_cross_entropy(
         hidden, weight, target, bias, ignore_index=ignore_index, reduction=reduction,
         label_smoothing=label_smoothing, class_weight=class_weight,
         lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, out_dtype=out_dtype,
     )

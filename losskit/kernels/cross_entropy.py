@@ -148,6 +148,7 @@ def _forward(
     softcap: float | None,
     inplace: bool,
     needs_grad: bool,
+    out_dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     n_rows, num_classes = logits.shape
     counted = target != ignore_index  # (N,)
@@ -186,7 +187,7 @@ def _forward(
         value = loss.sum()
     else:
         value = loss.sum() / denom
-    return value.to(logits.dtype), lse * counted_f, grad
+    return value.to(out_dtype), lse * counted_f, grad
 
 
 def _is_one(grad_output: Tensor) -> bool:
@@ -240,6 +241,7 @@ def cross_entropy(
     softcap: float | None = None,
     return_lse: bool = False,
     inplace: bool = False,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Fused cross-entropy of ``(N, C)`` logits and ``(N,)`` class indices (module docstring).
 
@@ -261,6 +263,7 @@ def cross_entropy(
         lse_square_scale=lse_square_scale, softcap=softcap,
         # A leaf (a parameter, or a user's own tensor) is never overwritten: only intermediates.
         inplace=inplace and not logits.is_leaf, needs_grad=needs_grad,
+        out_dtype=out_dtype or logits.dtype,
     )
     value, lse = FusedCrossEntropy.apply(logits, target, weight, options)
     return (value, lse) if return_lse else value

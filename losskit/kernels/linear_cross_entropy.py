@@ -200,7 +200,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             value = loss_full.sum() if reduction == "sum" else loss_full.sum() / denom
         lse_full = lse_full * counted_f
         ctx.mark_non_differentiable(lse_full)
-        return value.to(hidden.dtype), lse_full
+        return value.to(options["out_dtype"]), lse_full
 
     @staticmethod
     def backward(ctx, grad_value, grad_lse):  # type: ignore[override]
@@ -241,6 +241,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     return_lse: bool = False,
     chunk_size: int | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Chunked ``cross_entropy(hidden @ weight.T + bias, target)`` (module docstring).
 
@@ -262,6 +263,7 @@ def linear_cross_entropy(
     options = dict(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         lse_square_scale=lse_square_scale, softcap=softcap, chunk_size=chunk_size, needs=needs,
+        out_dtype=out_dtype or hidden.dtype,
     )
     value, lse = ChunkedLinearCrossEntropy.apply(
         hidden, weight, target, bias, class_weight, options

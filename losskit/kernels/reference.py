@@ -41,6 +41,7 @@ def cross_entropy(
     softcap: float | None = None,
     return_lse: bool = False,
     inplace: bool = False,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Cross-entropy of ``(N, C)`` logits and ``(N,)`` class indices, all options, plain autograd.
 
@@ -53,7 +54,7 @@ def cross_entropy(
     tensor([0.2395, 1.0986])
     """
     del inplace
-    out_dtype = logits.dtype
+    out_dtype = out_dtype or logits.dtype
     x = logits.to(_compute_dtype(logits.dtype))  # (N, C)
     w = None if weight is None else weight.to(x.dtype)  # (C,)
     if softcap is not None:
@@ -96,6 +97,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     return_lse: bool = False,
     chunk_size: int | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``cross_entropy(hidden @ weight.T + bias, target)`` with the ``(N, V)`` logits materialised.
 
@@ -110,5 +112,5 @@ def linear_cross_entropy(
     return cross_entropy(
         logits, target, weight=class_weight, ignore_index=ignore_index, reduction=reduction,
         label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
-        return_lse=return_lse,
+        return_lse=return_lse, out_dtype=out_dtype,
     )

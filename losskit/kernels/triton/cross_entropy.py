@@ -298,7 +298,7 @@ class _CrossEntropy(torch.autograd.Function):
         # (N,) for "none"; the scale is 1 for "sum" and 1 / sum_i w[y_i] for "mean".
         out = loss if opts["reduction"] == "none" else loss.sum() * scale
         ctx.mark_non_differentiable(lse)
-        return out.to(logits.dtype), lse
+        return out.to(opts["out_dtype"]), lse
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
@@ -322,6 +322,7 @@ def cross_entropy(
     softcap: float | None = None,
     return_lse: bool = False,
     inplace: bool = False,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Cross-entropy of ``(N, C)`` logits and ``(N,)`` class indices in one Triton pass.
 
@@ -341,6 +342,7 @@ def cross_entropy(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         lse_square_scale=lse_square_scale, softcap=softcap, inplace=inplace,
         needs_grad=torch.is_grad_enabled() and logits.requires_grad,
+        out_dtype=out_dtype or logits.dtype,
     )
     target = target.to(torch.int64).contiguous()  # (N,) uint8 targets are legal too
     weight = weight.contiguous() if weight is not None else None  # (C,)

@@ -152,7 +152,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             ctx.save_for_backward(hidden, weight, bias, target, class_weight)
         ctx.mark_non_differentiable(lse)
         out = loss if opts["reduction"] == "none" else loss.sum() * scale  # (N,) or ()
-        return out.to(hidden.dtype), lse
+        return out.to(opts["out_dtype"]), lse
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
@@ -188,6 +188,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     return_lse: bool = False,
     chunk_size: int | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``cross_entropy(hidden @ weight.T + bias, target)`` without materialising the logits.
 
@@ -205,6 +206,7 @@ def linear_cross_entropy(
     opts = dict(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         lse_square_scale=lse_square_scale, softcap=softcap, chunk_size=chunk_size,
+        out_dtype=out_dtype or hidden.dtype,
         want=tuple(
             torch.is_grad_enabled() and p is not None and p.requires_grad
             for p in (hidden, weight, bias)
