@@ -109,6 +109,15 @@ VOCAB_CASES = [
     for r in ("mean", "sum", "none")
     for e in (0.0, 0.1)
 ]
+# Empty shards: columns per rank. V = 1 < W = 2 leaves rank 1 none (every loss is 0 there, so the
+# layouts that leave rank 0 none carry the non-zero numbers).
+EMPTY_CASES = [
+    {"sizes": (1, 0), "reduction": "mean", "label_smoothing": 0.1},
+    {"sizes": (0, 7), "reduction": "mean", "label_smoothing": 0.0},
+    {"sizes": (0, 7), "reduction": "none", "label_smoothing": 0.1},
+]
+# Linear head: rows of the (V, D) weight per rank. (6, 5) is shard_columns(11)'s uneven split.
+LINEAR_LAYOUTS = [(6, 5), (0, 11), (1, 0)]
 
 
 def vocab_batch(vocab: int, ignore_index: int, seed: int = 3) -> tuple[torch.Tensor, ...]:
@@ -119,6 +128,34 @@ def vocab_batch(vocab: int, ignore_index: int, seed: int = 3) -> tuple[torch.Ten
     target[0, 1] = target[1, 2] = ignore_index
     upstream = torch.rand(2, 3, generator=g, dtype=torch.float64) + 0.5
     return logits, target, upstream
+
+
+def linear_batch(vocab: int) -> tuple[torch.Tensor, ...]:
+    """hidden (6, 4), weight (V, 4), bias (V,) float64 and target (6,) with one ignored entry."""
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    weight = torch.randn(vocab, 4, generator=g, dtype=torch.float64)
+    bias = torch.randn(vocab, generator=g, dtype=torch.float64)
+    target = torch.tensor([0, 10, -100, 5, 6, 3])
+    target = torch.where(target >= 0, target % vocab, target)  # unchanged for V = 11
+    return hidden, weight, bias, target
+
+
+def mismatched_targets(rank: int) -> dict[str, torch.Tensor]:
+    """vocab_batch(11)'s target on rank 0; on rank 1 one entry raised by one, or two swapped."""
+    _, target, _ = vocab_batch(11, -100)
+    one_changed, swapped = target.clone(), target.clone()
+    if rank:
+        one_changed[1, 0] = (target[1, 0] + 1) % 11  # the smallest change: one entry, by one
+        swapped[0, 0], swapped[1, 1] = target[1, 1], target[0, 0]  # same sum, another order
+    return {"target": one_changed, "target (swapped)": swapped}
+
+
+def target_checksum(target: torch.Tensor) -> str:
+    """The mismatch message's "checksum a/b", written out in Python integers."""
+    p, values = 2**31 - 1, target.reshape(-1).tolist()
+    weighted = sum(i * v for i, v in enumerate(values, start=1))
+    return f"checksum {sum(values) % p}/{weighted % p}"
 
 
 def shard_columns(vocab: int, rank: int, world: int) -> tuple[int, int]:
@@ -175,13 +212,22 @@ def _vocab_case(rank: int, world: int, case: dict) -> dict:
     return {"loss": loss.detach(), "grad": shard.grad}
 
 
-def _linear_case(rank: int, world: int) -> dict:
-    g = torch.Generator().manual_seed(5)
-    hidden = torch.randn(6, 4, generator=g, dtype=torch.float64).requires_grad_()
-    weight = torch.randn(11, 4, generator=g, dtype=torch.float64)
-    bias = torch.randn(11, generator=g, dtype=torch.float64)
-    target = torch.tensor([0, 10, -100, 5, 6, 3])
-    start, end = shard_columns(11, rank, world)
+def _empty_shard_case(rank: int, case: dict) -> dict:
+    sizes = case["sizes"]
+    logits, target, upstream = vocab_batch(sum(sizes), -100)
+    start = sum(sizes[:rank])
+    shard = logits[..., start:start + sizes[rank]].clone().requires_grad_()  # (2, 3, V_r)
+    loss = vocab_parallel_cross_entropy(shard, target, reduction=case["reduction"],
+                                        label_smoothing=case["label_smoothing"])
+    objective = (loss * upstream).sum() if case["reduction"] == "none" else loss
+    objective.backward()
+    return {"loss": loss.detach(), "grad": shard.grad}
+
+
+def _linear_case(rank: int, sizes: tuple[int, ...]) -> dict:
+    hidden, weight, bias, target = linear_batch(sum(sizes))
+    hidden.requires_grad_()
+    start, end = sum(sizes[:rank]), sum(sizes[: rank + 1])
     w_shard = weight[start:end].clone().requires_grad_()
     b_shard = bias[start:end].clone().requires_grad_()
     loss = vocab_parallel_linear_cross_entropy(hidden, w_shard, target, b_shard,
@@ -205,20 +251,24 @@ def _all_ignored_case(rank: int, world: int) -> dict:
 
 
 def _mismatch_cases(rank: int, world: int) -> dict:
-    """Each rank passes one option differently; the error message of each attempt, per rank."""
+    """Each rank passes one argument differently; the error message of each attempt, per rank."""
     logits, target, _ = vocab_batch(11, -100)
     start, end = shard_columns(11, rank, world)
     shard = logits[..., start:end]
+    mismatched = mismatched_targets(rank)
     attempts = {
-        "label_smoothing": ({"label_smoothing": 0.1 * rank}, target),
-        "reduction": ({"reduction": "sum" if rank else "mean"}, target),
-        "ignore_index": ({"ignore_index": -100 - rank}, target),
-        "tokens": ({}, target[:, : 3 - rank]),
+        "label_smoothing": ({"label_smoothing": 0.1 * rank}, target, shard),
+        "reduction": ({"reduction": "sum" if rank else "mean"}, target, shard),
+        "ignore_index": ({"ignore_index": -100 - rank}, target, shard),
+        "tokens": ({}, target[:, : 3 - rank], shard[:, : 3 - rank]),
+        "logits_shard.dtype": ({}, target, shard.float() if rank else shard),
+        "target": ({}, mismatched["target"], shard),
+        "target (swapped)": ({}, mismatched["target (swapped)"], shard),
     }
     messages = {}
-    for name, (kwargs, tgt) in attempts.items():
+    for name, (kwargs, tgt, x) in attempts.items():
         try:
-            vocab_parallel_cross_entropy(shard[:, : tgt.shape[1]], tgt, **kwargs)
+            vocab_parallel_cross_entropy(x, tgt, **kwargs)
             messages[name] = None
         except ValueError as e:
             messages[name] = f"{type(e).__name__}: {e}"
@@ -233,7 +283,8 @@ def run_all(rank: int, world: int, out: str) -> None:
             for method in ("global_mean", "global_denominator", "naive")
         },
         "vocab": [_vocab_case(rank, world, case) for case in VOCAB_CASES],
-        "linear": _linear_case(rank, world),
+        "linear": {sizes: _linear_case(rank, sizes) for sizes in LINEAR_LAYOUTS},
+        "empty": [_empty_shard_case(rank, case) for case in EMPTY_CASES],
         "all_ignored": _all_ignored_case(rank, world),
         "mismatch": _mismatch_cases(rank, world),
     }

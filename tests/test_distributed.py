@@ -323,20 +323,43 @@ def test_vocab_parallel_equals_cross_entropy_on_gathered_logits(ranks, index):
         assert ranks[0]["vocab"][index]["grad"].shape[-1] == 6
 
 
-def test_vocab_parallel_linear_head_matches_the_full_head(ranks):
-    g = torch.Generator().manual_seed(5)
-    hidden = torch.randn(6, 4, generator=g, dtype=torch.float64).requires_grad_()
-    weight = torch.randn(11, 4, generator=g, dtype=torch.float64).requires_grad_()
-    bias = torch.randn(11, generator=g, dtype=torch.float64).requires_grad_()
-    target = torch.tensor([0, 10, -100, 5, 6, 3])
+@pytest.mark.parametrize("sizes", W.LINEAR_LAYOUTS,
+                         ids=[f"rows{a}+{b}" for a, b in W.LINEAR_LAYOUTS])
+def test_vocab_parallel_linear_head_matches_the_full_head(ranks, sizes):
+    hidden, weight, bias, target = (t.requires_grad_() if t.is_floating_point() else t
+                                    for t in W.linear_batch(sum(sizes)))
     loss = F.cross_entropy(hidden @ weight.T + bias, target, label_smoothing=0.1)
     loss.backward()
+    got = [ranks[r]["linear"][sizes] for r in (0, 1)]
     for r in (0, 1):
-        torch.testing.assert_close(ranks[r]["linear"]["loss"], loss.detach())
-        torch.testing.assert_close(ranks[r]["linear"]["hidden"], hidden.grad)  # all-reduced
-    torch.testing.assert_close(torch.cat([ranks[r]["linear"]["weight"] for r in (0, 1)]),
-                               weight.grad)
-    torch.testing.assert_close(torch.cat([ranks[r]["linear"]["bias"] for r in (0, 1)]), bias.grad)
+        torch.testing.assert_close(got[r]["loss"], loss.detach())
+        torch.testing.assert_close(got[r]["hidden"], hidden.grad)  # all-reduced
+        assert got[r]["weight"].shape == (sizes[r], 4)  # an empty shard has an empty gradient
+    torch.testing.assert_close(torch.cat([got[r]["weight"] for r in (0, 1)]), weight.grad)
+    torch.testing.assert_close(torch.cat([got[r]["bias"] for r in (0, 1)]), bias.grad)
+
+
+@pytest.mark.parametrize("index", range(len(W.EMPTY_CASES)),
+                         ids=[f"cols{c['sizes'][0]}+{c['sizes'][1]}-{c['reduction']}-"
+                              f"ls{c['label_smoothing']}" for c in W.EMPTY_CASES])
+def test_vocab_parallel_empty_shard_equals_cross_entropy_on_gathered_logits(ranks, index):
+    case = W.EMPTY_CASES[index]
+    vocab = sum(case["sizes"])
+    logits, target, upstream = W.vocab_batch(vocab, -100)
+    full = logits.clone().requires_grad_()
+    expected = F.cross_entropy(full.reshape(-1, vocab), target.reshape(-1),
+                               reduction=case["reduction"],
+                               label_smoothing=case["label_smoothing"])
+    if case["reduction"] == "none":
+        expected = expected.reshape(target.shape)
+        (expected * upstream).sum().backward()
+    else:
+        expected.backward()
+    for r in (0, 1):
+        torch.testing.assert_close(ranks[r]["empty"][index]["loss"], expected.detach())
+        assert ranks[r]["empty"][index]["grad"].shape == (2, 3, case["sizes"][r])
+    grads = torch.cat([ranks[r]["empty"][index]["grad"] for r in (0, 1)], dim=-1)
+    torch.testing.assert_close(grads, full.grad)
 
 
 def test_vocab_parallel_all_ignored_gives_zero_not_nan(ranks):
@@ -354,6 +377,7 @@ def test_vocab_parallel_all_ignored_gives_zero_not_nan(ranks):
         ("reduction", "rank 0: 'mean', rank 1: 'sum'"),
         ("ignore_index", "rank 0: -100, rank 1: -101"),
         ("tokens", "rank 0: 6, rank 1: 4"),
+        ("logits_shard.dtype", "rank 0: torch.float64, rank 1: torch.float32"),
     ],
 )
 def test_vocab_parallel_option_mismatch_is_detected_on_every_rank(ranks, option, values):
@@ -362,4 +386,17 @@ def test_vocab_parallel_option_mismatch_is_detected_on_every_rank(ranks, option,
         assert message is not None and message.startswith("LossInputError")
         assert f"`{option}` differs between ranks ({values})" in message
         assert "Fix:" in message
+
+
+@pytest.mark.parametrize("attempt", ["target", "target (swapped)"])
+def test_vocab_parallel_target_mismatch_is_detected_on_every_rank(ranks, attempt):
+    targets = [W.mismatched_targets(r)[attempt] for r in (0, 1)]
+    values = ", ".join(f"rank {r}: {W.target_checksum(targets[r])}" for r in (0, 1))
+    if attempt == "target (swapped)":  # the sum alone cannot tell these apart
+        assert torch.equal(targets[0].sum(), targets[1].sum())
+    for r in (0, 1):
+        message = ranks[r]["mismatch"][attempt]
+        assert message is not None and message.startswith("LossInputError")
+        assert f"`target` differs between ranks ({values})" in message
+        assert "Fix: pass the same whole `target` on every rank" in message
 

@@ -22,7 +22,9 @@ local, no communication in the backward pass:
     - \frac{\varepsilon}{V}, \qquad p_{n,c} = e^{x_{n,c} - \log Z_n}.
 
 Values checks run only on the target, which every rank holds whole: a check on a shard could
-raise on one rank and leave the others waiting in the next collective.
+raise on one rank and leave the others waiting in the next collective. Ranks that disagree (token
+count, options, logits dtype, a checksum of the target) are found by the metadata all-gather that
+also yields the shard offsets, and raise on every rank alike. A shard may be empty (V < W).
 
 References: Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter Language Models Using
 Model Parallelism", 2019 (section 3, parallel output embedding and cross-entropy).
@@ -52,7 +54,12 @@ __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"
 
 _LOSS = "vocab_parallel_cross_entropy"
 _REDUCTION_CODES = {"none": 0.0, "mean": 1.0, "sum": 2.0}
-_OPTION_NAMES = ("tokens", "ignore_index", "label_smoothing", "reduction")
+_REDUCTION_NAMES = {v: k for k, v in _REDUCTION_CODES.items()}
+# Every torch dtype, in an order all ranks of one torch install share: its index is its code.
+_DTYPES = sorted({v for v in vars(torch).values() if isinstance(v, torch.dtype)}, key=str)
+# Mersenne prime 2^31 - 1: residues below 2^31, so a product of two fits int64 and float64 holds
+# every residue exactly; prime, so changing one or two target entries always moves the checksum.
+_CHECKSUM_PRIME = 2**31 - 1
 
 
 def _all_reduce(t: Tensor, op: dist.ReduceOp, group: dist.ProcessGroup | None) -> None:
@@ -61,46 +68,88 @@ def _all_reduce(t: Tensor, op: dist.ReduceOp, group: dist.ProcessGroup | None) -
 
 
 # ----------------------------------------------------------------------------------------------
-# Shard layout and the option check
+# Shard layout and the cross-rank agreement check
+
+
+def _target_checksum(target: Tensor) -> Tensor:
+    """(sum, position-weighted sum) of ``target``'s class indices modulo ``_CHECKSUM_PRIME``.
+
+    Int64 on ``target``'s device, no host sync. Two targets that differ in one or two entries
+    always get different checksums (a prime modulus has no zero divisors, given fewer than 2^31
+    tokens and entries less than 2^31 apart); others almost always do. The sums are exact below
+    2^32 tokens; beyond that int64 wraps, the same way on every rank.
+    """
+    p = _CHECKSUM_PRIME
+    residue = target.remainder(p)  # (M,) in [0, p)
+    position = torch.arange(1, target.numel() + 1, device=target.device).remainder(p)  # (M,)
+    weighted = (residue * position).remainder(p)  # (M,): each < 2^31, so the sum fits int64
+    return torch.stack([residue.sum(), weighted.sum()]).remainder(p)  # (2,)
+
+
+def _differs(name: str, shown: list[str], why: str, fix: str) -> LossInputError:
+    per_rank = ", ".join(f"rank {r}: {v}" for r, v in enumerate(shown))
+    return LossInputError(f"{_LOSS}: `{name}` differs between ranks ({per_rank}). {why} Fix: {fix}")
+
+
+_SAME_CALL = (
+    "Every rank must pass the same targets (all tokens, whole) and the same options; only the "
+    "logits are sharded.",
+    "pass identical `target`, ignore_index, label_smoothing and reduction on every rank of the "
+    "group.",
+)
+# Columns 1.. of the gathered metadata row (column 0 is the shard size): name, how a rank's
+# entry is shown, why a difference is wrong, the fix. Checked in this order; the first differing
+# one is reported.
+_AGREED = (
+    ("tokens", lambda row: str(int(row[1])), *_SAME_CALL),
+    ("ignore_index", lambda row: str(int(row[2])), *_SAME_CALL),
+    ("label_smoothing", lambda row: repr(row[3]), *_SAME_CALL),
+    ("reduction", lambda row: repr(_REDUCTION_NAMES[row[4]]), *_SAME_CALL),
+    ("logits_shard.dtype", lambda row: str(_DTYPES[int(row[5])]),
+     "The collectives that follow add the ranks' numbers up element by element, so mixed dtypes "
+     "abort (gloo) or give garbage or a hang (NCCL).",
+     "give every rank's shard one dtype, e.g. `logits_shard.float()` on each rank or the same "
+     "autocast everywhere (for vocab_parallel_linear_cross_entropy: `hidden` and "
+     "`weight_shard`)."),
+    ("target", lambda row: f"checksum {int(row[6])}/{int(row[7])}",
+     "The checksum is the sum / position-weighted sum of the class indices modulo 2^31 - 1. Each "
+     "token's target logit comes from the rank whose shard holds its class, so targets that "
+     "differ give a wrong loss on every rank, without an error.",
+     "pass the same whole `target` on every rank of the group, e.g. built from the same batch "
+     "or `dist.broadcast(target, src, group=group)` from one rank."),
+)
 
 
 def _shard_layout(
-    local_vocab: int,
-    tokens: int,
+    x: Tensor,  # (M, V_r) this rank's logits
+    target: Tensor,  # (M,) int64
     options: tuple[int, float, str],
     group: dist.ProcessGroup | None,
-    device: torch.device,
 ) -> tuple[int, int]:
-    """(vocab_start, vocab_size) from one all-gather of each rank's shard size and options.
+    """(vocab_start, vocab_size) from one all-gather of each rank's metadata row.
 
-    Raises LossInputError on every rank alike when the ranks disagree on the token count or an
-    option, so no rank is left waiting in a later collective.
+    The row holds the shard size, the token count, the options, the logits dtype and a checksum
+    of the target. Raises LossInputError on every rank alike when the ranks disagree on any but
+    the shard size, so no rank is left waiting in (or aborted by) a later collective.
     """
     my_rank, world = rank(group), world_size(group)
     ignore_index, label_smoothing, reduction = options
-    meta = torch.tensor(
-        [local_vocab, tokens, ignore_index, label_smoothing, _REDUCTION_CODES[reduction]],
-        dtype=torch.float64, device=device,
-    )
+    settings = [x.shape[1], x.shape[0], ignore_index, label_smoothing,
+                _REDUCTION_CODES[reduction], _DTYPES.index(x.dtype)]
+    meta = torch.cat([
+        torch.tensor(settings, dtype=torch.float64, device=x.device),
+        _target_checksum(target).double(),  # exact: residues < 2^31
+    ])  # (8,)
     gathered = [torch.empty_like(meta) for _ in range(world)]
     if world > 1:
         dist.all_gather(gathered, meta, group=group)
     else:
         gathered = [meta]
-    table = torch.stack(gathered).cpu().tolist()  # (world, 5): the one host sync
-    for column, name in enumerate(_OPTION_NAMES, start=1):
-        values = [row[column] for row in table]
-        if any(v != values[0] for v in values):
-            codes = {v: k for k, v in _REDUCTION_CODES.items()}
-            show = {"reduction": codes.get, "label_smoothing": float}.get(name, int)
-            shown = [show(v) for v in values]
-            per_rank = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(shown))
-            raise LossInputError(
-                f"{_LOSS}: `{name}` differs between ranks ({per_rank}). Every rank must pass the "
-                f"same targets (all tokens, whole) and the same options; only the logits are "
-                f"sharded. Fix: pass identical `target`, ignore_index, label_smoothing and "
-                f"reduction on every rank of the group."
-            )
+    table = torch.stack(gathered).cpu().tolist()  # (world, 8): the one host sync
+    for name, show, why, fix in _AGREED:
+        shown = [show(row) for row in table]
+        if any(v != shown[0] for v in shown):
+            raise _differs(name, shown, why, fix)
     sizes = [int(row[0]) for row in table]
     return sum(sizes[:my_rank]), sum(sizes)
 
@@ -204,8 +253,9 @@ def vocab_parallel_cross_entropy(
             to skip the metadata all-gather (and with it the check that all ranks agree).
 
     Cost per call: an all-reduce MAX of N numbers and an all-reduce SUM of 3N, plus, unless
-    ``vocab_start``/``vocab_size`` are given, an all-gather of 5 numbers per rank read on the host
-    (one device sync) that yields the shard offsets and detects mismatched options.
+    ``vocab_start``/``vocab_size`` are given, an all-gather of 8 numbers per rank read on the host
+    (one device sync) that yields the shard offsets and detects ranks that disagree on the token
+    count, an option, the logits dtype or the target (by a checksum of its values).
 
     Example (one process: the shard is the whole vocabulary):
         >>> x = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
@@ -237,11 +287,12 @@ def vocab_parallel_cross_entropy(
             f"{_LOSS}: got vocab_start={vocab_start} and vocab_size={vocab_size}; give both or "
             f"neither. Fix: drop both to have them gathered from the shard sizes."
         )
-    x = logits_shard.reshape(-1, logits_shard.shape[-1])  # (M, V_r)
+    # M from the target, not -1: an empty shard (V_r = 0, as when V < W) has no size to infer.
+    x = logits_shard.reshape(target.numel(), logits_shard.shape[-1])  # (M, V_r)
     t = target.reshape(-1).long()  # (M,)
     if vocab_start is None:
         options = (ignore_index, float(label_smoothing), reduction)
-        vocab_start, vocab_size = _shard_layout(x.shape[1], x.shape[0], options, group, x.device)
+        vocab_start, vocab_size = _shard_layout(x, t, options, group)
     if values_enabled(_LOSS) or index_range_enabled(t):
         check_class_index_range(_LOSS, t, vocab_size, ignore_index)
         if reduction == "mean":
