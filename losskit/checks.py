@@ -360,7 +360,7 @@ def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
 def _within(t: Tensor, low: float, high: float) -> bool:
     """All of ``t`` in [low, high], from one min/max pass (NaN compares False: not within)."""
     lo, hi = torch.aminmax(t.detach())
-    return bool((lo >= low) & (hi <= high))
+    return lo.item() >= low and hi.item() <= high
 
 
 def check_finite(loss: str, *, allow_neg_inf: bool = False, **tensors: Tensor | None) -> None:

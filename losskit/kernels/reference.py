@@ -2,7 +2,10 @@
 
 This is the path every fused kernel is measured against and the fallback for whatever the fused
 paths do not handle (float64, gradients w.r.t. the class weights, double backward and
-``torch.autograd.gradcheck``, tiny inputs). It materialises everything; it is written for clarity.
+``torch.autograd.gradcheck``, tiny inputs). It materialises everything. Without z-loss, softcap,
+``return_lse`` or a class weight that requires grad it is torch's own ``F.cross_entropy`` (one
+fused op, so small losses cost about what torch's do), with the all-ignored mean set to 0; the
+extras are written out op by op.
 
 Per row ``i`` with class weights ``w`` (all ones without ``weight``), smoothing ``eps``, z-loss
 coefficient ``z`` and ``lse_i = log sum_c exp(x_ic)`` of the (softcapped) logits:
@@ -57,6 +60,15 @@ def cross_entropy(
     out_dtype = out_dtype or logits.dtype
     x = logits.to(_compute_dtype(logits.dtype))  # (N, C)
     w = None if weight is None else weight.to(x.dtype)  # (C,)
+    plain = softcap is None and lse_square_scale == 0.0 and not return_lse
+    if plain and (w is None or not w.requires_grad):  # torch's op has no class-weight gradient
+        loss = torch.nn.functional.cross_entropy(
+            x, target, w, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
+        if reduction == "mean":  # torch's 0 / 0 when nothing is counted; its gradient is 0 there
+            loss = torch.where((target != ignore_index).any(), loss, 0.0)
+        return loss.to(out_dtype)
     if softcap is not None:
         x = softcap * torch.tanh(x / softcap)
     counted = target != ignore_index  # (N,)
