@@ -175,6 +175,21 @@ def describe(t: Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
+def not_ignored(target: Tensor, ignore_index: int | None) -> Tensor:
+    """Where an integer ``target`` is not ``ignore_index`` (None: nothing is ignored).
+
+    An ``ignore_index`` outside the target dtype's range ignores nothing: ``uint8_target != -100``
+    compares in uint8, where -100 wraps to 156, and would hide a real (out-of-range) label 156.
+    """
+    if ignore_index is not None and not target.is_floating_point() and target.dtype != torch.bool:
+        info = torch.iinfo(target.dtype)
+        if not info.min <= ignore_index <= info.max:
+            ignore_index = None
+    if ignore_index is None:
+        return torch.ones_like(target, dtype=torch.bool)
+    return target != ignore_index
+
+
 def _first(mask: Tensor, values: Tensor) -> str:
     """Where the first True of ``mask`` is and the value there (error path only)."""
     idx = tuple(int(i) for i in torch.nonzero(mask)[0].tolist())
@@ -381,9 +396,7 @@ def check_class_index_range(
     """Every target is a class in [0, C) or ``ignore_index`` (None: nothing is ignored)."""
     if target.numel() == 0 or _within(target, 0, num_classes - 1):
         return
-    bad = (target < 0) | (target >= num_classes)
-    if ignore_index is not None:
-        bad &= target != ignore_index
+    bad = ((target < 0) | (target >= num_classes)) & not_ignored(target, ignore_index)
     if bool(bad.any()):
         raise LossIndexError(
             f"{loss}: `target` holds a class index outside [0, {num_classes}): "
@@ -393,8 +406,8 @@ def check_class_index_range(
         )
 
 
-def check_not_all_ignored(loss: str, target: Tensor, ignore_index: int) -> None:
-    if target.numel() and bool((target == ignore_index).all()):
+def check_not_all_ignored(loss: str, target: Tensor, ignore_index: int | None) -> None:
+    if target.numel() and not bool(not_ignored(target, ignore_index).any()):
         _warn(
             f"{loss}: every element of `target` ({tuple(target.shape)}) equals ignore_index="
             f"{ignore_index}, so the mean is over nothing; losskit returns 0 with zero gradient "

@@ -445,7 +445,8 @@ def nll_loss(
     out = F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
     if reduction == "mean":
         # torch gives NaN for a mean over nothing; the gradient is already 0 there.
-        out = torch.where((target != ignore_index).any(), out, torch.zeros_like(out))
+        counted = checks.not_ignored(target, ignore_index)
+        out = torch.where(counted.any(), out, torch.zeros_like(out))
     return out
 
 
@@ -532,7 +533,7 @@ def focal_loss(
     _check_class_indices(loss, input, target, alpha_t, ignore_index, reduction)
     x = input.float() if input.dtype in _HALF else input  # half losses compute in float32
     logp = F.log_softmax(x, dim=1 if input.dim() >= 2 else 0)
-    counted = target != ignore_index
+    counted = checks.not_ignored(target, ignore_index)
     t = torch.where(counted, target, 0).long()
     logp_t = logp.gather(1 if input.dim() >= 2 else 0, t.unsqueeze(1 if input.dim() >= 2 else 0))
     logp_t = logp_t.squeeze(1 if input.dim() >= 2 else 0)  # target's shape
@@ -614,11 +615,7 @@ def dice_loss(
         mask = None
     else:
         _check_class_indices(loss, input, target, None, ignore_index, reduction)
-        counted = (  # (N, d1, ...)
-            torch.ones_like(target, dtype=torch.bool)
-            if ignore_index is None
-            else target != ignore_index
-        )
+        counted = checks.not_ignored(target, ignore_index)  # (N, d1, ...)
         t = torch.where(counted, target, 0).long()
         probs = torch.softmax(input, dim=1)  # (N, C, d1, ...)
         onehot = F.one_hot(t, input.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, C, d1, ...)

@@ -221,6 +221,32 @@ def test_class_index_out_of_range_raises(fn, bad, ignore_index, device, gen):
     assert_silent(lambda: call(x, y_ok, ignore_index=ignore_index))
 
 
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss", "focal_loss", "dice_loss"])
+def test_uint8_target_is_not_taken_for_a_negative_ignore_index(fn, gen):
+    """uint8 156 is -100 wrapped to 8 bits; an ignore_index the target dtype cannot hold ignores
+    nothing, so 156 is an out-of-range label (torch: IndexError), not padding."""
+    # (N, C) as torch takes uint8 there (not for (N, C, d1, ...)); dice needs a spatial dim
+    spatial = (3,) if fn == "dice_loss" else ()
+    x, y = _randn(gen, 4, 5, *spatial), _labels(gen, 5, 4, *spatial).to(torch.uint8)  # C = 5
+    if fn == "nll_loss":
+        x = torch.log_softmax(x, 1)
+    call = getattr(LF, fn)
+    y_bad = y.clone()
+    y_bad[2] = 156
+    torch_call = (lambda: getattr(F, fn)(x, y_bad)) if hasattr(F, fn) else None
+    assert_raises(lambda: call(x, y_bad, ignore_index=-100), torch_call, "156", "5")
+    with pytest.raises(IndexError):
+        call(x, y_bad, ignore_index=-100)
+    out = assert_silent(lambda: call(x, y, ignore_index=-100))  # the healthy twin
+    torch.testing.assert_close(out, call(x, y.long(), ignore_index=-100))
+    if hasattr(F, fn):
+        torch.testing.assert_close(out, getattr(F, fn)(x, y))
+    y_pad = y.clone()
+    y_pad[2] = 255  # an ignore_index uint8 can hold is still ignored
+    out = assert_silent(lambda: call(x, y_pad, ignore_index=255))
+    torch.testing.assert_close(out, call(x, y_pad.long(), ignore_index=255))
+
+
 def test_class_index_out_of_range_after_startup(gen):
     """On CPU the range check costs no sync, so it stays on after the startup calls."""
     x, y = _randn(gen, 4, 3), _labels(gen, 3, 4)
