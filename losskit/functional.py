@@ -537,13 +537,21 @@ def focal_loss(
     t = torch.where(counted, target, 0).long()
     logp_t = logp.gather(1 if input.dim() >= 2 else 0, t.unsqueeze(1 if input.dim() >= 2 else 0))
     logp_t = logp_t.squeeze(1 if input.dim() >= 2 else 0)  # target's shape
-    out = -((1 - logp_t.exp()) ** gamma) * logp_t
+    out = -_focal_factor(1 - logp_t.exp(), gamma) * logp_t
     if isinstance(alpha, Tensor):
         out = out * alpha[t].to(out.dtype)
     elif alpha is not None:
         out = out * alpha
     out = torch.where(counted, out, torch.zeros_like(out))
     return _reduction.reduce(out, reduction, counted.sum().to(out.dtype)).to(input.dtype)
+
+
+def _focal_factor(one_minus_pt: Tensor, gamma: float) -> Tensor:
+    """``(1 - p_t) ** gamma``, with the base clamped above 0: for 0 < gamma < 1 the derivative
+    ``gamma * 0 ** (gamma - 1)`` is inf where ``p_t`` rounds to 1, and inf times the zero inner
+    derivative is NaN. The clamp's own gradient is 0 there, so the gradient is 0, as it should be
+    (the loss is flat at a perfect prediction)."""
+    return one_minus_pt.clamp_min(torch.finfo(one_minus_pt.dtype).tiny) ** gamma
 
 
 def _binary_focal(
@@ -565,7 +573,7 @@ def _binary_focal(
     ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")  # -log p_t
     p = torch.sigmoid(input)
     one_minus_pt = p + target - 2 * p * target  # p (1 - y) + (1 - p) y
-    out = ce * one_minus_pt**gamma
+    out = ce * _focal_factor(one_minus_pt, gamma)
     if alpha is not None:
         out = out * (alpha * target + (1 - alpha) * (1 - target))
     return _reduction.reduce(out, reduction).to(dtype)
