@@ -615,25 +615,31 @@ def dice_loss(
             f"dice_loss: `input` has shape {tuple(input.shape)}; expected (N, C, d1, ...) logits "
             f"with the classes in dim 1. Fix: add the batch/class dims, e.g. `input[None, None]`."
         )
+    # Half losses compute in float32: the per-class sums over 65,504+ pixels overflow float16.
+    x = input.float() if input.dtype in _HALF else input
     if target.shape == input.shape and target.is_floating_point():
         if checks.values_enabled(loss):
             checks.check_finite(loss, input=input, target=target)
             checks.check_binary_target_range(loss, target)
-        probs, onehot = torch.sigmoid(input), target
-        mask = None
+        probs, onehot = torch.sigmoid(x), target.to(x.dtype)
     else:
         _check_class_indices(loss, input, target, None, ignore_index, reduction)
         counted = checks.not_ignored(target, ignore_index)  # (N, d1, ...)
         t = torch.where(counted, target, 0).long()
-        probs = torch.softmax(input, dim=1)  # (N, C, d1, ...)
+        probs = torch.softmax(x, dim=1)  # (N, C, d1, ...)
         onehot = F.one_hot(t, input.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, C, d1, ...)
         mask = counted.unsqueeze(1).to(probs.dtype)  # (N, 1, d1, ...)
         probs, onehot = probs * mask, onehot * mask
     dims = [0, *range(2, input.dim())]
     intersection = (probs * onehot).sum(dims)  # (C,)
-    denominator = probs.sum(dims) + onehot.sum(dims)  # (C,)
-    dice = (2 * intersection + smooth) / (denominator + smooth)
-    return _reduction.reduce(1 - dice, reduction)
+    denominator = probs.sum(dims) + onehot.sum(dims) + smooth  # (C,)
+    # A class with nothing predicted, nothing labelled and smooth=0 (e.g. every target ignored)
+    # is 0/0: count it as a perfect match, dice 1, with zero gradient (the inner where keeps
+    # the unused branch finite, so its gradient is 0, not NaN).
+    empty = denominator == 0
+    dice = (2 * intersection + smooth) / torch.where(empty, 1.0, denominator)
+    dice = torch.where(empty, 1.0, dice)
+    return _reduction.reduce(1 - dice, reduction).to(input.dtype)
 
 
 def linear_cross_entropy(

@@ -434,6 +434,20 @@ def test_all_ignored_module_and_weighted(gen):
     assert torch.equal(torch.autograd.grad(out, x)[0], torch.zeros_like(x))
 
 
+def test_dice_smooth0_all_ignored_is_zero_with_warning(gen):
+    """smooth=0 with every target ignored is 0/0 in every class: 0 with zero gradient, as the
+    warning says, not NaN."""
+    x = _randn(gen, 2, 3, 4).requires_grad_()
+    y = torch.full((2, 4), 255)
+    call = lambda: LF.dice_loss(x, y, ignore_index=255, smooth=0.0)  # noqa: E731
+    out = assert_warns(call, "ignore_index", "returns 0")
+    assert out.item() == 0.0
+    assert torch.equal(torch.autograd.grad(out, x)[0], torch.zeros_like(x))
+    per_class = assert_silent(lambda: LF.dice_loss(x, y, ignore_index=255, smooth=0.0,
+                                                   reduction="none"))  # warns for "mean" only
+    assert torch.equal(per_class, torch.zeros(3))
+
+
 @pytest.mark.parametrize("reduction", ["sum", "none"])
 def test_all_ignored_sum_and_none_are_torchs_zero(reduction, gen):
     """Only 'mean' divides by nothing; 'sum' / 'none' give torch's zeros without a warning."""
