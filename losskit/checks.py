@@ -437,14 +437,20 @@ def check_not_probabilities(loss: str, input: Tensor, class_dim: int) -> None:
 
 
 def check_not_sigmoid_output(loss: str, input: Tensor) -> None:
-    """Sigmoid applied before BCE-with-logits: every value lies in [0, 1].
+    """Sigmoid applied before BCE-with-logits: every value lies in [0, 1], on both sides of 0.5.
 
     Raw logits all land in [0, 1] by chance with probability about 2**-n, so small inputs
-    (fewer than 16 elements) are not judged.
+    (fewer than 16 elements) are not judged. Logits that are all (nearly) equal can lie in
+    [0, 1] without any sigmoid: a zero-initialised head gives 0 everywhere, a prior-bias head
+    with small weights gives values near its bias. Sigmoid output of an untrained or a trained
+    model spreads across 0.5 instead (sigmoid(0) = 0.5), so the check also asks for values
+    below and above 0.5. (A sigmoid after a zero head, exactly 0.5 everywhere, is left to
+    ``lk.doctor``'s output-activation check: it looks the same as a head biased to 0.5.)
     """
     if input.numel() < 16:
         return
-    if _within(input, 0, 1):
+    lo, hi = torch.aminmax(input.detach())
+    if bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):
         _warn(
             f"{loss}: every value of `input` ({describe(input)}) lies in [0, 1], which looks "
             f"like sigmoid output. binary_cross_entropy_with_logits applies the sigmoid itself; "

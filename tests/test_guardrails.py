@@ -122,6 +122,33 @@ def test_sigmoid_before_bce_with_logits_warns(gen):
     assert_silent(lambda: LF.binary_cross_entropy_with_logits(logits, y))
 
 
+def _head(gen, bias: float, weight_std: float) -> torch.nn.Linear:
+    head = torch.nn.Linear(64, 5)
+    with torch.no_grad():
+        head.weight.copy_(weight_std * _randn(gen, 5, 64))
+        head.bias.fill_(bias)
+    return head
+
+
+def test_sigmoid_check_spares_zero_and_prior_bias_heads(gen):
+    """Healthy twins: logits of a zero-initialised head (all 0) or of a small head with a prior
+    bias in (0, 1) (all near the bias) lie in [0, 1] without any sigmoid. Sigmoid output, even of
+    such a head at initialisation, spreads across 0.5 and still warns."""
+    features, y = _randn(gen, 32, 64), (torch.rand(32, 5, generator=gen) > 0.5).float()
+    zero, prior = _head(gen, 0.0, 0.0), _head(gen, 0.4, 1e-3)  # p = sigmoid(0.4) = 0.6
+    for head in (zero, prior):
+        with torch.no_grad():
+            logits = head(features)  # (32, 5), every value in [0, 1]
+        assert logits.min() >= 0 and logits.max() <= 1
+        assert_silent(lambda z=logits: lk.BCEWithLogitsLoss()(z, y))
+        assert_silent(lambda z=logits: LF.binary_cross_entropy_with_logits(z, y))
+        assert_silent(lambda z=logits: lk.FocalLoss(alpha=0.25)(z, y))
+    with torch.no_grad():
+        small = torch.sigmoid(_head(gen, 0.0, 0.01)(features))  # a sigmoid at initialisation
+    assert_warns(lambda: lk.BCEWithLogitsLoss()(small, y), "sigmoid")
+    assert_warns(lambda: LF.focal_loss(small, y), "sigmoid")
+
+
 # Row: raw logits given to BCELoss -> LossInputError
 
 
