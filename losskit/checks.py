@@ -349,11 +349,16 @@ def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     if target.shape == expected:
         return
     if input.dim() >= 3 and target.shape == input.shape[:-1]:
-        b, t, c = input.shape[0], input.shape[1], input.shape[-1]
+        c = input.shape[-1]
+        if input.dim() == 3:
+            what = f"sequence logits (B={input.shape[0]}, T={input.shape[1]}, C={c})"
+        else:  # (N, d1, ..., dk, C): channels-last images or volumes
+            dims = ", ".join(f"d{i}={d}" for i, d in enumerate(input.shape[1:-1], 1))
+            what = f"channels-last logits (N={input.shape[0]}, {dims}, C={c})"
         raise LossRuntimeError(
             f"{loss}: `input` has shape {tuple(input.shape)} and `target` {tuple(target.shape)}: "
-            f"this looks like sequence logits (B={b}, T={t}, C={c}) with the classes last, but "
-            f"torch reads dim 1 as the class dim. Fix: `loss(input.transpose(1, -1), target)` or "
+            f"this looks like {what} with the classes last, but torch reads dim 1 as the class "
+            f"dim. Fix: `loss(input.movedim(-1, 1), target)` or "
             f"`loss(input.reshape(-1, {c}), target.reshape(-1))`."
         )
     raise LossRuntimeError(

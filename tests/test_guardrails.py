@@ -215,9 +215,35 @@ def test_target_n_by_1_raises(fn, gen):
 def test_sequence_logits_class_dim_last_raises(gen):
     logits, y = _randn(gen, 2, 5, 7), _labels(gen, 7, 2, 5)  # (B, T, C), (B, T)
     assert_raises(lambda: LF.cross_entropy(logits, y), lambda: F.cross_entropy(logits, y),
-                  "(2, 5, 7)", "(2, 5)", "transpose", "reshape")
+                  "(2, 5, 7)", "(2, 5)", "movedim(-1, 1)", "reshape")
     assert_silent(lambda: LF.cross_entropy(logits.transpose(1, 2), y))
     assert_silent(lambda: LF.cross_entropy(logits.reshape(-1, 7), y.reshape(-1)))
+
+
+def _suggested_fixes(message: str) -> list[str]:
+    """The code of each `loss(...)` fix a message suggests."""
+    fix = message.split("Fix:")[1]
+    return [part for part in fix.split("`")[1::2] if part.startswith("loss(")]
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_channels_last_logits_raise_and_the_fixes_are_right(fn, gen):
+    """(N, H, W, C) logits with an (N, H, W) target: the message's fixes must give the loss of
+    the channels-first layout. With H == W a `transpose(1, -1)` would run and swap H and W."""
+    x, y = _randn(gen, 2, 4, 4, 3), _labels(gen, 3, 2, 4, 4)  # (N, H, W, C), (N, H, W)
+    if fn == "nll_loss":
+        x = torch.log_softmax(x, -1)
+    message = assert_raises(lambda: getattr(LF, fn)(x, y), lambda: getattr(F, fn)(x, y),
+                            "(2, 4, 4, 3)", "channels-last", "N=2, d1=4, d2=4, C=3",
+                            "movedim(-1, 1)")
+    assert "sequence" not in message and "transpose" not in message
+    expected = getattr(F, fn)(x.permute(0, 3, 1, 2), y)  # (N, C, H, W)
+    fixes = _suggested_fixes(message)
+    assert len(fixes) == 2, message
+    for fix in fixes:
+        out = assert_silent(lambda f=fix: eval(f, {"loss": getattr(LF, fn), "input": x,
+                                                    "target": y}))
+        torch.testing.assert_close(out, expected)
 
 
 # Row: class index outside [0, C) that is not ignore_index -> LossInputError naming value and C
