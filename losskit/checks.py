@@ -296,11 +296,18 @@ def check_broadcast_weight(loss: str, name: str, weight: Tensor | None, input: T
     except RuntimeError:
         ok = False
     if not ok:
-        hint = (
-            f"shape ({input.shape[-1]},), one entry per label in the last dim"
-            if name == "pos_weight" and input.dim() > 0
-            else f"a shape that broadcasts to {tuple(input.shape)}"
-        )
+        hint = f"a shape that broadcasts to {tuple(input.shape)}"
+        if name == "pos_weight" and input.dim() == 1:
+            hint = "shape (1,), one weight for the positive class of every sample"
+        elif name == "pos_weight" and input.dim() == 2:
+            hint = f"shape ({input.shape[-1]},), one entry per label in the last dim"
+        elif name == "pos_weight" and input.dim() > 2:  # (N, C, d1, ...): labels in dim 1
+            ones = ", 1" * (input.dim() - 2)
+            hint = (
+                f"shape ({input.shape[1]}{ones}), one entry per label in dim 1 that broadcasts "
+                f"over the {input.dim() - 2} dims after it, e.g. "
+                f"`pos_weight.view({input.shape[1]}{ones})`"
+            )
         raise LossRuntimeError(
             f"{loss}: `{name}` has shape {tuple(weight.shape)}, which does not broadcast over "
             f"`input` of shape {tuple(input.shape)}. Fix: use {hint}."

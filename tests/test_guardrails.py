@@ -381,6 +381,23 @@ def test_pos_weight_not_broadcasting_raises(bad_shape, gen):
     assert_silent(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=torch.ones(3)))
 
 
+@pytest.mark.parametrize("spatial", [(4, 5), (4,), (2, 4, 5)])
+def test_pos_weight_hint_for_k_dim_input(spatial, gen):
+    """Multi-label segmentation (N, C, d1, ...): pos_weight needs shape (C, 1, ..., 1), one 1 per
+    spatial dim (torch's docs), not one entry per element of the last dim."""
+    x = _randn(gen, 2, 3, *spatial)
+    y = (torch.rand(x.shape, generator=gen) > 0.5).float()
+    pw = torch.tensor([1.0, 2.0, 3.0])
+    shape = "(3" + ", 1" * len(spatial) + ")"
+    message = assert_raises(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                            lambda: F.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                            "`pos_weight`", f"use shape {shape}", "dim 1")
+    assert f"({spatial[-1]},)" not in message.split("Fix:")[1]
+    fixed = pw.view(3, *[1] * len(spatial))
+    out = assert_silent(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=fixed))
+    torch.testing.assert_close(out, F.binary_cross_entropy_with_logits(x, y, pos_weight=fixed))
+
+
 # Row: probability targets whose rows do not sum to 1 or hold negatives -> LossWarning
 
 
