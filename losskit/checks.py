@@ -270,20 +270,32 @@ def check_binary_target_shape(loss: str, input: Tensor, target: Tensor) -> None:
         )
 
 
-def check_class_weight(loss: str, weight: Tensor | None, num_classes: int, input: Tensor) -> None:
+def check_class_weight(
+    loss: str,
+    weight: Tensor | None,
+    num_classes: int,
+    input: Tensor,
+    *,
+    name: str = "weight",
+    input_name: str = "input",
+    classes: str = "in dim 1 of `input`",
+) -> None:
+    """Per-class weights: one entry per class, the input's dtype. ``name`` / ``input_name`` are
+    the caller's argument names (focal's ``alpha``, linear_cross_entropy's ``class_weight`` and
+    ``hidden``); ``classes`` says where the classes are."""
     if weight is None:
         return
     if weight.dim() != 1 or weight.numel() != num_classes:
         raise LossRuntimeError(
-            f"{loss}: `weight` has shape {tuple(weight.shape)}, but class weights need one entry "
-            f"per class: shape ({num_classes},) for the {num_classes} classes in dim 1 of `input`. "
+            f"{loss}: `{name}` has shape {tuple(weight.shape)}, but class weights need one entry "
+            f"per class: shape ({num_classes},) for the {num_classes} classes {classes}. "
             f"Fix: pass a 1-D tensor of length {num_classes}."
         )
     if weight.dtype != input.dtype:
         raise LossRuntimeError(
-            f"{loss}: `weight` has dtype {weight.dtype} but `input` has {input.dtype}; torch "
-            f"needs them equal. Fix: `weight.to(input.dtype)` (nn.Module losses follow "
-            f"`.to(dtype)` of their owner)."
+            f"{loss}: `{name}` has dtype {weight.dtype} but `{input_name}` has {input.dtype}; "
+            f"torch needs them equal. Fix: `{name}.to({input_name}.dtype)` (nn.Module losses "
+            f"follow `.to(dtype)` of their owner)."
         )
 
 

@@ -261,11 +261,13 @@ def _check_class_indices(
     weight: Tensor | None,
     ignore_index: int | None,
     reduction: str,
+    *,
+    weight_name: str = "weight",
 ) -> None:
     """Metadata checks, then value checks; the index range check also runs outside the startup
     calls on CPU, where torch checks it too and it costs no sync."""
     checks.check_class_target(loss, input, target)
-    checks.check_class_weight(loss, weight, _num_classes(input), input)
+    checks.check_class_weight(loss, weight, _num_classes(input), input, name=weight_name)
     values = checks.values_enabled(loss)
     if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
@@ -530,7 +532,8 @@ def focal_loss(
     checks.check_same_device(loss, input=input, target=target, alpha=alpha_t)
     if target.shape == input.shape and target.is_floating_point():
         return _binary_focal(input, target, alpha, gamma, reduction)
-    _check_class_indices(loss, input, target, alpha_t, ignore_index, reduction)
+    _check_class_indices(loss, input, target, alpha_t, ignore_index, reduction,
+                         weight_name="alpha")
     x = input.float() if input.dtype in _HALF else input  # half losses compute in float32
     logp = F.log_softmax(x, dim=1 if input.dim() >= 2 else 0)
     counted = checks.not_ignored(target, ignore_index)
@@ -711,7 +714,8 @@ def linear_cross_entropy(
     # The (N, V) logits never exist: check the targets against a stand-in of their metadata.
     logits_meta = torch.empty((h.shape[0], weight.shape[0]), device="meta", dtype=hidden.dtype)
     checks.check_class_target(loss, logits_meta, target.reshape(-1))
-    checks.check_class_weight(loss, class_weight, weight.shape[0], hidden)
+    checks.check_class_weight(loss, class_weight, weight.shape[0], hidden, name="class_weight",
+                              input_name="hidden", classes="given by the rows of `weight` (V, D)")
     values = checks.values_enabled(loss)
     if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, weight.shape[0], ignore_index)

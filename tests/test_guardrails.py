@@ -370,6 +370,29 @@ def test_class_weight_wrong_length_raises(fn, bad_shape, gen):
     assert_silent(lambda: getattr(LF, fn)(x, y, weight=torch.ones(3)))
 
 
+def test_class_weight_messages_name_the_argument(gen):
+    """focal's `alpha` and linear_cross_entropy's `class_weight` are named as such (their
+    `weight`, where it exists, is another argument)."""
+    x, y = _randn(gen, 4, 3), _labels(gen, 3, 4)
+    for call in (lambda: LF.focal_loss(x, y, alpha=torch.rand(4)),
+                 lambda: lk.FocalLoss(alpha=torch.rand(4))(x, y)):
+        message = assert_raises(call, None, "`alpha` has shape (4,)", "length 3")
+        assert "`weight`" not in message
+    message = assert_raises(lambda: LF.focal_loss(x, y, alpha=torch.rand(3).double()), None,
+                            "`alpha` has dtype torch.float64", "`alpha.to(input.dtype)`")
+    assert "`weight`" not in message
+    h, w, t = _randn(gen, 4, 8), _randn(gen, 10, 8), _labels(gen, 10, 4)
+    message = assert_raises(lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(9)),
+                            None, "`class_weight` has shape (9,)", "10 classes", "rows of `weight`")
+    assert "`weight` has" not in message and "`input`" not in message
+    message = assert_raises(
+        lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(10).double()), None,
+        "`class_weight` has dtype torch.float64", "`hidden`", "`class_weight.to(hidden.dtype)`")
+    assert "`input`" not in message
+    assert_silent(lambda: LF.focal_loss(x, y, alpha=torch.rand(3)))
+    assert_silent(lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(10)))
+
+
 @pytest.mark.parametrize("bad_shape", [(2,), (4,), (2, 4, 3)])
 def test_pos_weight_not_broadcasting_raises(bad_shape, gen):
     x, y = _randn(gen, 4, 3), (torch.rand(4, 3, generator=gen) > 0.5).float()
