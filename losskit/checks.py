@@ -326,14 +326,46 @@ def check_broadcast_weight(loss: str, name: str, weight: Tensor | None, input: T
         )
 
 
+def _same_shape_class_target(loss: str, input: Tensor, target: Tensor) -> None:
+    """A target of the input's shape where class indices are read: one-hot labels given to
+    nll_loss (which has no probability targets), or binary 0/1 labels of an integer dtype given
+    to focal/dice (which read only floating same-shape targets as binary labels)."""
+    class_dim = 1 if input.dim() >= 2 else 0
+    indices = (input.shape[0], *input.shape[2:]) if input.dim() >= 2 else ()
+    if loss in ("focal_loss", "dice_loss"):
+        one_hot = f", or `target.argmax({class_dim})` for one-hot class labels"
+        raise LossRuntimeError(
+            f"{loss}: `target` has {describe(target)}, the same shape as `input`; {loss} reads "
+            f"such a target as binary / multi-label 0/1 labels only when it is floating point, "
+            f"and otherwise as class indices, which need shape {indices}. Fix: "
+            f"`target = target.float()` for binary or multi-label labels"
+            f"{one_hot if input.dim() >= 2 else ''}."
+        )
+    raise LossRuntimeError(
+        f"{loss}: `target` has {describe(target)}, the same shape as `input`: one-hot labels or "
+        f"class probabilities, but {loss} takes one class index per sample, shape {indices}. "
+        f"Fix: `target = target.argmax({class_dim})`, or, for class probabilities, "
+        f"`cross_entropy` on the logits."
+    )
+
+
 def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     """Class-index targets: dtype, (N, 1) targets, (B, T, C) logits, and spatial sizes."""
+    if input.dim() > 0 and target.shape == input.shape:
+        _same_shape_class_target(loss, input, target)
     if target.is_floating_point() or target.dtype == torch.bool:
+        other = {
+            "cross_entropy": "or, for class probabilities, give `target` the same shape as "
+            "`input`",
+            "focal_loss": "or, for binary / multi-label targets, pass float 0./1. labels of "
+            "`input`'s shape",
+            "dice_loss": "or, for binary / multi-label targets, pass float 0./1. labels of "
+            "`input`'s shape",
+        }.get(loss)
         raise LossRuntimeError(
             f"{loss}: `target` has {describe(target)} and a shape that selects class indices "
             f"(`input` has shape {tuple(input.shape)}); class indices must be integers "
-            f"(int64). Fix: `target = target.long()`, or, for class probabilities, give "
-            f"`target` the same shape as `input`."
+            f"(int64). Fix: `target = target.long()`{', ' + other if other else ''}."
         )
     if target.dtype not in (torch.int64, torch.uint8):
         raise LossRuntimeError(

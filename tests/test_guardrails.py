@@ -198,6 +198,32 @@ def test_one_hot_integer_target_raises(gen):
     assert_silent(lambda: LF.cross_entropy(x, onehot.float()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_one_hot_target_to_nll_suggests_argmax(dtype, gen):
+    """nll_loss has no probability targets: a one-hot (N, C) target needs `argmax(1)`, not the
+    "same shape as input" advice cross_entropy gets."""
+    x, y = torch.log_softmax(_randn(gen, 6, 4), 1), _labels(gen, 4, 6)
+    onehot = F.one_hot(y, 4).to(dtype)  # (N, C)
+    message = assert_raises(lambda: LF.nll_loss(x, onehot), lambda: F.nll_loss(x, onehot),
+                            "(6, 4)", "`target = target.argmax(1)`")
+    assert "give `target` the same shape" not in message
+    out = assert_silent(lambda: LF.nll_loss(x, onehot.argmax(1)))
+    torch.testing.assert_close(out, F.nll_loss(x, y))
+
+
+@pytest.mark.parametrize(("fn", "shape"), [("focal_loss", (8,)), ("focal_loss", (8, 3)),
+                                           ("focal_loss", (2, 3, 4)), ("dice_loss", (2, 3, 4))])
+def test_integer_binary_labels_suggest_float(fn, shape, gen):
+    """Binary / multi-label 0/1 labels of an integer dtype: the fix is `target.float()`, not a
+    0-d target or a class-index shape."""
+    x = _randn(gen, *shape)
+    y = (torch.rand(shape, generator=gen) > 0.5).long()
+    message = assert_raises(lambda: getattr(LF, fn)(x, y), None, "int64",
+                            "`target = target.float()`")
+    assert "target[0]" not in message
+    assert_silent(lambda: getattr(LF, fn)(x, y.float()))
+
+
 # Row: cross-entropy target shaped (N, 1) instead of (N,) -> LossInputError
 
 
