@@ -463,7 +463,14 @@ def check_class_index_range(
 
 
 def check_not_all_ignored(loss: str, target: Tensor, ignore_index: int | None) -> None:
-    if target.numel() and not bool(not_ignored(target, ignore_index).any()):
+    """A ``"mean"`` over nothing: an empty batch, or every target equal to ``ignore_index``."""
+    if target.numel() == 0:
+        _warn(
+            f"{loss}: `target` is empty ({tuple(target.shape)}), so the mean is over nothing; "
+            f"losskit returns 0 with zero gradient (torch returns NaN). Fix: skip empty batches "
+            f"(check the sampler, the filtering or `drop_last`)."
+        )
+    elif not bool(not_ignored(target, ignore_index).any()):
         _warn(
             f"{loss}: every element of `target` ({tuple(target.shape)}) equals ignore_index="
             f"{ignore_index}, so the mean is over nothing; losskit returns 0 with zero gradient "

@@ -278,7 +278,7 @@ def _check_class_indices(
             checks.check_log_probabilities(loss, input, class_dim)
         else:
             checks.check_not_probabilities(loss, input, class_dim)
-        if reduction == "mean" and ignore_index is not None:
+        if reduction == "mean":
             checks.check_not_all_ignored(loss, target, ignore_index)
 
 

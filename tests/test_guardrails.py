@@ -567,6 +567,27 @@ def test_dice_smooth0_all_ignored_is_zero_with_warning(gen):
     assert torch.equal(per_class, torch.zeros(3))
 
 
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss", "focal_loss"])
+def test_empty_batch_mean_is_zero_with_warning(fn, gen):
+    """An empty batch is a mean over nothing too: torch gives NaN, losskit 0 with zero gradient
+    and the same LossWarning as an all-ignored batch."""
+    x = torch.zeros(0, 4).requires_grad_()
+    y = torch.zeros(0, dtype=torch.long)
+    out = assert_warns(lambda: getattr(LF, fn)(x, y), "empty", "mean is over nothing")
+    assert out.item() == 0.0
+    assert torch.equal(torch.autograd.grad(out, x)[0], torch.zeros_like(x))
+    if hasattr(F, fn):
+        assert torch.isnan(getattr(F, fn)(x, y))
+    assert_silent(lambda: getattr(LF, fn)(x, y, reduction="sum"))  # 0, as in torch
+
+
+def test_empty_batch_mean_warns_in_modules_and_linear_cross_entropy(gen):
+    assert_warns(lambda: lk.CrossEntropyLoss()(torch.zeros(0, 4), torch.zeros(0).long()), "empty")
+    h, w = torch.zeros(0, 3), _randn(gen, 5, 3)
+    out = assert_warns(lambda: LF.linear_cross_entropy(h, w, torch.zeros(0).long()), "empty")
+    assert out.item() == 0.0
+
+
 @pytest.mark.parametrize("reduction", ["sum", "none"])
 def test_all_ignored_sum_and_none_are_torchs_zero(reduction, gen):
     """Only 'mean' divides by nothing; 'sum' / 'none' give torch's zeros without a warning."""
