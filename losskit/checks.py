@@ -21,6 +21,8 @@ existing ``except`` clauses keep working.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 import sys
 import warnings
@@ -347,6 +349,33 @@ def _same_shape_class_target(loss: str, input: Tensor, target: Tensor) -> None:
         f"Fix: `target = target.argmax({class_dim})`, or, for class probabilities, "
         f"`cross_entropy` on the logits."
     )
+
+
+def check_softcap(loss: str, softcap: float | None) -> None:
+    """``softcap`` is None or a positive finite number: ``s tanh(x / s)`` with ``s <= 0`` zeroes
+    or flips every logit."""
+    if softcap is None:
+        return
+    ok = isinstance(softcap, numbers.Real) and not isinstance(softcap, bool)
+    if not (ok and math.isfinite(softcap) and softcap > 0):
+        raise LossInputError(
+            f"{loss}: softcap={softcap!r}, but the logits become softcap * tanh(logits / softcap), "
+            f"so softcap must be a positive finite number (0 zeroes every logit, a negative value "
+            f"flips their sign). Fix: pass e.g. softcap=30.0, or softcap=None for no capping."
+        )
+
+
+def check_chunk_size(loss: str, chunk_size: int | None) -> None:
+    """``chunk_size`` is None (chosen from the shapes) or a positive number of tokens."""
+    if chunk_size is None:
+        return
+    ok = isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)
+    if not (ok and chunk_size > 0):
+        raise LossInputError(
+            f"{loss}: chunk_size={chunk_size!r}, but it counts the tokens per chunk, so it must "
+            f"be a positive int. Fix: pass e.g. chunk_size=1024, or chunk_size=None to have it "
+            f"chosen from the shapes."
+        )
 
 
 def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:

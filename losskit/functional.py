@@ -357,6 +357,7 @@ def cross_entropy(
             f" Fix: use a value such as 0.1."
         )
     label_smoothing = max(label_smoothing, 0.0)  # torch treats a negative value as 0
+    checks.check_softcap(loss, softcap)
     if target.shape == input.shape:
         return _cross_entropy_probabilities(
             input, target, weight, ignore_index, reduction, label_smoothing,
@@ -704,6 +705,8 @@ def linear_cross_entropy(
             f"linear_cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: "
             f"{label_smoothing}. Fix: use a value such as 0.1."
         )
+    checks.check_softcap(loss, softcap)
+    checks.check_chunk_size(loss, chunk_size)
     h = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
     if target.shape != hidden.shape[:-1]:
         raise LossInputError(

@@ -634,6 +634,33 @@ def test_integer_input_raises(fn, gen):
     assert_silent(lambda: _loss(LF, fn)(x, y))
 
 
+# Options that cannot be meant: softcap <= 0, chunk_size that is not a positive int
+
+
+@pytest.mark.parametrize("softcap", [0.0, -4.0, float("inf"), float("nan"), True, "30"])
+def test_bad_softcap_raises(softcap, gen):
+    x, y = _randn(gen, 6, 5), _labels(gen, 5, 6)
+    h, w = _randn(gen, 6, 3), _randn(gen, 5, 3)
+    assert_raises(lambda: LF.cross_entropy(x, y, softcap=softcap), None, "softcap", "positive")
+    assert_raises(lambda: LF.linear_cross_entropy(h, w, y, softcap=softcap), None, "softcap")
+    assert_raises(lambda: lk.LinearCrossEntropyLoss(softcap=softcap)(h, w, y), None, "softcap")
+    assert_silent(lambda: LF.cross_entropy(x, y, softcap=30.0))
+    assert_silent(lambda: LF.linear_cross_entropy(h, w, y, softcap=30))
+
+
+@pytest.mark.parametrize("chunk_size", [0, -4, 2.5, True, "8"])
+def test_bad_chunk_size_raises(chunk_size, gen):
+    h, w, y = _randn(gen, 6, 3), _randn(gen, 5, 3), _labels(gen, 5, 6)
+    assert_raises(lambda: LF.linear_cross_entropy(h, w, y, chunk_size=chunk_size), None,
+                  "chunk_size", "positive int")
+    assert_raises(lambda: lk.LinearCrossEntropyLoss(chunk_size=chunk_size)(h, w, y), None,
+                  "chunk_size")
+    expected = F.cross_entropy(h @ w.T, y)
+    for ok in (None, 1, 4):
+        out = assert_silent(lambda c=ok: LF.linear_cross_entropy(h, w, y, chunk_size=c))
+        torch.testing.assert_close(out, expected)
+
+
 # ----------------------------------------------------------------------------------------------
 # Checks modes
 
