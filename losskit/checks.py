@@ -21,6 +21,8 @@ existing ``except`` clauses keep working.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 import sys
 import warnings
@@ -180,6 +182,21 @@ def describe(t: Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
+def not_ignored(target: Tensor, ignore_index: int | None) -> Tensor:
+    """Where an integer ``target`` is not ``ignore_index`` (None: nothing is ignored).
+
+    An ``ignore_index`` outside the target dtype's range ignores nothing: ``uint8_target != -100``
+    compares in uint8, where -100 wraps to 156, and would hide a real (out-of-range) label 156.
+    """
+    if ignore_index is not None and not target.is_floating_point() and target.dtype != torch.bool:
+        info = torch.iinfo(target.dtype)
+        if not info.min <= ignore_index <= info.max:
+            ignore_index = None
+    if ignore_index is None:
+        return torch.ones_like(target, dtype=torch.bool)
+    return target != ignore_index
+
+
 def _first(mask: Tensor, values: Tensor) -> str:
     """Where the first True of ``mask`` is and the value there (error path only)."""
     idx = tuple(int(i) for i in torch.nonzero(mask)[0].tolist())
@@ -260,20 +277,32 @@ def check_binary_target_shape(loss: str, input: Tensor, target: Tensor) -> None:
         )
 
 
-def check_class_weight(loss: str, weight: Tensor | None, num_classes: int, input: Tensor) -> None:
+def check_class_weight(
+    loss: str,
+    weight: Tensor | None,
+    num_classes: int,
+    input: Tensor,
+    *,
+    name: str = "weight",
+    input_name: str = "input",
+    classes: str = "in dim 1 of `input`",
+) -> None:
+    """Per-class weights: one entry per class, the input's dtype. ``name`` / ``input_name`` are
+    the caller's argument names (focal's ``alpha``, linear_cross_entropy's ``class_weight`` and
+    ``hidden``); ``classes`` says where the classes are."""
     if weight is None:
         return
     if weight.dim() != 1 or weight.numel() != num_classes:
         raise LossRuntimeError(
-            f"{loss}: `weight` has shape {tuple(weight.shape)}, but class weights need one entry "
-            f"per class: shape ({num_classes},) for the {num_classes} classes in dim 1 of `input`. "
+            f"{loss}: `{name}` has shape {tuple(weight.shape)}, but class weights need one entry "
+            f"per class: shape ({num_classes},) for the {num_classes} classes {classes}. "
             f"Fix: pass a 1-D tensor of length {num_classes}."
         )
     if weight.dtype != input.dtype:
         raise LossRuntimeError(
-            f"{loss}: `weight` has dtype {weight.dtype} but `input` has {input.dtype}; torch "
-            f"needs them equal. Fix: `weight.to(input.dtype)` (nn.Module losses follow "
-            f"`.to(dtype)` of their owner)."
+            f"{loss}: `{name}` has dtype {weight.dtype} but `{input_name}` has {input.dtype}; "
+            f"torch needs them equal. Fix: `{name}.to({input_name}.dtype)` (nn.Module losses "
+            f"follow `.to(dtype)` of their owner)."
         )
 
 
@@ -286,25 +315,91 @@ def check_broadcast_weight(loss: str, name: str, weight: Tensor | None, input: T
     except RuntimeError:
         ok = False
     if not ok:
-        hint = (
-            f"shape ({input.shape[-1]},), one entry per label in the last dim"
-            if name == "pos_weight" and input.dim() > 0
-            else f"a shape that broadcasts to {tuple(input.shape)}"
-        )
+        hint = f"a shape that broadcasts to {tuple(input.shape)}"
+        if name == "pos_weight" and input.dim() == 1:
+            hint = "shape (1,), one weight for the positive class of every sample"
+        elif name == "pos_weight" and input.dim() == 2:
+            hint = f"shape ({input.shape[-1]},), one entry per label in the last dim"
+        elif name == "pos_weight" and input.dim() > 2:  # (N, C, d1, ...): labels in dim 1
+            ones = ", 1" * (input.dim() - 2)
+            hint = (
+                f"shape ({input.shape[1]}{ones}), one entry per label in dim 1 that broadcasts "
+                f"over the {input.dim() - 2} dims after it, e.g. "
+                f"`pos_weight.view({input.shape[1]}{ones})`"
+            )
         raise LossRuntimeError(
             f"{loss}: `{name}` has shape {tuple(weight.shape)}, which does not broadcast over "
             f"`input` of shape {tuple(input.shape)}. Fix: use {hint}."
         )
 
 
+def _same_shape_class_target(loss: str, input: Tensor, target: Tensor) -> None:
+    """A target of the input's shape where class indices are read: one-hot labels given to
+    nll_loss (which has no probability targets), or binary 0/1 labels of an integer dtype given
+    to focal/dice (which read only floating same-shape targets as binary labels)."""
+    class_dim = 1 if input.dim() >= 2 else 0
+    indices = (input.shape[0], *input.shape[2:]) if input.dim() >= 2 else ()
+    if loss in ("focal_loss", "dice_loss"):
+        one_hot = f", or `target.argmax({class_dim})` for one-hot class labels"
+        raise LossRuntimeError(
+            f"{loss}: `target` has {describe(target)}, the same shape as `input`; {loss} reads "
+            f"such a target as binary / multi-label 0/1 labels only when it is floating point, "
+            f"and otherwise as class indices, which need shape {indices}. Fix: "
+            f"`target = target.float()` for binary or multi-label labels"
+            f"{one_hot if input.dim() >= 2 else ''}."
+        )
+    raise LossRuntimeError(
+        f"{loss}: `target` has {describe(target)}, the same shape as `input`: one-hot labels or "
+        f"class probabilities, but {loss} takes one class index per sample, shape {indices}. "
+        f"Fix: `target = target.argmax({class_dim})`, or, for class probabilities, "
+        f"`cross_entropy` on the logits."
+    )
+
+
+def check_softcap(loss: str, softcap: float | None) -> None:
+    """``softcap`` is None or a positive finite number: ``s tanh(x / s)`` with ``s <= 0`` zeroes
+    or flips every logit."""
+    if softcap is None:
+        return
+    ok = isinstance(softcap, numbers.Real) and not isinstance(softcap, bool)
+    if not (ok and math.isfinite(softcap) and softcap > 0):
+        raise LossInputError(
+            f"{loss}: softcap={softcap!r}, but the logits become softcap * tanh(logits / softcap), "
+            f"so softcap must be a positive finite number (0 zeroes every logit, a negative value "
+            f"flips their sign). Fix: pass e.g. softcap=30.0, or softcap=None for no capping."
+        )
+
+
+def check_chunk_size(loss: str, chunk_size: int | None) -> None:
+    """``chunk_size`` is None (chosen from the shapes) or a positive number of tokens."""
+    if chunk_size is None:
+        return
+    ok = isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)
+    if not (ok and chunk_size > 0):
+        raise LossInputError(
+            f"{loss}: chunk_size={chunk_size!r}, but it counts the tokens per chunk, so it must "
+            f"be a positive int. Fix: pass e.g. chunk_size=1024, or chunk_size=None to have it "
+            f"chosen from the shapes."
+        )
+
+
 def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     """Class-index targets: dtype, (N, 1) targets, (B, T, C) logits, and spatial sizes."""
+    if input.dim() > 0 and target.shape == input.shape:
+        _same_shape_class_target(loss, input, target)
     if target.is_floating_point() or target.dtype == torch.bool:
+        other = {
+            "cross_entropy": "or, for class probabilities, give `target` the same shape as "
+            "`input`",
+            "focal_loss": "or, for binary / multi-label targets, pass float 0./1. labels of "
+            "`input`'s shape",
+            "dice_loss": "or, for binary / multi-label targets, pass float 0./1. labels of "
+            "`input`'s shape",
+        }.get(loss)
         raise LossRuntimeError(
             f"{loss}: `target` has {describe(target)} and a shape that selects class indices "
             f"(`input` has shape {tuple(input.shape)}); class indices must be integers "
-            f"(int64). Fix: `target = target.long()`, or, for class probabilities, give "
-            f"`target` the same shape as `input`."
+            f"(int64). Fix: `target = target.long()`{', ' + other if other else ''}."
         )
     if target.dtype not in (torch.int64, torch.uint8):
         raise LossRuntimeError(
@@ -339,11 +434,16 @@ def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     if target.shape == expected:
         return
     if input.dim() >= 3 and target.shape == input.shape[:-1]:
-        b, t, c = input.shape[0], input.shape[1], input.shape[-1]
+        c = input.shape[-1]
+        if input.dim() == 3:
+            what = f"sequence logits (B={input.shape[0]}, T={input.shape[1]}, C={c})"
+        else:  # (N, d1, ..., dk, C): channels-last images or volumes
+            dims = ", ".join(f"d{i}={d}" for i, d in enumerate(input.shape[1:-1], 1))
+            what = f"channels-last logits (N={input.shape[0]}, {dims}, C={c})"
         raise LossRuntimeError(
             f"{loss}: `input` has shape {tuple(input.shape)} and `target` {tuple(target.shape)}: "
-            f"this looks like sequence logits (B={b}, T={t}, C={c}) with the classes last, but "
-            f"torch reads dim 1 as the class dim. Fix: `loss(input.transpose(1, -1), target)` or "
+            f"this looks like {what} with the classes last, but torch reads dim 1 as the class "
+            f"dim. Fix: `loss(input.movedim(-1, 1), target)` or "
             f"`loss(input.reshape(-1, {c}), target.reshape(-1))`."
         )
     raise LossRuntimeError(
@@ -386,9 +486,7 @@ def check_class_index_range(
     """Every target is a class in [0, C) or ``ignore_index`` (None: nothing is ignored)."""
     if target.numel() == 0 or _within(target, 0, num_classes - 1):
         return
-    bad = (target < 0) | (target >= num_classes)
-    if ignore_index is not None:
-        bad &= target != ignore_index
+    bad = ((target < 0) | (target >= num_classes)) & not_ignored(target, ignore_index)
     if bool(bad.any()):
         raise LossIndexError(
             f"{loss}: `target` holds a class index outside [0, {num_classes}): "
@@ -398,8 +496,15 @@ def check_class_index_range(
         )
 
 
-def check_not_all_ignored(loss: str, target: Tensor, ignore_index: int) -> None:
-    if target.numel() and bool((target == ignore_index).all()):
+def check_not_all_ignored(loss: str, target: Tensor, ignore_index: int | None) -> None:
+    """A ``"mean"`` over nothing: an empty batch, or every target equal to ``ignore_index``."""
+    if target.numel() == 0:
+        _warn(
+            f"{loss}: `target` is empty ({tuple(target.shape)}), so the mean is over nothing; "
+            f"losskit returns 0 with zero gradient (torch returns NaN). Fix: skip empty batches "
+            f"(check the sampler, the filtering or `drop_last`)."
+        )
+    elif not bool(not_ignored(target, ignore_index).any()):
         _warn(
             f"{loss}: every element of `target` ({tuple(target.shape)}) equals ignore_index="
             f"{ignore_index}, so the mean is over nothing; losskit returns 0 with zero gradient "
@@ -429,14 +534,20 @@ def check_not_probabilities(loss: str, input: Tensor, class_dim: int) -> None:
 
 
 def check_not_sigmoid_output(loss: str, input: Tensor) -> None:
-    """Sigmoid applied before BCE-with-logits: every value lies in [0, 1].
+    """Sigmoid applied before BCE-with-logits: every value lies in [0, 1], on both sides of 0.5.
 
     Raw logits all land in [0, 1] by chance with probability about 2**-n, so small inputs
-    (fewer than 16 elements) are not judged.
+    (fewer than 16 elements) are not judged. Logits that are all (nearly) equal can lie in
+    [0, 1] without any sigmoid: a zero-initialised head gives 0 everywhere, a prior-bias head
+    with small weights gives values near its bias. Sigmoid output of an untrained or a trained
+    model spreads across 0.5 instead (sigmoid(0) = 0.5), so the check also asks for values
+    below and above 0.5. (A sigmoid after a zero head, exactly 0.5 everywhere, is left to
+    ``lk.doctor``'s output-activation check: it looks the same as a head biased to 0.5.)
     """
     if input.numel() < 16:
         return
-    if _within(input, 0, 1):
+    lo, hi = torch.aminmax(input.detach())
+    if bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):
         _warn(
             f"{loss}: every value of `input` ({describe(input)}) lies in [0, 1], which looks "
             f"like sigmoid output. binary_cross_entropy_with_logits applies the sigmoid itself; "

@@ -303,11 +303,15 @@ def _check_class_indices(
     weight: Tensor | None,
     ignore_index: int | None,
     reduction: str,
+    *,
+    weight_name: str = "weight",
 ) -> None:
     """Metadata checks, then value checks; the index range check also runs outside the startup
     calls on CPU, where torch checks it too and it costs no sync."""
     checks.check_class_target(loss, input, target)
-    checks.check_class_weight(loss, weight, _num_classes(input), _weight_dtype_ref(input))
+    checks.check_class_weight(
+        loss, weight, _num_classes(input), _weight_dtype_ref(input), name=weight_name
+    )
     values = checks.values_enabled(loss)
     if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
@@ -318,7 +322,7 @@ def _check_class_indices(
             checks.check_log_probabilities(loss, input, class_dim)
         else:
             checks.check_not_probabilities(loss, input, class_dim)
-        if reduction == "mean" and ignore_index is not None:
+        if reduction == "mean":
             checks.check_not_all_ignored(loss, target, ignore_index)
 
 
@@ -397,6 +401,7 @@ def cross_entropy(
             f" Fix: use a value such as 0.1."
         )
     label_smoothing = max(label_smoothing, 0.0)  # torch treats a negative value as 0
+    checks.check_softcap(loss, softcap)
     if target.shape == input.shape:
         return _cross_entropy_probabilities(
             input, target, weight, ignore_index, reduction, label_smoothing,
@@ -492,7 +497,8 @@ def nll_loss(
     out = F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
     if reduction == "mean":
         # torch gives NaN for a mean over nothing; the gradient is already 0 there.
-        out = torch.where((target != ignore_index).any(), out, torch.zeros_like(out))
+        counted = checks.not_ignored(target, ignore_index)
+        out = torch.where(counted.any(), out, torch.zeros_like(out))
     return out
 
 
@@ -576,20 +582,29 @@ def focal_loss(
     if target.shape == input.shape and target.is_floating_point():
         return _binary_focal(input, target, alpha, gamma, reduction)
     alpha_t = _float32_weight(input, alpha_t)
-    _check_class_indices(loss, input, target, alpha_t, ignore_index, reduction)
+    _check_class_indices(loss, input, target, alpha_t, ignore_index, reduction,
+                         weight_name="alpha")
     x = input.float() if input.dtype in _HALF else input  # half losses compute in float32
     logp = F.log_softmax(x, dim=1 if input.dim() >= 2 else 0)
-    counted = target != ignore_index
+    counted = checks.not_ignored(target, ignore_index)
     t = torch.where(counted, target, 0).long()
     logp_t = logp.gather(1 if input.dim() >= 2 else 0, t.unsqueeze(1 if input.dim() >= 2 else 0))
     logp_t = logp_t.squeeze(1 if input.dim() >= 2 else 0)  # target's shape
-    out = -((1 - logp_t.exp()) ** gamma) * logp_t
+    out = -_focal_factor(1 - logp_t.exp(), gamma) * logp_t
     if alpha_t is not None:
         out = out * alpha_t[t].to(out.dtype)
     elif alpha is not None:
         out = out * alpha
     out = torch.where(counted, out, torch.zeros_like(out))
     return _reduction.reduce(out, reduction, counted.sum().to(out.dtype)).to(_result_dtype(input))
+
+
+def _focal_factor(one_minus_pt: Tensor, gamma: float) -> Tensor:
+    """``(1 - p_t) ** gamma``, with the base clamped above 0: for 0 < gamma < 1 the derivative
+    ``gamma * 0 ** (gamma - 1)`` is inf where ``p_t`` rounds to 1, and inf times the zero inner
+    derivative is NaN. The clamp's own gradient is 0 there, so the gradient is 0, as it should be
+    (the loss is flat at a perfect prediction)."""
+    return one_minus_pt.clamp_min(torch.finfo(one_minus_pt.dtype).tiny) ** gamma
 
 
 def _binary_focal(
@@ -611,7 +626,7 @@ def _binary_focal(
     ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")  # -log p_t
     p = torch.sigmoid(input)
     one_minus_pt = p + target - 2 * p * target  # p (1 - y) + (1 - p) y
-    out = ce * one_minus_pt**gamma
+    out = ce * _focal_factor(one_minus_pt, gamma)
     if alpha is not None:
         out = out * (alpha * target + (1 - alpha) * (1 - target))
     return _reduction.reduce(out, reduction).to(dtype)
@@ -653,29 +668,31 @@ def dice_loss(
             f"dice_loss: `input` has shape {tuple(input.shape)}; expected (N, C, d1, ...) logits "
             f"with the classes in dim 1. Fix: add the batch/class dims, e.g. `input[None, None]`."
         )
+    # Half losses compute in float32: the per-class sums over 65,504+ pixels overflow float16.
+    x = input.float() if input.dtype in _HALF else input
     if target.shape == input.shape and target.is_floating_point():
         if checks.values_enabled(loss):
             checks.check_finite(loss, input=input, target=target)
             checks.check_binary_target_range(loss, target)
-        probs, onehot = torch.sigmoid(input), target
-        mask = None
+        probs, onehot = torch.sigmoid(x), target.to(x.dtype)
     else:
         _check_class_indices(loss, input, target, None, ignore_index, reduction)
-        counted = (  # (N, d1, ...)
-            torch.ones_like(target, dtype=torch.bool)
-            if ignore_index is None
-            else target != ignore_index
-        )
+        counted = checks.not_ignored(target, ignore_index)  # (N, d1, ...)
         t = torch.where(counted, target, 0).long()
-        probs = torch.softmax(input, dim=1)  # (N, C, d1, ...)
+        probs = torch.softmax(x, dim=1)  # (N, C, d1, ...)
         onehot = F.one_hot(t, input.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, C, d1, ...)
         mask = counted.unsqueeze(1).to(probs.dtype)  # (N, 1, d1, ...)
         probs, onehot = probs * mask, onehot * mask
     dims = [0, *range(2, input.dim())]
     intersection = (probs * onehot).sum(dims)  # (C,)
-    denominator = probs.sum(dims) + onehot.sum(dims)  # (C,)
-    dice = (2 * intersection + smooth) / (denominator + smooth)
-    return _reduction.reduce(1 - dice, reduction)
+    denominator = probs.sum(dims) + onehot.sum(dims) + smooth  # (C,)
+    # A class with nothing predicted, nothing labelled and smooth=0 (e.g. every target ignored)
+    # is 0/0: count it as a perfect match, dice 1, with zero gradient (the inner where keeps
+    # the unused branch finite, so its gradient is 0, not NaN).
+    empty = denominator == 0
+    dice = (2 * intersection + smooth) / torch.where(empty, 1.0, denominator)
+    dice = torch.where(empty, 1.0, dice)
+    return _reduction.reduce(1 - dice, reduction).to(_result_dtype(input))
 
 
 def linear_cross_entropy(
@@ -749,6 +766,8 @@ def linear_cross_entropy(
             f"linear_cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: "
             f"{label_smoothing}. Fix: use a value such as 0.1."
         )
+    checks.check_softcap(loss, softcap)
+    checks.check_chunk_size(loss, chunk_size)
     h = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
     if target.shape != hidden.shape[:-1]:
         raise LossInputError(
@@ -759,7 +778,10 @@ def linear_cross_entropy(
     # The (N, V) logits never exist: check the targets against a stand-in of their metadata.
     logits_meta = torch.empty((h.shape[0], weight.shape[0]), device="meta", dtype=hidden.dtype)
     checks.check_class_target(loss, logits_meta, target.reshape(-1))
-    checks.check_class_weight(loss, class_weight, weight.shape[0], _weight_dtype_ref(hidden))
+    checks.check_class_weight(
+        loss, class_weight, weight.shape[0], _weight_dtype_ref(hidden), name="class_weight",
+        input_name="hidden", classes="given by the rows of `weight` (V, D)",
+    )
     values = checks.values_enabled(loss)
     if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, weight.shape[0], ignore_index)

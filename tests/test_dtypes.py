@@ -180,6 +180,21 @@ def test_logits_of_magnitude_1e4_give_finite_losses(name, dtype, gen):
     torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["multiclass", "binary"])
+@pytest.mark.parametrize("dtype", DTYPES[1:], ids=str)
+def test_dice_sums_over_large_images_do_not_overflow(dtype, binary, gen):
+    """The per-class sums of a 256 x 512 image exceed float16's 65504: dice computes in float32
+    and returns the input dtype, like focal and cross-entropy."""
+    x64 = _randn(gen, 1, 2, 256, 512)
+    y = (_rand(gen, 1, 2, 256, 512) > 0.5).double() if binary else _idx(gen, 2, 1, 256, 512)
+    x = x64.to(dtype)
+    out = LF.dice_loss(x, y.to(dtype) if binary else y)
+    assert out.dtype == dtype and torch.isfinite(out)
+    ref = (oracle.dice_binary if binary else oracle.dice)(x.double(), y)
+    rtol, atol = TOLERANCE[dtype]
+    torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=atol)
+
+
 MIXED = [  # torch's (inconsistent) promotion rules; losskit must follow them exactly
     ("mse_loss", torch.float32, torch.float64),
     ("mse_loss", torch.float32, torch.int64),

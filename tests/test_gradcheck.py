@@ -7,6 +7,7 @@ kinks (|x - y| = 0 for L1, |x - y| = delta for Huber) so finite differences are 
 
 from __future__ import annotations
 
+import oracle
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -191,3 +192,22 @@ def test_gradcheck(name, reduction, gen):
     fn, tensors = CASES[name](gen)
     leaves = tuple(_leaf(t) for t in tensors)
     assert gradcheck(lambda *ts: fn(*ts, reduction), leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("gamma", [0.01, 0.5, 0.9])
+def test_focal_fractional_gamma_gives_finite_gradient_when_p_t_rounds_to_1(gamma):
+    """0 < gamma < 1: d/du u**gamma is inf at u = 1 - p_t = 0, which float32 reaches for a
+    confidently correct example (logit 30). The gradient there is 0, and the rest of the batch
+    keeps its own: compare with the float64 oracle, where p_t does not round to 1."""
+    multi = (torch.tensor([[30.0, 0.0, 0.0], [0.5, 1.0, -1.0]]), torch.tensor([0, 2]),
+             oracle.focal_multiclass)
+    binary = (torch.tensor([30.0, -30.0, 0.7, -0.3]), torch.tensor([1.0, 0.0, 1.0, 0.0]),
+              oracle.focal_binary)
+    for x, y, reference in (multi, binary):
+        x32 = x.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(LF.focal_loss(x32, y, gamma=gamma), x32)
+        x64 = x.double().requires_grad_()
+        (ref,) = torch.autograd.grad(reference(x64, oracle.to64(y), gamma=gamma), x64)
+        assert torch.isfinite(grad).all(), grad
+        torch.testing.assert_close(grad.double(), ref, rtol=1e-5, atol=1e-6)
+        assert grad[0].abs().max() < 1e-6  # the saturated example: flat loss, zero gradient

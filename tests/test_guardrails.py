@@ -122,6 +122,33 @@ def test_sigmoid_before_bce_with_logits_warns(gen):
     assert_silent(lambda: LF.binary_cross_entropy_with_logits(logits, y))
 
 
+def _head(gen, bias: float, weight_std: float) -> torch.nn.Linear:
+    head = torch.nn.Linear(64, 5)
+    with torch.no_grad():
+        head.weight.copy_(weight_std * _randn(gen, 5, 64))
+        head.bias.fill_(bias)
+    return head
+
+
+def test_sigmoid_check_spares_zero_and_prior_bias_heads(gen):
+    """Healthy twins: logits of a zero-initialised head (all 0) or of a small head with a prior
+    bias in (0, 1) (all near the bias) lie in [0, 1] without any sigmoid. Sigmoid output, even of
+    such a head at initialisation, spreads across 0.5 and still warns."""
+    features, y = _randn(gen, 32, 64), (torch.rand(32, 5, generator=gen) > 0.5).float()
+    zero, prior = _head(gen, 0.0, 0.0), _head(gen, 0.4, 1e-3)  # p = sigmoid(0.4) = 0.6
+    for head in (zero, prior):
+        with torch.no_grad():
+            logits = head(features)  # (32, 5), every value in [0, 1]
+        assert logits.min() >= 0 and logits.max() <= 1
+        assert_silent(lambda z=logits: lk.BCEWithLogitsLoss()(z, y))
+        assert_silent(lambda z=logits: LF.binary_cross_entropy_with_logits(z, y))
+        assert_silent(lambda z=logits: lk.FocalLoss(alpha=0.25)(z, y))
+    with torch.no_grad():
+        small = torch.sigmoid(_head(gen, 0.0, 0.01)(features))  # a sigmoid at initialisation
+    assert_warns(lambda: lk.BCEWithLogitsLoss()(small, y), "sigmoid")
+    assert_warns(lambda: LF.focal_loss(small, y), "sigmoid")
+
+
 # Row: raw logits given to BCELoss -> LossInputError
 
 
@@ -171,6 +198,32 @@ def test_one_hot_integer_target_raises(gen):
     assert_silent(lambda: LF.cross_entropy(x, onehot.float()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_one_hot_target_to_nll_suggests_argmax(dtype, gen):
+    """nll_loss has no probability targets: a one-hot (N, C) target needs `argmax(1)`, not the
+    "same shape as input" advice cross_entropy gets."""
+    x, y = torch.log_softmax(_randn(gen, 6, 4), 1), _labels(gen, 4, 6)
+    onehot = F.one_hot(y, 4).to(dtype)  # (N, C)
+    message = assert_raises(lambda: LF.nll_loss(x, onehot), lambda: F.nll_loss(x, onehot),
+                            "(6, 4)", "`target = target.argmax(1)`")
+    assert "give `target` the same shape" not in message
+    out = assert_silent(lambda: LF.nll_loss(x, onehot.argmax(1)))
+    torch.testing.assert_close(out, F.nll_loss(x, y))
+
+
+@pytest.mark.parametrize(("fn", "shape"), [("focal_loss", (8,)), ("focal_loss", (8, 3)),
+                                           ("focal_loss", (2, 3, 4)), ("dice_loss", (2, 3, 4))])
+def test_integer_binary_labels_suggest_float(fn, shape, gen):
+    """Binary / multi-label 0/1 labels of an integer dtype: the fix is `target.float()`, not a
+    0-d target or a class-index shape."""
+    x = _randn(gen, *shape)
+    y = (torch.rand(shape, generator=gen) > 0.5).long()
+    message = assert_raises(lambda: getattr(LF, fn)(x, y), None, "int64",
+                            "`target = target.float()`")
+    assert "target[0]" not in message
+    assert_silent(lambda: getattr(LF, fn)(x, y.float()))
+
+
 # Row: cross-entropy target shaped (N, 1) instead of (N,) -> LossInputError
 
 
@@ -188,9 +241,35 @@ def test_target_n_by_1_raises(fn, gen):
 def test_sequence_logits_class_dim_last_raises(gen):
     logits, y = _randn(gen, 2, 5, 7), _labels(gen, 7, 2, 5)  # (B, T, C), (B, T)
     assert_raises(lambda: LF.cross_entropy(logits, y), lambda: F.cross_entropy(logits, y),
-                  "(2, 5, 7)", "(2, 5)", "transpose", "reshape")
+                  "(2, 5, 7)", "(2, 5)", "movedim(-1, 1)", "reshape")
     assert_silent(lambda: LF.cross_entropy(logits.transpose(1, 2), y))
     assert_silent(lambda: LF.cross_entropy(logits.reshape(-1, 7), y.reshape(-1)))
+
+
+def _suggested_fixes(message: str) -> list[str]:
+    """The code of each `loss(...)` fix a message suggests."""
+    fix = message.split("Fix:")[1]
+    return [part for part in fix.split("`")[1::2] if part.startswith("loss(")]
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_channels_last_logits_raise_and_the_fixes_are_right(fn, gen):
+    """(N, H, W, C) logits with an (N, H, W) target: the message's fixes must give the loss of
+    the channels-first layout. With H == W a `transpose(1, -1)` would run and swap H and W."""
+    x, y = _randn(gen, 2, 4, 4, 3), _labels(gen, 3, 2, 4, 4)  # (N, H, W, C), (N, H, W)
+    if fn == "nll_loss":
+        x = torch.log_softmax(x, -1)
+    message = assert_raises(lambda: getattr(LF, fn)(x, y), lambda: getattr(F, fn)(x, y),
+                            "(2, 4, 4, 3)", "channels-last", "N=2, d1=4, d2=4, C=3",
+                            "movedim(-1, 1)")
+    assert "sequence" not in message and "transpose" not in message
+    expected = getattr(F, fn)(x.permute(0, 3, 1, 2), y)  # (N, C, H, W)
+    fixes = _suggested_fixes(message)
+    assert len(fixes) == 2, message
+    for fix in fixes:
+        out = assert_silent(lambda f=fix: eval(f, {"loss": getattr(LF, fn), "input": x,
+                                                    "target": y}))
+        torch.testing.assert_close(out, expected)
 
 
 # Row: class index outside [0, C) that is not ignore_index -> LossInputError naming value and C
@@ -219,6 +298,32 @@ def test_class_index_out_of_range_raises(fn, bad, ignore_index, device, gen):
     y_ok = y.clone()
     y_ok[2, 1] = ignore_index  # the ignore value itself is fine, even when it is out of range
     assert_silent(lambda: call(x, y_ok, ignore_index=ignore_index))
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss", "focal_loss", "dice_loss"])
+def test_uint8_target_is_not_taken_for_a_negative_ignore_index(fn, gen):
+    """uint8 156 is -100 wrapped to 8 bits; an ignore_index the target dtype cannot hold ignores
+    nothing, so 156 is an out-of-range label (torch: IndexError), not padding."""
+    # (N, C) as torch takes uint8 there (not for (N, C, d1, ...)); dice needs a spatial dim
+    spatial = (3,) if fn == "dice_loss" else ()
+    x, y = _randn(gen, 4, 5, *spatial), _labels(gen, 5, 4, *spatial).to(torch.uint8)  # C = 5
+    if fn == "nll_loss":
+        x = torch.log_softmax(x, 1)
+    call = getattr(LF, fn)
+    y_bad = y.clone()
+    y_bad[2] = 156
+    torch_call = (lambda: getattr(F, fn)(x, y_bad)) if hasattr(F, fn) else None
+    assert_raises(lambda: call(x, y_bad, ignore_index=-100), torch_call, "156", "5")
+    with pytest.raises(IndexError):
+        call(x, y_bad, ignore_index=-100)
+    out = assert_silent(lambda: call(x, y, ignore_index=-100))  # the healthy twin
+    torch.testing.assert_close(out, call(x, y.long(), ignore_index=-100))
+    if hasattr(F, fn):
+        torch.testing.assert_close(out, getattr(F, fn)(x, y))
+    y_pad = y.clone()
+    y_pad[2] = 255  # an ignore_index uint8 can hold is still ignored
+    out = assert_silent(lambda: call(x, y_pad, ignore_index=255))
+    torch.testing.assert_close(out, call(x, y_pad.long(), ignore_index=255))
 
 
 def test_class_index_out_of_range_after_startup(gen):
@@ -291,6 +396,29 @@ def test_class_weight_wrong_length_raises(fn, bad_shape, gen):
     assert_silent(lambda: getattr(LF, fn)(x, y, weight=torch.ones(3)))
 
 
+def test_class_weight_messages_name_the_argument(gen):
+    """focal's `alpha` and linear_cross_entropy's `class_weight` are named as such (their
+    `weight`, where it exists, is another argument)."""
+    x, y = _randn(gen, 4, 3), _labels(gen, 3, 4)
+    for call in (lambda: LF.focal_loss(x, y, alpha=torch.rand(4)),
+                 lambda: lk.FocalLoss(alpha=torch.rand(4))(x, y)):
+        message = assert_raises(call, None, "`alpha` has shape (4,)", "length 3")
+        assert "`weight`" not in message
+    message = assert_raises(lambda: LF.focal_loss(x, y, alpha=torch.rand(3).double()), None,
+                            "`alpha` has dtype torch.float64", "`alpha.to(input.dtype)`")
+    assert "`weight`" not in message
+    h, w, t = _randn(gen, 4, 8), _randn(gen, 10, 8), _labels(gen, 10, 4)
+    message = assert_raises(lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(9)),
+                            None, "`class_weight` has shape (9,)", "10 classes", "rows of `weight`")
+    assert "`weight` has" not in message and "`input`" not in message
+    message = assert_raises(
+        lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(10).double()), None,
+        "`class_weight` has dtype torch.float64", "`hidden`", "`class_weight.to(hidden.dtype)`")
+    assert "`input`" not in message
+    assert_silent(lambda: LF.focal_loss(x, y, alpha=torch.rand(3)))
+    assert_silent(lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(10)))
+
+
 @pytest.mark.parametrize("bad_shape", [(2,), (4,), (2, 4, 3)])
 def test_pos_weight_not_broadcasting_raises(bad_shape, gen):
     x, y = _randn(gen, 4, 3), (torch.rand(4, 3, generator=gen) > 0.5).float()
@@ -300,6 +428,23 @@ def test_pos_weight_not_broadcasting_raises(bad_shape, gen):
                   str(bad_shape), "(3,)")
     assert_raises(lambda: lk.BCEWithLogitsLoss(pos_weight=pw)(x, y), None, "pos_weight")
     assert_silent(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=torch.ones(3)))
+
+
+@pytest.mark.parametrize("spatial", [(4, 5), (4,), (2, 4, 5)])
+def test_pos_weight_hint_for_k_dim_input(spatial, gen):
+    """Multi-label segmentation (N, C, d1, ...): pos_weight needs shape (C, 1, ..., 1), one 1 per
+    spatial dim (torch's docs), not one entry per element of the last dim."""
+    x = _randn(gen, 2, 3, *spatial)
+    y = (torch.rand(x.shape, generator=gen) > 0.5).float()
+    pw = torch.tensor([1.0, 2.0, 3.0])
+    shape = "(3" + ", 1" * len(spatial) + ")"
+    message = assert_raises(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                            lambda: F.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                            "`pos_weight`", f"use shape {shape}", "dim 1")
+    assert f"({spatial[-1]},)" not in message.split("Fix:")[1]
+    fixed = pw.view(3, *[1] * len(spatial))
+    out = assert_silent(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=fixed))
+    torch.testing.assert_close(out, F.binary_cross_entropy_with_logits(x, y, pos_weight=fixed))
 
 
 # Row: probability targets whose rows do not sum to 1 or hold negatives -> LossWarning
@@ -408,6 +553,41 @@ def test_all_ignored_module_and_weighted(gen):
     assert torch.equal(torch.autograd.grad(out, x)[0], torch.zeros_like(x))
 
 
+def test_dice_smooth0_all_ignored_is_zero_with_warning(gen):
+    """smooth=0 with every target ignored is 0/0 in every class: 0 with zero gradient, as the
+    warning says, not NaN."""
+    x = _randn(gen, 2, 3, 4).requires_grad_()
+    y = torch.full((2, 4), 255)
+    call = lambda: LF.dice_loss(x, y, ignore_index=255, smooth=0.0)  # noqa: E731
+    out = assert_warns(call, "ignore_index", "returns 0")
+    assert out.item() == 0.0
+    assert torch.equal(torch.autograd.grad(out, x)[0], torch.zeros_like(x))
+    per_class = assert_silent(lambda: LF.dice_loss(x, y, ignore_index=255, smooth=0.0,
+                                                   reduction="none"))  # warns for "mean" only
+    assert torch.equal(per_class, torch.zeros(3))
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss", "focal_loss"])
+def test_empty_batch_mean_is_zero_with_warning(fn, gen):
+    """An empty batch is a mean over nothing too: torch gives NaN, losskit 0 with zero gradient
+    and the same LossWarning as an all-ignored batch."""
+    x = torch.zeros(0, 4).requires_grad_()
+    y = torch.zeros(0, dtype=torch.long)
+    out = assert_warns(lambda: getattr(LF, fn)(x, y), "empty", "mean is over nothing")
+    assert out.item() == 0.0
+    assert torch.equal(torch.autograd.grad(out, x)[0], torch.zeros_like(x))
+    if hasattr(F, fn):
+        assert torch.isnan(getattr(F, fn)(x, y))
+    assert_silent(lambda: getattr(LF, fn)(x, y, reduction="sum"))  # 0, as in torch
+
+
+def test_empty_batch_mean_warns_in_modules_and_linear_cross_entropy(gen):
+    assert_warns(lambda: lk.CrossEntropyLoss()(torch.zeros(0, 4), torch.zeros(0).long()), "empty")
+    h, w = torch.zeros(0, 3), _randn(gen, 5, 3)
+    out = assert_warns(lambda: LF.linear_cross_entropy(h, w, torch.zeros(0).long()), "empty")
+    assert out.item() == 0.0
+
+
 @pytest.mark.parametrize("reduction", ["sum", "none"])
 def test_all_ignored_sum_and_none_are_torchs_zero(reduction, gen):
     """Only 'mean' divides by nothing; 'sum' / 'none' give torch's zeros without a warning."""
@@ -452,6 +632,33 @@ def test_integer_input_raises(fn, gen):
     torch_call = (lambda: _loss(F, fn)(xi, y)) if hasattr(F, fn) else None
     assert_raises(lambda: _loss(LF, fn)(xi, y), torch_call, "int64", "float")
     assert_silent(lambda: _loss(LF, fn)(x, y))
+
+
+# Options that cannot be meant: softcap <= 0, chunk_size that is not a positive int
+
+
+@pytest.mark.parametrize("softcap", [0.0, -4.0, float("inf"), float("nan"), True, "30"])
+def test_bad_softcap_raises(softcap, gen):
+    x, y = _randn(gen, 6, 5), _labels(gen, 5, 6)
+    h, w = _randn(gen, 6, 3), _randn(gen, 5, 3)
+    assert_raises(lambda: LF.cross_entropy(x, y, softcap=softcap), None, "softcap", "positive")
+    assert_raises(lambda: LF.linear_cross_entropy(h, w, y, softcap=softcap), None, "softcap")
+    assert_raises(lambda: lk.LinearCrossEntropyLoss(softcap=softcap)(h, w, y), None, "softcap")
+    assert_silent(lambda: LF.cross_entropy(x, y, softcap=30.0))
+    assert_silent(lambda: LF.linear_cross_entropy(h, w, y, softcap=30))
+
+
+@pytest.mark.parametrize("chunk_size", [0, -4, 2.5, True, "8"])
+def test_bad_chunk_size_raises(chunk_size, gen):
+    h, w, y = _randn(gen, 6, 3), _randn(gen, 5, 3), _labels(gen, 5, 6)
+    assert_raises(lambda: LF.linear_cross_entropy(h, w, y, chunk_size=chunk_size), None,
+                  "chunk_size", "positive int")
+    assert_raises(lambda: lk.LinearCrossEntropyLoss(chunk_size=chunk_size)(h, w, y), None,
+                  "chunk_size")
+    expected = F.cross_entropy(h @ w.T, y)
+    for ok in (None, 1, 4):
+        out = assert_silent(lambda c=ok: LF.linear_cross_entropy(h, w, y, chunk_size=c))
+        torch.testing.assert_close(out, expected)
 
 
 # ----------------------------------------------------------------------------------------------
