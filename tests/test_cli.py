@@ -282,6 +282,15 @@ def test_doctor_on_a_builtin_task(capsys) -> None:
     assert "overfit one batch" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("func", ["lora", "rezero", "multilabel_batchnorm"])
+def test_doctor_passes_zero_initialised_partners_and_batchnorm(func: str, capsys) -> None:
+    # LoRA's B = 0 and ReZero's alpha = 0 give exactly-zero first gradients on purpose; 40
+    # labels per row leave the overfit check few rows, which BatchNorm must still train on.
+    assert main(["doctor", f"{SETUPS}:{func}"]) == 0, capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "OK" in out.out and "Traceback" not in out.err
+
+
 def test_doctor_lr_zero_fails(capsys) -> None:
     assert main(["doctor", "--task", "iris", "--lr", "0"]) == 1
     assert "lr=0" in capsys.readouterr().out
