@@ -507,6 +507,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _count_or_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}. Fix: e.g. 1")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``losskit bench`` options."""
     parser.add_argument("--family", choices=["all", *FAMILIES], default="all",
@@ -515,7 +525,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the issue's full sizes (minutes, GBs of memory), not quick ones")
     parser.add_argument("--repeats", type=_count, default=5,
                         help="timed repeats (median; default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--warmup", type=_count_or_zero, default=1,
+                        help="untimed runs first (default 1)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="include torch.compile variants (slow to compile on a CPU)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=False,

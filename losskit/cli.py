@@ -21,6 +21,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -34,6 +35,10 @@ class UsageError(Exception):
     """Bad input on the command line: reported as one line on stderr, exit code 2."""
 
 
+class RunFailed(Exception):
+    """The work ran but failed (e.g. no finite validation loss): one line on stderr, exit 1."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Shared helpers
 
@@ -45,6 +50,20 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+SEED_MAX = 2**32 - 1  # numpy and scikit-learn take seeds in [0, 2**32 - 1]
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range. Fix: a seed from 0 to {SEED_MAX} (2**32 - 1)")
     return value
 
 
@@ -75,10 +94,11 @@ def _load_data(args: argparse.Namespace) -> Any:
     if args.target is None:
         raise UsageError(f"--data {args.data} needs --target COLUMN. Fix: add --target with the "
                          f"name of the column to predict.")
-    if args.task is not None and args.task not in data.TASKS:
+    if args.task is not None and args.task not in data.CSV_TASKS:
         raise UsageError(
             f"with --data, --task is the kind of task, not a dataset; got {args.task!r}. "
-            f"Fix: one of {', '.join(data.TASKS)}, or leave it out to infer it from the column."
+            f"Fix: one of {', '.join(data.CSV_TASKS)}, or leave it out to infer it from the "
+            f"column."
         )
     return data.load_csv(args.data, args.target, task=args.task, seed=args.seed)
 
@@ -108,8 +128,20 @@ def _device(text: str) -> str:
         raise UsageError(
             f"--device {text!r} is not a device. Fix: auto, cpu, cuda or cuda:N."
         ) from None
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+    if device is None or device.type == "cpu":
+        return text
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {text}: CUDA is not available here. Fix: --device cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s). Fix: --device cuda:0 .. cuda:"
+                         f"{torch.cuda.device_count() - 1}, or auto.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {text}: Apple's MPS is not available here. "
+                         f"Fix: --device cpu, or auto.")
+    if device.type not in ("cuda", "mps"):
+        raise UsageError(f"--device {text!r}: losskit trains on cpu, cuda or mps, not "
+                         f"{device.type}. Fix: --device auto, cpu or cuda:N.")
     return text
 
 
@@ -129,10 +161,50 @@ def _rank() -> int:
 
 def _out_dir(args: argparse.Namespace, prefix: str = "") -> str:
     if args.out is not None:
-        return args.out
+        return _writable_dir(args.out)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks could stamp different seconds
         raise UsageError("under torchrun every rank must use the same directory. Fix: --out DIR.")
     return _new_run_dir(prefix)
+
+
+def _writable_dir(path: str) -> str:
+    """``--out``, created if needed and checked writable, before any work starts."""
+    if not path.strip():
+        raise UsageError("--out '' is empty. Fix: pass a directory, e.g. --out runs/first.")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--out {path!r} is a file, not a directory. Fix: pass a directory "
+                         f"(new or existing), or move the file away.")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {path!r} cannot be written ({exc.strerror or exc}). Fix: pass a "
+                         f"directory you can create and write to.") from None
+    return path
+
+
+def _check_resumable(out: str) -> None:
+    """With --resume, a checkpoint in ``out`` must load; say which file and what to do if not."""
+    from losskit.train import checkpoint
+    from losskit.train.loop import CHECKPOINT
+
+    path = os.path.join(out, CHECKPOINT)
+    if not os.path.exists(path):
+        return
+    fix = "Fix: delete it to start over in this directory, or use a new --out."
+    try:
+        state = checkpoint.load(path)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise UsageError(f"--resume: checkpoint {path} is unreadable ({type(exc).__name__}: "
+                         f"{reason}). {fix}") from None
+    needed = ("epoch", "model", "optimizer", "history", "rng", "sampler", "global_step")
+    missing = [k for k in needed if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UsageError(f"--resume: {path} is not a training checkpoint (it lacks "
+                         f"{', '.join(missing)}; e.g. a copy of best.pt, which holds only the "
+                         f"weights). {fix}")
 
 
 def _print(text: str = "") -> None:
@@ -176,6 +248,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_loss(loss_name, task_data)
     kwargs = _fit_kwargs(args)
     out = _out_dir(args)
+    if args.resume:
+        _check_resumable(out)
     model = recipes.make_model(task_data, hidden=args.hidden, seed=args.seed)
     _print(f"losskit train: {type(model).__name__} on {task_data.name} ({task_data.task}, "
            f"{len(task_data.train)} train / {len(task_data.val)} val) with {loss_name} -> {out}")
@@ -184,6 +258,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                   task=task_data.task, out=out, resume=args.resume, **kwargs)
     keys = ["val_loss", f"val_{MAIN_METRIC[task_data.task]}"]
     best, final = history.best, history.final
+    if best is None:  # no epoch had a finite validation loss: the run diverged
+        raise RunFailed(f"no epoch had a finite validation loss (epoch {final['epoch']}: "
+                        f"val_loss {final.get('val_loss')}); the run's files are in {out}. "
+                        f"Fix: lower --lr (it is {args.lr:g}) and check the data for extreme "
+                        f"values.")
     _print(f"done in {time.perf_counter() - start:.1f} s: final {_metric_text(final, keys)}; "
            f"best epoch {best['epoch']} ({_metric_text(best, keys)})")
     if _rank() == 0:
@@ -227,8 +306,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _compare_rows(histories: dict, seconds: dict, main: str) -> list[dict[str, Any]]:
     rows = []
     for name, h in histories.items():
-        best = h.best  # lowest val_loss: each loss picks its own best epoch by its own measure
-        rows.append({"loss": name, "best_epoch": best["epoch"], f"best_{main}": best.get(main),
+        best = h.best or {}  # lowest val_loss: each loss picks its own best epoch by its own
+        # measure; {} when no epoch had a finite val_loss (that loss diverged)
+        rows.append({"loss": name, "best_epoch": best.get("epoch"), f"best_{main}": best.get(main),
                      f"final_{main}": h.final.get(main), "final_val_loss": h.final.get("val_loss"),
                      "seconds": round(seconds[name], 2)})
     return rows
@@ -315,6 +395,9 @@ def _load_setup(spec: str) -> tuple[Any, Any, Any]:
     path, _, func = spec.rpartition(":")
     if not path or not func.isidentifier():  # no ":FUNC" (a colon may belong to the path)
         path, func = spec, "setup"
+    if os.path.isdir(path):
+        raise UsageError(f"setup file {path!r} is a directory. Fix: pass the Python file in it "
+                         f"that defines {func}() returning (model, loss_fn, (inputs, targets)).")
     if not os.path.isfile(path):
         raise UsageError(f"setup file {path!r} does not exist. Fix: pass a Python file that "
                          f"defines {func}() returning (model, loss_fn, (inputs, targets)).")
@@ -385,6 +468,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Hand over to the kernels benchmark (losskit.bench)."""
     from losskit import bench
 
+    if args.append is not None:  # checked before minutes of benchmarking, not after
+        folder = os.path.dirname(os.path.abspath(args.append))
+        if not os.path.isdir(folder):
+            raise UsageError(f"--append {args.append!r}: the directory {folder!r} does not exist. "
+                             f"Fix: create it first, or append to a file in an existing one.")
+        if os.path.isdir(args.append) or not os.access(
+            args.append if os.path.exists(args.append) else folder, os.W_OK
+        ):
+            raise UsageError(f"--append {args.append!r} is not a writable file. Fix: pass a "
+                             f"Markdown file path you can write, e.g. benchmarks/results.md.")
+
     return int(bench.run(args) or 0)
 
 
@@ -394,14 +488,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _training_options(p: argparse.ArgumentParser, *, epochs: int) -> None:
     p.add_argument("--task", help=f"built-in dataset (default {DEFAULT_TASK}); with --data, the "
-                                  f"task kind (multiclass, binary, multilabel, regression)")
+                                  f"task kind (multiclass, binary, regression)")
     p.add_argument("--data", metavar="FILE.csv", help="train on your own CSV table instead")
     p.add_argument("--target", metavar="COLUMN", help="the column of --data to predict")
     p.add_argument("--epochs", type=_positive_int, default=epochs, help="(default %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="(default %(default)s)")
     p.add_argument("--lr", type=_non_negative_float, default=1e-3,
                    help="AdamW learning rate (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="data split, init and shuffling (default 0)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="data split, init and shuffling (default 0)")
     p.add_argument("--hidden", type=_positive_int, default=128, help="layer width (default 128)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast where supported")
@@ -460,7 +555,7 @@ def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
                    help="Adam steps allowed for the overfit check (default 150)")
     p.add_argument("--lr", type=_non_negative_float, default=1e-2,
                    help="Adam learning rate of the overfit check (default 0.01)")
-    p.add_argument("--seed", type=int, default=0, help="(default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="(default 0)")
     p.set_defaults(run=cmd_doctor)
 
     p = sub.add_parser("losses", help="which loss fits which task",
@@ -509,6 +604,8 @@ def _classify(exc: BaseException) -> tuple[int | None, str]:
 
     if isinstance(exc, (UsageError, DataError, LossInputError)):
         return EXIT_BAD_INPUT, str(exc)
+    if isinstance(exc, RunFailed):
+        return EXIT_FAILED, str(exc)
     train = sys.modules.get("losskit.train")  # imported if the failure came from fit
     if train is not None and isinstance(exc, train.NonFiniteLossError):
         return EXIT_FAILED, str(exc)

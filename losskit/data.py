@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 TASKS = ("multiclass", "binary", "multilabel", "regression", "language-modelling")
+CSV_TASKS = ("multiclass", "binary", "regression")  # the task kinds load_csv builds
 IGNORE_INDEX = -100  # target of padded positions in the sequence task (cross-entropy's default)
 PAD_TOKEN = 0  # input token of padded positions in the sequence task
 # Fewer rows train "successfully" on noise: a validation split of 1 row gives an accuracy of 0 or
@@ -325,7 +326,8 @@ def load(name: str, *, seed: int = 0, val_fraction: float = 0.2) -> TaskData:
 # CSV tables.
 
 
-def _read_csv(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
+def _read_csv(path: str | os.PathLike) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the data rows and each row's line number in the file (blank lines skipped)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataFileNotFoundError(
@@ -334,25 +336,51 @@ def _read_csv(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
         )
     if os.path.isdir(path):
         raise DataError(f"data file path={path!r} is a directory. Fix: pass the CSV file itself.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows, lines = [], []
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append(row)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"data file path={path!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}): a CSV in another encoding, or not a CSV at all. Fix: save it "
+            f"as UTF-8 CSV (e.g. iconv -f latin1 -t utf-8 in.csv > out.csv)."
+        ) from None
+    except (csv.Error, OSError) as exc:
+        raise DataError(
+            f"data file path={path!r} cannot be read as CSV ({exc}). Fix: pass a readable, "
+            f"plain-text CSV file."
+        ) from None
     if not rows:
         raise DataError(
             f"data file path={path!r} is empty. Fix: provide a CSV with a header row and data rows."
         )
-    header, body = [h.strip() for h in rows[0]], rows[1:]
+    header, body, lines = [h.strip() for h in rows[0]], rows[1:], lines[1:]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        where = "; ".join(
+            f"{h!r} is column {' and '.join(str(j + 1) for j, g in enumerate(header) if g == h)}"
+            for h in twice)
+        raise DataError(
+            f"data file path={path!r} repeats column names ({where}): a column is looked up by "
+            f"name, so one would hide the other. Fix: give every column a distinct name."
+        )
     if not body:
         raise DataError(
             f"data file path={path!r} has a header ({', '.join(header)}) but no data rows. "
             f"Fix: add rows below the header."
         )
-    for i, row in enumerate(body, start=2):
+    for i, row in zip(lines, body, strict=True):
         if len(row) != len(header):
             raise DataError(
                 f"data file path={path!r}: line {i} has {len(row)} fields but the header has "
                 f"{len(header)}. Fix: make every row have one value per column."
             )
-    return header, body
+    return header, body, lines
 
 
 def _as_float(values: list[str]) -> np.ndarray | None:
@@ -364,8 +392,9 @@ def _as_float(values: list[str]) -> np.ndarray | None:
 
 
 def _infer_task(numeric: np.ndarray | None, values: list[str]) -> str:
-    """binary for 2 distinct labels, multiclass for text or few integer labels, else regression."""
-    distinct = set(values)
+    """binary for 2 distinct labels, multiclass for text or few integer labels, else regression.
+    Numeric labels are compared as numbers ("1" and "1.0" are one label)."""
+    distinct = set(values) if numeric is None else set(numeric.tolist())
     if len(distinct) == 2:
         return "binary"
     if numeric is None:
@@ -391,7 +420,8 @@ def load_csv(
     ``task`` the task is inferred from the target column: two distinct values -> ``binary``; text
     labels, or at most ``min(20, rows // 10)`` distinct integers -> ``multiclass``; anything
     else -> ``regression``. Labels are mapped to ``0 .. C-1`` in sorted order (see
-    ``TaskData.class_names``).
+    ``TaskData.class_names``), numeric labels by value (``1`` and ``1.0`` are one class). Empty
+    target cells and repeated column names are errors.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
@@ -400,13 +430,13 @@ def load_csv(
     >>> d.task, d.num_features, d.feature_names, len(d.train), len(d.val)
     ('binary', 2, ('a', 'b'), 16, 4)
     """
-    if task is not None and task not in ("multiclass", "binary", "regression"):
+    if task is not None and task not in CSV_TASKS:
         raise DataError(
             f"task={task!r} is not supported for CSV tables. Fix: use 'multiclass', 'binary', "
             f"'regression', or leave task=None to infer it from the target column."
         )
     _check_val_fraction(val_fraction)
-    header, body = _read_csv(path)
+    header, body, lines = _read_csv(path)
     if target not in header:
         raise DataError(
             f"target={target!r} is not a column of {os.fspath(path)!r}. Its columns are: "
@@ -439,6 +469,15 @@ def load_csv(
         )
     x = np.stack(features, axis=1)  # (N, F)
     values = columns[target]
+    empty = [line for line, v in zip(lines, values, strict=True) if not v]
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        raise DataError(
+            f"target column {target!r} of {os.fspath(path)!r} is empty on {len(empty)} "
+            f"row{'s' * (len(empty) != 1)} (line{'s' * (len(empty) != 1)} {shown}): a missing "
+            f"label would be trained as a class of its own. Fix: fill in those labels or drop "
+            f"those rows."
+        )
     numeric = _as_float(values)
     task = task or _infer_task(numeric, values)
     if task == "regression":
@@ -449,8 +488,15 @@ def load_csv(
             )
         return _tabular(os.fspath(path), task, x, numeric, seed=seed, val_fraction=val_fraction,
                         feature_names=feature_names)
-    # Classification: map sorted labels (numeric order when numeric) to 0 .. C-1.
-    keys = sorted(set(values), key=(lambda v: float(v)) if numeric is not None else str)
+    # Classification: map sorted labels to 0 .. C-1; numeric labels by value, so "1" and "1.0"
+    # are one class (named "1").
+    if numeric is not None and np.all(np.isfinite(numeric)):
+        numbers = sorted(set(numeric.tolist()))
+        keys = [str(int(v)) if v.is_integer() else repr(v) for v in numbers]
+        position = {v: i for i, v in enumerate(numbers)}
+        values = [keys[position[v]] for v in numeric.tolist()]
+    else:
+        keys = sorted(set(values))
     if task == "binary" and len(keys) != 2:
         raise DataError(
             f"task='binary' needs exactly 2 distinct target values, but column {target!r} has "

@@ -14,13 +14,20 @@ check                         what it looks at (status when it goes wrong)
                               logits before NLLLoss, a bounded head that cannot reach the
                               regression targets (fail); a final ReLU before logits (warn)
 ``loss at init``              the first loss against the value an uninformed prediction gets (warn)
-``gradients``                 every trainable parameter gets a finite, non-zero gradient; the
-                              culprits are named (fail); no trainable parameter at all (fail)
+``gradients``                 every trainable parameter gets a finite gradient; the culprits
+                              are named (fail); no trainable parameter at all (fail); an
+                              all-zero gradient warns, and passes once the overfit check sees
+                              the parameter move (zero-initialised LoRA ``B``, ReZero gains)
 ``overfit one batch``         Adam on a few samples brings the loss 90% of the way to its floor
                               within ``overfit_steps`` steps (fail)
 ``class balance``             class counts in the batch, with suggested ``weight`` /
                               ``pos_weight`` (warn)
 ============================  ====================================================================
+
+A check that raises (say a BatchNorm layer given one row) reports the error as its own ``fail``
+(``warn`` for the warning-only checks) and the doctor goes on: a report, never a traceback.
+The Sigmoid check trusts the last layer's type as well as its values, which a handful of
+outputs cannot tell apart from raw scores.
 
 Expected loss at initialisation: the loss of the *uninformed* prediction, computed by calling the
 loss itself on a reference input (so class weights, ``pos_weight``, ``ignore_index`` and label
@@ -87,6 +94,7 @@ STATUSES = ("pass", "warn", "fail")
 INIT_TOLERANCE = 1.5  # warn when the first loss exceeds 1.5x the uninformed prediction's loss
 IMBALANCE_RATIO = 3.0  # most / least frequent class before suggesting weights
 OVERFIT_TARGETS = 32  # target values the overfit check fits at most: 16 rows, or 1 sequence
+MIN_BATCHNORM_ROWS = 2  # BatchNorm raises in train mode on a single row
 MAX_BALANCE_CLASSES = 100  # above this the classes are a vocabulary: weighting is rarely wanted
 
 
@@ -325,6 +333,11 @@ def _isolated(model: nn.Module, loss_fn: Callable) -> Iterator[tuple[nn.Module, 
             yield copies
             return
         state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+        # Every buffer, persistent or not (state_dict skips non-persistent ones), and the
+        # object each module held: a forward that reassigns a buffer gets the original back.
+        owners = [m for m in (model, loss_fn) if isinstance(m, nn.Module)]
+        buffers = [(m, k, b, None if b is None else b.detach().clone())
+                   for owner in owners for m in owner.modules() for k, b in m._buffers.items()]
         params = list(model.parameters())
         grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
         flags = [p.requires_grad for p in params]
@@ -333,6 +346,10 @@ def _isolated(model: nn.Module, loss_fn: Callable) -> Iterator[tuple[nn.Module, 
             yield model, loss_fn
         finally:
             with torch.no_grad():
+                for m, k, b, saved in buffers:
+                    m._buffers[k] = b
+                    if b is not None:
+                        b.copy_(saved)
                 for k, v in model.state_dict(keep_vars=True).items():
                     v.copy_(state[k])
             for p, g, f in zip(params, grads, flags, strict=True):
@@ -410,19 +427,25 @@ def _batch_sizes(obj: Any) -> set[int]:
     return set()
 
 
-def _last_layer(model: nn.Module, inputs: Any) -> tuple[str, nn.Module] | None:
-    """The leaf module that ran last in a forward pass (by forward hooks), with its name."""
+def _last_layer(model: nn.Module, inputs: Any) -> tuple[str, nn.Module, bool] | None:
+    """The leaf module that ran last in a forward pass (by forward hooks), with its name and
+    whether its output is the model's output (not, say, a gate multiplied in afterwards)."""
     names = {m: n for n, m in model.named_modules()}
-    calls: list[nn.Module] = []
+    calls: list[tuple[nn.Module, Any]] = []
     leaves = [m for m in model.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.append(m)) for m in leaves]
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, o))) for m in leaves]
     try:
         with torch.no_grad():
-            _forward(model, inputs)
+            out = _forward(model, inputs)
     finally:
         for h in hooks:
             h.remove()
-    return (names[calls[-1]] or type(calls[-1]).__name__, calls[-1]) if calls else None
+    if not calls:
+        return None
+    module, last = calls[-1]
+    final = last is out or (isinstance(last, Tensor) and last.numel() == out.numel()
+                            and torch.equal(last.reshape(-1), out.reshape(-1)))
+    return names[module] or type(module).__name__, module, final
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,7 +464,7 @@ def _run_twin(twin: Callable, output: Tensor, target: Tensor) -> None:
 
 
 def _check_loss(
-    loss_fn: Callable, output: Tensor, target: Tensor
+    loss_fn: Callable, output: Tensor, target: Tensor, *, trainable: bool = True
 ) -> tuple[CheckResult, Tensor | None]:
     twin = _torch_twin(loss_fn)
     with checks("always"), warnings.catch_warnings(record=True) as caught:
@@ -472,6 +495,13 @@ def _check_loss(
             f"inputs or targets, log(0) in a custom loss, or probabilities of exactly 0/1 given "
             f"to BCE.",
         ), None
+    if loss.grad_fn is None and not trainable:  # no graph because nothing trains: see 'gradients'
+        return CheckResult(
+            "loss checks", "warn" if problems else "pass",
+            " | ".join([*problems, f"loss = {float(loss.detach()):.4g}; it has no graph "
+                                   f"because the model has no trainable parameters (see "
+                                   f"'gradients')."]),
+        ), loss
     if loss.grad_fn is None:
         return CheckResult(
             "loss checks", "fail",
@@ -506,6 +536,7 @@ def _signature(output: Tensor, dim: int) -> str:
     return "raw"
 
 
+_SIGMOIDS = ("Sigmoid", "Hardsigmoid")  # final layers squashing every output into [0, 1]
 _BOUNDS = {  # final layers that bound the output: the range they can reach
     "Sigmoid": (0.0, 1.0), "Softmax": (0.0, 1.0), "Hardsigmoid": (0.0, 1.0),
     "Tanh": (-1.0, 1.0), "Hardtanh": (-1.0, 1.0), "Softsign": (-1.0, 1.0),
@@ -514,13 +545,15 @@ _BOUNDS = {  # final layers that bound the output: the range they can reach
 
 
 def _check_activation(
-    family: str, output: Tensor, target: Tensor, last: tuple[str, nn.Module] | None
+    family: str, output: Tensor, target: Tensor, last: tuple[str, nn.Module, bool] | None
 ) -> CheckResult:
     name = "output activation"
     layer = f"the model's last layer `{last[0]}` ({type(last[1]).__name__})" if last else ""
     where = layer or "the model's outputs"
     dim = _class_dim(output)
     seen = _signature(output, dim)
+    if last and last[2] and type(last[1]).__name__ in _SIGMOIDS and seen != "probabilities":
+        seen = "sigmoid"  # the layer says so: its values may not, on a handful of outputs
     logits_fix = "Fix: remove the final activation; the loss applies it internally."
     if family == "ce":
         if seen == "probabilities":
@@ -632,7 +665,19 @@ def _check_init(
     return CheckResult(name, "warn", f"{text}: {fix}")
 
 
-def _check_gradients(model: nn.Module, loss: Tensor) -> CheckResult:
+_ZERO_CAUSES = (
+    "an exactly-zero gradient on the first batch is normal for zero-initialised adapters and "
+    "gates: LoRA's B = 0 zeroes A's gradient, and a ReZero / LayerScale gain of 0 zeroes its "
+    "branch's; they move once the gain or B has taken a step"
+)
+
+
+def _check_gradients(
+    model: nn.Module, loss: Tensor
+) -> tuple[CheckResult, list[tuple[str, nn.Parameter]]]:
+    """The gradients check, and the parameters whose gradient is all zeros. No gradient or a
+    non-finite one fails; an all-zero gradient only warns (see :data:`_ZERO_CAUSES`), and the
+    doctor passes it once the overfit check has seen those parameters move."""
     name = "gradients"
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     frozen = sum(1 for p in model.parameters() if not p.requires_grad)
@@ -640,28 +685,56 @@ def _check_gradients(model: nn.Module, loss: Tensor) -> CheckResult:
         return CheckResult(name, "fail",
             f"the model has no trainable parameters ({frozen} frozen): nothing can "
             f"learn. Fix: set requires_grad=True on the layers to train (or do not freeze them "
-            f"all).")
+            f"all)."), []
     model.zero_grad(set_to_none=True)
     loss.backward()
-    bad = {"got no gradient (not in the loss's graph: unused, or detached)": [],
-           "got a NaN/Inf gradient": [], "got an all-zero gradient": []}
-    for n, p in trainable:
-        if p.grad is None:
-            bad["got no gradient (not in the loss's graph: unused, or detached)"].append(n)
-        elif not torch.isfinite(p.grad).all():
-            bad["got a NaN/Inf gradient"].append(n)
-        elif not p.grad.any():
-            bad["got an all-zero gradient"].append(n)
-    found = [f"{', '.join(ns)} {why}" for why, ns in bad.items() if ns]
+    missing = [n for n, p in trainable if p.grad is None]
+    non_finite = [n for n, p in trainable
+                  if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    zero = [(n, p) for n, p in trainable
+            if p.grad is not None and n not in non_finite and not bool(p.grad.any())]
+    zero_text = (f"{', '.join(n for n, _ in zero)} got an all-zero gradient on this batch"
+                 if zero else "")
+    found = [f"{', '.join(missing)} got no gradient (not in the loss's graph: unused, or "
+             f"detached)" if missing else "",
+             f"{', '.join(non_finite)} got a NaN/Inf gradient" if non_finite else ""]
+    found = [f for f in found if f]
     if found:
+        note = f" (Also: {zero_text}; {_ZERO_CAUSES}.)" if zero else ""
         return CheckResult(name, "fail",
             "; ".join(found) + ". Fix: make sure every parameter is used in forward on a path "
             "to the output without .detach()/.data/no_grad, freeze the ones meant to stay "
-            "fixed (requires_grad=False), and for zero gradients look for dead ReLUs or "
-            "saturated activations.")
+            "fixed (requires_grad=False), and for NaN/Inf look for sqrt/log/division at 0 in "
+            "the model." + note), zero
     note = f" ({frozen} frozen parameters skipped)" if frozen else ""
+    if zero:
+        return CheckResult(name, "warn",
+            f"{zero_text}; the other {len(trainable) - len(zero)} trainable parameters got "
+            f"finite, non-zero gradients{note}. {_ZERO_CAUSES[0].upper()}{_ZERO_CAUSES[1:]}. "
+            f"Fix: if none of these is such a zero-initialised partner, look for a dead ReLU, a "
+            f"saturated activation or a multiplication by 0 on their path."), zero
     return CheckResult(name, "pass", f"all {len(trainable)} trainable parameters got finite, "
-                                     f"non-zero gradients{note}.")
+                                     f"non-zero gradients{note}."), []
+
+
+def _zero_gradients_moved(
+    result: CheckResult, zero: list[tuple[str, nn.Parameter]], before: list[Tensor]
+) -> CheckResult:
+    """The gradients check after the overfit check: all-zero gradients pass if their parameters
+    moved (the zero was the initialisation's, not a dead path), and keep warning if not."""
+    if result.status != "warn" or not zero:
+        return result
+    still = [n for (n, p), b in zip(zero, before, strict=True) if torch.equal(p.detach(), b)]
+    if still:
+        moved = len(zero) - len(still)
+        return CheckResult(result.name, "warn",
+            f"{result.message} ({len(still)} of them did not move during the overfit check"
+            f"{f'; {moved} did' if moved else ''}: {', '.join(still)}.)")
+    names = ", ".join(n for n, _ in zero)
+    return CheckResult(result.name, "pass",
+        f"every trainable parameter got a finite gradient; {names} got an all-zero one on the "
+        f"first batch but moved during the overfit check, as zero-initialised adapters and "
+        f"gates (LoRA's B = 0, a ReZero gain of 0) do.")
 
 
 class _Adam:
@@ -694,7 +767,11 @@ def _check_overfit(
     name = "overfit one batch"
     if len(_batch_sizes((inputs, target))) == 1:  # every tensor shares dim 0: take a few samples
         per_sample = max(1, target[:1].numel())  # e.g. 32 tokens per sequence
-        n = max(1, min(samples, OVERFIT_TARGETS // per_sample))
+        # BatchNorm cannot train on one row: give it two (more targets than one sequence holds
+        # would make the check harder for every other model).
+        batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        least = MIN_BATCHNORM_ROWS if batch_norm else 1
+        n = min(samples, max(least, OVERFIT_TARGETS // per_sample))
         inputs, target = _take(inputs, n), _take(target, n)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -877,18 +954,41 @@ def doctor(
             return _done(report, start)
         shape = f"{tuple(output.shape)} {output.dtype} on {output.device}"
         report.checks.append(CheckResult("forward", "pass", f"model(inputs) -> {shape}."))
-        result, loss = _check_loss(loss_fn, output, target)
+        trainable = any(p.requires_grad for p in net.parameters())
+        result, loss = _check_loss(loss_fn, output, target, trainable=trainable)
         report.checks.append(result)
         if loss is None:
             return _done(report, start)
         family = _family(loss_fn, target)
-        report.checks.append(_check_activation(family, output, target, _last_layer(net, inputs)))
-        report.checks.append(_check_init(family, loss_fn, float(loss.detach()), output, target))
-        report.checks.append(_check_gradients(net, loss))
-        report.checks.append(_check_overfit(net, loss_fn, inputs, target, family,
-                                            steps=overfit_steps, lr=lr, samples=overfit_samples))
-        report.checks.append(_check_balance(family, loss_fn, output, target))
+        # Each check catches its own error: a report, never a traceback. The failure checks
+        # fail on one; the warning-only checks (init, balance) warn.
+        report.checks.append(_guarded("output activation", "fail", lambda: _check_activation(
+            family, output, target, _last_layer(net, inputs))))
+        report.checks.append(_guarded("loss at init", "warn", lambda: _check_init(
+            family, loss_fn, float(loss.detach()), output, target)))
+        gradients = _guarded("gradients", "fail", lambda: _check_gradients(net, loss))
+        gradients, zero = gradients if isinstance(gradients, tuple) else (gradients, [])
+        before = [p.detach().clone() for _, p in zero]
+        report.checks.append(gradients)
+        report.checks.append(_guarded("overfit one batch", "fail", lambda: _check_overfit(
+            net, loss_fn, inputs, target, family, steps=overfit_steps, lr=lr,
+            samples=overfit_samples)))
+        report.checks[-2] = _guarded("gradients", "warn",
+                                     lambda: _zero_gradients_moved(gradients, zero, before))
+        report.checks.append(_guarded("class balance", "warn", lambda: _check_balance(
+            family, loss_fn, output, target)))
     return _done(report, start)
+
+
+def _guarded(name: str, status: str, check: Callable[[], Any]) -> Any:
+    """``check()``, or a ``status`` CheckResult naming the error it raised."""
+    try:
+        return check()
+    except Exception as exc:
+        return CheckResult(name, status,
+            f"the {name!r} check raised {type(exc).__name__}: {' '.join(str(exc).split())}. "
+            f"Fix: a training step runs the same code, so correct the model or loss where this "
+            f"error points (run this check's step by hand to see the traceback).")
 
 
 def _done(report: Report, start: float) -> Report:

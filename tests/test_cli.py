@@ -51,12 +51,19 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 
 def write_bad_tables(directory: Path) -> dict[str, str]:
-    """CSV files that must be refused: a text feature column, an empty file, two rows."""
+    """CSV files that must be refused: a text feature column, an empty file, two rows, latin-1
+    text; and a run directory whose checkpoint is junk."""
     words = "a,colour,y\n" + "".join(f"{i},{['red', 'blue'][i % 2]},{i % 2}\n" for i in range(20))
     tables = {"words": words, "empty": "", "tiny": "x,y\n1,0\n2,1\n"}
     for name, text in tables.items():
         (directory / f"{name}.csv").write_text(text)
-    return {name: str(directory / f"{name}.csv") for name in tables}
+    drinks = ["caf\u00e9", "th\u00e9"]  # one byte each in latin-1, not valid UTF-8
+    latin1 = "a,y\n" + "".join(f"{i},{drinks[i % 2]}\n" for i in range(20))
+    (directory / "latin1.csv").write_bytes(latin1.encode("latin-1"))
+    (directory / "corrupt").mkdir(exist_ok=True)
+    (directory / "corrupt" / "checkpoint.pt").write_text("junk\n")
+    names = {name: str(directory / f"{name}.csv") for name in [*tables, "latin1"]}
+    return {**names, "corrupt": str(directory / "corrupt")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,6 +77,8 @@ BAD_IN_A_PROCESS = {  # name -> (argv, pieces the one-line message must contain)
                         ["empty.csv", "is empty", "Fix: provide a CSV with a header row"]),
     "train-two-rows": (["train", "--data", "{tiny}", "--target", "y"],
                        ["tiny.csv", "has 2 data rows", "at least 10", "Fix: add rows"]),
+    "train-not-utf8": (["train", "--data", "{latin1}", "--target", "y"],
+                       ["latin1.csv", "is not UTF-8 text", "Fix: save it as UTF-8"]),
     "compare-unknown-task": (["compare", "--task", "nope", "--losses", "mse,l1"],
                              ["--task 'nope' is not a built-in dataset", "Fix: use one of digits"]),
     "doctor-no-function": (["doctor", "{setups}:nofunc"],
@@ -215,6 +224,22 @@ BAD = [
     (["doctor", "--task", "nope"], "--task 'nope' is not a built-in dataset"),
     (["doctor", "--task", "iris", "--loss", "mse"], "--loss 'mse' does not fit"),
     (["losses", "--task", "nope"], "matches no task"),
+    # Review item 8: each of these used to end in a traceback.
+    (["train", "--data", "{latin1}", "--target", "y"], "latin1.csv' is not UTF-8 text"),
+    (["train", "--device", "meta"], "--device 'meta': losskit trains on cpu, cuda or mps"),
+    (["train", "--device", "mps"], "--device mps: Apple's MPS is not available here"),  # Linux
+    (["train", "--out", ""], "--out '' is empty"),
+    (["train", "--out", "{table}"], "table.csv' is a file, not a directory"),
+    (["train", "--out", "{table}/run"], "cannot be written"),
+    (["train", "--out", "/proc/losskit-nope"], "'/proc/losskit-nope' cannot be written"),
+    (["train", "--task", "iris", "--resume", "--out", "{corrupt}"],
+     "corrupt/checkpoint.pt is unreadable"),
+    (["bench", "--family", "elementwise", "--repeats", "1", "--warmup", "0", "--no-compile",
+      "--no-memory", "--append", "{tmp}/missing/results.md"], "does not exist"),
+    # Review item 15: advice that works, and a directory called a directory.
+    (["train", "--data", "{table}", "--target", "y", "--task", "sequence"],
+     "Fix: one of multiclass, binary, regression, or leave it out"),
+    (["doctor", "{tmp}"], "is a directory"),
 ]
 
 
@@ -238,6 +263,47 @@ def test_malformed_options_exit_2_with_one_line(argv: list[str], capsys) -> None
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err and "--help" in err
+
+
+OUT_OF_RANGE = [  # numbers argparse takes as int but the work cannot: refused up front
+    (["train", "--seed", "-1"], "argument --seed: '-1' is out of range. Fix: a seed from 0"),
+    (["train", "--seed", str(2**32)], f"'{2**32}' is out of range"),
+    (["compare", "--seed", "-5"], "argument --seed: '-5' is out of range"),
+    (["doctor", "--task", "iris", "--seed", "-1"], "'-1' is out of range"),
+    (["bench", "--warmup", "-1"], "argument --warmup: expected an integer >= 0, got -1"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), OUT_OF_RANGE,
+                         ids=[" ".join(a) for a, _ in OUT_OF_RANGE])
+def test_out_of_range_numbers_exit_2_with_one_line(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_train_without_a_finite_validation_loss_fails_in_one_line(tmp_path: Path, capsys) -> None:
+    # lr 400 on diabetes: the training loss stays finite, the validation loss overflows, so no
+    # epoch is "best". That is a diverged run (exit 1, like NonFiniteLossError), not a crash.
+    out = tmp_path / "inf"
+    argv = ["train", "--task", "diabetes", "--lr", "400", "--epochs", "1", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("losskit train: error: ")
+    assert "no epoch had a finite validation loss" in err and "Fix: lower --lr" in err
+    assert (out / "history.csv").exists()  # the run's files are kept
+
+
+def test_compare_rows_survive_a_loss_without_a_finite_validation_loss() -> None:
+    from losskit.cli import _compare_rows
+    from losskit.train import History
+
+    diverged = History([{"epoch": 1, "train_loss": 1.0, "val_loss": float("inf")}])
+    rows_ = _compare_rows({"mse": diverged}, {"mse": 1.0}, "val_mae")
+    assert rows_[0]["best_epoch"] is None and rows_[0]["final_val_loss"] == float("inf")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,6 +346,15 @@ def test_train_default_out_is_a_timestamped_run_directory(tmp_path: Path, monkey
 def test_doctor_on_a_builtin_task(capsys) -> None:
     assert main(["doctor", "--task", "sequence"]) == 0
     assert "overfit one batch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("func", ["lora", "rezero", "multilabel_batchnorm"])
+def test_doctor_passes_zero_initialised_partners_and_batchnorm(func: str, capsys) -> None:
+    # LoRA's B = 0 and ReZero's alpha = 0 give exactly-zero first gradients on purpose; 40
+    # labels per row leave the overfit check few rows, which BatchNorm must still train on.
+    assert main(["doctor", f"{SETUPS}:{func}"]) == 0, capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "OK" in out.out and "Traceback" not in out.err
 
 
 def test_doctor_lr_zero_fails(capsys) -> None:

@@ -206,3 +206,47 @@ def test_each_split_needs_two_rows(tmp_path) -> None:
     assert (len(d.train), len(d.val)) == (18, 2)
     with pytest.raises(data.DataError, match=r"'iris' has 150 rows.*1 train / 149 val"):
         data.load("iris", val_fraction=0.99)
+
+
+def test_csv_that_is_not_utf8_is_named(tmp_path) -> None:
+    path = tmp_path / "latin1.csv"
+    text = "a,name,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)) + "1,caf\u00e9,0\n"
+    path.write_bytes(text.encode("latin-1"))  # 0xe9: not a UTF-8 sequence
+    with pytest.raises(data.DataError, match=r"latin1.csv.*is not UTF-8 text.*0xe9.*Fix"):
+        data.load_csv(path, target="y")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(data.DataError, match=r"binary.csv.*Fix"):
+        data.load_csv(binary, target="y")
+
+
+def test_csv_empty_target_cells_are_refused_with_their_lines(tmp_path) -> None:
+    labels = ["cat", "dog"] * 10
+    labels[3] = labels[7] = ""  # data rows 4 and 8: lines 5 and 9 (line 1 is the header)
+    path = _write(tmp_path, "a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(labels)))
+    with pytest.raises(data.DataError) as info:
+        data.load_csv(path, target="y")
+    message = str(info.value)
+    for piece in ("'y'", "empty on 2 rows", "lines 5, 9", "Fix: fill in"):
+        assert piece in message
+
+
+def test_csv_numeric_labels_are_compared_as_numbers(tmp_path) -> None:
+    labels = ["0", "1", "1.0", "0.0"] * 5  # two classes written two ways
+    path = _write(tmp_path, "a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(labels)))
+    d = data.load_csv(path, target="y")
+    assert d.task == "binary" and d.class_names == ("0", "1")
+    x = torch.cat([d.train.tensors[0], d.val.tensors[0]])[:, 0]
+    y = torch.cat([d.train.tensors[1], d.val.tensors[1]]).flatten()
+    assert y[x.argsort()].tolist() == [float(v) for v in [0, 1, 1, 0] * 5]  # by value, in order
+    forced = data.load_csv(path, target="y", task="multiclass")
+    assert forced.class_names == ("0", "1") and forced.num_outputs == 2
+
+
+def test_csv_repeated_column_names_are_refused(tmp_path) -> None:
+    rows = "".join(f"{i},{-i},{i % 2}\n" for i in range(20))
+    aay = r"repeats column names \('a' is column 1 and 2\).*Fix"
+    with pytest.raises(data.DataError, match=aay):
+        data.load_csv(_write(tmp_path, "a,a,y\n" + rows, "aay.csv"), target="y")
+    with pytest.raises(data.DataError, match=r"'y' is column 1 and 3"):
+        data.load_csv(_write(tmp_path, "y,b,y\n" + rows, "yby.csv"), target="y")

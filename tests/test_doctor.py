@@ -269,9 +269,14 @@ def test_no_trainable_parameters_fails(gen: torch.Generator) -> None:
     model, loss_fn, batch = healthy("mlp-ce", gen)
     model.requires_grad_(False)
     report = doctor(model, loss_fn, batch)
-    # Nothing requires grad, so the loss has no graph: the loss check stops the doctor early.
+    # Nothing requires grad, so the loss has no graph; the cause is the frozen model, not a
+    # detach, and the report says so in the gradients check.
     assert not report.ok
-    assert report["loss checks"].status == "fail" and "grad_fn" in report["loss checks"].message
+    assert "detached" not in report["loss checks"].message
+    check = report["gradients"]
+    assert check.status == "fail"
+    assert "no trainable parameters (4 frozen)" in check.message and "Fix:" in check.message
+    assert "requires_grad=True" in check.message
 
 
 def test_no_trainable_parameters_with_a_graph_fails(gen: torch.Generator) -> None:
@@ -444,3 +449,163 @@ def test_bad_arguments_raise(gen: torch.Generator) -> None:
 
 def test_public_name_is_callable(gen: torch.Generator) -> None:
     assert lk.doctor(*healthy("mlp-mse", gen)).ok
+
+
+# ----------------------------------------------------------------------------------------------
+# Review fixes: zero-initialised partners, crashes inside a check, small sigmoid heads, buffers
+
+
+class LoRALinear(nn.Module):
+    """A frozen layer plus an adapter x A^T B^T with B = 0: A's first gradient is exactly 0."""
+
+    def __init__(self, inputs: int, outputs: int, rank: int = 4) -> None:
+        super().__init__()
+        self.base = nn.Linear(inputs, outputs).requires_grad_(False)
+        self.A = nn.Parameter(torch.randn(rank, inputs) * 0.01)
+        self.B = nn.Parameter(torch.zeros(outputs, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + x @ self.A.t() @ self.B.t()
+
+
+class ReZero(nn.Module):
+    """h + alpha * f(h) with alpha = 0: f's first gradients are exactly 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(10, 32)
+        self.f = nn.Sequential(nn.Linear(32, 32), nn.ReLU())
+        self.alpha = nn.Parameter(torch.zeros(()))
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.head(h + self.alpha * self.f(h))
+
+
+@pytest.mark.parametrize("kind", ["lora", "rezero"])
+def test_zero_initialised_adapters_and_gates_pass(kind: str, gen: torch.Generator) -> None:
+    _, loss_fn, batch = healthy("mlp-ce", gen)
+    torch.manual_seed(0)
+    if kind == "lora":
+        model = nn.Sequential(nn.Linear(10, 32).requires_grad_(False), nn.ReLU(),
+                              LoRALinear(32, 5))
+        zeroed = "2.A"
+    else:
+        model = ReZero()
+        zeroed = "f.0.weight"
+    report = doctor(model, loss_fn, batch)
+    assert report.ok, str(report)
+    check = report["gradients"]
+    assert check.status == "pass", check.message
+    assert zeroed in check.message and "moved" in check.message
+
+
+class DeadParameter(nn.Module):
+    """`dead` is multiplied by 0: its gradient is zero and stays zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = mlp(10, 5)
+        self.dead = nn.Parameter(torch.ones(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + 0 * self.dead
+
+
+def test_an_all_zero_gradient_only_warns_and_names_the_usual_causes(gen: torch.Generator) -> None:
+    _, loss_fn, batch = healthy("mlp-ce", gen)
+    report = doctor(DeadParameter(), loss_fn, batch)
+    check = report["gradients"]
+    assert check.status == "warn" and report.ok, str(report)
+    assert "dead got an all-zero gradient" in check.message
+    assert "LoRA" in check.message and "did not move" in check.message and "Fix:" in check.message
+    assert "body.weight" not in check.message
+
+
+def test_batchnorm_with_many_labels_per_row_overfits_two_rows(gen: torch.Generator) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 40))
+    x, y = torch.randn(128, 10, generator=gen), torch.randint(0, 2, (128, 40), generator=gen)
+    report = doctor(model, lk.BCEWithLogitsLoss(), (x, y.float()))
+    assert report.ok, str(report)
+    assert "on 2 samples" in report["overfit one batch"].message  # 32 targets / 40 per row < 2
+
+
+class RaisesAfterFirstCall(nn.Module):
+    """Runs once, then raises: every later step of the doctor meets the error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(10, 5)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("second call refused")
+        return self.lin(x)
+
+
+def test_a_check_that_raises_is_reported_not_raised(gen: torch.Generator) -> None:
+    _, loss_fn, batch = healthy("mlp-ce", gen)
+    report = doctor(RaisesAfterFirstCall(), loss_fn, batch)
+    assert [c.name for c in report.checks] == CHECKS
+    for name in ("output activation", "overfit one batch"):
+        check = report[name]
+        assert check.status == "fail"
+        assert "RuntimeError: second call refused" in check.message and "Fix:" in check.message
+    assert report["gradients"].status == "pass"  # the first call's graph was fine
+
+
+def test_sigmoid_layer_before_bce_with_logits_fails_on_a_tiny_batch(gen: torch.Generator) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 1), nn.Sigmoid())
+    x, y = torch.randn(8, 10, generator=gen), torch.randint(0, 2, (8, 1), generator=gen).float()
+    check = doctor(model, nn.BCEWithLogitsLoss(), (x, y))["output activation"]
+    assert check.status == "fail"  # 8 outputs: too few to judge by their values alone
+    assert "Sigmoid" in check.message and "Fix:" in check.message
+
+
+class SigmoidGate(nn.Module):
+    """A Sigmoid module runs last, but as a gate: the output is logits, not its values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(10, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * (1 + self.gate(x[:, :1]))
+
+
+def test_a_sigmoid_gate_that_is_not_the_output_is_not_blamed(gen: torch.Generator) -> None:
+    x, y = torch.randn(8, 10, generator=gen), torch.randint(0, 2, (8, 1), generator=gen).float()
+    assert doctor(SigmoidGate(), nn.BCEWithLogitsLoss(), (x, y))["output activation"].status == (
+        "pass"
+    )
+
+
+class UnpicklableCounter(nn.Module):
+    """A lock (no deepcopy) and a non-persistent buffer that every forward changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.lin = mlp(10, 5)
+        self.register_buffer("calls", torch.ones(()), persistent=False)
+        self.register_buffer("seen", torch.zeros(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1  # in place
+        self.seen = self.seen + 1  # a new tensor each call
+        return self.lin(x)
+
+
+def test_in_place_fallback_restores_non_persistent_buffers(gen: torch.Generator) -> None:
+    _, loss_fn, batch = healthy("mlp-ce", gen)
+    model = UnpicklableCounter()
+    calls, seen = model.calls, model.seen
+    assert doctor(model, loss_fn, batch).ok
+    assert model.calls is calls and model.seen is seen
+    assert float(model.calls) == 1.0 and float(model.seen) == 0.0
