@@ -529,9 +529,11 @@ def _signature(output: Tensor, dim: int) -> str:
             return "probabilities"
         if hi <= 0 and float(x.logsumexp(dim).abs().max()) < 1e-3:
             return "log-probabilities"
-    if x.numel() >= 16 and lo > 0 and hi < 1:
+    # Sigmoid output near init straddles 0.5; a zero-initialised or prior-bias head's logits sit
+    # on one side of it (or are all 0), so they are not taken for a sigmoid.
+    if x.numel() >= 16 and 0 < lo < 0.5 < hi < 1:
         return "sigmoid"
-    if lo >= 0 and bool((x == 0).any()):
+    if lo >= 0 and hi > 0 and bool((x == 0).any()):
         return "relu"
     return "raw"
 

@@ -609,3 +609,18 @@ def test_in_place_fallback_restores_non_persistent_buffers(gen: torch.Generator)
     assert doctor(model, loss_fn, batch).ok
     assert model.calls is calls and model.seen is seen
     assert float(model.calls) == 1.0 and float(model.seen) == 0.0
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.4])
+def test_zero_or_prior_bias_bce_head_is_not_taken_for_a_sigmoid(
+    gen: torch.Generator, bias: float
+) -> None:
+    """A zero-initialised head (all logits 0, as torchvision's ViT head) or a tiny head with a
+    positive prior bias gives logits on one side of 0.5 inside [0, 1]: healthy, not sigmoid."""
+    model, loss_fn, batch = healthy("mlp-bce-logits", gen)
+    head = model[-1]
+    with torch.no_grad():
+        head.weight.mul_(0.0 if bias == 0.0 else 1e-3)
+        head.bias.fill_(bias)
+    report = doctor(model, loss_fn, batch)
+    assert report["output activation"].status == "pass", report["output activation"].message
