@@ -269,8 +269,8 @@ def vocab_parallel_cross_entropy(
         raise LossInputError(
             f"{_LOSS}: `logits_shard` has shape {tuple(logits_shard.shape)} and `target` "
             f"{tuple(target.shape)}; expected target shaped like logits_shard without its last "
-            f"(class) dim. Fix: put the classes last, e.g. `logits.transpose(1, -1)` for "
-            f"(N, C, T) logits."
+            f"(class) dim. Fix: put the classes last, e.g. `logits.movedim(1, -1)` for "
+            f"(N, C, d1, ...) logits."
         )
     if target.dtype not in (torch.int64, torch.int32, torch.uint8):
         raise LossRuntimeError(
