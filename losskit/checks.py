@@ -412,7 +412,9 @@ def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
             f"Fix: give one score per class."
         )
     if input.dim() == 1:
-        if target.dim() != 0 and not (loss == "nll_loss" and target.shape == (1,)):
+        # torch's forward also takes a (1,) target here, but its backward then fails with
+        # "size mismatch": refuse it up front, with the fix.
+        if target.dim() != 0:
             raise LossInputError(
                 f"{loss}: `input` has shape {tuple(input.shape)} (one unbatched sample of "
                 f"{input.shape[0]} classes) but `target` has shape {tuple(target.shape)}. Fix: a "

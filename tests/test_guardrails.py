@@ -235,6 +235,18 @@ def test_target_n_by_1_raises(fn, gen):
     assert_silent(lambda: getattr(LF, fn)(x, y.squeeze(1)))
 
 
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_unbatched_input_with_1d_target_raises(fn, gen):
+    """torch's forward takes (C,) input with a (1,) target, but its backward then fails with
+    "size mismatch"; losskit refuses it up front and names both fixes."""
+    x = torch.log_softmax(_randn(gen, 7), 0).requires_grad_()
+    y = torch.tensor([2])
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        getattr(F, fn)(x, y).backward()
+    assert_raises(lambda: getattr(LF, fn)(x, y), None, "(7,)", "(1,)", "target[0]", "unsqueeze")
+    assert_silent(lambda: getattr(LF, fn)(x, y[0]))
+
+
 # Row: sequence logits (B, T, C) with target (B, T) -> LossInputError naming both fixes
 
 
