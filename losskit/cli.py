@@ -512,7 +512,33 @@ def _classify(exc: BaseException) -> tuple[int | None, str]:
     train = sys.modules.get("losskit.train")  # imported if the failure came from fit
     if train is not None and isinstance(exc, train.NonFiniteLossError):
         return EXIT_FAILED, str(exc)
+    if train is not None and isinstance(exc, train.ResumeMismatchError):
+        return EXIT_BAD_INPUT, _resume_mismatch_text(exc)
     return None, ""
+
+
+_RESUME_FLAGS = {"seed": "--seed", "batch_size": "--batch-size",
+                 "grad_accum_steps": "--grad-accum-steps", "task": "--task", "loss": "--loss"}
+
+
+def _resume_mismatch_text(exc: Any) -> str:
+    """fit's ResumeMismatchError in the command line's words (the flags, not fit's arguments)."""
+    from losskit.train.resume import _loss_text
+
+    where = f"the run in {exc.out}"
+    if exc.setting == "model":
+        return (f"--resume: the model differs from {where} ({exc.detail}); {exc.why}. Fix: resume "
+                f"with the run's --hidden and --task/--data, or use a new --out.")
+    if exc.setting == "data":
+        return (f"--resume: the data differs from {where} ({exc.detail}); {exc.why}. Fix: resume "
+                f"with the run's --task/--data/--target and --seed, or use a new --out.")
+    if exc.setting == "loss":
+        before, now = _loss_text(exc.stored, exc.new), _loss_text(exc.new, exc.stored)
+        return (f"--resume: the loss differs from {where} ({before} there, {now} now); "
+                f"{exc.why}. Fix: resume with the run's --loss, or use a new --out.")
+    flag, before, now = _RESUME_FLAGS[exc.setting], exc.stored, exc.new
+    return (f"--resume: {flag} {now} differs from {where}, which used {flag} {before}; "
+            f"{exc.why}. Fix: resume with {flag} {before}, or use a new --out.")
 
 
 if __name__ == "__main__":

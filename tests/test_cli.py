@@ -290,3 +290,26 @@ def test_doctor_lr_zero_fails(capsys) -> None:
 def test_losses_for_a_dataset_name_shows_its_task(capsys) -> None:
     assert main(["losses", "--task", "breast-cancer"]) == 0  # a dataset name: its task
     assert "binary" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("change", "pieces"),
+    [
+        (["--seed", "1"], ["--seed 1 differs", "used --seed 0", "Fix: resume with --seed 0"]),
+        (["--batch-size", "16"], ["--batch-size 16 differs", "Fix: resume with --batch-size 64"]),
+        (["--loss", "focal"], ["the loss differs", "CrossEntropyLoss() there, FocalLoss() now"]),
+        (["--hidden", "8"], ["the model differs", "Fix: resume with the run's --hidden"]),
+        (["--task", "wine"], ["the data differs", "train had 120 rows"]),
+    ],
+)
+def test_resume_with_different_settings_exits_2_with_one_line(tmp_path: Path, change, pieces,
+                                                               capsys) -> None:
+    base = ["train", "--task", "iris", "--out", str(tmp_path), "--no-progress"]
+    assert main([*base, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2", "--resume", *change]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    for piece in [*pieces, "or use a new --out"]:
+        assert piece in err
+    assert len(rows(tmp_path / "history.csv")) == 1

@@ -276,3 +276,74 @@ def test_bad_train_data_names_the_fix() -> None:
         fit(nn.Linear(3, 1), lk.MSELoss(), [1, 2, 3], progress=False)
     with pytest.raises(ValueError, match="4 and 5 rows"):
         fit(nn.Linear(3, 1), lk.MSELoss(), (torch.randn(4, 3), torch.randn(5, 1)), progress=False)
+
+
+# --- resume: settings must match the checkpoint's run ------------------------------------------
+
+
+def _small_run(**overrides):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 3, generator=g), torch.randint(0, 2, (40,), generator=g)
+    kw = {"model": nn.Linear(3, 2), "loss_fn": lk.CrossEntropyLoss(), "train": (x, y),
+          "val": (x, y), "seed": 0, "batch_size": 16, "metrics": {}, "progress": False}
+    kw.update(overrides)
+    return kw
+
+
+@pytest.mark.parametrize(
+    ("change", "pieces"),
+    [
+        ({"seed": 1}, ["seed=1", "used seed=0", "resume with seed=0"]),
+        ({"batch_size": 8}, ["batch_size=8", "used batch_size=16"]),
+        ({"grad_accum_steps": 2}, ["grad_accum_steps=2", "used grad_accum_steps=1"]),
+        ({"loss_fn": lk.FocalLoss()}, ["loss=FocalLoss()", "used loss=CrossEntropyLoss()"]),
+        ({"loss_fn": lk.CrossEntropyLoss(label_smoothing=0.1)}, ["label_smoothing=0.1"]),
+        ({"task": "binary"}, ["task='binary'", "used task=None"]),
+        ({"model": nn.Linear(3, 4)}, ["the model differs", "'weight' has shape (2, 3)"]),
+        ({"train": (torch.randn(30, 3), torch.randint(0, 2, (30,)))},
+         ["the data differs", "train had 40 rows, now 30"]),
+        ({"val": (torch.randn(40, 3), torch.randint(0, 2, (40,)))},
+         ["the data differs", "val has the same 40 rows"]),
+    ],
+)
+def test_resume_refuses_settings_that_change_the_data_model_or_loss(tmp_path, change, pieces):
+    fit(**_small_run(), epochs=1, out=tmp_path)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(lk.train.ResumeMismatchError) as err:
+        fit(**_small_run(**change), epochs=2, out=tmp_path, resume=True)
+    message = str(err.value)
+    for piece in [*pieces, str(tmp_path), "Fix:", "new out="]:
+        assert piece in message
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before  # nothing was overwritten
+
+
+def test_resume_applies_a_new_lr_to_the_restored_optimizer(tmp_path, capsys) -> None:
+    # One full batch per epoch, so the resumed epoch is one AdamW step computed here by hand.
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, generator=g), torch.randn(32, 1, generator=g)
+    model = nn.Linear(3, 1)
+    fit(model, lk.MSELoss(), (x, y), epochs=1, batch_size=32, seed=0, out=tmp_path, lr=1e-3,
+        progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    oracle = nn.Linear(3, 1)
+    oracle.load_state_dict(state["model"])
+    opt = torch.optim.AdamW(oracle.parameters(), lr=1e-3)
+    opt.load_state_dict(state["optimizer"])
+    for group in opt.param_groups:
+        group["lr"] = 0.5
+    F.mse_loss(oracle(x), y).backward()
+    opt.step()
+    h = fit(model, lk.MSELoss(), (x, y), epochs=2, batch_size=32, seed=0, out=tmp_path, lr=0.5,
+            resume=True, progress=False)
+    assert h.column("lr") == [1e-3, 0.5]
+    for p, q in zip(model.parameters(), oracle.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    out = capsys.readouterr().out  # progress=False still prints the resume notes
+    assert "lr=0.5 replaces the run's lr=0.001" in out and "resuming from" in out
+
+
+def test_resume_without_checkpoint_says_so_without_progress(tmp_path, capsys) -> None:
+    fit(**_small_run(), epochs=1, out=tmp_path / "typo", resume=True)
+    lines = capsys.readouterr().out.splitlines()
+    path = tmp_path / "typo" / "checkpoint.pt"
+    assert lines == [f"no checkpoint at {path}; starting from scratch"]

@@ -47,6 +47,13 @@ from losskit.train import checkpoint as ckpt
 from losskit.train.callbacks import EarlyStopping
 from losskit.train.history import History
 from losskit.train.progress import Reporter
+from losskit.train.resume import (
+    apply_new_lr,
+    check_model,
+    check_settings,
+    data_signature,
+    loss_signature,
+)
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -314,12 +321,14 @@ class _Loop:
             "early_stopping": self.stopper.state_dict() if self.stopper is not None else None,
             "sampler": {"seed": self.shuffle_seed, "next_epoch": epoch + 1},
             "global_step": self.global_step,
-            "settings": {"batch_size": self.batch_size, "grad_accum_steps": self.grad_accum_steps,
-                         "world_size": D.world_size()},
+            "settings": {**self.settings, "world_size": D.world_size()},
         }
 
     def restore(self, state: dict[str, Any]) -> int:
-        """Load a checkpoint into the run; return the epoch it completed."""
+        """Check the checkpoint's settings against this run's, load it; return its epoch."""
+        stored = state.get("settings", {})
+        check_settings(stored, self.settings, self.out)
+        check_model(state["model"], self.model, self.out)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -331,6 +340,13 @@ class _Loop:
         self.shuffle_seed = state["sampler"]["seed"]
         self.global_step = state["global_step"]
         ckpt.set_rng_state(state["rng"])
+        old_lr, new_lr = stored.get("lr"), self.settings["lr"]
+        if old_lr is not None and new_lr is not None and old_lr != new_lr:
+            # A new lr is the usual reason to resume (after a NaN): apply it, say so; the
+            # history's lr column shows it from the next epoch on.
+            apply_new_lr(self.optimizer, self.scheduler, old_lr, new_lr)
+            self.lr_note = (f"lr={new_lr:g} replaces the run's lr={old_lr:g} from epoch "
+                            f"{state['epoch'] + 1} on")
         return state["epoch"]
 
     def save(self, epoch: int, improved: bool) -> None:
@@ -396,11 +412,15 @@ def fit(
         device: ``"auto"`` (CUDA if available, else CPU), or any torch device.
         out: directory for ``checkpoint.pt`` (every epoch), ``best.pt``, ``history.csv``,
             ``metrics.json`` and ``loss_curve.png``. None writes nothing.
-        resume: continue from ``out/checkpoint.pt`` when it exists (else start fresh).
+        resume: continue from ``out/checkpoint.pt`` when it exists (else start fresh, saying
+            so). The seed, batch size, accumulation steps, task, loss, data and model shapes
+            must equal the checkpoint's run (see :mod:`losskit.train.resume`); a different
+            ``lr`` is applied to the restored optimizer and shows in the history's lr column.
         early_stopping: None, a patience in epochs, or an :class:`EarlyStopping`.
         seed: seeds Python, numpy and torch at the start and the shuffling order (0 when None,
             leaving the global generators untouched).
-        progress: print a progress bar and an epoch table (rank 0 only); False prints nothing.
+        progress: print a progress bar and an epoch table (rank 0 only). False prints only the
+            one-line notes about resuming and restoring the best weights.
         scheduler: None, an LR scheduler on ``optimizer``, or a callable ``optimizer ->
             scheduler``; stepped once per epoch and checkpointed.
         callbacks: callables given each epoch's record after its checkpoint is written.
@@ -410,6 +430,7 @@ def fit(
 
     Raises:
         NonFiniteLossError: the training loss became NaN/Inf (names the epoch and step).
+        ResumeMismatchError: ``resume=True`` with settings that differ from the checkpoint's.
 
     Example:
         >>> torch.manual_seed(0)
@@ -467,6 +488,8 @@ def _resolve_metrics(metrics: Any, device: torch.device) -> tuple[Any, str | Non
 
 
 def _fit(**a: Any) -> History:
+    train = _as_dataset(a["train"], "train")
+    val = _as_dataset(a["val"], "val") if a["val"] is not None else None
     device = _resolve_device(a["device"])
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
@@ -482,17 +505,25 @@ def _fit(**a: Any) -> History:
     if out and D.rank() == 0:
         os.makedirs(out, exist_ok=True)
     metrics, main_metric = _resolve_metrics(a["metrics"], device)
+    # What a resumed run must share with this one (see losskit.train.resume).
+    settings = {
+        "batch_size": a["batch_size"], "grad_accum_steps": a["grad_accum_steps"],
+        "seed": a["seed"], "task": a["task"], "loss": loss_signature(loss_fn),
+        "data": {"train": data_signature(train), "val": data_signature(val)},
+        "lr": a["lr"] if a["optimizer"] is None else None,  # fit's lr only drives its own AdamW
+    }
     loop = _Loop(
         model=model, ddp=None, loss_fn=loss_fn, optimizer=optimizer, device=device, out=out,
         scheduler=_make_scheduler(a["scheduler"], optimizer),
         stopper=EarlyStopping.from_arg(a["early_stopping"]),
         metrics=metrics, auto_metrics=a["metrics"] is None, task=a["task"],
-        main_metric=main_metric, history=History(),
+        main_metric=main_metric, history=History(), settings=settings,
         batch_size=a["batch_size"], grad_accum_steps=a["grad_accum_steps"],
         autocast=_autocast(device, a["amp"]),
         shuffle_seed=a["seed"] if a["seed"] is not None else 0,
         params=[p for p in model.parameters() if p.requires_grad], last_saved_epoch=0,
-        reporter=Reporter(a["progress"] and D.rank() == 0, a["epochs"]),
+        reporter=Reporter(a["progress"] and D.rank() == 0, a["epochs"], notes=D.rank() == 0),
+        train=train, val=val,
     )
     try:
         return _run(loop, a)
@@ -507,9 +538,11 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
         done = loop.restore(ckpt.load(path, map_location=loop.device))
         loop.last_saved_epoch = done
         start = done + 1
-        loop.reporter.print(f"resuming from {path} after epoch {done}")
+        loop.reporter.note(f"resuming from {path} after epoch {done}")
+        if getattr(loop, "lr_note", None):
+            loop.reporter.note(loop.lr_note)
     elif a["resume"]:
-        loop.reporter.print(f"no checkpoint at {path}; starting from scratch")
+        loop.reporter.note(f"no checkpoint at {path}; starting from scratch")
     if loop.out and D.rank() == 0:
         ckpt.remove_stale_temps(loop.out, CHECKPOINT)
         ckpt.remove_stale_temps(loop.out, BEST)
@@ -518,10 +551,8 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
 
         ids = [loop.device.index] if loop.device.type == "cuda" else None
         loop.ddp = DDP(loop.model, device_ids=ids)
-    train = _as_dataset(a["train"], "train")
-    loop.train_loader = _train_loader(train, loop.batch_size, loop.shuffle_seed)
-    val = _as_dataset(a["val"], "val") if a["val"] is not None else None
-    loop.val_loader = _val_loader(val, loop.batch_size) if val is not None else None
+    loop.train_loader = _train_loader(loop.train, loop.batch_size, loop.shuffle_seed)
+    loop.val_loader = _val_loader(loop.val, loop.batch_size) if loop.val is not None else None
     stopped = loop.stopper is not None and loop.stopper.stopped
     for epoch in range(start, a["epochs"] + 1):
         if stopped:
@@ -549,7 +580,7 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
         for callback in a["callbacks"]:
             callback(record)
     if loop.stopper is not None and loop.stopper.restore(loop.model):
-        loop.reporter.print(f"restored the weights of epoch {loop.stopper.best_epoch} "
+        loop.reporter.note(f"restored the weights of epoch {loop.stopper.best_epoch} "
                             f"(best {loop.stopper.monitor})")
     if loop.out and D.rank() == 0 and len(loop.history):
         loop.history.to_json(os.path.join(loop.out, "metrics.json"))
