@@ -347,3 +347,49 @@ def test_resume_without_checkpoint_says_so_without_progress(tmp_path, capsys) ->
     lines = capsys.readouterr().out.splitlines()
     path = tmp_path / "typo" / "checkpoint.pt"
     assert lines == [f"no checkpoint at {path}; starting from scratch"]
+
+
+# --- a loss with its own learnable parameters ---------------------------------------------------
+
+
+class _TemperatureCE(nn.Module):
+    """Cross-entropy of ``logits / t`` with a learned temperature ``t`` (a custom loss Module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, logits, target):
+        return F.cross_entropy(logits / self.t, target)
+
+
+def test_loss_parameters_get_the_mean_gradient_not_the_sum() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g), torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(0)
+    model, loss_fn = nn.Linear(5, 3), _TemperatureCE()
+    oracle_model, oracle_loss = copy.deepcopy(model), copy.deepcopy(loss_fn)
+    # By hand: one SGD step on the mean loss of the whole batch.
+    oracle_loss(oracle_model(x), y).backward()
+    with torch.no_grad():
+        for p in [*oracle_model.parameters(), *oracle_loss.parameters()]:
+            p -= 0.1 * p.grad
+    params = [*model.parameters(), *loss_fn.parameters()]
+    fit(model, loss_fn, (x, y), epochs=1, batch_size=64, metrics={}, progress=False,
+        optimizer=torch.optim.SGD(params, lr=0.1))
+    torch.testing.assert_close(loss_fn.t, oracle_loss.t, rtol=1e-6, atol=1e-7)
+    for p, q in zip(model.parameters(), oracle_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_resume_restores_the_loss_parameters(tmp_path) -> None:
+    x, y = torch.randn(32, 5), torch.randint(0, 3, (32,))
+    loss_fn = _TemperatureCE()
+    model = nn.Linear(5, 3)
+    fit(model, loss_fn, (x, y), epochs=1, metrics={}, progress=False, out=tmp_path,
+        optimizer=lambda p: torch.optim.SGD([*p, loss_fn.t], lr=0.1))
+    trained = loss_fn.t.item()
+    fresh = _TemperatureCE()
+    fit(nn.Linear(5, 3), fresh, (x, y), epochs=1, metrics={}, progress=False, out=tmp_path,
+        resume=True, optimizer=lambda p: torch.optim.SGD([*p, fresh.t], lr=0.1))
+    assert fresh.t.item() == trained != 1.5

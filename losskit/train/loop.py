@@ -314,6 +314,7 @@ class _Loop:
             "format": ckpt.FORMAT,
             "epoch": epoch,
             "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict() if isinstance(self.loss_fn, nn.Module) else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": ckpt.rng_state(),
@@ -330,6 +331,8 @@ class _Loop:
         check_settings(stored, self.settings, self.out)
         check_model(state["model"], self.model, self.out)
         self.model.load_state_dict(state["model"])
+        if state.get("loss") is not None:  # a loss's learnable parameters and buffers
+            self.loss_fn.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -395,7 +398,9 @@ def fit(
         model: any ``nn.Module``; moved to ``device``. With early stopping it ends holding the
             best epoch's weights.
         loss_fn: a losskit (or ``torch.nn``) loss module; reductions are done by fit (see module
-            doc), so its ``reduction`` setting is not used.
+            doc), so its ``reduction`` setting is not used. Its own learnable parameters, when
+            the optimizer steps them, get the mean's gradient like the model's, and its state is
+            checkpointed.
         train, val: an ``(inputs, targets)`` pair of tensors, a Dataset of such pairs, or a
             DataLoader (used as given: then shuffling and resume exactness are yours).
         epochs: the total number of epochs (a resumed run counts the ones already done).
@@ -521,7 +526,7 @@ def _fit(**a: Any) -> History:
         batch_size=a["batch_size"], grad_accum_steps=a["grad_accum_steps"],
         autocast=_autocast(device, a["amp"]),
         shuffle_seed=a["seed"] if a["seed"] is not None else 0,
-        params=[p for p in model.parameters() if p.requires_grad], last_saved_epoch=0,
+        params=_stepped_params(model, loss_fn, optimizer), last_saved_epoch=0,
         reporter=Reporter(a["progress"] and D.rank() == 0, a["epochs"], notes=D.rank() == 0),
         train=train, val=val,
     )
@@ -529,6 +534,16 @@ def _fit(**a: Any) -> History:
         return _run(loop, a)
     finally:
         loop.reporter.close()
+
+
+def _stepped_params(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer) -> list:
+    """Every tensor whose gradient fit rescales by ``W / count``: the optimizer's parameters
+    (a loss's own learnable ones included) and the model's and loss's trainable ones."""
+    found = [p for g in optimizer.param_groups for p in g["params"]]
+    found += [p for p in model.parameters() if p.requires_grad]
+    if isinstance(loss_fn, nn.Module):
+        found += [p for p in loss_fn.parameters() if p.requires_grad]
+    return list({id(p): p for p in found}.values())
 
 
 def _run(loop: _Loop, a: dict[str, Any]) -> History:
