@@ -393,3 +393,24 @@ def test_resume_restores_the_loss_parameters(tmp_path) -> None:
     fit(nn.Linear(5, 3), fresh, (x, y), epochs=1, metrics={}, progress=False, out=tmp_path,
         resume=True, optimizer=lambda p: torch.optim.SGD([*p, fresh.t], lr=0.1))
     assert fresh.t.item() == trained != 1.5
+
+
+# --- the loss's own input checks speak inside fit -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "outputs", "target"),
+    [
+        (lk.MSELoss(), 3, torch.randint(0, 3, (200,))),  # (N, 3) vs (N,): not broadcastable
+        (lk.MSELoss(), 1, torch.randn(200)),  # (N, 1) vs (N,): broadcasts to (N, N)
+        (lk.BCEWithLogitsLoss(), 3, torch.randint(0, 2, (200, 2)).float()),
+    ],
+)
+def test_shape_mistake_raises_the_loss_own_error(loss_fn, outputs, target) -> None:
+    model = nn.Linear(5, outputs)
+    x = torch.randn(200, 5)
+    with pytest.raises(lk.LossInputError) as direct:  # what the loss says on one batch
+        loss_fn(model(x[:64]), target[:64])
+    with pytest.raises(lk.LossInputError) as in_fit:
+        fit(model, loss_fn, (x, target), epochs=1, batch_size=64, progress=False)
+    assert str(in_fit.value) == str(direct.value) and "Fix:" in str(in_fit.value)
