@@ -414,3 +414,41 @@ def test_shape_mistake_raises_the_loss_own_error(loss_fn, outputs, target) -> No
     with pytest.raises(lk.LossInputError) as in_fit:
         fit(model, loss_fn, (x, target), epochs=1, batch_size=64, progress=False)
     assert str(in_fit.value) == str(direct.value) and "Fix:" in str(in_fit.value)
+
+
+# --- early stopping on a metric where higher is better ------------------------------------------
+
+
+def test_early_stopping_on_accuracy_keeps_the_most_accurate_epoch() -> None:
+    d = data.load("digits")
+    model = make_model(d, hidden=32)
+    stop = EarlyStopping(patience=2, monitor="val_accuracy")
+    h = fit(model, make_loss("cross-entropy", d), d.train, d.val, epochs=6, seed=0,
+            early_stopping=stop, progress=False)
+    accuracies = h.column("val_accuracy")
+    best = max(range(len(accuracies)), key=accuracies.__getitem__)  # the earliest maximum
+    assert stop.mode == "max" and stop.best_epoch == best + 1
+    assert accuracies[best] > accuracies[0]  # the review's run restored epoch 1, the worst
+    assert _accuracy(model, d.val) == pytest.approx(accuracies[best], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("monitor", "mode"),
+    [("val_loss", "min"), ("train_loss", "min"), ("val_mae", "min"), ("val_rmse", "min"),
+     ("val_ece", "min"), ("val_perplexity", "min"), ("val_accuracy", "max"), ("val_f1", "max"),
+     ("val_precision", "max"), ("val_recall", "max"), ("val_auroc", "max"),
+     ("val_token_accuracy", "max")],
+)
+def test_early_stopping_infers_the_direction_from_the_name(monitor, mode) -> None:
+    assert EarlyStopping(monitor=monitor).mode == mode
+
+
+def test_early_stopping_refuses_an_unknown_direction_or_monitor() -> None:
+    with pytest.raises(ValueError, match=r"monitor='val_score'.*Fix: pass mode='min'"):
+        EarlyStopping(monitor="val_score")
+    assert EarlyStopping(monitor="val_score", mode="max").mode == "max"
+    x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    with pytest.raises(ValueError, match=r"monitor='val_los' is not among the logged metrics: "
+                                         r"train_loss, val_loss, val_accuracy.*Fix:"):
+        fit(nn.Linear(3, 2), lk.CrossEntropyLoss(), (x, y), (x, y), epochs=3, progress=False,
+            early_stopping=EarlyStopping(monitor="val_los", mode="min"))

@@ -546,6 +546,20 @@ def _stepped_params(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optim
     return list({id(p): p for p in found}.values())
 
 
+def _monitored_key(monitor: str, record: dict[str, Any]) -> str:
+    """The record key early stopping watches; ``val_loss`` falls back to ``train_loss``
+    without a validation set, any other missing key is an error."""
+    if monitor in record:
+        return monitor
+    if monitor == "val_loss" and "val_loss" not in record:
+        return "train_loss"
+    logged = [k for k in record if k not in ("epoch", "time", "lr")]
+    raise ValueError(
+        f"EarlyStopping monitor={monitor!r} is not among the logged metrics: {', '.join(logged)}. "
+        f"Fix: monitor one of them, e.g. EarlyStopping(monitor='val_loss')."
+    )
+
+
 def _run(loop: _Loop, a: dict[str, Any]) -> History:
     start = 1
     path = os.path.join(loop.out, CHECKPOINT) if loop.out else None
@@ -585,9 +599,8 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
         loop.history.append(record)
         if loop.scheduler is not None:
             loop.scheduler.step()
-        monitor = "val_loss" if "val_loss" in record else "train_loss"
         if loop.stopper is not None:
-            key = loop.stopper.monitor if loop.stopper.monitor in record else monitor
+            key = _monitored_key(loop.stopper.monitor, record)
             stopped = loop.stopper.update(record[key], epoch=epoch, model=loop.model)
         best = loop.history.best
         loop.save(epoch, improved=best is not None and best["epoch"] == epoch)
