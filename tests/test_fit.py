@@ -452,3 +452,23 @@ def test_early_stopping_refuses_an_unknown_direction_or_monitor() -> None:
                                          r"train_loss, val_loss, val_accuracy.*Fix:"):
         fit(nn.Linear(3, 2), lk.CrossEntropyLoss(), (x, y), (x, y), epochs=3, progress=False,
             early_stopping=EarlyStopping(monitor="val_los", mode="min"))
+
+
+def test_reduce_lr_on_plateau_is_stepped_with_the_validation_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 10, generator=g), torch.randint(0, 2, (64,), generator=g)
+    xv, yv = torch.randn(64, 10, generator=g), torch.randint(0, 2, (64,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 2))
+    plateau = {"patience": 0, "factor": 0.5}
+    h = fit(model, lk.CrossEntropyLoss(), (x, y), (xv, yv), epochs=8, lr=1e-2, batch_size=16,
+            metrics={}, progress=False,
+            scheduler=lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, **plateau))
+    # torch's scheduler fed the logged validation losses by hand gives the same lr per epoch.
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-2)
+    oracle = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **plateau)
+    expected = []
+    for loss in h.column("val_loss"):
+        expected.append(opt.param_groups[0]["lr"])
+        oracle.step(loss)
+    assert h.column("lr") == expected and min(expected) < 1e-2  # random labels: it plateaus

@@ -427,7 +427,8 @@ def fit(
         progress: print a progress bar and an epoch table (rank 0 only). False prints only the
             one-line notes about resuming and restoring the best weights.
         scheduler: None, an LR scheduler on ``optimizer``, or a callable ``optimizer ->
-            scheduler``; stepped once per epoch and checkpointed.
+            scheduler``; stepped once per epoch and checkpointed. ``ReduceLROnPlateau`` is stepped
+            with the epoch's ``val_loss`` (``train_loss`` without a validation set).
         callbacks: callables given each epoch's record after its checkpoint is written.
 
     Returns:
@@ -597,7 +598,9 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
         record["time"] = time.perf_counter() - t0
         loop.history.main_metric = loop.main_metric or None
         loop.history.append(record)
-        if loop.scheduler is not None:
+        if isinstance(loop.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            loop.scheduler.step(record["val_loss" if "val_loss" in record else "train_loss"])
+        elif loop.scheduler is not None:
             loop.scheduler.step()
         if loop.stopper is not None:
             key = _monitored_key(loop.stopper.monitor, record)
