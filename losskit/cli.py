@@ -181,7 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
            f"{len(task_data.train)} train / {len(task_data.val)} val) with {loss_name} -> {out}")
     start = time.perf_counter()
     history = fit(model, recipes.make_loss(loss_name, task_data), task_data.train, task_data.val,
-                  task=task_data.task, out=out, resume=args.resume, **kwargs)
+                  task=task_data.task, metrics=recipes.make_metrics(task_data), out=out,
+                  resume=args.resume, **kwargs)
     keys = ["val_loss", f"val_{MAIN_METRIC[task_data.task]}"]
     best, final = history.best, history.final
     _print(f"done in {time.perf_counter() - start:.1f} s: final {_metric_text(final, keys)}; "
@@ -213,7 +214,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         histories[name] = fit(model, recipes.make_loss(name, task_data), task_data.train,
                               task_data.val, task=task_data.task, out=os.path.join(out, name),
-                              **kwargs)
+                              metrics=recipes.make_metrics(task_data), **kwargs)
         seconds[name] = time.perf_counter() - start
     main = f"val_{MAIN_METRIC[task_data.task]}"
     if _rank() == 0:

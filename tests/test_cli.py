@@ -313,3 +313,24 @@ def test_resume_with_different_settings_exits_2_with_one_line(tmp_path: Path, ch
     for piece in [*pieces, "or use a new --out"]:
         assert piece in err
     assert len(rows(tmp_path / "history.csv")) == 1
+
+
+def test_regression_errors_are_in_the_target_unit(tmp_path: Path) -> None:
+    from losskit import data
+    from losskit.train import make_model
+
+    assert main(["train", "--task", "diabetes", "--epochs", "2", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    final = json.loads((tmp_path / "metrics.json").read_text())["final"]
+    d = data.load("diabetes", seed=0)
+    model = make_model(d, hidden=128, seed=0)
+    model.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"])
+    x, y = d.val.tensors
+    with torch.no_grad():  # by hand, in the original unit (disease progression score)
+        pred = model(x).double() * d.target_std + d.target_mean
+    truth = y.double() * d.target_std + d.target_mean
+    mae = (pred - truth).abs().mean().item()
+    rmse = (pred - truth).pow(2).mean().sqrt().item()
+    assert d.target_std > 10 and mae > 10  # not z-scores
+    assert final["val_mae"] == pytest.approx(mae, rel=1e-5)
+    assert final["val_rmse"] == pytest.approx(rmse, rel=1e-5)

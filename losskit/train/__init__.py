@@ -6,7 +6,14 @@
 from losskit.train.callbacks import EarlyStopping
 from losskit.train.history import History
 from losskit.train.loop import NonFiniteLossError, fit
-from losskit.train.recipes import LOSSES, LOSSES_BY_TASK, default_loss, make_loss, make_model
+from losskit.train.recipes import (
+    LOSSES,
+    LOSSES_BY_TASK,
+    default_loss,
+    make_loss,
+    make_metrics,
+    make_model,
+)
 from losskit.train.resume import ResumeMismatchError
 
 __all__ = [
@@ -19,5 +26,6 @@ __all__ = [
     "default_loss",
     "fit",
     "make_loss",
+    "make_metrics",
     "make_model",
 ]
