@@ -472,3 +472,31 @@ def test_reduce_lr_on_plateau_is_stepped_with_the_validation_loss() -> None:
         expected.append(opt.param_groups[0]["lr"])
         oracle.step(loss)
     assert h.column("lr") == expected and min(expected) < 1e-2  # random labels: it plateaus
+
+
+def test_min_delta_best_epoch_is_the_same_in_model_best_pt_and_metrics_json(tmp_path) -> None:
+    import json
+
+    torch.manual_seed(0)
+    x, w = torch.randn(400, 10), torch.randn(10, 3)
+    y = (x @ w + 2 * torch.randn(400, 3)).argmax(1)
+    xv = torch.randn(200, 10)
+    yv = (xv @ w + 2 * torch.randn(200, 3)).argmax(1)
+    model = nn.Linear(10, 3)
+    stop = EarlyStopping(patience=3, min_delta=0.02)
+    h = fit(model, lk.CrossEntropyLoss(), (x, y), (xv, yv), epochs=30, lr=0.01, out=tmp_path,
+            seed=0, progress=False, early_stopping=stop, metrics={})
+    # By hand: the min_delta rule over the logged losses (an improvement beats the best by 0.02).
+    losses, best, best_epoch = h.column("val_loss"), math.inf, 0
+    for epoch, loss in enumerate(losses, start=1):
+        if loss < best - 0.02:
+            best, best_epoch = loss, epoch
+    assert best_epoch != min(range(len(losses)), key=losses.__getitem__) + 1  # the review's case
+    saved = torch.load(tmp_path / "best.pt", weights_only=True)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert stop.best_epoch == saved["epoch"] == summary["best"]["epoch"] == h.best["epoch"] \
+        == best_epoch
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved["model"].items())
+    with torch.no_grad():
+        now = F.cross_entropy(model(xv).double(), yv).item()
+    assert now == pytest.approx(losses[best_epoch - 1], rel=1e-5)

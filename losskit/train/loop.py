@@ -605,6 +605,10 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
         if loop.stopper is not None:
             key = _monitored_key(loop.stopper.monitor, record)
             stopped = loop.stopper.update(record[key], epoch=epoch, model=loop.model)
+            # The stopper's best (its min_delta and direction) is the run's best everywhere:
+            # the restored model, best.pt and metrics.json.
+            loop.history.best_epoch = loop.stopper.best_epoch or None
+            loop.history.monitor = key
         best = loop.history.best
         loop.save(epoch, improved=best is not None and best["epoch"] == epoch)
         loop.reporter.end_epoch(record)
