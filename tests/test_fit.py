@@ -500,3 +500,45 @@ def test_min_delta_best_epoch_is_the_same_in_model_best_pt_and_metrics_json(tmp_
     with torch.no_grad():
         now = F.cross_entropy(model(xv).double(), yv).item()
     assert now == pytest.approx(losses[best_epoch - 1], rel=1e-5)
+
+
+# --- arguments checked before any training -------------------------------------------------------
+
+
+class _Counting(nn.Linear):
+    """A linear model that counts its forward calls (none may happen before the error)."""
+
+    calls = 0
+
+    def forward(self, x):
+        type(self).calls += 1
+        return super().forward(x)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter([(torch.randn(3), torch.randn(1)) for _ in range(8)])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pieces"),
+    [
+        ({"task": "classification"}, ValueError, ["task='classification'", "multiclass", "Fix:"]),
+        ({"train": (torch.randn(0, 3), torch.randn(0, 1))}, ValueError, ["train=", "0 rows"]),
+        ({"train": TensorDataset(torch.randn(0, 3), torch.randn(0, 1))}, ValueError,
+         ["train has 0 rows"]),
+        ({"val": DataLoader(TensorDataset(torch.randn(0, 3), torch.randn(0, 1)))}, ValueError,
+         ["val has 0 rows"]),
+        ({"train": _Stream()}, TypeError, ["train is an IterableDataset (_Stream)", "Fix:"]),
+        ({"train": DataLoader(_Stream(), batch_size=4)}, TypeError, ["IterableDataset", "Fix:"]),
+    ],
+)
+def test_bad_task_or_data_fails_before_training(kwargs, error, pieces) -> None:
+    _Counting.calls = 0
+    args = {"train": (torch.randn(8, 3), torch.randn(8, 1)), "epochs": 1, "progress": False,
+            **kwargs}
+    with pytest.raises(error) as err:
+        fit(_Counting(3, 1), lk.MSELoss(), **args)
+    assert _Counting.calls == 0
+    for piece in pieces:
+        assert piece in str(err.value)

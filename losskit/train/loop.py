@@ -40,7 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    Sampler,
+    TensorDataset,
+)
 
 from losskit import distributed as D
 from losskit.train import checkpoint as ckpt
@@ -85,8 +92,18 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _as_dataset(data: Any, name: str) -> Dataset | DataLoader:
-    """A DataLoader as given, a Dataset as given, or a pair of tensors as a TensorDataset."""
+    """A DataLoader as given, a Dataset as given, or a pair of tensors as a TensorDataset;
+    checked to have a length and at least one row."""
     if isinstance(data, (DataLoader, Dataset)):
+        dataset = data.dataset if isinstance(data, DataLoader) else data
+        if isinstance(dataset, IterableDataset):
+            raise TypeError(
+                f"{name} is an IterableDataset ({type(dataset).__name__}), which has no length or "
+                f"index, so fit cannot shard, shuffle by seed or resume it exactly. Fix: use a "
+                f"map-style Dataset (__len__ and __getitem__), e.g. a TensorDataset of its rows."
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"{name} has 0 rows. Fix: pass a non-empty {name} set.")
         return data
     is_pair = isinstance(data, (tuple, list)) and len(data) == 2
     if is_pair and all(isinstance(t, Tensor) for t in data):
@@ -95,6 +112,10 @@ def _as_dataset(data: Any, name: str) -> Dataset | DataLoader:
             raise ValueError(
                 f"{name}=(inputs, targets) have {inputs.shape[0]} and {targets.shape[0]} rows. "
                 f"Fix: give one target row per input row."
+            )
+        if inputs.shape[0] == 0:
+            raise ValueError(
+                f"{name}=(inputs, targets) has 0 rows. Fix: pass a non-empty {name} set."
             )
         return TensorDataset(inputs, targets)
     raise TypeError(
@@ -448,7 +469,7 @@ def fit(
         >>> h.final["val_accuracy"] > 0.9, h.final["val_loss"] < h[0]["val_loss"]
         (True, True)
     """
-    _check_arguments(epochs, batch_size, grad_accum_steps, lr, resume, out)
+    _check_arguments(epochs, batch_size, grad_accum_steps, lr, resume, out, task)
     created_group = _maybe_init_process_group()
     try:
         return _fit(**locals())
@@ -459,12 +480,20 @@ def fit(
             dist.destroy_process_group()
 
 
-def _check_arguments(epochs: Any, batch_size: Any, k: Any, lr: Any, resume: bool, out: Any) -> None:
+def _check_arguments(
+    epochs: Any, batch_size: Any, k: Any, lr: Any, resume: bool, out: Any, task: Any
+) -> None:
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("grad_accum_steps", k)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"fit: {name}={value!r} must be a positive int. Fix: e.g. {name}=1.")
     if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
         raise ValueError(f"fit: lr={lr!r} must be a finite number >= 0. Fix: e.g. lr=1e-3.")
+    if task is not None:
+        from losskit.metrics import TASKS
+
+        if task not in TASKS:
+            raise ValueError(f"fit: task={task!r} is not a task. Fix: use one of "
+                             f"{', '.join(TASKS)}, or task=None to infer it from the loss.")
     if resume and out is None:
         raise ValueError(
             "fit: resume=True needs out= (the directory holding checkpoint.pt). Fix: pass the "
