@@ -512,7 +512,7 @@ def _classify(exc: BaseException) -> tuple[int | None, str]:
         return EXIT_BAD_INPUT, str(exc)
     train = sys.modules.get("losskit.train")  # imported if the failure came from fit
     if train is not None and isinstance(exc, train.NonFiniteLossError):
-        return EXIT_FAILED, str(exc)
+        return EXIT_FAILED, exc.text(cli=True)
     if train is not None and isinstance(exc, train.ResumeMismatchError):
         return EXIT_BAD_INPUT, _resume_mismatch_text(exc)
     return None, ""

@@ -334,3 +334,18 @@ def test_regression_errors_are_in_the_target_unit(tmp_path: Path) -> None:
     assert d.target_std > 10 and mae > 10  # not z-scores
     assert final["val_mae"] == pytest.approx(mae, rel=1e-5)
     assert final["val_rmse"] == pytest.approx(rmse, rel=1e-5)
+
+
+def test_nan_in_the_cli_speaks_flags_and_resume_prints_without_progress(tmp_path: Path,
+                                                                        capsys) -> None:
+    base = ["train", "--task", "diabetes", "--out", str(tmp_path), "--no-progress"]
+    assert main([*base, "--lr", "300", "--epochs", "10"]) == 1  # diverges after epoch 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--resume with a lower --lr continues from it" in err and "lower --lr (now 300)" in err
+    assert "amp" not in err and "fit(" not in err
+    assert main([*base, "--lr", "0.001", "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"resuming from {tmp_path / 'checkpoint.pt'} after epoch 1" in out
+    assert "lr=0.001 replaces the run's lr=300 from epoch 2 on" in out
+    assert [r["lr"] for r in rows(tmp_path / "history.csv")] == ["300.0", "0.001"]

@@ -188,6 +188,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tmp_path
     message = str(err.value)
     assert "epoch 2, step 3" in message and "nan" in message
     assert str(tmp_path / "checkpoint.pt") in message
+    assert "amp" not in message  # amp was off: no advice to turn it off
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values())
@@ -542,3 +543,11 @@ def test_bad_task_or_data_fails_before_training(kwargs, error, pieces) -> None:
     assert _Counting.calls == 0
     for piece in pieces:
         assert piece in str(err.value)
+
+
+def test_nan_message_suggests_amp_off_only_when_amp_is_on() -> None:
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    with lk.checks("off"), pytest.raises(NonFiniteLossError) as err:
+        fit(_NaNAt(at=2), lk.CrossEntropyLoss(), (x, y), epochs=1, batch_size=10, amp=True,
+            metrics={}, progress=False)
+    assert "try amp=False" in str(err.value) and "No checkpoint was written" in str(err.value)

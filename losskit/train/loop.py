@@ -67,7 +67,37 @@ BEST = "best.pt"
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or Inf; training stopped before applying that step."""
+    """The training loss became NaN or Inf; training stopped before applying that step.
+
+    Attributes: ``value``, ``epoch``, ``step`` (in the epoch), ``global_step``, ``lr``,
+    ``checkpoint`` (the kept checkpoint's path, or None), ``saved_epoch`` (its epoch, 0 when none
+    completed), ``amp``. :meth:`text` words the message for fit's arguments or the CLI's flags.
+    """
+
+    def __init__(self, *, value: float, epoch: int, step: int, global_step: int, lr: float,
+                 checkpoint: str | None, saved_epoch: int, amp: bool) -> None:
+        self.value, self.epoch, self.step, self.global_step = value, epoch, step, global_step
+        self.lr, self.checkpoint, self.saved_epoch, self.amp = lr, checkpoint, saved_epoch, amp
+        super().__init__(self.text())
+
+    def text(self, *, cli: bool = False) -> str:
+        """The message; ``cli=True`` names ``--lr``, ``--resume`` and ``--amp``."""
+        if self.checkpoint and self.saved_epoch:
+            again = "--resume with a lower --lr" if cli else "fit(..., lr=..., resume=True)"
+            kept = (f"The last good checkpoint, {self.checkpoint} (after epoch "
+                    f"{self.saved_epoch}), is kept; {again} continues from it.")
+        elif self.checkpoint:
+            kept = "No epoch had completed, so there is no checkpoint to go back to."
+        else:
+            kept = "No checkpoint was written (out=None)."
+        lr = f"{self.lr:g}"
+        lower = f"lower --lr (now {lr})" if cli else f"lower the learning rate (lr={lr})"
+        amp = (", or drop --amp" if cli else ", or try amp=False") if self.amp else ""
+        return (
+            f"fit: the training loss is {self.value} at epoch {self.epoch}, step {self.step} "
+            f"(optimizer step {self.global_step} overall); training stopped before applying this "
+            f"step. {kept} Fix: {lower}, or check the data for NaN/Inf{amp}."
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +298,7 @@ class _Loop:
             total_sum, total_count = D.all_reduce_sum_(pending).tolist()  # one sync per step
             pending = None
             if not math.isfinite(total_sum):
-                raise NonFiniteLossError(self._nonfinite_message(total_sum, epoch, step))
+                raise self._nonfinite_error(total_sum, epoch, step)
             scale = world / total_count if total_count != 0 else 0.0  # all ignored: gradient 0
             for p in self.params:
                 if p.grad is not None:
@@ -279,21 +309,12 @@ class _Loop:
             self.reporter.advance(i + 1, epoch_sum / epoch_count if epoch_count else math.nan)
         return epoch_sum / epoch_count if epoch_count else math.nan
 
-    def _nonfinite_message(self, value: float, epoch: int, step: int) -> str:
-        path = os.path.join(self.out, CHECKPOINT) if self.out else None
-        if path and self.last_saved_epoch:
-            kept = (f"The last good checkpoint, {path} (after epoch {self.last_saved_epoch}), is "
-                    f"kept; fit(..., resume=True) continues from it.")
-        elif path:
-            kept = "No epoch had completed, so there is no checkpoint to go back to."
-        else:
-            kept = "No checkpoint was written (out=None)."
-        lr = self.optimizer.param_groups[0]["lr"]
-        return (
-            f"fit: the training loss is {value} at epoch {epoch}, step {step} (optimizer step "
-            f"{self.global_step} overall); training stopped before applying this step. {kept} "
-            f"Fix: lower the learning rate (lr={lr:g}), check the "
-            f"data for NaN/Inf, or try amp=False."
+    def _nonfinite_error(self, value: float, epoch: int, step: int) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            value=value, epoch=epoch, step=step, global_step=self.global_step,
+            lr=self.optimizer.param_groups[0]["lr"],
+            checkpoint=os.path.join(self.out, CHECKPOINT) if self.out else None,
+            saved_epoch=self.last_saved_epoch, amp=self.amp,
         )
 
     @torch.no_grad()
@@ -554,7 +575,7 @@ def _fit(**a: Any) -> History:
         metrics=metrics, auto_metrics=a["metrics"] is None, task=a["task"],
         main_metric=main_metric, history=History(), settings=settings,
         batch_size=a["batch_size"], grad_accum_steps=a["grad_accum_steps"],
-        autocast=_autocast(device, a["amp"]),
+        autocast=_autocast(device, a["amp"]), amp=a["amp"],
         shuffle_seed=a["seed"] if a["seed"] is not None else 0,
         params=_stepped_params(model, loss_fn, optimizer), last_saved_epoch=0,
         reporter=Reporter(a["progress"] and D.rank() == 0, a["epochs"], notes=D.rank() == 0),
