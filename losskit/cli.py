@@ -533,6 +533,10 @@ def _resume_mismatch_text(exc: Any) -> str:
     if exc.setting == "data":
         return (f"--resume: the data differs from {where} ({exc.detail}); {exc.why}. Fix: resume "
                 f"with the run's --task/--data/--target and --seed, or use a new --out.")
+    if exc.detail and exc.setting == "batch_size":  # a global batch over a different world size
+        return (f"--resume: --batch-size differs from {where}: {exc.detail}; {exc.why}. Fix: "
+                f"resume with the same global batch (--batch-size times the ranks), or use a new "
+                f"--out.")
     if exc.setting == "loss":
         before, now = _loss_text(exc.stored, exc.new), _loss_text(exc.new, exc.stored)
         return (f"--resume: the loss differs from {where} ({before} there, {now} now); "

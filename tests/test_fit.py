@@ -551,3 +551,12 @@ def test_nan_message_suggests_amp_off_only_when_amp_is_on() -> None:
         fit(_NaNAt(at=2), lk.CrossEntropyLoss(), (x, y), epochs=1, batch_size=10, amp=True,
             metrics={}, progress=False)
     assert "try amp=False" in str(err.value) and "No checkpoint was written" in str(err.value)
+
+
+def test_resume_on_another_world_size_compares_the_global_batch() -> None:
+    from losskit.train.resume import ResumeMismatchError, check_settings
+
+    stored = {"batch_size": 8, "world_size": 2}
+    check_settings(stored, {"batch_size": 16, "world_size": 1}, "run")  # 8 x 2 == 16 x 1
+    with pytest.raises(ResumeMismatchError, match="global batch of 8; the run used 8 on 2"):
+        check_settings(stored, {"batch_size": 8, "world_size": 1}, "run")

@@ -364,7 +364,7 @@ class _Loop:
             "early_stopping": self.stopper.state_dict() if self.stopper is not None else None,
             "sampler": {"seed": self.shuffle_seed, "next_epoch": epoch + 1},
             "global_step": self.global_step,
-            "settings": {**self.settings, "world_size": D.world_size()},
+            "settings": self.settings,
         }
 
     def restore(self, state: dict[str, Any]) -> int:
@@ -564,7 +564,8 @@ def _fit(**a: Any) -> History:
     # What a resumed run must share with this one (see losskit.train.resume).
     settings = {
         "batch_size": a["batch_size"], "grad_accum_steps": a["grad_accum_steps"],
-        "seed": a["seed"], "task": a["task"], "loss": loss_signature(loss_fn),
+        "world_size": D.world_size(), "seed": a["seed"], "task": a["task"],
+        "loss": loss_signature(loss_fn),
         "data": {"train": data_signature(train), "val": data_signature(val)},
         "lr": a["lr"] if a["optimizer"] is None else None,  # fit's lr only drives its own AdamW
     }

@@ -51,9 +51,10 @@ class ResumeMismatchError(ValueError):
         self.setting, self.stored, self.new = setting, stored, new
         self.out, self.detail = out, detail
         self.why = _WHY[setting]
-        if setting in ("model", "data"):
-            text = (f"fit(resume=True): the {setting} differs from the run in {out}: {detail}; "
-                    f"{self.why}. Fix: resume with the same {setting}, or pass a new out= to "
+        if setting in ("model", "data") or detail:
+            what = {"model": "the model", "data": "the data"}.get(setting, setting)
+            text = (f"fit(resume=True): {what} differs from the run in {out}: {detail}; "
+                    f"{self.why}. Fix: resume with the same {what}, or pass a new out= to "
                     f"start a new run.")
         else:
             before, now = (_loss_text(stored, new), _loss_text(new, stored)) if setting == "loss" \
@@ -108,8 +109,22 @@ def data_signature(data: Dataset | DataLoader | None) -> dict[str, Any] | None:
 def check_settings(stored: dict[str, Any], new: dict[str, Any], out: str) -> None:
     """Raise :class:`ResumeMismatchError` on the first setting that differs (missing: skipped)."""
     for key in ("seed", "batch_size", "grad_accum_steps", "task", "loss"):
-        if key in stored and stored[key] != new[key]:
-            raise ResumeMismatchError(key, stored[key], new[key], out)
+        if key not in stored or stored[key] == new[key]:
+            continue
+        if key == "batch_size" and stored.get("world_size", 1) != new["world_size"]:
+            # batch_size is per rank and a checkpoint resumes on any number of ranks: what must
+            # stay is the global batch.
+            was, now = (stored["batch_size"] * stored.get("world_size", 1),
+                        new["batch_size"] * new["world_size"])
+            if was == now:
+                continue
+            raise ResumeMismatchError(
+                "batch_size", stored["batch_size"], new["batch_size"], out,
+                f"batch_size={new['batch_size']} on {new['world_size']} rank(s) is a global batch "
+                f"of {now}; the run used {stored['batch_size']} on {stored.get('world_size', 1)} "
+                f"(global {was})",
+            )
+        raise ResumeMismatchError(key, stored[key], new[key], out)
     for part in ("train", "val"):
         before, now = (stored.get("data") or {}).get(part), new["data"][part]
         if "data" not in stored or before == now:
