@@ -125,9 +125,9 @@ def check_settings(stored: dict[str, Any], new: dict[str, Any], out: str) -> Non
                 f"(global {was})",
             )
         raise ResumeMismatchError(key, stored[key], new[key], out)
-    for part in ("train", "val"):
-        before, now = (stored.get("data") or {}).get(part), new["data"][part]
-        if "data" not in stored or before == now:
+    for part in ("train", "val") if "data" in stored else ():
+        before, now = stored["data"][part], new["data"][part]
+        if before == now:
             continue
         if before is None or now is None:
             had, has = ("no", "one") if before is None else ("a", "none")
