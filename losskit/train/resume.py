@@ -109,7 +109,7 @@ def data_signature(data: Dataset | DataLoader | None) -> dict[str, Any] | None:
 def check_settings(stored: dict[str, Any], new: dict[str, Any], out: str) -> None:
     """Raise :class:`ResumeMismatchError` on the first setting that differs (missing: skipped)."""
     for key in ("seed", "batch_size", "grad_accum_steps", "task", "loss"):
-        if key not in stored or stored[key] == new[key]:
+        if key not in stored:
             continue
         if key == "batch_size" and stored.get("world_size", 1) != new["world_size"]:
             # batch_size is per rank and a checkpoint resumes on any number of ranks: what must
@@ -124,7 +124,8 @@ def check_settings(stored: dict[str, Any], new: dict[str, Any], out: str) -> Non
                 f"of {now}; the run used {stored['batch_size']} on {stored.get('world_size', 1)} "
                 f"(global {was})",
             )
-        raise ResumeMismatchError(key, stored[key], new[key], out)
+        if stored[key] != new[key]:
+            raise ResumeMismatchError(key, stored[key], new[key], out)
     for part in ("train", "val") if "data" in stored else ():
         before, now = stored["data"][part], new["data"][part]
         if before == now:
