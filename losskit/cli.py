@@ -185,8 +185,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                   resume=args.resume, **kwargs)
     keys = ["val_loss", f"val_{MAIN_METRIC[task_data.task]}"]
     best, final = history.best, history.final
+    best_text = (f"best epoch {best['epoch']} ({_metric_text(best, keys)})" if best is not None
+                 else "no epoch had a finite val_loss")
     _print(f"done in {time.perf_counter() - start:.1f} s: final {_metric_text(final, keys)}; "
-           f"best epoch {best['epoch']} ({_metric_text(best, keys)})")
+           f"{best_text}")
     if _rank() == 0:
         _print(f"wrote {', '.join(sorted(os.listdir(out)))} to {out}")
     return EXIT_OK
@@ -513,6 +515,8 @@ def _classify(exc: BaseException) -> tuple[int | None, str]:
     train = sys.modules.get("losskit.train")  # imported if the failure came from fit
     if train is not None and isinstance(exc, train.NonFiniteLossError):
         return EXIT_FAILED, exc.text(cli=True)
+    if train is not None and isinstance(exc, train.checkpoint.CheckpointError):
+        return EXIT_BAD_INPUT, f"--resume: {exc}"
     if train is not None and isinstance(exc, train.ResumeMismatchError):
         return EXIT_BAD_INPUT, _resume_mismatch_text(exc)
     return None, ""

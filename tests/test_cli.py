@@ -349,3 +349,29 @@ def test_nan_in_the_cli_speaks_flags_and_resume_prints_without_progress(tmp_path
     assert f"resuming from {tmp_path / 'checkpoint.pt'} after epoch 1" in out
     assert "lr=0.001 replaces the run's lr=300 from epoch 2 on" in out
     assert [r["lr"] for r in rows(tmp_path / "history.csv")] == ["300.0", "0.001"]
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint_exits_2(tmp_path: Path, capsys) -> None:
+    base = ["train", "--task", "iris", "--out", str(tmp_path), "--no-progress", "--resume"]
+    (tmp_path / "checkpoint.pt").write_text("junk\n")
+    assert main([*base, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is not a readable checkpoint" in err
+    assert "Fix:" in err
+    assert main(["train", "--task", "iris", "--out", str(tmp_path / "ok"), "--no-progress",
+                 "--epochs", "1"]) == 0
+    (tmp_path / "checkpoint.pt").write_bytes((tmp_path / "ok" / "best.pt").read_bytes())
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks optimizer" in err and "best.pt holds weights only" in err
+
+
+def test_train_whose_val_loss_never_is_finite_still_reports(tmp_path: Path, capsys) -> None:
+    argv = ["train", "--task", "diabetes", "--lr", "400", "--epochs", "1", "--out",
+            str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    final = rows(tmp_path / "history.csv")[0]
+    assert not np.isfinite(float(final["val_loss"])) and np.isfinite(float(final["train_loss"]))
+    assert "no epoch had a finite val_loss" in out

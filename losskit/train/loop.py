@@ -64,6 +64,8 @@ from losskit.train.resume import (
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+_CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "history", "sampler",
+                    "global_step")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -616,7 +618,7 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
     start = 1
     path = os.path.join(loop.out, CHECKPOINT) if loop.out else None
     if a["resume"] and path and os.path.exists(path):
-        done = loop.restore(ckpt.load(path, map_location=loop.device))
+        done = loop.restore(ckpt.load(path, map_location=loop.device, required=_CHECKPOINT_KEYS))
         loop.last_saved_epoch = done
         start = done + 1
         loop.reporter.note(f"resuming from {path} after epoch {done}")
