@@ -255,7 +255,8 @@ def cmd_train(args: argparse.Namespace) -> int:
            f"{len(task_data.train)} train / {len(task_data.val)} val) with {loss_name} -> {out}")
     start = time.perf_counter()
     history = fit(model, recipes.make_loss(loss_name, task_data), task_data.train, task_data.val,
-                  task=task_data.task, out=out, resume=args.resume, **kwargs)
+                  task=task_data.task, metrics=recipes.make_metrics(task_data), out=out,
+                  resume=args.resume, **kwargs)
     keys = ["val_loss", f"val_{MAIN_METRIC[task_data.task]}"]
     best, final = history.best, history.final
     if best is None:  # no epoch had a finite validation loss: the run diverged
@@ -263,8 +264,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                         f"val_loss {final.get('val_loss')}); the run's files are in {out}. "
                         f"Fix: lower --lr (it is {args.lr:g}) and check the data for extreme "
                         f"values.")
+    best_text = f"best epoch {best['epoch']} ({_metric_text(best, keys)})"
     _print(f"done in {time.perf_counter() - start:.1f} s: final {_metric_text(final, keys)}; "
-           f"best epoch {best['epoch']} ({_metric_text(best, keys)})")
+           f"{best_text}")
     if _rank() == 0:
         _print(f"wrote {', '.join(sorted(os.listdir(out)))} to {out}")
     return EXIT_OK
@@ -292,7 +294,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         histories[name] = fit(model, recipes.make_loss(name, task_data), task_data.train,
                               task_data.val, task=task_data.task, out=os.path.join(out, name),
-                              **kwargs)
+                              metrics=recipes.make_metrics(task_data), **kwargs)
         seconds[name] = time.perf_counter() - start
     main = f"val_{MAIN_METRIC[task_data.task]}"
     if _rank() == 0:
@@ -608,8 +610,40 @@ def _classify(exc: BaseException) -> tuple[int | None, str]:
         return EXIT_FAILED, str(exc)
     train = sys.modules.get("losskit.train")  # imported if the failure came from fit
     if train is not None and isinstance(exc, train.NonFiniteLossError):
-        return EXIT_FAILED, str(exc)
+        return EXIT_FAILED, exc.text(cli=True)
+    if train is not None and isinstance(exc, train.checkpoint.CheckpointError):
+        return EXIT_BAD_INPUT, f"--resume: {exc}"
+    if train is not None and isinstance(exc, train.ResumeMismatchError):
+        return EXIT_BAD_INPUT, _resume_mismatch_text(exc)
     return None, ""
+
+
+_RESUME_FLAGS = {"seed": "--seed", "batch_size": "--batch-size",
+                 "grad_accum_steps": "--grad-accum-steps", "task": "--task", "loss": "--loss"}
+
+
+def _resume_mismatch_text(exc: Any) -> str:
+    """fit's ResumeMismatchError in the command line's words (the flags, not fit's arguments)."""
+    from losskit.train.resume import _loss_text
+
+    where = f"the run in {exc.out}"
+    if exc.setting == "model":
+        return (f"--resume: the model differs from {where} ({exc.detail}); {exc.why}. Fix: resume "
+                f"with the run's --hidden and --task/--data, or use a new --out.")
+    if exc.setting == "data":
+        return (f"--resume: the data differs from {where} ({exc.detail}); {exc.why}. Fix: resume "
+                f"with the run's --task/--data/--target and --seed, or use a new --out.")
+    if exc.detail and exc.setting == "batch_size":  # a global batch over a different world size
+        return (f"--resume: --batch-size differs from {where}: {exc.detail}; {exc.why}. Fix: "
+                f"resume with the same global batch (--batch-size times the ranks), or use a new "
+                f"--out.")
+    if exc.setting == "loss":
+        before, now = _loss_text(exc.stored, exc.new), _loss_text(exc.new, exc.stored)
+        return (f"--resume: the loss differs from {where} ({before} there, {now} now); "
+                f"{exc.why}. Fix: resume with the run's --loss, or use a new --out.")
+    flag, before, now = _RESUME_FLAGS[exc.setting], exc.stored, exc.new
+    return (f"--resume: {flag} {now} differs from {where}, which used {flag} {before}; "
+            f"{exc.why}. Fix: resume with {flag} {before}, or use a new --out.")
 
 
 if __name__ == "__main__":

@@ -365,3 +365,88 @@ def test_doctor_lr_zero_fails(capsys) -> None:
 def test_losses_for_a_dataset_name_shows_its_task(capsys) -> None:
     assert main(["losses", "--task", "breast-cancer"]) == 0  # a dataset name: its task
     assert "binary" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("change", "pieces"),
+    [
+        (["--seed", "1"], ["--seed 1 differs", "used --seed 0", "Fix: resume with --seed 0"]),
+        (["--batch-size", "16"], ["--batch-size 16 differs", "Fix: resume with --batch-size 64"]),
+        (["--loss", "focal"], ["the loss differs", "CrossEntropyLoss() there, FocalLoss() now"]),
+        (["--hidden", "8"], ["the model differs", "Fix: resume with the run's --hidden"]),
+        (["--task", "wine"], ["the data differs", "train had 120 rows"]),
+    ],
+)
+def test_resume_with_different_settings_exits_2_with_one_line(tmp_path: Path, change, pieces,
+                                                               capsys) -> None:
+    base = ["train", "--task", "iris", "--out", str(tmp_path), "--no-progress"]
+    assert main([*base, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2", "--resume", *change]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    for piece in [*pieces, "or use a new --out"]:
+        assert piece in err
+    assert len(rows(tmp_path / "history.csv")) == 1
+
+
+def test_regression_errors_are_in_the_target_unit(tmp_path: Path) -> None:
+    from losskit import data
+    from losskit.train import make_model
+
+    assert main(["train", "--task", "diabetes", "--epochs", "2", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    final = json.loads((tmp_path / "metrics.json").read_text())["final"]
+    d = data.load("diabetes", seed=0)
+    model = make_model(d, hidden=128, seed=0)
+    model.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"])
+    x, y = d.val.tensors
+    with torch.no_grad():  # by hand, in the original unit (disease progression score)
+        pred = model(x).double() * d.target_std + d.target_mean
+    truth = y.double() * d.target_std + d.target_mean
+    mae = (pred - truth).abs().mean().item()
+    rmse = (pred - truth).pow(2).mean().sqrt().item()
+    assert d.target_std > 10 and mae > 10  # not z-scores
+    assert final["val_mae"] == pytest.approx(mae, rel=1e-5)
+    assert final["val_rmse"] == pytest.approx(rmse, rel=1e-5)
+
+
+def test_nan_in_the_cli_speaks_flags_and_resume_prints_without_progress(tmp_path: Path,
+                                                                        capsys) -> None:
+    base = ["train", "--task", "diabetes", "--out", str(tmp_path), "--no-progress"]
+    assert main([*base, "--lr", "300", "--epochs", "10"]) == 1  # diverges after epoch 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--resume with a lower --lr continues from it" in err and "lower --lr (now 300)" in err
+    assert "amp" not in err and "fit(" not in err
+    assert main([*base, "--lr", "0.001", "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"resuming from {tmp_path / 'checkpoint.pt'} after epoch 1" in out
+    assert "lr=0.001 replaces the run's lr=300 from epoch 2 on" in out
+    assert [r["lr"] for r in rows(tmp_path / "history.csv")] == ["300.0", "0.001"]
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint_exits_2(tmp_path: Path, capsys) -> None:
+    base = ["train", "--task", "iris", "--out", str(tmp_path), "--no-progress", "--resume"]
+    (tmp_path / "checkpoint.pt").write_text("junk\n")
+    assert main([*base, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is not a readable checkpoint" in err
+    assert "Fix:" in err
+    assert main(["train", "--task", "iris", "--out", str(tmp_path / "ok"), "--no-progress",
+                 "--epochs", "1"]) == 0
+    (tmp_path / "checkpoint.pt").write_bytes((tmp_path / "ok" / "best.pt").read_bytes())
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks optimizer" in err and "best.pt holds weights only" in err
+
+
+def test_train_whose_val_loss_never_is_finite_still_reports(tmp_path: Path, capsys) -> None:
+    argv = ["train", "--task", "diabetes", "--lr", "400", "--epochs", "1", "--out",
+            str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    final = rows(tmp_path / "history.csv")[0]
+    assert not np.isfinite(float(final["val_loss"])) and np.isfinite(float(final["train_loss"]))
+    assert "no epoch had a finite val_loss" in out

@@ -73,6 +73,10 @@ def count_targets(
     return (weight[safe] * counted).sum().to(_count_dtype(weight.dtype))
 
 
+_POINTWISE = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCELoss,
+              nn.BCEWithLogitsLoss, nn.KLDivLoss)
+
+
 def _count(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor | None:
     """The denominator of ``loss_fn``'s ``reduction="mean"``, or None for an unknown loss."""
     from losskit import modules  # local import: the distributed helpers sit beside the modules
@@ -90,9 +94,7 @@ def _count(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor | None:
         return n.to(_count_dtype(input.dtype))
     if isinstance(loss_fn, nn.KLDivLoss) and loss_fn.reduction == "batchmean":
         return _full(input, input.shape[0] if input.dim() > 0 else 1)
-    pointwise = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCELoss,
-                 nn.BCEWithLogitsLoss, nn.KLDivLoss)
-    if isinstance(loss_fn, pointwise):
+    if isinstance(loss_fn, _POINTWISE):
         return _full(input, torch.broadcast_shapes(input.shape, target.shape).numel())
     return None
 
@@ -143,11 +145,14 @@ def loss_sum_and_count(
     if isinstance(loss_fn, modules.DiceLoss):
         n = _full(input, input.shape[0])
         return _with_reduction(loss_fn, "mean")(input, target) * n, n
-    count = _count(loss_fn, input, target) if isinstance(loss_fn, nn.Module) else None
-    if count is None:
+    counted = (nn.CrossEntropyLoss, nn.NLLLoss, modules.FocalLoss, *_POINTWISE)
+    if not isinstance(loss_fn, counted):  # a loss whose "mean" denominator is unknown
         n = _full(input, target.shape[0] if target.dim() > 0 else 1)
         return loss_fn(input, target) * n, n
-    return _with_reduction(loss_fn, "sum")(input, target), count
+    # The loss runs first: its own input checks (a LossInputError with the fix) speak before
+    # the count's shape arithmetic could fail with a bare torch error.
+    loss_sum = _with_reduction(loss_fn, "sum")(input, target)
+    return loss_sum, _count(loss_fn, input, target)
 
 
 # ----------------------------------------------------------------------------------------------

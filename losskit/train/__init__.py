@@ -6,7 +6,15 @@
 from losskit.train.callbacks import EarlyStopping
 from losskit.train.history import History
 from losskit.train.loop import NonFiniteLossError, fit
-from losskit.train.recipes import LOSSES, LOSSES_BY_TASK, default_loss, make_loss, make_model
+from losskit.train.recipes import (
+    LOSSES,
+    LOSSES_BY_TASK,
+    default_loss,
+    make_loss,
+    make_metrics,
+    make_model,
+)
+from losskit.train.resume import ResumeMismatchError
 
 __all__ = [
     "LOSSES",
@@ -14,8 +22,10 @@ __all__ = [
     "EarlyStopping",
     "History",
     "NonFiniteLossError",
+    "ResumeMismatchError",
     "default_loss",
     "fit",
     "make_loss",
+    "make_metrics",
     "make_model",
 ]

@@ -15,15 +15,36 @@ from typing import Any
 
 from torch import Tensor, nn
 
+# Which direction is better, by the monitored name's last ``_`` part (``val_token_accuracy``).
+LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "ece", "perplexity")
+HIGHER_IS_BETTER = ("accuracy", "acc", "f1", "precision", "recall", "auroc", "auc")
+
+
+def infer_mode(monitor: str) -> str | None:
+    """``"min"`` or ``"max"`` for a metric name, None when the name does not tell.
+
+    >>> infer_mode("val_loss"), infer_mode("val_token_accuracy"), infer_mode("val_score")
+    ('min', 'max', None)
+    """
+    last = monitor.lower().rsplit("_", 1)[-1]
+    if last in LOWER_IS_BETTER:
+        return "min"
+    if last in HIGHER_IS_BETTER:
+        return "max"
+    return None
+
 
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
     Args:
         patience: epochs without improvement before stopping (>= 1).
-        min_delta: the smallest decrease that counts as an improvement.
-        monitor: the history key to watch, lower is better (``val_loss`` by default; fit falls
-            back to ``train_loss`` when there is no validation set).
+        min_delta: the smallest change in the better direction that counts as an improvement.
+        monitor: the history key to watch (``val_loss`` by default; fit falls back to
+            ``train_loss`` when there is no validation set). fit raises when the key is not
+            logged, naming the keys that are.
+        mode: ``"min"`` (lower is better) or ``"max"``; None infers it from the name (loss,
+            error, mae, rmse, ece, perplexity: min; accuracy, f1, precision, recall, auroc: max).
         restore_best: load the weights of the best epoch into the model when training ends.
 
     >>> model = torch.nn.Linear(2, 1)
@@ -46,6 +67,7 @@ class EarlyStopping:
         *,
         min_delta: float = 0.0,
         monitor: str = "val_loss",
+        mode: str | None = None,
         restore_best: bool = True,
     ) -> None:
         if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
@@ -55,9 +77,16 @@ class EarlyStopping:
             )
         if min_delta < 0:
             raise ValueError(f"EarlyStopping min_delta={min_delta!r} must be >= 0. Fix: e.g. 0.0.")
+        mode = mode if mode is not None else infer_mode(monitor)
+        if mode not in ("min", "max"):
+            raise ValueError(
+                f"EarlyStopping mode={mode!r} for monitor={monitor!r}: cannot tell whether lower "
+                f"or higher is better. Fix: pass mode='min' (a loss or error) or mode='max' "
+                f"(accuracy, F1, ...)."
+            )
         self.patience, self.min_delta, self.monitor = patience, min_delta, monitor
-        self.restore_best = restore_best
-        self.best = math.inf
+        self.mode, self.restore_best = mode, restore_best
+        self.best = math.inf if mode == "min" else -math.inf
         self.best_epoch = 0
         self.bad_epochs = 0
         self.stopped = False
@@ -80,7 +109,11 @@ class EarlyStopping:
 
         Returns True when training should stop.
         """
-        if math.isfinite(value) and value < self.best - self.min_delta:
+        if self.mode == "min":
+            improved = value < self.best - self.min_delta
+        else:
+            improved = value > self.best + self.min_delta
+        if math.isfinite(value) and improved:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             if model is not None and self.restore_best:
                 self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

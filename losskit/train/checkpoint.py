@@ -16,6 +16,7 @@ either the previous complete file or the new complete file, never a torn one.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from typing import Any
@@ -63,9 +64,35 @@ def remove_stale_temps(directory: str | os.PathLike, name: str) -> None:
             os.remove(entry.path)
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint of the expected kind."""
+
+
+def load(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    required: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; check it holds the ``required`` keys.
+
+    Raises :class:`CheckpointError` for a file torch cannot read or that lacks a required key.
+    """
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, EOFError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as e:
+        raise CheckpointError(
+            f"{os.fspath(path)} is not a readable checkpoint ({type(e).__name__}: "
+            f"{str(e)[:120]}). Fix: delete it to start afresh, or point at the run's directory."
+        ) from e
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{os.fspath(path)} lacks {', '.join(missing)}: it is not a training checkpoint "
+            f"(best.pt holds weights only). Fix: restore the run's checkpoint.pt, or start a new "
+            f"run."
+        )
+    return state
 
 
 def rng_state() -> dict[str, Any]:

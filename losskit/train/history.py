@@ -25,8 +25,11 @@ class History:
         records: one dict per epoch: ``epoch``, ``train_loss``, ``val_loss`` (when validating),
             ``val_<metric>`` for each task metric, ``lr`` and ``time`` (seconds for the epoch).
         monitor: the key that picks :attr:`best` (lower is better): ``val_loss`` when present,
-            else ``train_loss``.
+            else ``train_loss``; with early stopping, the stopper's monitor.
         main_metric: the metric key :meth:`plot` draws beside the loss, e.g. ``val_accuracy``.
+        best_epoch: set by fit when early stopping decides the best epoch (its ``min_delta`` and
+            direction), so :attr:`best`, ``best.pt`` and the restored model agree; None: the
+            lowest :attr:`monitor` value.
 
     >>> h = History(main_metric="val_accuracy")
     >>> h.append({"epoch": 1, "train_loss": 0.9, "val_loss": 0.7, "val_accuracy": 0.6})
@@ -39,9 +42,17 @@ class History:
     [0.6, 0.7]
     """
 
-    def __init__(self, records: Iterable[Record] = (), *, main_metric: str | None = None) -> None:
+    def __init__(
+        self,
+        records: Iterable[Record] = (),
+        *,
+        main_metric: str | None = None,
+        best_epoch: int | None = None,
+        monitor: str | None = None,
+    ) -> None:
         self.records: list[Record] = [dict(r) for r in records]
         self.main_metric = main_metric
+        self.best_epoch, self._monitor = best_epoch, monitor
 
     def append(self, record: Record) -> None:
         self.records.append(dict(record))
@@ -60,12 +71,21 @@ class History:
 
     @property
     def monitor(self) -> str:
+        if self._monitor is not None:
+            return self._monitor
         has_val = any(r.get("val_loss") is not None for r in self.records)
         return "val_loss" if has_val else "train_loss"
 
+    @monitor.setter
+    def monitor(self, key: str | None) -> None:
+        self._monitor = key
+
     @property
     def best(self) -> Record | None:
-        """The record with the lowest :attr:`monitor` value (the earliest on ties), or None."""
+        """The record with the lowest :attr:`monitor` value (the earliest on ties), or None;
+        the record of :attr:`best_epoch` when that is set."""
+        if self.best_epoch is not None:
+            return next((r for r in self.records if r.get("epoch") == self.best_epoch), None)
         key = self.monitor
         finite = [r for r in self.records if _finite(r.get(key))]
         return min(finite, key=lambda r: r[key]) if finite else None
@@ -110,11 +130,13 @@ class History:
 
     # Checkpoints store records as plain lists of dicts (loadable with weights_only=True).
     def state_dict(self) -> dict[str, Any]:
-        return {"records": [dict(r) for r in self.records], "main_metric": self.main_metric}
+        return {"records": [dict(r) for r in self.records], "main_metric": self.main_metric,
+                "best_epoch": self.best_epoch, "monitor": self._monitor}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> History:
-        return cls(state["records"], main_metric=state.get("main_metric"))
+        return cls(state["records"], main_metric=state.get("main_metric"),
+                   best_epoch=state.get("best_epoch"), monitor=state.get("monitor"))
 
 
 def _finite(v: Any) -> bool:

@@ -40,20 +40,66 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    Sampler,
+    TensorDataset,
+)
 
 from losskit import distributed as D
 from losskit.train import checkpoint as ckpt
 from losskit.train.callbacks import EarlyStopping
 from losskit.train.history import History
 from losskit.train.progress import Reporter
+from losskit.train.resume import (
+    apply_new_lr,
+    check_model,
+    check_settings,
+    data_signature,
+    loss_signature,
+)
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+_CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "history", "sampler",
+                    "global_step")
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or Inf; training stopped before applying that step."""
+    """The training loss became NaN or Inf; training stopped before applying that step.
+
+    Attributes: ``value``, ``epoch``, ``step`` (in the epoch), ``global_step``, ``lr``,
+    ``checkpoint`` (the kept checkpoint's path, or None), ``saved_epoch`` (its epoch, 0 when none
+    completed), ``amp``. :meth:`text` words the message for fit's arguments or the CLI's flags.
+    """
+
+    def __init__(self, *, value: float, epoch: int, step: int, global_step: int, lr: float,
+                 checkpoint: str | None, saved_epoch: int, amp: bool) -> None:
+        self.value, self.epoch, self.step, self.global_step = value, epoch, step, global_step
+        self.lr, self.checkpoint, self.saved_epoch, self.amp = lr, checkpoint, saved_epoch, amp
+        super().__init__(self.text())
+
+    def text(self, *, cli: bool = False) -> str:
+        """The message; ``cli=True`` names ``--lr``, ``--resume`` and ``--amp``."""
+        if self.checkpoint and self.saved_epoch:
+            again = "--resume with a lower --lr" if cli else "fit(..., lr=..., resume=True)"
+            kept = (f"The last good checkpoint, {self.checkpoint} (after epoch "
+                    f"{self.saved_epoch}), is kept; {again} continues from it.")
+        elif self.checkpoint:
+            kept = "No epoch had completed, so there is no checkpoint to go back to."
+        else:
+            kept = "No checkpoint was written (out=None)."
+        lr = f"{self.lr:g}"
+        lower = f"lower --lr (now {lr})" if cli else f"lower the learning rate (lr={lr})"
+        amp = (", or drop --amp" if cli else ", or try amp=False") if self.amp else ""
+        return (
+            f"fit: the training loss is {self.value} at epoch {self.epoch}, step {self.step} "
+            f"(optimizer step {self.global_step} overall); training stopped before applying this "
+            f"step. {kept} Fix: {lower}, or check the data for NaN/Inf{amp}."
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,8 +124,18 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _as_dataset(data: Any, name: str) -> Dataset | DataLoader:
-    """A DataLoader as given, a Dataset as given, or a pair of tensors as a TensorDataset."""
+    """A DataLoader as given, a Dataset as given, or a pair of tensors as a TensorDataset;
+    checked to have a length and at least one row."""
     if isinstance(data, (DataLoader, Dataset)):
+        dataset = data.dataset if isinstance(data, DataLoader) else data
+        if isinstance(dataset, IterableDataset):
+            raise TypeError(
+                f"{name} is an IterableDataset ({type(dataset).__name__}), which has no length or "
+                f"index, so fit cannot shard, shuffle by seed or resume it exactly. Fix: use a "
+                f"map-style Dataset (__len__ and __getitem__), e.g. a TensorDataset of its rows."
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"{name} has 0 rows. Fix: pass a non-empty {name} set.")
         return data
     is_pair = isinstance(data, (tuple, list)) and len(data) == 2
     if is_pair and all(isinstance(t, Tensor) for t in data):
@@ -88,6 +144,10 @@ def _as_dataset(data: Any, name: str) -> Dataset | DataLoader:
             raise ValueError(
                 f"{name}=(inputs, targets) have {inputs.shape[0]} and {targets.shape[0]} rows. "
                 f"Fix: give one target row per input row."
+            )
+        if inputs.shape[0] == 0:
+            raise ValueError(
+                f"{name}=(inputs, targets) has 0 rows. Fix: pass a non-empty {name} set."
             )
         return TensorDataset(inputs, targets)
     raise TypeError(
@@ -240,7 +300,7 @@ class _Loop:
             total_sum, total_count = D.all_reduce_sum_(pending).tolist()  # one sync per step
             pending = None
             if not math.isfinite(total_sum):
-                raise NonFiniteLossError(self._nonfinite_message(total_sum, epoch, step))
+                raise self._nonfinite_error(total_sum, epoch, step)
             scale = world / total_count if total_count != 0 else 0.0  # all ignored: gradient 0
             for p in self.params:
                 if p.grad is not None:
@@ -251,21 +311,12 @@ class _Loop:
             self.reporter.advance(i + 1, epoch_sum / epoch_count if epoch_count else math.nan)
         return epoch_sum / epoch_count if epoch_count else math.nan
 
-    def _nonfinite_message(self, value: float, epoch: int, step: int) -> str:
-        path = os.path.join(self.out, CHECKPOINT) if self.out else None
-        if path and self.last_saved_epoch:
-            kept = (f"The last good checkpoint, {path} (after epoch {self.last_saved_epoch}), is "
-                    f"kept; fit(..., resume=True) continues from it.")
-        elif path:
-            kept = "No epoch had completed, so there is no checkpoint to go back to."
-        else:
-            kept = "No checkpoint was written (out=None)."
-        lr = self.optimizer.param_groups[0]["lr"]
-        return (
-            f"fit: the training loss is {value} at epoch {epoch}, step {step} (optimizer step "
-            f"{self.global_step} overall); training stopped before applying this step. {kept} "
-            f"Fix: lower the learning rate (lr={lr:g}), check the "
-            f"data for NaN/Inf, or try amp=False."
+    def _nonfinite_error(self, value: float, epoch: int, step: int) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            value=value, epoch=epoch, step=step, global_step=self.global_step,
+            lr=self.optimizer.param_groups[0]["lr"],
+            checkpoint=os.path.join(self.out, CHECKPOINT) if self.out else None,
+            saved_epoch=self.last_saved_epoch, amp=self.amp,
         )
 
     @torch.no_grad()
@@ -307,6 +358,7 @@ class _Loop:
             "format": ckpt.FORMAT,
             "epoch": epoch,
             "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict() if isinstance(self.loss_fn, nn.Module) else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": ckpt.rng_state(),
@@ -314,13 +366,17 @@ class _Loop:
             "early_stopping": self.stopper.state_dict() if self.stopper is not None else None,
             "sampler": {"seed": self.shuffle_seed, "next_epoch": epoch + 1},
             "global_step": self.global_step,
-            "settings": {"batch_size": self.batch_size, "grad_accum_steps": self.grad_accum_steps,
-                         "world_size": D.world_size()},
+            "settings": self.settings,
         }
 
     def restore(self, state: dict[str, Any]) -> int:
-        """Load a checkpoint into the run; return the epoch it completed."""
+        """Check the checkpoint's settings against this run's, load it; return its epoch."""
+        stored = state.get("settings", {})
+        check_settings(stored, self.settings, self.out)
+        check_model(state["model"], self.model, self.out)
         self.model.load_state_dict(state["model"])
+        if state.get("loss") is not None:  # a loss's learnable parameters and buffers
+            self.loss_fn.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -331,6 +387,13 @@ class _Loop:
         self.shuffle_seed = state["sampler"]["seed"]
         self.global_step = state["global_step"]
         ckpt.set_rng_state(state["rng"])
+        old_lr, new_lr = stored.get("lr"), self.settings["lr"]
+        if old_lr is not None and new_lr is not None and old_lr != new_lr:
+            # A new lr is the usual reason to resume (after a NaN): apply it, say so; the
+            # history's lr column shows it from the next epoch on.
+            apply_new_lr(self.optimizer, self.scheduler, old_lr, new_lr)
+            self.lr_note = (f"lr={new_lr:g} replaces the run's lr={old_lr:g} from epoch "
+                            f"{state['epoch'] + 1} on")
         return state["epoch"]
 
     def save(self, epoch: int, improved: bool) -> None:
@@ -379,7 +442,9 @@ def fit(
         model: any ``nn.Module``; moved to ``device``. With early stopping it ends holding the
             best epoch's weights.
         loss_fn: a losskit (or ``torch.nn``) loss module; reductions are done by fit (see module
-            doc), so its ``reduction`` setting is not used.
+            doc), so its ``reduction`` setting is not used. Its own learnable parameters, when
+            the optimizer steps them, get the mean's gradient like the model's, and its state is
+            checkpointed.
         train, val: an ``(inputs, targets)`` pair of tensors, a Dataset of such pairs, or a
             DataLoader (used as given: then shuffling and resume exactness are yours).
         epochs: the total number of epochs (a resumed run counts the ones already done).
@@ -396,13 +461,18 @@ def fit(
         device: ``"auto"`` (CUDA if available, else CPU), or any torch device.
         out: directory for ``checkpoint.pt`` (every epoch), ``best.pt``, ``history.csv``,
             ``metrics.json`` and ``loss_curve.png``. None writes nothing.
-        resume: continue from ``out/checkpoint.pt`` when it exists (else start fresh).
+        resume: continue from ``out/checkpoint.pt`` when it exists (else start fresh, saying
+            so). The seed, batch size, accumulation steps, task, loss, data and model shapes
+            must equal the checkpoint's run (see :mod:`losskit.train.resume`); a different
+            ``lr`` is applied to the restored optimizer and shows in the history's lr column.
         early_stopping: None, a patience in epochs, or an :class:`EarlyStopping`.
         seed: seeds Python, numpy and torch at the start and the shuffling order (0 when None,
             leaving the global generators untouched).
-        progress: print a progress bar and an epoch table (rank 0 only); False prints nothing.
+        progress: print a progress bar and an epoch table (rank 0 only). False prints only the
+            one-line notes about resuming and restoring the best weights.
         scheduler: None, an LR scheduler on ``optimizer``, or a callable ``optimizer ->
-            scheduler``; stepped once per epoch and checkpointed.
+            scheduler``; stepped once per epoch and checkpointed. ``ReduceLROnPlateau`` is stepped
+            with the epoch's ``val_loss`` (``train_loss`` without a validation set).
         callbacks: callables given each epoch's record after its checkpoint is written.
 
     Returns:
@@ -410,6 +480,7 @@ def fit(
 
     Raises:
         NonFiniteLossError: the training loss became NaN/Inf (names the epoch and step).
+        ResumeMismatchError: ``resume=True`` with settings that differ from the checkpoint's.
 
     Example:
         >>> torch.manual_seed(0)
@@ -421,7 +492,7 @@ def fit(
         >>> h.final["val_accuracy"] > 0.9, h.final["val_loss"] < h[0]["val_loss"]
         (True, True)
     """
-    _check_arguments(epochs, batch_size, grad_accum_steps, lr, resume, out)
+    _check_arguments(epochs, batch_size, grad_accum_steps, lr, resume, out, task)
     created_group = _maybe_init_process_group()
     try:
         return _fit(**locals())
@@ -432,12 +503,20 @@ def fit(
             dist.destroy_process_group()
 
 
-def _check_arguments(epochs: Any, batch_size: Any, k: Any, lr: Any, resume: bool, out: Any) -> None:
+def _check_arguments(
+    epochs: Any, batch_size: Any, k: Any, lr: Any, resume: bool, out: Any, task: Any
+) -> None:
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("grad_accum_steps", k)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"fit: {name}={value!r} must be a positive int. Fix: e.g. {name}=1.")
     if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
         raise ValueError(f"fit: lr={lr!r} must be a finite number >= 0. Fix: e.g. lr=1e-3.")
+    if task is not None:
+        from losskit.metrics import TASKS
+
+        if task not in TASKS:
+            raise ValueError(f"fit: task={task!r} is not a task. Fix: use one of "
+                             f"{', '.join(TASKS)}, or task=None to infer it from the loss.")
     if resume and out is None:
         raise ValueError(
             "fit: resume=True needs out= (the directory holding checkpoint.pt). Fix: pass the "
@@ -467,6 +546,8 @@ def _resolve_metrics(metrics: Any, device: torch.device) -> tuple[Any, str | Non
 
 
 def _fit(**a: Any) -> History:
+    train = _as_dataset(a["train"], "train")
+    val = _as_dataset(a["val"], "val") if a["val"] is not None else None
     device = _resolve_device(a["device"])
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
@@ -482,17 +563,26 @@ def _fit(**a: Any) -> History:
     if out and D.rank() == 0:
         os.makedirs(out, exist_ok=True)
     metrics, main_metric = _resolve_metrics(a["metrics"], device)
+    # What a resumed run must share with this one (see losskit.train.resume).
+    settings = {
+        "batch_size": a["batch_size"], "grad_accum_steps": a["grad_accum_steps"],
+        "world_size": D.world_size(), "seed": a["seed"], "task": a["task"],
+        "loss": loss_signature(loss_fn),
+        "data": {"train": data_signature(train), "val": data_signature(val)},
+        "lr": a["lr"] if a["optimizer"] is None else None,  # fit's lr only drives its own AdamW
+    }
     loop = _Loop(
         model=model, ddp=None, loss_fn=loss_fn, optimizer=optimizer, device=device, out=out,
         scheduler=_make_scheduler(a["scheduler"], optimizer),
         stopper=EarlyStopping.from_arg(a["early_stopping"]),
         metrics=metrics, auto_metrics=a["metrics"] is None, task=a["task"],
-        main_metric=main_metric, history=History(),
+        main_metric=main_metric, history=History(), settings=settings,
         batch_size=a["batch_size"], grad_accum_steps=a["grad_accum_steps"],
-        autocast=_autocast(device, a["amp"]),
+        autocast=_autocast(device, a["amp"]), amp=a["amp"],
         shuffle_seed=a["seed"] if a["seed"] is not None else 0,
-        params=[p for p in model.parameters() if p.requires_grad], last_saved_epoch=0,
-        reporter=Reporter(a["progress"] and D.rank() == 0, a["epochs"]),
+        params=_stepped_params(model, loss_fn, optimizer), last_saved_epoch=0,
+        reporter=Reporter(a["progress"] and D.rank() == 0, a["epochs"], notes=D.rank() == 0),
+        train=train, val=val,
     )
     try:
         return _run(loop, a)
@@ -500,16 +590,42 @@ def _fit(**a: Any) -> History:
         loop.reporter.close()
 
 
+def _stepped_params(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer) -> list:
+    """Every tensor whose gradient fit rescales by ``W / count``: the optimizer's parameters
+    (a loss's own learnable ones included) and the model's and loss's trainable ones."""
+    found = [p for g in optimizer.param_groups for p in g["params"]]
+    found += [p for p in model.parameters() if p.requires_grad]
+    if isinstance(loss_fn, nn.Module):
+        found += [p for p in loss_fn.parameters() if p.requires_grad]
+    return list({id(p): p for p in found}.values())
+
+
+def _monitored_key(monitor: str, record: dict[str, Any]) -> str:
+    """The record key early stopping watches; ``val_loss`` falls back to ``train_loss``
+    without a validation set, any other missing key is an error."""
+    if monitor in record:
+        return monitor
+    if monitor == "val_loss" and "val_loss" not in record:
+        return "train_loss"
+    logged = [k for k in record if k not in ("epoch", "time", "lr")]
+    raise ValueError(
+        f"EarlyStopping monitor={monitor!r} is not among the logged metrics: {', '.join(logged)}. "
+        f"Fix: monitor one of them, e.g. EarlyStopping(monitor='val_loss')."
+    )
+
+
 def _run(loop: _Loop, a: dict[str, Any]) -> History:
     start = 1
     path = os.path.join(loop.out, CHECKPOINT) if loop.out else None
     if a["resume"] and path and os.path.exists(path):
-        done = loop.restore(ckpt.load(path, map_location=loop.device))
+        done = loop.restore(ckpt.load(path, map_location=loop.device, required=_CHECKPOINT_KEYS))
         loop.last_saved_epoch = done
         start = done + 1
-        loop.reporter.print(f"resuming from {path} after epoch {done}")
+        loop.reporter.note(f"resuming from {path} after epoch {done}")
+        if getattr(loop, "lr_note", None):
+            loop.reporter.note(loop.lr_note)
     elif a["resume"]:
-        loop.reporter.print(f"no checkpoint at {path}; starting from scratch")
+        loop.reporter.note(f"no checkpoint at {path}; starting from scratch")
     if loop.out and D.rank() == 0:
         ckpt.remove_stale_temps(loop.out, CHECKPOINT)
         ckpt.remove_stale_temps(loop.out, BEST)
@@ -518,10 +634,8 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
 
         ids = [loop.device.index] if loop.device.type == "cuda" else None
         loop.ddp = DDP(loop.model, device_ids=ids)
-    train = _as_dataset(a["train"], "train")
-    loop.train_loader = _train_loader(train, loop.batch_size, loop.shuffle_seed)
-    val = _as_dataset(a["val"], "val") if a["val"] is not None else None
-    loop.val_loader = _val_loader(val, loop.batch_size) if val is not None else None
+    loop.train_loader = _train_loader(loop.train, loop.batch_size, loop.shuffle_seed)
+    loop.val_loader = _val_loader(loop.val, loop.batch_size) if loop.val is not None else None
     stopped = loop.stopper is not None and loop.stopper.stopped
     for epoch in range(start, a["epochs"] + 1):
         if stopped:
@@ -537,19 +651,24 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
         record["time"] = time.perf_counter() - t0
         loop.history.main_metric = loop.main_metric or None
         loop.history.append(record)
-        if loop.scheduler is not None:
+        if isinstance(loop.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            loop.scheduler.step(record["val_loss" if "val_loss" in record else "train_loss"])
+        elif loop.scheduler is not None:
             loop.scheduler.step()
-        monitor = "val_loss" if "val_loss" in record else "train_loss"
         if loop.stopper is not None:
-            key = loop.stopper.monitor if loop.stopper.monitor in record else monitor
+            key = _monitored_key(loop.stopper.monitor, record)
             stopped = loop.stopper.update(record[key], epoch=epoch, model=loop.model)
+            # The stopper's best (its min_delta and direction) is the run's best everywhere:
+            # the restored model, best.pt and metrics.json.
+            loop.history.best_epoch = loop.stopper.best_epoch or None
+            loop.history.monitor = key
         best = loop.history.best
         loop.save(epoch, improved=best is not None and best["epoch"] == epoch)
         loop.reporter.end_epoch(record)
         for callback in a["callbacks"]:
             callback(record)
     if loop.stopper is not None and loop.stopper.restore(loop.model):
-        loop.reporter.print(f"restored the weights of epoch {loop.stopper.best_epoch} "
+        loop.reporter.note(f"restored the weights of epoch {loop.stopper.best_epoch} "
                             f"(best {loop.stopper.monitor})")
     if loop.out and D.rank() == 0 and len(loop.history):
         loop.history.to_json(os.path.join(loop.out, "metrics.json"))

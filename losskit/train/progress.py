@@ -11,10 +11,13 @@ _WIDTH = 12  # characters per table column: fits "val_accuracy" and -1.2345e+06
 
 
 class Reporter:
-    """Progress output of one fit; every method is a no-op when ``enabled`` is False."""
+    """Progress output of one fit; every method but :meth:`note` is a no-op when ``enabled`` is
+    False."""
 
-    def __init__(self, enabled: bool, epochs: int, console: Console | None = None) -> None:
-        self.enabled, self.epochs = enabled, epochs
+    def __init__(
+        self, enabled: bool, epochs: int, console: Console | None = None, *, notes: bool = False
+    ) -> None:
+        self.enabled, self.epochs, self.notes = enabled, epochs, notes
         self.columns: list[str] | None = None
         self.progress: Progress | None = None
         self.task = None
@@ -33,6 +36,14 @@ class Reporter:
     def print(self, text: str) -> None:
         if self.progress is not None:
             self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def note(self, text: str) -> None:
+        """One line about the run (resuming, restoring): printed even without the progress
+        display when ``notes`` is on, since a silent fresh start on a misspelt path costs a run."""
+        if self.progress is not None:
+            self.print(text)
+        elif self.notes:
+            print(text, flush=True)
 
     def start_epoch(self, epoch: int, steps: int) -> None:
         if self.progress is None:

@@ -21,6 +21,8 @@ of its task:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -167,3 +169,23 @@ def make_loss(name: str, data: TaskData) -> nn.Module:
     regression = {"mse": lk.MSELoss, "l1": lk.L1Loss, "huber": lk.HuberLoss,
                   "smooth-l1": lk.SmoothL1Loss}
     return regression[name]()
+
+
+def make_metrics(data: TaskData) -> Any:
+    """``fit``'s ``metrics=`` for ``data``: regression errors in the target's original unit.
+
+    The built-in and CSV regression targets are standardised, so the MAE and RMSE fit would
+    compute are in standard deviations; this returns a
+    :class:`~losskit.metrics.TaskMetrics` that multiplies them by ``data.target_std``. Other
+    tasks get None (fit picks their metrics).
+
+    >>> from losskit import data
+    >>> d = data.load("diabetes")
+    >>> make_metrics(d).target_std == d.target_std, make_metrics(data.load("iris"))
+    (True, None)
+    """
+    if data.task != "regression":
+        return None
+    from losskit.metrics import TaskMetrics
+
+    return TaskMetrics("regression", data.num_outputs, target_std=data.target_std)
