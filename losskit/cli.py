@@ -184,29 +184,6 @@ def _writable_dir(path: str) -> str:
     return path
 
 
-def _check_resumable(out: str) -> None:
-    """With --resume, a checkpoint in ``out`` must load; say which file and what to do if not."""
-    from losskit.train import checkpoint
-    from losskit.train.loop import CHECKPOINT
-
-    path = os.path.join(out, CHECKPOINT)
-    if not os.path.exists(path):
-        return
-    fix = "Fix: delete it to start over in this directory, or use a new --out."
-    try:
-        state = checkpoint.load(path)
-    except Exception as exc:
-        reason = " ".join(str(exc).split())[:120]
-        raise UsageError(f"--resume: checkpoint {path} is unreadable ({type(exc).__name__}: "
-                         f"{reason}). {fix}") from None
-    needed = ("epoch", "model", "optimizer", "history", "rng", "sampler", "global_step")
-    missing = [k for k in needed if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise UsageError(f"--resume: {path} is not a training checkpoint (it lacks "
-                         f"{', '.join(missing)}; e.g. a copy of best.pt, which holds only the "
-                         f"weights). {fix}")
-
-
 def _print(text: str = "") -> None:
     """Print on rank 0 only (under torchrun every rank runs this command)."""
     if _rank() != 0:
@@ -248,8 +225,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_loss(loss_name, task_data)
     kwargs = _fit_kwargs(args)
     out = _out_dir(args)
-    if args.resume:
-        _check_resumable(out)
     model = recipes.make_model(task_data, hidden=args.hidden, seed=args.seed)
     _print(f"losskit train: {type(model).__name__} on {task_data.name} ({task_data.task}, "
            f"{len(task_data.train)} train / {len(task_data.val)} val) with {loss_name} -> {out}")
