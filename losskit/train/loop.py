@@ -29,6 +29,7 @@ is per rank. Checkpoints hold the unwrapped model, so they resume on any number 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import random
@@ -495,12 +496,16 @@ def fit(
     _check_arguments(epochs, batch_size, grad_accum_steps, lr, resume, out, task)
     created_group = _maybe_init_process_group()
     try:
-        return _fit(**locals())
+        history = _fit(**locals())
+        if created_group:  # leave together: rank 0 may still be writing the run's files
+            torch.distributed.barrier()
+        return history
     finally:
         if created_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            # DDP's reducer (in reference cycles with the wrapped model) holds the group: free it
+            # first, or the group outlives destroy_process_group and its threads abort the exit.
+            gc.collect()
+            torch.distributed.destroy_process_group()
 
 
 def _check_arguments(
@@ -588,6 +593,7 @@ def _fit(**a: Any) -> History:
         return _run(loop, a)
     finally:
         loop.reporter.close()
+        loop.ddp = None  # the DDP wrapper holds the process group (see fit)
 
 
 def _stepped_params(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer) -> list:
