@@ -63,7 +63,7 @@ def _result_dtype(input: Tensor) -> torch.dtype:
 
 def _weight_dtype_ref(input: Tensor) -> Tensor:
     """What class weights must match in dtype: ``input``, or a float32 stand-in under autocast."""
-    return torch.empty(0, device="meta") if _autocast(input) else input
+    return torch.empty(0, device="meta", dtype=torch.float32) if _autocast(input) else input
 
 
 def _float32_weight(input: Tensor, weight: Tensor | None) -> Tensor | None:

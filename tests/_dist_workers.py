@@ -320,6 +320,33 @@ def fit_run(
     return [p.detach().clone() for p in model.parameters()], [r["train_loss"] for r in history]
 
 
+class TemperatureCE(nn.Module):
+    """Cross-entropy of logits / t with a learned temperature t: a loss with its own parameter,
+    outside the model DDP wraps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return lk.CrossEntropyLoss()(logits / self.t, target)
+
+
+def temperature_run(batch_size: int) -> list[torch.Tensor]:
+    """lk.fit with SGD over the model's and the loss's parameters; all of them afterwards."""
+    x, y = fit_data()
+    y = y.clamp(min=0)  # every target counted: fit reads a custom loss's mean as a row mean
+    model, loss_fn = step_model(), TemperatureCE()
+    params = [*model.parameters(), *loss_fn.parameters()]
+    lk.fit(model, loss_fn, (x, y), epochs=2, optimizer=torch.optim.SGD(params, lr=LR),
+           batch_size=batch_size, metrics={}, seed=0, progress=False, device="cpu")
+    return [p.detach().clone() for p in params]
+
+
+def temperature_worker(rank: int, world: int, out: str) -> None:
+    torch.save(temperature_run(batch_size=8), os.path.join(out, f"temperature{rank}.pt"))
+
+
 def fit_worker(rank: int, world: int, out: str) -> None:
     torch.save(fit_run(batch_size=8), os.path.join(out, f"fit{rank}.pt"))
     fit_run(batch_size=8, epochs=1, out=os.path.join(out, "run"))  # a checkpoint for 1 process

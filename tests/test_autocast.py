@@ -86,3 +86,18 @@ def test_linear_cross_entropy_dtype_mismatch_outside_autocast_names_the_fix():
     with pytest.raises(LossRuntimeError, match=r"`hidden` has dtype torch.bfloat16.*Fix:"):
         LF.linear_cross_entropy(torch.randn(4, 8).to(BF16), torch.randn(10, 8),
                                 torch.randint(0, 10, (4,)))
+
+
+def test_class_weight_check_under_autocast_ignores_the_default_dtype(gen):
+    x = torch.randn(8, 3, generator=gen).to(BF16)
+    y = torch.randint(0, 3, (8,), generator=gen)
+    w = torch.rand(3, generator=gen) + 0.5
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with amp():
+            got = LF.cross_entropy(x, y, weight=w)
+    finally:
+        torch.set_default_dtype(previous)
+    ref = F.cross_entropy(x.double(), y, weight=w.double())
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)

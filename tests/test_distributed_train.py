@@ -95,3 +95,15 @@ def test_fit_on_two_ranks_equals_fit_on_one_with_twice_the_batch(tmp_path):
     _, losses_1 = torch.load(tmp_path / "fit0.pt", weights_only=True)
     _, resumed = W.fit_run(batch_size=16, epochs=2, out=tmp_path / "run", resume=True)
     assert len(resumed) == 2 and resumed[0] == losses_1[0]
+
+
+def test_a_loss_with_its_own_parameter_trains_alike_on_two_ranks_and_one(tmp_path):
+    """DDP averages the model's gradients only; a loss's learned temperature must get the same
+    global gradient, or the ranks' temperatures drift apart (and rank 0's is checkpointed)."""
+    W.spawn(W.temperature_worker, 2, str(tmp_path))
+    expected = W.temperature_run(batch_size=16)
+    for r in (0, 1):
+        params = torch.load(tmp_path / f"temperature{r}.pt", weights_only=True)
+        assert max((p - q).abs().max().item() for p, q in zip(params, expected, strict=True)) \
+            < 1e-9
+    assert expected[-1].item() != 1.5  # the temperature did train

@@ -302,6 +302,7 @@ class _Loop:
             pending = None
             if not math.isfinite(total_sum):
                 raise self._nonfinite_error(total_sum, epoch, step)
+            self.average_unsynced_grads(world)
             scale = world / total_count if total_count != 0 else 0.0  # all ignored: gradient 0
             for p in self.params:
                 if p.grad is not None:
@@ -311,6 +312,19 @@ class _Loop:
             epoch_sum, epoch_count = epoch_sum + total_sum, epoch_count + total_count
             self.reporter.advance(i + 1, epoch_sum / epoch_count if epoch_count else math.nan)
         return epoch_sum / epoch_count if epoch_count else math.nan
+
+    def average_unsynced_grads(self, world: int) -> None:
+        """Average over the ranks the gradients DDP does not: stepped parameters outside the
+        model (a loss's learned temperature). DDP averages the model's; the step's scale then
+        treats both alike."""
+        if self.ddp is None:
+            return
+        inside = {id(p) for p in self.model.parameters()}
+        for p in self.params:
+            if id(p) not in inside:
+                if p.grad is None:  # every rank must join the collective
+                    p.grad = torch.zeros_like(p)
+                D.all_reduce_sum_(p.grad).div_(world)
 
     def _nonfinite_error(self, value: float, epoch: int, step: int) -> NonFiniteLossError:
         return NonFiniteLossError(
@@ -573,7 +587,8 @@ def _fit(**a: Any) -> History:
         "batch_size": a["batch_size"], "grad_accum_steps": a["grad_accum_steps"],
         "world_size": D.world_size(), "seed": a["seed"], "task": a["task"],
         "loss": loss_signature(loss_fn),
-        "data": {"train": data_signature(train), "val": data_signature(val)},
+        # Hashing the data costs a pass over it: only for a run that writes checkpoints.
+        "data": {"train": data_signature(train), "val": data_signature(val)} if out else None,
         "lr": a["lr"] if a["optimizer"] is None else None,  # fit's lr only drives its own AdamW
     }
     loop = _Loop(
