@@ -500,21 +500,23 @@ def report(family: Family, size: dict, rows: list[Row]) -> str:
 # Entry points (`losskit bench`, the benchmark scripts)
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low``, else a message naming the value and the fix."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}, got {text!r}. Fix: e.g. {max(low, 1)}")
+        return value
+
+    return parse
 
 
-def _count_or_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}. Fix: e.g. 1")
-    return value
+_count, _count_or_zero = _int_at_least(1), _int_at_least(0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

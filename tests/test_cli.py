@@ -270,7 +270,7 @@ OUT_OF_RANGE = [  # numbers argparse takes as int but the work cannot: refused u
     (["train", "--seed", str(2**32)], f"'{2**32}' is out of range"),
     (["compare", "--seed", "-5"], "argument --seed: '-5' is out of range"),
     (["doctor", "--task", "iris", "--seed", "-1"], "'-1' is out of range"),
-    (["bench", "--warmup", "-1"], "argument --warmup: expected an integer >= 0, got -1"),
+    (["bench", "--warmup", "-1"], "argument --warmup: expected an integer >= 0, got '-1'"),
 ]
 
 
