@@ -299,22 +299,29 @@ def test_a_step_with_every_target_ignored_changes_nothing(ranks, method):
             assert got["mean"].item() == 0.0
 
 
+def _gathered_oracle(vocab, ignore_index, reduction, label_smoothing):
+    """F.cross_entropy on the whole logits of W.vocab_batch, backpropagated with the batch's
+    upstream gradient for "none"; (loss, the logits leaf holding its gradient)."""
+    logits, target, upstream = W.vocab_batch(vocab, ignore_index)
+    full = logits.clone().requires_grad_()
+    expected = F.cross_entropy(full.reshape(-1, vocab), target.reshape(-1),
+                               ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=label_smoothing)
+    if reduction == "none":
+        expected = expected.reshape(target.shape)
+        (expected * upstream).sum().backward()
+    else:
+        expected.backward()
+    return expected, full
+
+
 @pytest.mark.parametrize("index", range(len(W.VOCAB_CASES)),
                          ids=[f"V{c['vocab']}-{c['reduction']}-ls{c['label_smoothing']}-"
                               f"ii{c['ignore_index']}" for c in W.VOCAB_CASES])
 def test_vocab_parallel_equals_cross_entropy_on_gathered_logits(ranks, index):
     case = W.VOCAB_CASES[index]
-    logits, target, upstream = W.vocab_batch(case["vocab"], case["ignore_index"])
-    full = logits.clone().requires_grad_()
-    expected = F.cross_entropy(
-        full.reshape(-1, case["vocab"]), target.reshape(-1), ignore_index=case["ignore_index"],
-        reduction=case["reduction"], label_smoothing=case["label_smoothing"],
-    )
-    if case["reduction"] == "none":
-        expected = expected.reshape(target.shape)
-        (expected * upstream).sum().backward()
-    else:
-        expected.backward()
+    expected, full = _gathered_oracle(case["vocab"], case["ignore_index"], case["reduction"],
+                                      case["label_smoothing"])
     for r in (0, 1):
         torch.testing.assert_close(ranks[r]["vocab"][index]["loss"], expected.detach())
     grads = torch.cat([ranks[r]["vocab"][index]["grad"] for r in (0, 1)], dim=-1)
@@ -344,17 +351,8 @@ def test_vocab_parallel_linear_head_matches_the_full_head(ranks, sizes):
                               f"ls{c['label_smoothing']}" for c in W.EMPTY_CASES])
 def test_vocab_parallel_empty_shard_equals_cross_entropy_on_gathered_logits(ranks, index):
     case = W.EMPTY_CASES[index]
-    vocab = sum(case["sizes"])
-    logits, target, upstream = W.vocab_batch(vocab, -100)
-    full = logits.clone().requires_grad_()
-    expected = F.cross_entropy(full.reshape(-1, vocab), target.reshape(-1),
-                               reduction=case["reduction"],
-                               label_smoothing=case["label_smoothing"])
-    if case["reduction"] == "none":
-        expected = expected.reshape(target.shape)
-        (expected * upstream).sum().backward()
-    else:
-        expected.backward()
+    expected, full = _gathered_oracle(sum(case["sizes"]), -100, case["reduction"],
+                                      case["label_smoothing"])
     for r in (0, 1):
         torch.testing.assert_close(ranks[r]["empty"][index]["loss"], expected.detach())
         assert ranks[r]["empty"][index]["grad"].shape == (2, 3, case["sizes"][r])

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 import torch
+from doctor_setups.setups import LoRALinear, ReZero  # the models `losskit doctor` is tested on
 from torch import nn
 
 import losskit as lk
@@ -455,34 +456,6 @@ def test_public_name_is_callable(gen: torch.Generator) -> None:
 # Review fixes: zero-initialised partners, crashes inside a check, small sigmoid heads, buffers
 
 
-class LoRALinear(nn.Module):
-    """A frozen layer plus an adapter x A^T B^T with B = 0: A's first gradient is exactly 0."""
-
-    def __init__(self, inputs: int, outputs: int, rank: int = 4) -> None:
-        super().__init__()
-        self.base = nn.Linear(inputs, outputs).requires_grad_(False)
-        self.A = nn.Parameter(torch.randn(rank, inputs) * 0.01)
-        self.B = nn.Parameter(torch.zeros(outputs, rank))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + x @ self.A.t() @ self.B.t()
-
-
-class ReZero(nn.Module):
-    """h + alpha * f(h) with alpha = 0: f's first gradients are exactly 0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(10, 32)
-        self.f = nn.Sequential(nn.Linear(32, 32), nn.ReLU())
-        self.alpha = nn.Parameter(torch.zeros(()))
-        self.head = nn.Linear(32, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.inp(x)
-        return self.head(h + self.alpha * self.f(h))
-
-
 @pytest.mark.parametrize("kind", ["lora", "rezero"])
 def test_zero_initialised_adapters_and_gates_pass(kind: str, gen: torch.Generator) -> None:
     _, loss_fn, batch = healthy("mlp-ce", gen)
@@ -492,7 +465,7 @@ def test_zero_initialised_adapters_and_gates_pass(kind: str, gen: torch.Generato
                               LoRALinear(32, 5))
         zeroed = "2.A"
     else:
-        model = ReZero()
+        model = ReZero(inputs=10, classes=5)
         zeroed = "f.0.weight"
     report = doctor(model, loss_fn, batch)
     assert report.ok, str(report)

@@ -61,12 +61,12 @@ def lora():
 class ReZero(nn.Module):
     """x + alpha * f(x) with alpha = 0 (ReZero): f's gradients are exactly zero at first."""
 
-    def __init__(self) -> None:
+    def __init__(self, inputs: int = 8, classes: int = 4) -> None:
         super().__init__()
-        self.inp = nn.Linear(8, 32)
+        self.inp = nn.Linear(inputs, 32)
         self.f = nn.Sequential(nn.Linear(32, 32), nn.ReLU())
         self.alpha = nn.Parameter(torch.zeros(()))
-        self.head = nn.Linear(32, 4)
+        self.head = nn.Linear(32, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)
