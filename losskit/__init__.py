@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from losskit import functional
+from losskit import functional, modules, registry
 
 # `lk.checks` is the context manager (DESIGN's API); it shadows the submodule of the same name as
 # an attribute, so reach the module with `from losskit.checks import ...`, not `lk.checks.X`.
@@ -24,20 +24,7 @@ from losskit.checks import (
     set_checks,
 )
 from losskit.doctor import Report, doctor
-from losskit.modules import (
-    BCELoss,
-    BCEWithLogitsLoss,
-    CrossEntropyLoss,
-    DiceLoss,
-    FocalLoss,
-    HuberLoss,
-    KLDivLoss,
-    L1Loss,
-    LinearCrossEntropyLoss,
-    MSELoss,
-    NLLLoss,
-    SmoothL1Loss,
-)
+from losskit.modules import *  # noqa: F403
 
 __version__ = "0.1.0"
 
@@ -58,29 +45,19 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BCELoss",
-    "BCEWithLogitsLoss",
-    "CrossEntropyLoss",
-    "DiceLoss",
-    "EarlyStopping",
-    "FocalLoss",
-    "History",
-    "HuberLoss",
-    "KLDivLoss",
-    "L1Loss",
-    "LinearCrossEntropyLoss",
+    *modules.__all__,
+    "EarlyStopping",  # noqa: F405 (lazy, see __getattr__)
+    "History",  # noqa: F405 (lazy, see __getattr__)
     "LossIndexError",
     "LossInputError",
     "LossRuntimeError",
     "LossWarning",
-    "MSELoss",
-    "NLLLoss",
     "Report",
-    "SmoothL1Loss",
     "checks",
     "doctor",
-    "fit",
+    "fit",  # noqa: F405 (lazy, see __getattr__)
     "functional",
     "get_checks",
+    "registry",
     "set_checks",
 ]

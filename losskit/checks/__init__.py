@@ -204,7 +204,10 @@ def _first(mask: Tensor, values: Tensor) -> str:
     return f"{values[idx].item()!r} at index {idx} ({count} such element{'s' * (count != 1)})"
 
 
-_INTERNAL = (os.path.dirname(__file__), os.path.dirname(torch.nn.modules.__file__))
+# The losskit package (this file is losskit/checks/__init__.py) and torch.nn's Modules.
+_INTERNAL = (
+    os.path.dirname(os.path.dirname(__file__)), os.path.dirname(torch.nn.modules.__file__)
+)
 
 
 def _warn(message: str) -> None:

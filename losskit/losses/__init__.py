@@ -1,0 +1,23 @@
+"""The losses, one file per family; each file holds its functions, Modules and registry records.
+
+=======================  ====================================================================
+family                   losses
+=======================  ====================================================================
+regression               MSE, L1, Huber, smooth L1
+binary                   BCE on probabilities, BCE with logits
+classification           cross-entropy, NLL, focal
+divergence               KL divergence
+segmentation             soft Dice
+linear_cross_entropy     cross-entropy of a linear head without the logits
+=======================  ====================================================================
+
+The public paths are :mod:`losskit.functional` (functions) and :mod:`losskit` (Modules); both
+re-export what the family files list in their ``__all__``.
+"""
+
+from losskit.losses.binary import *  # noqa: F403
+from losskit.losses.classification import *  # noqa: F403
+from losskit.losses.divergence import *  # noqa: F403
+from losskit.losses.linear_cross_entropy import *  # noqa: F403
+from losskit.losses.regression import *  # noqa: F403
+from losskit.losses.segmentation import *  # noqa: F403

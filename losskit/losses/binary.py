@@ -1,0 +1,154 @@
+"""Binary and multi-label cross-entropy, on probabilities or on logits."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losskit import _reduction, checks, registry
+
+__all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+]
+
+
+def _check_binary(loss: str, input: Tensor, target: Tensor, **weights: Tensor | None) -> None:
+    checks.check_floating_input(loss, input)
+    checks.check_same_device(loss, input=input, target=target, **weights)
+    checks.check_binary_target_dtype(loss, target)
+    checks.check_binary_target_shape(loss, input, target)
+    for name, w in weights.items():
+        checks.check_broadcast_weight(loss, name, w, input)
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Binary cross-entropy on probabilities.
+
+    .. math::
+        l_i = -w_i \left[ y_i \max(\log x_i, -100) + (1 - y_i) \max(\log(1 - x_i), -100) \right]
+
+    Each log is clamped at -100 before multiplying by the target, as in torch, so ``x=0, y=1``
+    gives 100 and ``x=0, y=0`` gives 0. Prefer :func:`binary_cross_entropy_with_logits` on logits:
+    it is more stable.
+
+    Args:
+        input: probabilities in [0, 1], shape ``(*)`` (raw logits raise).
+        target: same shape, floating, in [0, 1].
+        weight: broadcasts to ``input``; ``"mean"`` still divides by the element count.
+
+    Example:
+        >>> x, y = torch.tensor([0.5, 1.0]), torch.tensor([1.0, 0.0])
+        >>> binary_cross_entropy(x, y, reduction="none")
+        tensor([  0.6931, 100.0000])
+    """
+    loss = "binary_cross_entropy"
+    reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
+    _check_binary(loss, input, target, weight=weight)
+    if checks.values_enabled(loss):
+        _check_binary_values(loss, input, target)
+    try:
+        return F.binary_cross_entropy(input, target, weight, size_average, reduce, reduction)
+    except RuntimeError as error:
+        if "between 0 and 1" not in str(error):
+            raise
+        _check_binary_values(loss, input, target)  # raises the detailed error
+        raise
+
+
+def _check_binary_values(loss: str, input: Tensor, target: Tensor) -> None:
+    checks.check_finite(loss, target=target)
+    checks.check_probability_input(loss, input)
+    checks.check_binary_target_range(loss, target)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    r"""Binary cross-entropy on logits, for binary and multi-label classification.
+
+    .. math::
+        l_i = w_i \left[ (1 - y_i)\, x_i + (1 + (p_c - 1) y_i)\, \mathrm{softplus}(-x_i) \right]
+
+    with softplus computed stably (logits of ±1000 give 1000 / 0, never inf).
+
+    Args:
+        input: logits ``(*)``, e.g. ``(N,)`` binary or ``(N, C)`` multi-label.
+        target: same shape, floating, in [0, 1].
+        weight: broadcasts to ``input``.
+        pos_weight: weight of positive targets, broadcasting over the class (last) dim, e.g.
+            ``(C,)``; ``n_negative / n_positive`` per class balances a skewed label.
+
+    Example:
+        >>> x = torch.tensor([[2.0, -1.0]]); y = torch.tensor([[1.0, 0.0]])
+        >>> binary_cross_entropy_with_logits(x, y, reduction="none")
+        tensor([[0.1269, 0.3133]])
+    """
+    loss = "binary_cross_entropy_with_logits"
+    reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
+    _check_binary(loss, input, target, weight=weight, pos_weight=pos_weight)
+    if checks.values_enabled(loss):
+        checks.check_finite(loss, input=input, target=target)
+        checks.check_not_sigmoid_output(loss, input)
+        checks.check_binary_target_range(loss, target)
+    return F.binary_cross_entropy_with_logits(
+        input, target, weight, size_average, reduce, reduction, pos_weight
+    )
+
+
+class BCELoss(nn.BCELoss):
+    """Binary cross-entropy on probabilities; see :func:`losskit.functional.binary_cross_entropy`.
+
+    >>> BCELoss()(torch.tensor([0.5]), torch.tensor([1.0]))
+    tensor(0.6931)
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
+    """Binary cross-entropy on logits with ``weight`` and ``pos_weight`` buffers; see
+    :func:`losskit.functional.binary_cross_entropy_with_logits`.
+
+    >>> BCEWithLogitsLoss(pos_weight=torch.tensor([3.0]))(torch.zeros(2, 1), torch.ones(2, 1))
+    tensor(2.0794)
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return binary_cross_entropy_with_logits(
+            input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+registry.register(registry.LossRecord(
+    function=binary_cross_entropy, module=BCELoss, family="binary", input="probabilities",
+    targets=("binary",), summary="binary cross-entropy on probabilities (after a sigmoid)",
+    mean_count=registry.count_elements, torch_function=F.binary_cross_entropy,
+    torch_module=nn.BCELoss, cli="bce", estimates="probabilities",
+))
+registry.register(registry.LossRecord(
+    function=binary_cross_entropy_with_logits, module=BCEWithLogitsLoss, family="binary",
+    input="logits", targets=("binary",),
+    summary="binary / multi-label cross-entropy on logits, stable for any logit",
+    mean_count=registry.count_elements, torch_function=F.binary_cross_entropy_with_logits,
+    torch_module=nn.BCEWithLogitsLoss, cli="bce-with-logits", estimates="probabilities",
+))

@@ -1,0 +1,478 @@
+"""Multi-class losses over a class dimension: cross-entropy, NLL and focal loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losskit import _reduction, checks, kernels, registry
+from losskit.checks import LossInputError, LossRuntimeError
+from losskit.losses._common import (
+    HALF,
+    float32_weight,
+    no_autocast,
+    result_dtype,
+    weight_dtype_ref,
+)
+
+__all__ = [
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "NLLLoss",
+    "cross_entropy",
+    "focal_loss",
+    "nll_loss",
+]
+
+
+def _num_classes(input: Tensor) -> int:
+    return input.shape[1] if input.dim() >= 2 else input.shape[0]
+
+
+def check_class_indices(
+    loss: str,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int | None,
+    reduction: str,
+    *,
+    weight_name: str = "weight",
+) -> None:
+    """Metadata checks, then value checks; the index range check also runs outside the startup
+    calls on CPU, where torch checks it too and it costs no sync."""
+    checks.check_class_target(loss, input, target)
+    checks.check_class_weight(
+        loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name
+    )
+    values = checks.values_enabled(loss)
+    if values or checks.index_range_enabled(target):
+        checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
+    if values:
+        class_dim = 1 if input.dim() >= 2 else 0
+        checks.check_finite(loss, allow_neg_inf=True, input=input)
+        if loss == "nll_loss":
+            checks.check_log_probabilities(loss, input, class_dim)
+        else:
+            checks.check_not_probabilities(loss, input, class_dim)
+        if reduction == "mean":
+            checks.check_not_all_ignored(loss, target, ignore_index)
+
+
+def _flatten_classes(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(C,) / (N, C) / (N, C, d1, ...) logits -> (M, C); targets -> (M,) int64."""
+    if input.dim() == 1:
+        x = input.unsqueeze(0)  # (1, C)
+    elif input.dim() == 2:
+        x = input  # (N, C)
+    else:
+        x = input.movedim(1, -1).reshape(-1, input.shape[1])  # (N*d1*..., C)
+    return x, target.reshape(-1).long()  # (M,)
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
+    inplace: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Cross-entropy between logits and class indices or class probabilities.
+
+    With class indices :math:`y_n`, smoothing :math:`\varepsilon` and class weights :math:`w`:
+
+    .. math::
+        l_n = (1 - \varepsilon)\, w_{y_n} (-\log p_{n, y_n})
+              + \frac{\varepsilon}{C} \sum_c w_c (-\log p_{n,c}),
+        \qquad p_n = \mathrm{softmax}(x_n)
+
+    zero for ignored targets; ``"mean"`` divides by :math:`\sum_n w_{y_n}` over non-ignored
+    :math:`n` (by their count without ``weight``), and is 0 when every target is ignored. With
+    class probabilities :math:`q` (``target.shape == input.shape``):
+    :math:`l_n = -\sum_c w_c q'_{n,c} \log p_{n,c}` with :math:`q' = (1 - \varepsilon) q +
+    \varepsilon / C`, and ``"mean"`` divides by the number of rows.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``: the class dim is 1.
+        target: class indices (int64/uint8) of shape ``()``, ``(N,)`` or ``(N, d1, ...)``, or
+            class probabilities of ``input``'s shape.
+        weight: ``(C,)`` class weights of ``input``'s dtype.
+        ignore_index: target value that contributes nothing (class indices only).
+        label_smoothing: :math:`\varepsilon \in [0, 1]`.
+        lse_square_scale: z-loss coefficient :math:`z`; adds :math:`z \log^2 \sum_c e^{x_{n,c}}`
+            per counted target, weighted like the loss (class indices only).
+        softcap: if set to :math:`s > 0`, logits become :math:`s \tanh(x / s)` first.
+        return_lse: also return the per-target log-sum-exp (float32, target's shape).
+        inplace: let the fused kernel overwrite ``input`` with its gradient (saves one
+            ``[N, C]`` buffer; ``input`` must not be used afterwards).
+
+    Shape: ``"none"`` gives the target's shape (without the class dim for probabilities);
+    ``"mean"`` / ``"sum"`` a scalar.
+
+    Example:
+        >>> x = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        >>> cross_entropy(x, torch.tensor([0, 2]), reduction="none")
+        tensor([0.2395, 1.0986])
+        >>> cross_entropy(x, torch.tensor([0, -100]))
+        tensor(0.2395)
+    """
+    loss = "cross_entropy"
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    checks.check_floating_input(loss, input)
+    checks.check_same_device(loss, input=input, target=target, weight=weight)
+    if label_smoothing > 1.0:
+        raise LossRuntimeError(
+            f"cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}."
+            f" Fix: use a value such as 0.1."
+        )
+    label_smoothing = max(label_smoothing, 0.0)  # torch treats a negative value as 0
+    checks.check_softcap(loss, softcap)
+    if target.shape == input.shape:
+        return _cross_entropy_probabilities(
+            input, target, weight, ignore_index, reduction, label_smoothing,
+            extras=lse_square_scale != 0.0 or softcap is not None or return_lse or inplace,
+        )
+    weight = float32_weight(input, weight)
+    check_class_indices(loss, input, target, weight, ignore_index, reduction)
+    x, t = _flatten_classes(input, target)
+    out_dtype = result_dtype(input)
+    with no_autocast(input):
+        out = kernels.cross_entropy(
+            x, t, weight=weight, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
+            return_lse=return_lse, inplace=inplace, out_dtype=out_dtype,
+        )
+    value, lse = out if return_lse else (out, None)
+    if reduction == "none":
+        value = value.reshape(target.shape)
+    return (value, lse.reshape(target.shape)) if return_lse else value
+
+
+def _cross_entropy_probabilities(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    *,
+    extras: bool,
+) -> Tensor:
+    loss = "cross_entropy"
+    if not target.is_floating_point():
+        raise LossRuntimeError(
+            f"cross_entropy: `target` has the same shape as `input` ({tuple(input.shape)}), so it "
+            f"is read as class probabilities, but it is {target.dtype}; expected floating point "
+            f"type for target with class probabilities. Fix: for one-hot labels use "
+            f"`target.argmax(dim={1 if input.dim() >= 2 else 0})` (class indices), or "
+            f"`target.float()` for probabilities."
+        )
+    if ignore_index >= 0:
+        raise LossRuntimeError(
+            f"cross_entropy: ignore_index={ignore_index} is not supported for floating point "
+            f"target (class probabilities). Fix: drop ignore_index, or zero the rows to ignore "
+            f"and use reduction='sum'."
+        )
+    if extras:
+        raise LossInputError(
+            "cross_entropy: lse_square_scale, softcap, return_lse and inplace apply to class-index "
+            "targets only, but `target` holds class probabilities. Fix: pass class indices, or "
+            "drop these options."
+        )
+    weight = float32_weight(input, weight)
+    checks.check_class_weight(loss, weight, _num_classes(input), weight_dtype_ref(input))
+    if checks.values_enabled(loss):
+        class_dim = 1 if input.dim() >= 2 else 0
+        checks.check_finite(loss, allow_neg_inf=True, input=input)
+        checks.check_finite(loss, target=target)
+        checks.check_soft_target(loss, target, class_dim)
+        checks.check_not_probabilities(loss, input, class_dim)
+    return F.cross_entropy(
+        input, target, weight, reduction=reduction, label_smoothing=label_smoothing
+    )
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Negative log-likelihood of class indices: :math:`l_n = -w_{y_n} x_{n, y_n}`.
+
+    ``input`` holds log-probabilities (``log_softmax`` output) of shape ``(C,)``, ``(N, C)`` or
+    ``(N, C, d1, ...)``; ``target`` class indices ``()``, ``(N,)`` or ``(N, d1, ...)``.
+    ``"mean"`` divides by :math:`\sum_n w_{y_n}` over non-ignored :math:`n`, and is 0 (not NaN)
+    when every target is ignored.
+
+    Example:
+        >>> logp = torch.tensor([[0.25, 0.75], [0.5, 0.5]]).log()
+        >>> nll_loss(logp, torch.tensor([1, 0]))
+        tensor(0.4904)
+    """
+    loss = "nll_loss"
+    reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
+    checks.check_floating_input(loss, input)
+    checks.check_same_device(loss, input=input, target=target, weight=weight)
+    weight = float32_weight(input, weight)
+    check_class_indices(loss, input, target, weight, ignore_index, reduction)
+    out = F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
+    if reduction == "mean":
+        # torch gives NaN for a mean over nothing; the gradient is already 0 there.
+        counted = checks.not_ignored(target, ignore_index)
+        out = torch.where(counted.any(), out, torch.zeros_like(out))
+    return out
+
+
+def focal_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    alpha: float | Tensor | None = None,
+    gamma: float = 2.0,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+) -> Tensor:
+    r"""Focal loss (Lin et al., 2017), from logits: cross-entropy scaled down on easy examples.
+
+    .. math::
+        l = -\alpha_t (1 - p_t)^\gamma \log p_t
+
+    Binary / multi-label (``target`` floating, same shape as ``input``): :math:`p = \sigma(x)`,
+    :math:`p_t = p y + (1 - p)(1 - y)`, :math:`\alpha_t = \alpha y + (1 - \alpha)(1 - y)` (no
+    :math:`\alpha_t` when ``alpha`` is None); ``"mean"`` divides by the element count.
+
+    Multi-class (``target`` int64 class indices, ``input`` ``(N, C)`` or ``(N, C, d1, ...)``):
+    :math:`p_t = \mathrm{softmax}(x)_{y}`, :math:`\alpha_t` = ``alpha`` (a float) or
+    ``alpha[y]`` (a ``(C,)`` tensor); ignored targets give 0 and ``"mean"`` divides by the
+    number of non-ignored targets. ``gamma = 0`` gives (weighted) cross-entropy.
+
+    References: Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017.
+
+    Example:
+        >>> x = torch.tensor([3.0, -3.0]); y = torch.tensor([1.0, 1.0])
+        >>> focal_loss(x, y, reduction="none")
+        tensor([1.0928e-04, 2.7663e+00])
+    """
+    loss = "focal_loss"
+    reduction = _reduction.resolve(reduction)
+    if gamma < 0:
+        raise LossInputError(f"focal_loss: gamma={gamma} is negative. Fix: use gamma >= 0 (2.0).")
+    checks.check_floating_input(loss, input)
+    alpha_t = alpha if isinstance(alpha, Tensor) else None
+    checks.check_same_device(loss, input=input, target=target, alpha=alpha_t)
+    if target.shape == input.shape and target.is_floating_point():
+        return _binary_focal(input, target, alpha, gamma, reduction)
+    alpha_t = float32_weight(input, alpha_t)
+    check_class_indices(loss, input, target, alpha_t, ignore_index, reduction,
+                         weight_name="alpha")
+    x = input.float() if input.dtype in HALF else input  # half losses compute in float32
+    logp = F.log_softmax(x, dim=1 if input.dim() >= 2 else 0)
+    counted = checks.not_ignored(target, ignore_index)
+    t = torch.where(counted, target, 0).long()
+    logp_t = logp.gather(1 if input.dim() >= 2 else 0, t.unsqueeze(1 if input.dim() >= 2 else 0))
+    logp_t = logp_t.squeeze(1 if input.dim() >= 2 else 0)  # target's shape
+    out = -_focal_factor(1 - logp_t.exp(), gamma) * logp_t
+    if alpha_t is not None:
+        out = out * alpha_t[t].to(out.dtype)
+    elif alpha is not None:
+        out = out * alpha
+    out = torch.where(counted, out, torch.zeros_like(out))
+    return _reduction.reduce(out, reduction, counted.sum().to(out.dtype)).to(result_dtype(input))
+
+
+def _focal_factor(one_minus_pt: Tensor, gamma: float) -> Tensor:
+    """``(1 - p_t) ** gamma``, with the base clamped above 0: for 0 < gamma < 1 the derivative
+    ``gamma * 0 ** (gamma - 1)`` is inf where ``p_t`` rounds to 1, and inf times the zero inner
+    derivative is NaN. The clamp's own gradient is 0 there, so the gradient is 0, as it should be
+    (the loss is flat at a perfect prediction)."""
+    return one_minus_pt.clamp_min(torch.finfo(one_minus_pt.dtype).tiny) ** gamma
+
+
+def _binary_focal(
+    input: Tensor, target: Tensor, alpha: float | Tensor | None, gamma: float, reduction: str
+) -> Tensor:
+    loss = "focal_loss"
+    if checks.values_enabled(loss):
+        checks.check_finite(loss, input=input, target=target)
+        checks.check_not_sigmoid_output(loss, input)
+        checks.check_binary_target_range(loss, target)
+    if alpha is not None and not isinstance(alpha, Tensor) and not 0 <= alpha <= 1:
+        raise LossInputError(
+            f"focal_loss: alpha={alpha} for binary targets weighs positives by alpha and "
+            f"negatives by 1 - alpha, so it must lie in [0, 1]. Fix: e.g. alpha=0.25."
+        )
+    dtype = result_dtype(input)
+    if input.dtype in HALF:  # half losses compute in float32 (1e4 logits overflow the gradient)
+        input, target = input.float(), target.float()
+    ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")  # -log p_t
+    p = torch.sigmoid(input)
+    one_minus_pt = p + target - 2 * p * target  # p (1 - y) + (1 - p) y
+    out = ce * _focal_factor(one_minus_pt, gamma)
+    if alpha is not None:
+        out = out * (alpha * target + (1 - alpha) * (1 - target))
+    return _reduction.reduce(out, reduction).to(dtype)
+
+
+class CrossEntropyLoss(nn.CrossEntropyLoss):
+    """Cross-entropy on logits with class indices or probabilities; see
+    :func:`losskit.functional.cross_entropy`.
+
+    Beyond torch's arguments, keyword-only ``lse_square_scale`` (z-loss) and ``softcap``.
+
+    >>> loss = CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)
+    >>> loss(torch.zeros(3, 4), torch.tensor([0, 1, 2]))
+    tensor(1.3863)
+    """
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        *,
+        lse_square_scale: float = 0.0,
+        softcap: float | None = None,
+    ) -> None:
+        super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+        self.lse_square_scale = lse_square_scale
+        self.softcap = softcap
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return cross_entropy(
+            input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            lse_square_scale=self.lse_square_scale,
+            softcap=self.softcap,
+        )
+
+
+class NLLLoss(nn.NLLLoss):
+    """Negative log-likelihood of class indices; see :func:`losskit.functional.nll_loss`.
+
+    >>> NLLLoss()(torch.tensor([[0.2, 0.8]]).log(), torch.tensor([1]))
+    tensor(0.2231)
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return nll_loss(
+            input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction
+        )
+
+
+class FocalLoss(nn.Module):
+    """Focal loss from logits, binary/multi-label or multi-class; see
+    :func:`losskit.functional.focal_loss`. A tensor ``alpha`` is a buffer.
+
+    >>> FocalLoss(gamma=0.0)(torch.zeros(2, 3), torch.tensor([0, 1]))
+    tensor(1.0986)
+    """
+
+    def __init__(
+        self,
+        alpha: float | Tensor | None = None,
+        gamma: float = 2.0,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__()
+        if isinstance(alpha, Tensor):
+            self.register_buffer("alpha", alpha)
+        else:
+            self.alpha = alpha
+        self.gamma = gamma
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return focal_loss(
+            input,
+            target,
+            alpha=self.alpha,
+            gamma=self.gamma,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+
+def count_targets(
+    target: Tensor, *, weight: Tensor | None = None, ignore_index: int | None = -100
+) -> Tensor:
+    r"""The denominator of cross-entropy's / NLL's ``"mean"``, from the class-index targets alone.
+
+    :math:`\sum_i w_{y_i}` over the :math:`i` with :math:`y_i \neq` ``ignore_index`` (their
+    number when ``weight`` is None), as a 0-d float tensor on ``target``'s device. Known before
+    the forward pass, so a loop can all-reduce the step's total early
+    (:func:`losskit.distributed.global_denominator`).
+
+    Example:
+        >>> y = torch.tensor([0, -100, 2, 1])
+        >>> count_targets(y), count_targets(y, weight=torch.tensor([1.0, 2.0, 3.0]))
+        (tensor(3.), tensor(6.))
+    """
+    counted = checks.not_ignored(target, ignore_index)  # target's shape
+    if weight is None:
+        return counted.sum().to(torch.get_default_dtype())
+    safe = torch.where(counted, target, torch.zeros_like(target)).long()
+    return (weight[safe] * counted).sum().to(torch.promote_types(weight.dtype, torch.float32))
+
+
+def _count_classes(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
+    """Rows for probability targets; the (weighted) non-ignored targets for class indices."""
+    if target.is_floating_point() and target.shape == input.shape:
+        class_dim = 1 if input.dim() >= 2 else 0
+        return registry.count_full(input, input.numel() // max(input.shape[class_dim], 1))
+    weight = getattr(loss_fn, "weight", None) if not isinstance(loss_fn, FocalLoss) else None
+    n = count_targets(target, weight=weight, ignore_index=loss_fn.ignore_index)
+    return n.to(torch.promote_types(torch.promote_types(n.dtype, input.dtype), torch.float32))
+
+
+def _count_focal(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
+    """Elements for binary targets; non-ignored targets for class indices (alpha does not count)."""
+    if target.is_floating_point() and target.shape == input.shape:
+        return registry.count_full(input, input.numel())
+    return _count_classes(loss_fn, input, target)
+
+
+registry.register(registry.LossRecord(
+    function=cross_entropy, module=CrossEntropyLoss, family="classification", input="logits",
+    targets=("class-indices", "class-probabilities"),
+    summary="multi-class cross-entropy on logits, class indices or class probabilities",
+    mean_count=_count_classes, torch_function=F.cross_entropy,
+    torch_module=nn.CrossEntropyLoss, cli="cross-entropy", estimates="probabilities",
+))
+registry.register(registry.LossRecord(
+    function=nll_loss, module=NLLLoss, family="classification", input="log-probabilities",
+    targets=("class-indices",), summary="negative log-likelihood of log_softmax output",
+    mean_count=_count_classes, torch_function=F.nll_loss, torch_module=nn.NLLLoss, cli="nll",
+    estimates="probabilities",
+))
+registry.register(registry.LossRecord(
+    function=focal_loss, module=FocalLoss, family="classification", input="logits",
+    targets=("class-indices", "binary"),
+    summary="cross-entropy scaled down on easy examples (dense detection, imbalance)",
+    mean_count=_count_focal, cli="focal",
+))

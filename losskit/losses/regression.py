@@ -1,0 +1,187 @@
+"""Regression losses: squared, absolute and Huber errors between predictions and real targets."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losskit import _reduction, checks, registry
+
+__all__ = [
+    "HuberLoss",
+    "L1Loss",
+    "MSELoss",
+    "SmoothL1Loss",
+    "huber_loss",
+    "l1_loss",
+    "mse_loss",
+    "smooth_l1_loss",
+]
+
+
+def _check_regression(loss: str, input: Tensor, target: Tensor, weight: Tensor | None) -> None:
+    checks.check_floating_input(loss, input, allow_complex=loss == "l1_loss")
+    checks.check_same_device(loss, input=input, target=target, weight=weight)
+    checks.check_same_shape(loss, input, target)
+    if checks.values_enabled(loss):
+        checks.check_finite(loss, input=input, target=target)
+
+
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Mean squared error: :math:`l_i = w_i (x_i - y_i)^2`.
+
+    Args:
+        input: predictions, any shape ``(*)``.
+        target: same shape as ``input`` (a shape that would broadcast raises).
+        weight: optional per-element weights of ``input``'s shape; ``"mean"`` is then
+            :math:`\sum_i w_i l_i / \sum_i w_i`.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Shape: output ``(*)`` for ``"none"``, else a scalar.
+
+    Example:
+        >>> mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0]))
+        tensor(2.)
+    """
+    reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
+    _check_regression("mse_loss", input, target, weight)
+    return F.mse_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
+
+
+def l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Mean absolute error: :math:`l_i = w_i |x_i - y_i|` (complex input gives a real loss).
+
+    Shapes, ``weight`` and reductions as :func:`mse_loss`.
+
+    Example:
+        >>> l1_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.5, 4.0]), reduction="sum")
+        tensor(2.5000)
+    """
+    reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
+    _check_regression("l1_loss", input, target, weight)
+    return F.l1_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
+
+
+def huber_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Huber loss, quadratic near zero and linear beyond ``delta``.
+
+    .. math::
+        l_i = \begin{cases} \tfrac12 d_i^2 & |d_i| < \delta \\
+              \delta (|d_i| - \tfrac12 \delta) & \text{otherwise} \end{cases},
+        \quad d_i = x_i - y_i
+
+    With ``weight`` (input's shape), ``"mean"`` is :math:`\frac1n \sum_i w_i l_i` (torch divides
+    by the element count here, unlike :func:`mse_loss`). ``delta`` must be positive.
+
+    Example:
+        >>> huber_loss(torch.tensor([0.0, 3.0]), torch.tensor([0.5, 0.0]), reduction="none")
+        tensor([0.1250, 2.5000])
+    """
+    reduction = _reduction.resolve(reduction)
+    _check_regression("huber_loss", input, target, weight)
+    return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
+
+
+def smooth_l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> Tensor:
+    r"""Smooth L1 loss: :math:`l_i = 0.5 d_i^2 / \beta` if :math:`|d_i| < \beta`, else
+    :math:`|d_i| - 0.5 \beta`; equals ``huber_loss(delta=beta) / beta`` and, at ``beta=0``,
+    :func:`l1_loss`.
+
+    Example:
+        >>> smooth_l1_loss(torch.tensor([0.0, 3.0]), torch.tensor([0.5, 0.0]), reduction="none")
+        tensor([0.1250, 2.5000])
+    """
+    reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
+    _check_regression("smooth_l1_loss", input, target, None)
+    return F.smooth_l1_loss(input, target, size_average, reduce, reduction=reduction, beta=beta)
+
+
+class MSELoss(nn.MSELoss):
+    """Mean squared error; see :func:`losskit.functional.mse_loss`.
+
+    >>> MSELoss()(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0]))
+    tensor(2.)
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return mse_loss(input, target, reduction=self.reduction)
+
+
+class L1Loss(nn.L1Loss):
+    """Mean absolute error; see :func:`losskit.functional.l1_loss`.
+
+    >>> L1Loss(reduction="sum")(torch.tensor([1.0, 2.0]), torch.tensor([1.5, 4.0]))
+    tensor(2.5000)
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return l1_loss(input, target, reduction=self.reduction)
+
+
+class HuberLoss(nn.HuberLoss):
+    """Huber loss with threshold ``delta``; see :func:`losskit.functional.huber_loss`.
+
+    >>> HuberLoss(delta=2.0)(torch.tensor([0.0]), torch.tensor([3.0]))
+    tensor(4.)
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class SmoothL1Loss(nn.SmoothL1Loss):
+    """Smooth L1 loss with threshold ``beta``; see :func:`losskit.functional.smooth_l1_loss`.
+
+    >>> SmoothL1Loss(beta=2.0)(torch.tensor([0.0]), torch.tensor([3.0]))
+    tensor(2.)
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+for _fn, _module, _torch_fn, _torch_module, _cli, _estimates, _summary in (
+    (mse_loss, MSELoss, F.mse_loss, nn.MSELoss, "mse", "mean",
+     "squared error: fits the conditional mean; the default for Gaussian-like noise"),
+    (l1_loss, L1Loss, F.l1_loss, nn.L1Loss, "l1", "median",
+     "absolute error: fits the conditional median; robust to outliers"),
+    (huber_loss, HuberLoss, F.huber_loss, nn.HuberLoss, "huber", "median",
+     "quadratic below delta, linear beyond: MSE near the target, robust to outliers"),
+    (smooth_l1_loss, SmoothL1Loss, F.smooth_l1_loss, nn.SmoothL1Loss, "smooth-l1", "median",
+     "Huber divided by beta (box regression in detection)"),
+):
+    registry.register(registry.LossRecord(
+        function=_fn, module=_module, family="regression", input="values", targets=("real",),
+        summary=_summary, mean_count=registry.count_elements, torch_function=_torch_fn,
+        torch_module=_torch_module, cli=_cli, estimates=_estimates,
+    ))

@@ -1,0 +1,119 @@
+"""Segmentation losses: soft Dice."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losskit import _reduction, checks, registry
+from losskit.checks import LossInputError
+from losskit.losses._common import (
+    HALF,
+    result_dtype,
+)
+from losskit.losses.classification import check_class_indices
+
+__all__ = [
+    "DiceLoss",
+    "dice_loss",
+]
+
+
+def dice_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    smooth: float = 1.0,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Soft Dice loss for segmentation, from logits, one term per class.
+
+    .. math::
+        \mathrm{dice}_c = \frac{2 \sum_i p_{ic} t_{ic} + s}{\sum_i p_{ic} + \sum_i t_{ic} + s},
+        \qquad l_c = 1 - \mathrm{dice}_c
+
+    where :math:`i` runs over the batch and every spatial position, :math:`s` is ``smooth``.
+    Multi-class: ``input`` ``(N, C, d1, ...)`` logits, ``target`` ``(N, d1, ...)`` class indices,
+    :math:`p = \mathrm{softmax}(x)` over dim 1 and :math:`t` the one-hot target; positions whose
+    target equals ``ignore_index`` are left out. Binary / multi-label: ``target`` floating with
+    ``input``'s shape, :math:`p = \sigma(x)`, dim 1 holds the labels.
+
+    Shape: ``"none"`` gives the ``(C,)`` per-class losses; ``"mean"`` / ``"sum"`` reduce them.
+
+    Example:
+        >>> x = torch.tensor([[[4.0, -4.0]], [[-4.0, 4.0]]]).transpose(0, 1)  # (1, 2, 2)
+        >>> dice_loss(x, torch.tensor([[0, 1]]), smooth=0.0)
+        tensor(0.0003)
+    """
+    loss = "dice_loss"
+    reduction = _reduction.resolve(reduction)
+    checks.check_floating_input(loss, input)
+    checks.check_same_device(loss, input=input, target=target)
+    if input.dim() < 2:
+        raise LossInputError(
+            f"dice_loss: `input` has shape {tuple(input.shape)}; expected (N, C, d1, ...) logits "
+            f"with the classes in dim 1. Fix: add the batch/class dims, e.g. `input[None, None]`."
+        )
+    # Half losses compute in float32: the per-class sums over 65,504+ pixels overflow float16.
+    x = input.float() if input.dtype in HALF else input
+    if target.shape == input.shape and target.is_floating_point():
+        if checks.values_enabled(loss):
+            checks.check_finite(loss, input=input, target=target)
+            checks.check_binary_target_range(loss, target)
+        probs, onehot = torch.sigmoid(x), target.to(x.dtype)
+    else:
+        check_class_indices(loss, input, target, None, ignore_index, reduction)
+        counted = checks.not_ignored(target, ignore_index)  # (N, d1, ...)
+        t = torch.where(counted, target, 0).long()
+        probs = torch.softmax(x, dim=1)  # (N, C, d1, ...)
+        onehot = F.one_hot(t, input.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, C, d1, ...)
+        mask = counted.unsqueeze(1).to(probs.dtype)  # (N, 1, d1, ...)
+        probs, onehot = probs * mask, onehot * mask
+    dims = [0, *range(2, input.dim())]
+    intersection = (probs * onehot).sum(dims)  # (C,)
+    denominator = probs.sum(dims) + onehot.sum(dims) + smooth  # (C,)
+    # A class with nothing predicted, nothing labelled and smooth=0 (e.g. every target ignored)
+    # is 0/0: count it as a perfect match, dice 1, with zero gradient (the inner where keeps
+    # the unused branch finite, so its gradient is 0, not NaN).
+    empty = denominator == 0
+    dice = (2 * intersection + smooth) / torch.where(empty, 1.0, denominator)
+    dice = torch.where(empty, 1.0, dice)
+    return _reduction.reduce(1 - dice, reduction).to(result_dtype(input))
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice loss for segmentation from logits; see :func:`losskit.functional.dice_loss`.
+
+    >>> DiceLoss(smooth=0.0)(torch.zeros(1, 2, 4), torch.tensor([[0, 0, 1, 1]]))
+    tensor(0.5000)
+    """
+
+    def __init__(
+        self, smooth: float = 1.0, ignore_index: int | None = None, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        self.smooth = smooth
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return dice_loss(
+            input,
+            target,
+            smooth=self.smooth,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+registry.register(registry.LossRecord(
+    function=dice_loss, module=DiceLoss, family="segmentation", input="logits",
+    targets=("class-indices", "binary"),
+    summary="1 - soft Dice per class: overlap-based, insensitive to class imbalance",
+    mean_count=None,  # a ratio of sums over the batch, not a mean of per-element terms
+))

@@ -1,0 +1,207 @@
+r"""One record per loss: what the rest of losskit needs to know about it.
+
+Each family file in :mod:`losskit.losses` defines its functions and Modules and registers one
+:class:`LossRecord` per loss, next to the code. Everything that must treat losses differently
+(the doctor, metrics, global normalisation, the training recipes, ``losskit losses``, the CLI and
+the cross-cutting tests) asks the record instead of branching on a loss's name or type.
+
+A record says:
+
+* ``input``: what the loss wants as its first argument, one of :data:`INPUT_KINDS`
+  (``"logits"``, ``"probabilities"``, ``"log-probabilities"``, ``"values"`` ...). The doctor
+  compares it with the model's last activation; metrics turn the output into probabilities with it.
+* ``targets``: the target kinds it accepts, from :data:`TARGET_KINDS`. When several are accepted
+  (cross-entropy takes class indices or class probabilities), :meth:`LossRecord.target_kind`
+  tells which one a given target is.
+* ``mean_count``: the denominator of ``reduction="mean"`` for a Module and a batch (for exact
+  normalisation across micro-batches and ranks, :mod:`losskit.distributed.normalise`).
+* ``torch_module`` / ``torch_function``: the twin in ``torch.nn``, if any.
+* ``cli``: the name ``losskit train --loss`` uses, ``summary``: its line in ``losskit losses``.
+
+>>> import losskit as lk
+>>> record = lookup(lk.CrossEntropyLoss())
+>>> record.name, record.input, record.targets
+('cross_entropy', 'logits', ('class-indices', 'class-probabilities'))
+>>> record.target_kind(torch.zeros(2, 3), torch.tensor([0, 2]))
+'class-indices'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "INPUT_KINDS",
+    "TARGET_KINDS",
+    "LossRecord",
+    "count_elements",
+    "count_rows",
+    "get",
+    "lookup",
+    "records",
+    "register",
+]
+
+INPUT_KINDS = (
+    "logits",  # raw scores; the loss applies softmax / sigmoid itself
+    "probabilities",  # in [0, 1] (after a sigmoid)
+    "log-probabilities",  # log_softmax output
+    "values",  # real-valued predictions (regression)
+    "scores",  # real-valued scores compared by margins (ranking, hinge)
+    "distances",  # non-negative distances or dissimilarities
+    "embeddings",  # vectors compared by a distance or similarity
+    "hidden",  # hidden states fed through a linear head inside the loss
+)
+TARGET_KINDS = (
+    "class-indices",  # integer labels in [0, C), ignore_index allowed
+    "class-probabilities",  # a distribution over classes, the input's shape
+    "binary",  # 0./1. floats (or probabilities) of the input's shape
+    "real",  # real values of the input's shape
+    "counts",  # non-negative counts (Poisson)
+    "sign",  # -1 / +1 labels
+    "label-lists",  # class indices padded with -1 (multi-label margin)
+    "label-sequences",  # per-sample label sequences (CTC)
+    "none",  # no target (e.g. a triplet of embeddings)
+)
+
+#: How a loss's ``"mean"`` counts, for a Module and one batch: ``(loss_fn, input, target) -> n``.
+MeanCount = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+
+def _count_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Counts stay exact in float32 up to 2**24 elements; never count in (b)float16.
+    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+
+
+def count_full(like: Tensor, value: int) -> Tensor:
+    """``value`` as a 0-d count on ``like``'s device (a fill: no copy from the host, no sync)."""
+    return torch.full((), value, dtype=_count_dtype(like.dtype), device=like.device)
+
+
+def count_elements(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
+    """``"mean"`` divides by the number of elements of the (broadcast) per-element loss.
+
+    >>> count_elements(None, torch.zeros(3, 4), torch.zeros(3, 4))
+    tensor(12.)
+    """
+    return count_full(input, torch.broadcast_shapes(input.shape, target.shape).numel())
+
+
+def count_rows(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
+    """``"mean"`` divides by the batch size ``input.size(0)`` (1 for a 0-d or unbatched input).
+
+    >>> count_rows(None, torch.zeros(3, 4), torch.zeros(3))
+    tensor(3.)
+    """
+    return count_full(input, input.shape[0] if input.dim() > 0 else 1)
+
+
+@dataclass(frozen=True)
+class LossRecord:
+    """What losskit knows about one loss. See the module docstring for each field."""
+
+    function: Callable[..., Tensor]
+    module: type[nn.Module]
+    family: str  # the file in losskit/losses/ that holds it
+    input: str
+    targets: tuple[str, ...]
+    summary: str
+    mean_count: MeanCount | None = None  # None: "mean" is not a plain mean of counted terms
+    torch_function: Callable[..., Tensor] | None = None
+    torch_module: type[nn.Module] | None = None
+    cli: str | None = None  # name for `losskit train --loss`, when a built-in task fits
+    estimates: str | None = None  # what the minimiser is: "mean", "median", "probabilities", ...
+    aliases: tuple[str, ...] = field(default=())  # other names users search for
+
+    def __post_init__(self) -> None:
+        if self.input not in INPUT_KINDS:
+            raise ValueError(f"{self.name}: input kind {self.input!r} not in {INPUT_KINDS}")
+        unknown = [t for t in self.targets if t not in TARGET_KINDS]
+        if unknown or not self.targets:
+            raise ValueError(f"{self.name}: target kinds {unknown} not in {TARGET_KINDS}")
+
+    @property
+    def name(self) -> str:
+        """The function's name in :mod:`losskit.functional`, e.g. ``"cross_entropy"``."""
+        return self.function.__name__
+
+    def target_kind(self, input: Tensor, target: Tensor) -> str:
+        """Which of :attr:`targets` ``target`` is, for losses that accept several.
+
+        A floating target of ``input``'s shape is ``"class-probabilities"`` or ``"binary"``
+        when the loss takes one; an integer target is ``"class-indices"`` when it takes those.
+        """
+        if len(self.targets) == 1:
+            return self.targets[0]
+        if target.is_floating_point() and target.shape == input.shape:
+            for kind in ("class-probabilities", "binary"):
+                if kind in self.targets:
+                    return kind
+        if not target.is_floating_point() and "class-indices" in self.targets:
+            return "class-indices"
+        return self.targets[0]
+
+
+_RECORDS: dict[str, LossRecord] = {}
+
+
+def register(record: LossRecord) -> LossRecord:
+    """Add ``record``; a second record for the same function or Module name is an error."""
+    for other in _RECORDS.values():
+        if other.module.__name__ == record.module.__name__:
+            raise ValueError(f"{record.module.__name__} is registered twice")
+    if record.name in _RECORDS:
+        raise ValueError(f"{record.name} is registered twice")
+    _RECORDS[record.name] = record
+    return record
+
+
+def records() -> Iterator[LossRecord]:
+    """Every registered loss, in registration order (family by family)."""
+    _load()
+    return iter(list(_RECORDS.values()))
+
+
+def get(name: str) -> LossRecord:
+    """The record of a loss by function name, Module name or CLI name.
+
+    >>> get("MSELoss").name, get("huber").name
+    ('mse_loss', 'huber_loss')
+    """
+    _load()
+    for record in _RECORDS.values():
+        if name in (record.name, record.module.__name__, record.cli, *record.aliases):
+            return record
+    raise KeyError(name)
+
+
+def lookup(loss_fn: object) -> LossRecord | None:
+    """The record for a loss Module or function, or None for a loss losskit does not know.
+
+    A subclass of a registered Module (e.g. a recipe's ``SigmoidBCELoss``) or of its
+    ``torch.nn`` twin resolves to that record: the nearest registered class in its MRO wins.
+
+    >>> import torch.nn as nn
+    >>> lookup(nn.MSELoss()).name, lookup(lambda x, y: x) is None
+    ('mse_loss', True)
+    """
+    _load()
+    if isinstance(loss_fn, nn.Module):
+        for klass in type(loss_fn).__mro__:
+            for record in _RECORDS.values():
+                if klass is record.module or klass is record.torch_module:
+                    return record
+        return None
+    for record in _RECORDS.values():
+        if loss_fn is record.function or loss_fn is record.torch_function:
+            return record
+    return None
+
+
+def _load() -> None:
+    """Import every family so its records exist (the families import this module)."""
+    import losskit.losses  # noqa: F401
