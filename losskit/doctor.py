@@ -88,6 +88,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from losskit import registry
 from losskit.checks import LossInputError, LossWarning, checks
 
 STATUSES = ("pass", "warn", "fail")
@@ -201,65 +202,68 @@ class Report:
 # Recognising the loss
 
 
-_FAMILIES = {  # class name or function name -> what the loss wants as input
-    "CrossEntropyLoss": "ce", "cross_entropy": "ce",
-    "FocalLoss": "focal", "focal_loss": "focal",
-    "DiceLoss": "dice", "dice_loss": "dice",
-    "NLLLoss": "nll", "nll_loss": "nll",
-    "KLDivLoss": "kl", "kl_div": "kl",
-    "BCEWithLogitsLoss": "bce_logits", "binary_cross_entropy_with_logits": "bce_logits",
-    "BCELoss": "bce", "binary_cross_entropy": "bce",
-    "MSELoss": "mse", "mse_loss": "mse",
-    "L1Loss": "l1", "l1_loss": "l1",
-    "HuberLoss": "huber", "huber_loss": "huber",
-    "SmoothL1Loss": "huber", "smooth_l1_loss": "huber",
-}
-_REGRESSION = ("mse", "l1", "huber")
+def _record(loss_fn: Callable) -> registry.LossRecord | None:
+    return registry.lookup(getattr(loss_fn, "func", loss_fn))  # functools.partial: its function
 
 
-def _family(loss_fn: Callable, target: Tensor) -> str:
-    """The loss family; focal and Dice resolve to ``"ce"`` (class indices) or ``"bce_logits"``.
-    A loss declaring ``output_kind = "logits"`` (one that applies its own sigmoid/log-softmax,
-    like the recipes' ``SigmoidBCELoss``) counts as the logits version of its family."""
-    fn = getattr(loss_fn, "func", loss_fn)  # functools.partial
-    names = [k.__name__ for k in type(fn).__mro__] if isinstance(fn, nn.Module) else []
-    names.append(getattr(fn, "__name__", ""))
-    family = next((_FAMILIES[n] for n in names if n in _FAMILIES), "unknown")
-    if getattr(fn, "output_kind", None) == "logits":  # a loss applying its own activation
-        family = {"nll": "ce", "bce": "bce_logits"}.get(family, family)
-    if family in ("focal", "dice"):
-        family = "bce_logits" if target.is_floating_point() else "ce"
-    return family
+def _family(loss_fn: Callable, output: Tensor, target: Tensor) -> str:
+    """What the doctor expects of ``loss_fn``, from its registry record's input and target kinds:
+
+    ============================  =========================================  ==============
+    input kind                    target kind                                doctor family
+    ============================  =========================================  ==============
+    logits                        class indices or class probabilities       ``"ce"``
+    logits                        binary                                     ``"bce_logits"``
+    probabilities                 binary                                     ``"bce"``
+    log-probabilities             class indices                              ``"nll"``
+    log-probabilities             class probabilities                        ``"kl"``
+    values                        real; the record estimates the mean        ``"mse"``
+    values                        real; any other estimate                   ``"l1"``
+    ============================  =========================================  ==============
+
+    Anything else (ranking, embeddings, sequences, an unknown callable) is ``"unknown"``: the
+    doctor then skips the checks that need an expected value. A loss declaring
+    ``output_kind = "logits"`` (one that applies its own sigmoid / log-softmax, like the recipes'
+    ``SigmoidBCELoss``) counts as taking logits.
+    """
+    record = _record(loss_fn)
+    if record is None:
+        return "unknown"
+    fn = getattr(loss_fn, "func", loss_fn)
+    wants = getattr(fn, "output_kind", None) or record.input
+    kind = record.target_kind(output, target)
+    if wants == "logits":
+        return "bce_logits" if kind == "binary" else "ce" if kind.startswith("class") else "unknown"
+    if wants == "probabilities" and kind == "binary":
+        return "bce"
+    if wants == "log-probabilities" and kind in ("class-indices", "class-probabilities"):
+        return "nll" if kind == "class-indices" else "kl"
+    if wants == "values" and kind == "real":
+        return "mse" if record.estimates == "mean" else "l1"
+    return "unknown"
 
 
 def _torch_twin(loss_fn: Callable) -> Callable | None:
-    """For a plain ``torch.nn`` loss, the losskit function computing the same value, so its value
-    checks can run; None for losskit's own losses (they check themselves) and unknown callables."""
-    import losskit.functional as LF
+    """For a plain ``torch.nn`` loss, the losskit loss computing the same value, so its value
+    checks can run; None for losskit's own losses (they check themselves) and unknown callables.
 
+    A torch Module's twin is losskit's Module of the same record holding the same settings (its
+    subclass, so the attributes carry over); a ``torch.nn.functional`` loss's twin is losskit's
+    function of the same name."""
     fn = getattr(loss_fn, "func", loss_fn)
-    if getattr(fn, "__module__", "") == "torch.nn.functional":
-        return getattr(LF, getattr(fn, "__name__", ""), None)
-    if not isinstance(fn, nn.Module) or not type(fn).__module__.startswith("torch.nn"):
+    record = _record(loss_fn)
+    if record is None:
         return None
-    m, name = fn, type(fn).__name__
-    twins: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-        "CrossEntropyLoss": lambda x, y: LF.cross_entropy(
-            x, y, m.weight, ignore_index=m.ignore_index, reduction=m.reduction,
-            label_smoothing=m.label_smoothing),
-        "NLLLoss": lambda x, y: LF.nll_loss(
-            x, y, m.weight, ignore_index=m.ignore_index, reduction=m.reduction),
-        "BCEWithLogitsLoss": lambda x, y: LF.binary_cross_entropy_with_logits(
-            x, y, m.weight, reduction=m.reduction, pos_weight=m.pos_weight),
-        "BCELoss": lambda x, y: LF.binary_cross_entropy(x, y, m.weight, reduction=m.reduction),
-        "MSELoss": lambda x, y: LF.mse_loss(x, y, reduction=m.reduction),
-        "L1Loss": lambda x, y: LF.l1_loss(x, y, reduction=m.reduction),
-        "HuberLoss": lambda x, y: LF.huber_loss(x, y, reduction=m.reduction, delta=m.delta),
-        "SmoothL1Loss": lambda x, y: LF.smooth_l1_loss(x, y, reduction=m.reduction, beta=m.beta),
-        "KLDivLoss": lambda x, y: LF.kl_div(
-            x, y, reduction=m.reduction, log_target=m.log_target),
-    }
-    return twins.get(name)
+    if fn is record.torch_function:
+        return record.function
+    if type(fn) is not record.torch_module:
+        return None
+    twin = record.module.__new__(record.module)
+    twin.__dict__.update(fn.__dict__)  # same settings and buffers, losskit's forward
+    return twin
+
+
+_REGRESSION = ("mse", "l1")
 
 
 def _class_dim(output: Tensor) -> int:
@@ -289,7 +293,7 @@ def _reference_input(family: str, output: Tensor, target: Tensor) -> tuple[Tenso
     y = target.to(output.dtype)
     if family == "mse":
         return torch.full_like(output, float(y.mean())), "the target mean, Var(y)"
-    if family in ("l1", "huber"):
+    if family == "l1":
         return torch.full_like(output, float(y.median())), "the target median"
     return None
 
@@ -615,7 +619,7 @@ _SEEN = {"raw": "raw scores", "probabilities": "probabilities",
          "relu": "non-negative values"}
 _WANTS = {"ce": "logits", "bce_logits": "logits", "nll": "log-probabilities",
           "kl": "log-probabilities", "bce": "probabilities", "mse": "unbounded predictions",
-          "l1": "unbounded predictions", "huber": "unbounded predictions"}
+          "l1": "unbounded predictions"}
 
 
 def expected_init_loss(
@@ -638,7 +642,7 @@ def expected_init_loss(
     >>> round(expected_init_loss(lk.MSELoss(), torch.zeros(4), y)[0], 4)  # Var(y)
     1.25
     """
-    ref = _reference_input(_family(loss_fn, target), output.detach(), target)
+    ref = _reference_input(_family(loss_fn, output, target), output.detach(), target)
     return None if ref is None else (_quiet(loss_fn, ref[0], target), ref[1])
 
 
@@ -961,7 +965,7 @@ def doctor(
         report.checks.append(result)
         if loss is None:
             return _done(report, start)
-        family = _family(loss_fn, target)
+        family = _family(loss_fn, output, target)
         # Each check catches its own error: a report, never a traceback. The failure checks
         # fail on one; the warning-only checks (init, balance) warn.
         report.checks.append(_guarded("output activation", "fail", lambda: _check_activation(

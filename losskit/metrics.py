@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import torch
 import torchmetrics
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import classification as tmc
 from torchmetrics import regression as tmr
 from torchmetrics.text import Perplexity
+
+from losskit import registry
 
 TASKS = ("multiclass", "binary", "multilabel", "regression", "language-modelling")
 MAIN_METRIC = {
@@ -54,10 +56,11 @@ def _check_task(task: str) -> None:
 
 def output_kind(loss_fn: object) -> str:
     """What the model's output is for ``loss_fn``: ``"logits"``, ``"probabilities"`` or
-    ``"log-probabilities"``.
+    ``"log-probabilities"``, from the loss's registry record (its ``input`` kind).
 
     A loss that applies its own activation (``recipes``' sigmoid-BCE and log-softmax-NLL) declares
-    it with an ``output_kind`` attribute, which wins.
+    it with an ``output_kind`` attribute, which wins. Unknown losses and losses whose input is
+    neither probabilities nor log-probabilities count as taking logits.
 
     >>> import losskit as lk
     >>> output_kind(lk.CrossEntropyLoss()), output_kind(lk.BCELoss()), output_kind(lk.NLLLoss())
@@ -66,19 +69,20 @@ def output_kind(loss_fn: object) -> str:
     declared = getattr(loss_fn, "output_kind", None)
     if isinstance(declared, str):
         return declared
-    if isinstance(loss_fn, nn.BCELoss):
-        return "probabilities"
-    if isinstance(loss_fn, nn.NLLLoss):
-        return "log-probabilities"
+    record = registry.lookup(loss_fn)
+    if record is not None and record.input in ("probabilities", "log-probabilities"):
+        return record.input
     return "logits"
 
 
 def infer_task(loss_fn: object, target: Tensor) -> str | None:
     """The task implied by a loss and a target batch, or None when it cannot be told.
 
-    Class-index targets give ``multiclass`` (``(N,)``) or ``language-modelling`` (``(N, T)``);
-    float targets give a task only for a known loss (regression losses, BCE, BCE-with-logits,
-    focal), so a custom loss never gets metrics that do not fit its targets.
+    The loss's registry record says what its target is: real values give ``regression``, binary
+    labels ``binary`` (``(N,)`` or ``(N, 1)``) or ``multilabel``; class-index targets give
+    ``multiclass`` (``(N,)``) or ``language-modelling`` (``(N, T)``). A loss losskit does not know
+    gets a task only from integer class-index targets, so a custom loss never gets metrics that do
+    not fit its targets.
 
     >>> import losskit as lk
     >>> infer_task(lk.CrossEntropyLoss(), torch.tensor([0, 2]))
@@ -88,13 +92,15 @@ def infer_task(loss_fn: object, target: Tensor) -> str | None:
     >>> print(infer_task(lambda x, y: (x - y).abs().mean(), torch.zeros(2, 1)))
     None
     """
-    from losskit.modules import FocalLoss
-
-    if isinstance(loss_fn, (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)):
+    record = registry.lookup(loss_fn)
+    kinds = record.targets if record is not None else ("class-indices",)
+    if kinds[0] in ("real", "counts"):
         return "regression"
-    if not target.is_floating_point():  # class indices
+    if not target.is_floating_point():
+        if "class-indices" not in kinds:
+            return None
         return "language-modelling" if target.dim() >= 2 else "multiclass"
-    if isinstance(loss_fn, (nn.BCELoss, nn.BCEWithLogitsLoss, FocalLoss)):
+    if "binary" in kinds:
         return "binary" if target.dim() <= 1 or target.shape[-1] == 1 else "multilabel"
     return None  # e.g. probability targets for cross-entropy: no standard metric set
 

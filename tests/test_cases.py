@@ -127,3 +127,95 @@ def test_every_reduction_is_covered_per_loss():
     for record in registry.records():
         seen = {r for c in ALL if c.loss == record.name for r in c.reductions}
         assert "none" in seen and "sum" in seen and seen & {"mean", "batchmean"}, record.name
+
+
+# ----------------------------------------------------------------------------------------------
+# Records against their torch twins: signatures, Module classes
+
+
+def _records(predicate):
+    return [pytest.param(r, id=r.name) for r in registry.records() if predicate(r)]
+
+
+def _same_prefix(ours, theirs, what):
+    """torch's parameters come first, in torch's order, with torch's kinds and defaults; anything
+    after them is losskit's own: keyword-only and defaulted."""
+    ours_p, theirs_p = list(ours.parameters.values()), list(theirs.parameters.values())
+    for a, b in zip(ours_p, theirs_p, strict=False):
+        assert (a.name, a.kind, a.default) == (b.name, b.kind, b.default), f"{what}: {a} vs {b}"
+    assert len(ours_p) >= len(theirs_p), f"{what}: missing {theirs_p[len(ours_p):]}"
+    for extra in ours_p[len(theirs_p):]:
+        assert extra.kind is extra.KEYWORD_ONLY and extra.default is not extra.empty, (
+            f"{what}: losskit-only parameter {extra} must be keyword-only with a default")
+
+
+@pytest.mark.parametrize("record", _records(lambda r: r.torch_function is not None))
+def test_function_signature_is_torchs(record):
+    import inspect
+
+    _same_prefix(inspect.signature(record.function), inspect.signature(record.torch_function),
+                 record.name)
+
+
+@pytest.mark.parametrize("record", _records(lambda r: r.torch_module is not None))
+def test_module_subclasses_its_twin_with_torchs_constructor(record):
+    import inspect
+
+    assert issubclass(record.module, record.torch_module)
+    _same_prefix(inspect.signature(record.module.__init__),
+                 inspect.signature(record.torch_module.__init__), record.module.__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Every case under hostile or low-precision input
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in ALL])
+def test_nan_input_raises(case):
+    args, kwargs = _made(case)
+    x = args[0].clone()
+    if x.numel() == 0:
+        pytest.fail(f"{case}: the first case argument is empty; give the case a non-empty input")
+    x.view(-1)[0] = float("nan")
+    with lk.checks("always"), pytest.raises(lk.LossInputError, match="NaN"):
+        getattr(LF, case.loss)(x, *args[1:], **kwargs)
+
+
+# Per dtype: (rtol, atol) of a low-precision result against the float64 reference run on the same
+# (rounded) values: the error of computing in that precision plus the output's rounding.
+TOLERANCE = {torch.float32: (1e-5, 1e-6), torch.float16: (4e-3, 2e-3),
+             torch.bfloat16: (3e-2, 1.6e-2)}
+
+
+def _cast(t, dtype):
+    return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in ALL])
+def test_low_precision_follows_torch(case, dtype):
+    """Inputs rounded to ``dtype``: torch's twin in the same dtype sets the output dtype (or the
+    exception class, where torch has no kernel for it); values match the float64 reference on the
+    rounded inputs within the dtype's tolerance."""
+    args, kwargs = _made(case)
+    args = tuple(_cast(a, dtype) for a in args)
+    kwargs = {k: _cast(v, dtype) for k, v in kwargs.items()}
+    fn = getattr(LF, case.loss)
+    twin = registry.get(case.loss).torch_function if case.reference is None else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "reduction: 'mean' divides the total loss")
+        if twin is not None:
+            try:
+                expected_dtype = twin(*args, **kwargs).dtype
+            except (RuntimeError, NotImplementedError) as error:
+                with pytest.raises(type(error)):
+                    fn(*args, **kwargs)
+                return
+        else:
+            expected_dtype = args[0].dtype
+        ours = fn(*args, **kwargs)
+        reference = _reference(case)(*(_cast(a, torch.float64) for a in args),
+                                     **{k: _cast(v, torch.float64) for k, v in kwargs.items()})
+    assert ours.dtype == expected_dtype
+    rtol, atol = TOLERANCE[dtype]
+    torch.testing.assert_close(ours.double(), reference, rtol=rtol, atol=atol)

@@ -26,7 +26,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from losskit import registry
 from losskit.distributed.group import all_reduce_sum_, world_size
+from losskit.losses.classification import count_targets
 
 __all__ = ["GlobalMean", "count_targets", "global_denominator", "loss_sum_and_count"]
 
@@ -42,96 +44,28 @@ def _with_reduction(loss_fn: nn.Module, reduction: str) -> nn.Module:
     return twin
 
 
-def _full(like: Tensor, value: float) -> Tensor:
-    # A fill on the device: no host-to-device copy, no sync.
-    return torch.full((), value, dtype=_count_dtype(like.dtype), device=like.device)
-
-
 def _count_dtype(dtype: torch.dtype) -> torch.dtype:
     # Counts stay exact in float32 up to 2**24 tokens per step; never count in (b)float16.
     return torch.promote_types(dtype, torch.float32)
 
 
-def count_targets(
-    target: Tensor, *, weight: Tensor | None = None, ignore_index: int = -100
-) -> Tensor:
-    r"""The denominator of cross-entropy's / NLL's ``"mean"``, from the class-index targets alone.
+def loss_sum_and_count(loss_fn: Callable[..., Tensor], *tensors: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Split ``loss_fn(*tensors)``'s mean into its numerator and denominator.
 
-    :math:`\sum_i w_{y_i}` over the :math:`i` with :math:`y_i \neq` ``ignore_index`` (their
-    number when ``weight`` is None), as a 0-d float tensor on ``target``'s device. Known before
-    the forward pass, so a loop can all-reduce the step's total early (:func:`global_denominator`).
+    Returns ``(loss_sum, count)`` with ``loss_sum / count == loss_fn(*tensors)`` for
+    ``reduction="mean"``, both 0-d tensors on the first tensor's device, computed without a host
+    sync. ``loss_sum`` is the Module called with ``reduction="sum"`` (its own code, not a
+    re-derivation), so it carries the gradient; ``count`` has none. Whatever
+    ``loss_fn.reduction`` is set to, the count is that of ``"mean"`` (of ``"batchmean"`` for a
+    ``KLDivLoss`` that uses it).
 
-    Example:
-        >>> y = torch.tensor([0, -100, 2, 1])
-        >>> count_targets(y), count_targets(y, weight=torch.tensor([1.0, 2.0, 3.0]))
-        (tensor(3.), tensor(6.))
-    """
-    counted = target != ignore_index  # target's shape
-    if weight is None:
-        return counted.sum().to(torch.get_default_dtype())
-    safe = torch.where(counted, target, torch.zeros_like(target)).long()
-    return (weight[safe] * counted).sum().to(_count_dtype(weight.dtype))
-
-
-_POINTWISE = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCELoss,
-              nn.BCEWithLogitsLoss, nn.KLDivLoss)
-
-
-def _count(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor | None:
-    """The denominator of ``loss_fn``'s ``reduction="mean"``, or None for an unknown loss."""
-    from losskit import modules  # local import: the distributed helpers sit beside the modules
-
-    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        if target.shape == input.shape and isinstance(loss_fn, nn.CrossEntropyLoss):
-            class_dim = 1 if input.dim() >= 2 else 0
-            return _full(input, input.numel() // max(input.shape[class_dim], 1))  # N*d1*..*dk
-        n = count_targets(target, weight=loss_fn.weight, ignore_index=loss_fn.ignore_index)
-        return n.to(_count_dtype(torch.promote_types(n.dtype, input.dtype)))
-    if isinstance(loss_fn, modules.FocalLoss):
-        if target.shape == input.shape and target.is_floating_point():
-            return _full(input, input.numel())
-        n = count_targets(target, ignore_index=loss_fn.ignore_index)
-        return n.to(_count_dtype(input.dtype))
-    if isinstance(loss_fn, nn.KLDivLoss) and loss_fn.reduction == "batchmean":
-        return _full(input, input.shape[0] if input.dim() > 0 else 1)
-    if isinstance(loss_fn, _POINTWISE):
-        return _full(input, torch.broadcast_shapes(input.shape, target.shape).numel())
-    return None
-
-
-def loss_sum_and_count(
-    loss_fn: Callable[[Tensor, Tensor], Tensor], input: Tensor, target: Tensor
-) -> tuple[Tensor, Tensor]:
-    r"""Split ``loss_fn(input, target)``'s mean into its numerator and denominator.
-
-    Returns ``(loss_sum, count)`` with ``loss_sum / count == loss_fn(input, target)`` for
-    ``reduction="mean"``, both 0-d tensors on ``input``'s device, computed without a host sync.
-    ``loss_sum`` is the module called with ``reduction="sum"`` (its own code, not a re-derivation),
-    so it carries the gradient; ``count`` has none. Whatever ``loss_fn.reduction`` is set to, the
-    count is that of ``"mean"`` (of ``"batchmean"`` for a ``KLDivLoss`` that uses it).
-
-    ============================================  ==================================================
-    loss                                          count
-    ============================================  ==================================================
-    CrossEntropyLoss / NLLLoss, class indices     :math:`\sum_i w_{y_i}` over non-ignored :math:`i`
-                                                  (their number without ``weight``; label
-                                                  smoothing keeps this denominator)
-    CrossEntropyLoss, class probabilities         :math:`N d_1 \cdots d_k` (rows)
-    MSE, L1, Huber, SmoothL1, BCE, BCEWithLogits  elements of the (broadcast) loss
-    KLDivLoss                                     ``input.size(0)`` for ``"batchmean"``, else
-                                                  elements
-    FocalLoss                                     non-ignored targets (elements for binary)
-    DiceLoss                                      :math:`n` = batch size, with ``loss_sum =
-                                                  mean * n``: approximate, the Dice ratio of a
-                                                  union is not a weighted mean of its parts
-    anything else                                 :math:`n` = ``target.shape[0]``, ``loss_sum =
-                                                  loss_fn(input, target) * n`` (assumes a
-                                                  per-sample mean)
-    ============================================  ==================================================
-
-    Works with losskit's modules and with their ``torch.nn`` twins (same attributes).
-    ``LinearCrossEntropyLoss`` takes ``(hidden, weight, target)``: call it with
-    ``reduction="sum"`` and count with :func:`count_targets` instead.
+    The count comes from the loss's registry record (:attr:`losskit.registry.LossRecord.mean_count`,
+    listed per loss in docs/scaling-out.md): for cross-entropy and NLL with class indices it is
+    :math:`\sum_i w_{y_i}` over the non-ignored :math:`i`; for probability targets the rows; for
+    the pointwise losses the elements. Works with losskit's Modules and with their ``torch.nn``
+    twins (same attributes). A loss whose ``"mean"`` is not a mean of counted terms (Dice, a ratio
+    of sums) or that losskit does not know counts the batch: :math:`n` = ``tensors[1].shape[0]``
+    and ``loss_sum = loss_fn(*tensors) * n``, which assumes a per-sample mean.
 
     Example:
         >>> ce = torch.nn.CrossEntropyLoss(ignore_index=-100)
@@ -140,19 +74,17 @@ def loss_sum_and_count(
         >>> s, n, bool(torch.isclose(s / n, ce(x, y)))
         (tensor(2.7726), tensor(2.), True)
     """
-    from losskit import modules
-
-    if isinstance(loss_fn, modules.DiceLoss):
-        n = _full(input, input.shape[0])
-        return _with_reduction(loss_fn, "mean")(input, target) * n, n
-    counted = (nn.CrossEntropyLoss, nn.NLLLoss, modules.FocalLoss, *_POINTWISE)
-    if not isinstance(loss_fn, counted):  # a loss whose "mean" denominator is unknown
-        n = _full(input, target.shape[0] if target.dim() > 0 else 1)
-        return loss_fn(input, target) * n, n
+    record = registry.lookup(loss_fn)
+    if record is None or record.mean_count is None or not isinstance(loss_fn, nn.Module):
+        rows = tensors[-1] if len(tensors) > 1 else tensors[0]
+        n = registry.count_full(tensors[0], rows.shape[0] if rows.dim() > 0 else 1)
+        if isinstance(loss_fn, nn.Module) and getattr(loss_fn, "reduction", "mean") != "mean":
+            loss_fn = _with_reduction(loss_fn, "mean")
+        return loss_fn(*tensors) * n, n
     # The loss runs first: its own input checks (a LossInputError with the fix) speak before
     # the count's shape arithmetic could fail with a bare torch error.
-    loss_sum = _with_reduction(loss_fn, "sum")(input, target)
-    return loss_sum, _count(loss_fn, input, target)
+    loss_sum = _with_reduction(loss_fn, "sum")(*tensors)
+    return loss_sum, record.mean_count(loss_fn, *tensors)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,8 +155,8 @@ class GlobalMean:
         self.grads_averaged = grads_averaged
         self._totals: Tensor | None = None  # (2,): loss sum, count of this rank's micro-batches
 
-    def __call__(self, input: Tensor, target: Tensor) -> Tensor:
-        loss_sum, count = loss_sum_and_count(self.loss_fn, input, target)
+    def __call__(self, *tensors: Tensor) -> Tensor:
+        loss_sum, count = loss_sum_and_count(self.loss_fn, *tensors)
         pair = torch.stack([loss_sum.detach().to(count.dtype), count])
         self._totals = pair if self._totals is None else self._totals + pair
         return loss_sum

@@ -66,7 +66,7 @@ def binary_cross_entropy(
 
 
 def _check_binary_values(loss: str, input: Tensor, target: Tensor) -> None:
-    checks.check_finite(loss, target=target)
+    checks.check_finite(loss, input=input, target=target)  # NaN first: it is not a "logit"
     checks.check_probability_input(loss, input)
     checks.check_binary_target_range(loss, target)
 

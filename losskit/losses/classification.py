@@ -440,21 +440,24 @@ def count_targets(
     return (weight[safe] * counted).sum().to(torch.promote_types(weight.dtype, torch.float32))
 
 
+def _count_indices(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index) -> Tensor:
+    n = count_targets(target, weight=weight, ignore_index=ignore_index)
+    return n.to(torch.promote_types(torch.promote_types(n.dtype, input.dtype), torch.float32))
+
+
 def _count_classes(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
-    """Rows for probability targets; the (weighted) non-ignored targets for class indices."""
+    """Rows for probability targets; the weighted non-ignored targets for class indices."""
     if target.is_floating_point() and target.shape == input.shape:
         class_dim = 1 if input.dim() >= 2 else 0
         return registry.count_full(input, input.numel() // max(input.shape[class_dim], 1))
-    weight = getattr(loss_fn, "weight", None) if not isinstance(loss_fn, FocalLoss) else None
-    n = count_targets(target, weight=weight, ignore_index=loss_fn.ignore_index)
-    return n.to(torch.promote_types(torch.promote_types(n.dtype, input.dtype), torch.float32))
+    return _count_indices(input, target, loss_fn.weight, loss_fn.ignore_index)
 
 
 def _count_focal(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
     """Elements for binary targets; non-ignored targets for class indices (alpha does not count)."""
     if target.is_floating_point() and target.shape == input.shape:
         return registry.count_full(input, input.numel())
-    return _count_classes(loss_fn, input, target)
+    return _count_indices(input, target, None, loss_fn.ignore_index)
 
 
 registry.register(registry.LossRecord(

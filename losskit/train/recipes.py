@@ -21,6 +21,7 @@ of its task:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -28,16 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import losskit as lk
+from losskit import registry
 from losskit.data import TaskData
 
-LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
-    "multiclass": ("cross-entropy", "nll", "focal"),
-    "binary": ("bce-with-logits", "bce", "focal"),
-    "multilabel": ("bce-with-logits", "bce", "focal"),
-    "regression": ("mse", "l1", "huber", "smooth-l1"),
-    "language-modelling": ("cross-entropy", "nll", "focal"),
-}
-LOSSES: tuple[str, ...] = tuple(dict.fromkeys(n for ns in LOSSES_BY_TASK.values() for n in ns))
 _DEFAULT = {
     "multiclass": "cross-entropy",
     "binary": "bce-with-logits",
@@ -45,6 +39,24 @@ _DEFAULT = {
     "regression": "mse",
     "language-modelling": "cross-entropy",
 }
+# What each task's targets are, in the registry's words: a loss fits a task when its record
+# takes that target kind and names a CLI name.
+_TARGET_KIND = {
+    "multiclass": "class-indices",
+    "binary": "binary",
+    "multilabel": "binary",
+    "regression": "real",
+    "language-modelling": "class-indices",
+}
+
+
+def _fitting(task: str) -> tuple[str, ...]:
+    names = [r.cli for r in registry.records() if r.cli and _TARGET_KIND[task] in r.targets]
+    return tuple(sorted(names, key=lambda n: n != _DEFAULT[task]))  # the default first
+
+
+LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {task: _fitting(task) for task in _DEFAULT}
+LOSSES: tuple[str, ...] = tuple(dict.fromkeys(n for ns in LOSSES_BY_TASK.values() for n in ns))
 
 
 class SigmoidBCELoss(lk.BCELoss):
@@ -156,19 +168,19 @@ def make_loss(name: str, data: TaskData) -> nn.Module:
             f"loss={name!r}{known} does not fit the {data.task} task of dataset {data.name!r}. "
             f"Fix: use one of {', '.join(fitting)}."
         )
-    if name == "cross-entropy":
-        return lk.CrossEntropyLoss(ignore_index=data.ignore_index)
-    if name == "nll":
-        return LogSoftmaxNLLLoss(ignore_index=data.ignore_index)
-    if name == "focal":
-        return lk.FocalLoss(gamma=2.0, ignore_index=data.ignore_index)
-    if name == "bce-with-logits":
-        return lk.BCEWithLogitsLoss()
-    if name == "bce":
-        return SigmoidBCELoss()
-    regression = {"mse": lk.MSELoss, "l1": lk.L1Loss, "huber": lk.HuberLoss,
-                  "smooth-l1": lk.SmoothL1Loss}
-    return regression[name]()
+    record = registry.get(name)
+    module: type[nn.Module] = record.module
+    # A recipe model outputs logits: a loss that wants probabilities or log-probabilities gets
+    # the activation applied inside the loss (see the module docstring).
+    wrapper = {"probabilities": SigmoidBCELoss, "log-probabilities": LogSoftmaxNLLLoss}.get(
+        record.input)
+    if wrapper is not None:
+        if not issubclass(wrapper, module):  # a new loss on probabilities needs its own wrapper
+            raise NotImplementedError(f"no logits wrapper for {module.__name__}")
+        module = wrapper
+    takes = inspect.signature(module).parameters
+    kwargs = {"ignore_index": data.ignore_index} if "ignore_index" in takes else {}
+    return module(**kwargs)
 
 
 def make_metrics(data: TaskData) -> Any:
