@@ -107,6 +107,7 @@ def test_harness_catches_a_silent_accept(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_harness_reports_a_missing_loss(monkeypatch: pytest.MonkeyPatch) -> None:
     import losskit
 
+    monkeypatch.setenv(tm.TARGET_ENV, "losskit")
     monkeypatch.delattr(losskit, "MSELoss")
     with pytest.raises(tm.Missing, match="losskit has no MSELoss"):
         tm.check_case(_first("MSELoss", "module"))

@@ -368,6 +368,12 @@ def gradients(out: Outcome, which: list[int], grad_out: list[torch.Tensor]) -> l
     leaves = [out.leaves[i] for i in which]
     if not outs or not leaves:
         return [None] * len(which)
+    with warnings.catch_warnings():  # backward's own warnings are not part of the contract
+        warnings.simplefilter("ignore")
+        return _grads(outs, leaves, gos)
+
+
+def _grads(outs: list[torch.Tensor], leaves: list[torch.Tensor], gos: list[torch.Tensor]) -> list:
     try:
         return list(torch.autograd.grad(outs, leaves, gos, retain_graph=True, allow_unused=True))
     except Exception:  # one leaf autograd cannot do (e.g. a target): ask leaf by leaf
