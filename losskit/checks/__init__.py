@@ -45,7 +45,7 @@ class LossInputError(ValueError):
     ... except LossInputError as error:
     ...     print(error)
     mse_loss: `input` has shape (4, 1) but `target` has shape (4,); they would broadcast to
-    (4, 4) ... Fix: make the shapes equal, e.g. `input.squeeze(-1)`.
+    (4, 4) ... Fix: make the shapes equal: `input.squeeze(-1)`.
     """
 
 
@@ -244,9 +244,15 @@ def check_same_device(loss: str, **tensors: Tensor | None) -> None:
 
 
 def check_same_shape(loss: str, input: Tensor, target: Tensor) -> None:
-    """Regression losses: different shapes would broadcast silently ((N, 1) vs (N,) -> (N, N))."""
+    """Regression losses: different shapes would broadcast silently ((N, 1) vs (N,) -> (N, N)).
+
+    Shapes that would broadcast raise :class:`LossInputError` (torch only warns); shapes that
+    cannot broadcast raise :class:`LossRuntimeError`, torch's class for them. The fix suggested
+    is one that fits the shapes received.
+    """
     if input.shape == target.shape:
         return
+    error: type[LossInputError] = LossInputError
     try:
         shape = torch.broadcast_shapes(input.shape, target.shape)
         consequence = (
@@ -254,11 +260,27 @@ def check_same_shape(loss: str, input: Tensor, target: Tensor) -> None:
             f"target, so the loss is wrong and the model does not learn"
         )
     except RuntimeError:
+        error = LossRuntimeError
         consequence = "they cannot be compared element by element"
-    fix = "`input.squeeze(-1)`" if input.shape[-1:] == (1,) else "`input.view_as(target)`"
-    raise LossInputError(
+    raise error(
         f"{loss}: `input` has shape {tuple(input.shape)} but `target` has shape "
-        f"{tuple(target.shape)}; {consequence}. Fix: make the shapes equal, e.g. {fix}."
+        f"{tuple(target.shape)}; {consequence}. Fix: {_same_shape_fix(input, target)}."
+    )
+
+
+def _same_shape_fix(input: Tensor, target: Tensor) -> str:
+    """A reshape that is right for these two shapes, or what to look at when none is."""
+    if input.dim() == target.dim() + 1 and input.shape[-1] == 1:
+        if input.shape[:-1] == target.shape:
+            return "make the shapes equal: `input.squeeze(-1)`"
+    if target.dim() == input.dim() + 1 and target.shape[-1] == 1:
+        if target.shape[:-1] == input.shape:
+            return "make the shapes equal: `target.squeeze(-1)`"
+    if input.numel() == target.numel():
+        return "make the shapes equal, e.g. `input.view_as(target)` (same element count)"
+    return (
+        f"one prediction per target value is needed, but `input` has {input.numel()} elements "
+        f"and `target` {target.numel()}: check the model's output size and the batch"
     )
 
 
