@@ -15,7 +15,7 @@ CASES = [  # input shape, target shape, error class, text the fix must contain, 
     ((4,), (4, 1), LossInputError, "`target.squeeze(-1)`", "view_as"),
     ((2, 3), (3, 2), LossRuntimeError, "`input.view_as(target)`", "squeeze"),
     ((4, 3), (5,), LossRuntimeError, "has 12 elements and `target` 5", "view_as"),
-    ((8, 1), (4,), LossRuntimeError, "has 8 elements and `target` 4", "squeeze"),
+    ((8, 1), (4,), LossInputError, "has 8 elements and `target` 4", "squeeze"),  # broadcasts
 ]
 
 
