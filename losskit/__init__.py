@@ -12,7 +12,7 @@ from typing import Any
 
 from losskit import functional, modules, registry
 
-# `lk.checks` is the context manager (DESIGN's API); it shadows the submodule of the same name as
+# `lk.checks` is the context manager (docs/design.md); it shadows the submodule of the same name as
 # an attribute, so reach the module with `from losskit.checks import ...`, not `lk.checks.X`.
 from losskit.checks import (
     LossIndexError,

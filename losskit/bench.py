@@ -118,8 +118,8 @@ def _ce_compiled(size: dict) -> Case:
 def _past_startup_checks(name: str, *args) -> None:
     """Call ``LF.<name>(*args)`` (tiny inputs) until losskit's startup value checks are done.
 
-    The targets compare losskit "once startup checks are done" (DESIGN.md); running the big step
-    that many times would only make the benchmark slower.
+    The targets compare losskit "once startup checks are done" (docs/design.md); running
+    the big step that many times would only make the benchmark slower.
     """
     import losskit.functional as LF
 

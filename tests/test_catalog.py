@@ -25,8 +25,8 @@ import losskit as lk
 import losskit.functional as LF
 from losskit.catalog import CATALOG, Loss, TaskLosses, format_table, print_table, select
 
-# DESIGN.md's public API: each Module and the function it wraps. Written out here, not derived
-# from the catalog, so a row that pairs a Module with the wrong function fails.
+# The public API (docs/design.md): each Module and the function it wraps. Written out here, not
+# derived from the catalog, so a row that pairs a Module with the wrong function fails.
 DESIGN_PAIRS = {
     "MSELoss": "mse_loss",
     "L1Loss": "l1_loss",

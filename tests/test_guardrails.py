@@ -1,14 +1,16 @@
-"""One test per row of DESIGN.md's "What bad input gets" table, each with its healthy twin, and
-the checks modes ("startup", "always", "off"; set_checks, checks(), LOSSKIT_CHECKS).
+"""One test per row of the mistakes table (docs/mistakes.md, docs/design.md), each with its
+healthy twin, and the checks modes ("startup", "always", "off"; set_checks, checks(),
+LOSSKIT_CHECKS).
 
 Every mistake must get the table's outcome (LossInputError or LossWarning), a message that names
 what was received and the fix, and, where torch itself raises for that input, an exception that is
 also an instance of torch's class (found by calling torch on the same tensors, not hard-coded).
 Every healthy twin must get nothing: no error and no warning at all.
 
-Deliberate differences from torch tested here (DESIGN table): regression shapes that would broadcast
-raise (torch warns and broadcasts); NaN/Inf raise (torch computes NaN); an all-ignored batch is 0
-with a LossWarning (torch gives NaN); non-floating input raises (torch accepts some, e.g. l1_loss).
+Deliberate differences from torch tested here (docs/design.md): regression shapes that would
+broadcast raise (torch warns and broadcasts); NaN/Inf raise (torch computes NaN); an all-ignored
+batch is 0 with a LossWarning (torch gives NaN); non-floating input raises (torch accepts some,
+e.g. l1_loss).
 """
 
 from __future__ import annotations

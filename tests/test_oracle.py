@@ -603,12 +603,13 @@ def test_kl_mean_warns_like_torch(gen):
 
 
 # ----------------------------------------------------------------------------------------------
-# Edge cases from TORCH_SEMANTICS.md, each compared with torch itself
+# Edge cases of torch (docs/torch-semantics.md), each compared with torch itself
 
 
 def test_zero_total_class_weight_is_nan_like_torch(gen):
     """Non-ignored targets whose weights sum to 0: torch's 0/0 = NaN (value and gradient). This
-    is not the all-ignored row of the DESIGN table, so losskit keeps torch's NaN."""
+    is not the all-ignored row of the departures table (docs/design.md), so losskit keeps
+    torch's NaN."""
     x, y = _randn(gen, 3, 3), torch.tensor([0, 0, 0])
     w = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)
     for fn, inp in (("cross_entropy", x), ("nll_loss", torch.log_softmax(x, 1))):

@@ -1,6 +1,6 @@
 """Every public name of ``losskit`` and ``losskit.functional`` carries a runnable example.
 
-The public API is what the two ``__all__`` lists export (DESIGN.md, "Public API contract"). For each
+The public API is what the two ``__all__`` lists export (docs/design.md). For each
 exported class or function this checks that its own docstring (not one inherited from a base class)
 holds a ``>>>`` example, and that the doctest finder pytest uses (``--doctest-modules``) collects
 that example from the module the object is defined in, so the example runs in the suite. A new

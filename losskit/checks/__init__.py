@@ -270,12 +270,10 @@ def check_same_shape(loss: str, input: Tensor, target: Tensor) -> None:
 
 def _same_shape_fix(input: Tensor, target: Tensor) -> str:
     """A reshape that is right for these two shapes, or what to look at when none is."""
-    if input.dim() == target.dim() + 1 and input.shape[-1] == 1:
-        if input.shape[:-1] == target.shape:
-            return "make the shapes equal: `input.squeeze(-1)`"
-    if target.dim() == input.dim() + 1 and target.shape[-1] == 1:
-        if target.shape[:-1] == input.shape:
-            return "make the shapes equal: `target.squeeze(-1)`"
+    if input.shape[-1:] == (1,) and input.shape[:-1] == target.shape:
+        return "make the shapes equal: `input.squeeze(-1)`"
+    if target.shape[-1:] == (1,) and target.shape[:-1] == input.shape:
+        return "make the shapes equal: `target.squeeze(-1)`"
     if input.numel() == target.numel():
         return "make the shapes equal, e.g. `input.view_as(target)` (same element count)"
     return (

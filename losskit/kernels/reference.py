@@ -28,7 +28,7 @@ __all__ = ["cross_entropy", "linear_cross_entropy"]
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # torch computes half-precision losses internally in float32 (TORCH_SEMANTICS.md, preamble).
+    # torch computes half-precision losses internally in float32 (docs/torch-semantics.md).
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
