@@ -173,8 +173,8 @@ def check_target_rows(input: Tensor, target: Tensor) -> None:
     error = LossRuntimeError if target.dim() >= 1 and target.shape[0] == n else LossInputError
     raise error(
         f"{LOSS}: `input` has shape {tuple(input.shape)}, {n} rows, but `target` has shape "
-        f"{tuple(target.shape)}; expected input batch_size ({n}) to match target batch_size "
-        f"with one class index per row. Fix: {fix}."
+        f"{tuple(target.shape)}; expected input batch_size ({n}) to match target batch_size, "
+        f"one class index per row: shape ({n},). Fix: {fix}."
     )
 
 

@@ -25,7 +25,7 @@ def _lce(n, d, classes, *, bias=False, weight=False, probabilities=False, ignore
         else:
             y = randint(gen, classes[0], *batch, *classes[1:])  # (N, d1, ...) or ()
             if ignore and y.dim() > 0:
-                y.view(-1)[::4] = -100 if "ignore_index" not in options else options["ignore_index"]
+                y.view(-1)[::4] = options.get("ignore_index", -100)
         kwargs = dict(options)
         if bias:
             kwargs["linear_bias"] = randn(gen, *classes)
