@@ -130,8 +130,8 @@ def loss_sum_and_count(
     ============================================  ==================================================
 
     Works with losskit's modules and with their ``torch.nn`` twins (same attributes).
-    ``LinearCrossEntropyLoss`` takes ``(hidden, weight, target)``: call it with
-    ``reduction="sum"`` and count with :func:`count_targets` instead.
+    For ``LinearCrossEntropyLoss`` (``forward(input, target)``, the head is its own) call it
+    with ``reduction="sum"`` and count with :func:`count_targets` instead.
 
     Example:
         >>> ce = torch.nn.CrossEntropyLoss(ignore_index=-100)
