@@ -10,7 +10,7 @@ with a message that names the fix for the shapes received.
 ...     LF.linear_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(10, 4), torch.zeros(2, 3).long())
 ... except RuntimeError as error:  # torch's class for this mistake
 ...     print(error)
-linear_cross_entropy: expected input with dimensionality 1 or 2, got 3 ... Fix:
+linear_cross_entropy: expected input with dimensionality 1 or 2, got 3... Fix:
 `linear_cross_entropy(input.flatten(0, 1), linear_weight, target.flatten(), ...)` ...
 """
 
