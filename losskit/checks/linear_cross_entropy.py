@@ -11,7 +11,7 @@ with a message that names the fix for the shapes received.
 ... except RuntimeError as error:  # torch's class for this mistake
 ...     print(error)
 linear_cross_entropy: expected input with dimensionality 1 or 2, got 3... Fix:
-`linear_cross_entropy(input.flatten(0, 1), linear_weight, target.flatten(), ...)` ...
+`linear_cross_entropy(input.flatten(0, 1), linear_weight, target.flatten(), ...)`...
 """
 
 from __future__ import annotations
