@@ -150,7 +150,7 @@ CATALOG: tuple[TaskLosses, ...] = (
     ),
     TaskLosses(
         task="language modelling",
-        output="(B, T, V) float logits, or hidden states (B, T, D) and the head weight (V, D)",
+        output="(B, T, V) float logits, or hidden states flattened to (B*T, D) for a (V, D) head",
         target="int64 next-token ids, shape (B, T), padding = -100",
         losses=(
             Loss("CrossEntropyLoss", "cross_entropy", "ignore_index=-100"),
@@ -159,7 +159,8 @@ CATALOG: tuple[TaskLosses, ...] = (
         notes=(
             "Flatten to logits (B*T, V) and target (B*T,), or move the classes to dim 1: "
             "(B, V, T). Padding tokens set to ignore_index do not count in the mean. For a "
-            "large V, LinearCrossEntropyLoss never builds the (B*T, V) logits. Pitfall: "
+            "large V, LinearCrossEntropyLoss(D, V) owns the head and never builds the (B*T, V) "
+            "logits; LF.linear_cross_entropy(hidden, head.weight, target) takes it. Pitfall: "
             "(B, T, V) logits with a (B, T) target (losskit raises, naming both fixes)."
         ),
     ),

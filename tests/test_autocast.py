@@ -83,7 +83,7 @@ def test_linear_cross_entropy_under_autocast_matmul_in_bf16_loss_in_float32(gen,
 
 
 def test_linear_cross_entropy_dtype_mismatch_outside_autocast_names_the_fix():
-    with pytest.raises(LossRuntimeError, match=r"`hidden` has dtype torch.bfloat16.*Fix:"):
+    with pytest.raises(LossRuntimeError, match=r"`input` has dtype torch.bfloat16.*Fix:"):
         LF.linear_cross_entropy(torch.randn(4, 8).to(BF16), torch.randn(10, 8),
                                 torch.randint(0, 10, (4,)))
 

@@ -110,9 +110,9 @@ def _language_modelling(g: torch.Generator, loss: Loss) -> tuple:
     target = torch.randint(0, V, (B, T), generator=g)  # (B, T) int64
     target[1, 3:] = -100  # padding
     if loss.module == "LinearCrossEntropyLoss":
-        hidden = torch.randn(B, T, D, generator=g)  # (B, T, D)
+        hidden = torch.randn(B * T, D, generator=g)  # (B*T, D)
         head = torch.randn(V, D, generator=g)  # (V, D)
-        return hidden, head, target
+        return hidden, head, target.reshape(B * T)  # (B*T,)
     logits = torch.randn(B, T, V, generator=g)  # (B, T, V)
     return logits.reshape(B * T, V), target.reshape(B * T)  # (B*T, V), (B*T,)
 
@@ -155,7 +155,7 @@ def _reference(loss: Loss, inputs: tuple, kwargs: dict) -> torch.Tensor:
     """float64 value of the loss from tests/oracle.py (torch in float64 or the formula)."""
     if loss.module == "LinearCrossEntropyLoss":
         hidden, head, target = inputs
-        logits = oracle.to64(hidden) @ oracle.to64(head).T  # (B, T, V)
+        logits = oracle.to64(hidden) @ oracle.to64(head).T  # (B*T, V)
         return oracle.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                     **kwargs)
     if loss.module == "FocalLoss":
@@ -207,6 +207,15 @@ def test_rows_are_frozen() -> None:
 # Every row works as it describes itself
 
 
+def _owning_head(inputs: tuple, kwargs: dict) -> torch.nn.Module:
+    """LinearCrossEntropyLoss(D, V, **row args) with the example's head in its linear layer."""
+    _, head, _ = inputs
+    module = lk.LinearCrossEntropyLoss(head.shape[1], head.shape[0], **kwargs)
+    with torch.no_grad():
+        module.linear.weight.copy_(head)
+    return module
+
+
 @pytest.mark.parametrize("item", ALL_LOSSES, ids=_id)
 def test_row_runs_quietly_and_matches_the_reference(item: tuple[str, Loss], gen) -> None:
     task, loss = item
@@ -215,8 +224,10 @@ def test_row_runs_quietly_and_matches_the_reference(item: tuple[str, Loss], gen)
     with warnings.catch_warnings():
         warnings.simplefilter("error", lk.LossWarning)
         with lk.checks("always"):
-            module = eval(f"lk.{loss.module}({loss.args})", {"lk": lk}, dict(NAMES))
-            by_module = module(*inputs)
+            module = eval(f"lk.{loss.module}({loss.args})", {"lk": lk}, dict(NAMES)) \
+                if loss.module != "LinearCrossEntropyLoss" else _owning_head(inputs, kwargs)
+            by_module = module(*inputs) if loss.module != "LinearCrossEntropyLoss" \
+                else module(inputs[0], inputs[2])
             by_function = getattr(LF, loss.function)(*inputs, **kwargs)
     expected = _reference(loss, inputs, kwargs)
     assert by_module.dim() == 0 and torch.isfinite(by_module)

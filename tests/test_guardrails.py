@@ -411,8 +411,8 @@ def test_class_weight_wrong_length_raises(fn, bad_shape, gen):
 
 
 def test_class_weight_messages_name_the_argument(gen):
-    """focal's `alpha` and linear_cross_entropy's `class_weight` are named as such (their
-    `weight`, where it exists, is another argument)."""
+    """focal's `alpha` is named as such (its `weight`, where it exists, is another argument);
+    linear_cross_entropy's class `weight` is checked against `linear_weight`'s classes."""
     x, y = _randn(gen, 4, 3), _labels(gen, 3, 4)
     for call in (lambda: LF.focal_loss(x, y, alpha=torch.rand(4)),
                  lambda: lk.FocalLoss(alpha=torch.rand(4))(x, y)):
@@ -422,15 +422,15 @@ def test_class_weight_messages_name_the_argument(gen):
                             "`alpha` has dtype torch.float64", "`alpha.to(input.dtype)`")
     assert "`weight`" not in message
     h, w, t = _randn(gen, 4, 8), _randn(gen, 10, 8), _labels(gen, 10, 4)
-    message = assert_raises(lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(9)),
-                            None, "`class_weight` has shape (9,)", "10 classes", "rows of `weight`")
-    assert "`weight` has" not in message and "`input`" not in message
-    message = assert_raises(
-        lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(10).double()), None,
-        "`class_weight` has dtype torch.float64", "`hidden`", "`class_weight.to(hidden.dtype)`")
-    assert "`input`" not in message
+    assert_raises(lambda: LF.linear_cross_entropy(h, w, t, weight=torch.rand(9)),
+                  lambda: F.linear_cross_entropy(h, w, t, weight=torch.rand(9)),
+                  "`weight` has shape (9,)", "10 classes", "dim 0 of `linear_weight`")
+    assert_raises(
+        lambda: LF.linear_cross_entropy(h, w, t, weight=torch.rand(10).double()),
+        lambda: F.linear_cross_entropy(h, w, t, weight=torch.rand(10).double()),
+        "`weight` has dtype torch.float64", "`weight.to(input.dtype)`")
     assert_silent(lambda: LF.focal_loss(x, y, alpha=torch.rand(3)))
-    assert_silent(lambda: LF.linear_cross_entropy(h, w, t, class_weight=torch.rand(10)))
+    assert_silent(lambda: LF.linear_cross_entropy(h, w, t, weight=torch.rand(10)))
 
 
 @pytest.mark.parametrize("bad_shape", [(2,), (4,), (2, 4, 3)])
@@ -599,7 +599,7 @@ def test_bad_softcap_raises(softcap, gen):
     h, w = _randn(gen, 6, 3), _randn(gen, 5, 3)
     assert_raises(lambda: LF.cross_entropy(x, y, softcap=softcap), None, "softcap", "positive")
     assert_raises(lambda: LF.linear_cross_entropy(h, w, y, softcap=softcap), None, "softcap")
-    assert_raises(lambda: lk.LinearCrossEntropyLoss(softcap=softcap)(h, w, y), None, "softcap")
+    assert_raises(lambda: lk.LinearCrossEntropyLoss(3, 5, softcap=softcap)(h, y), None, "softcap")
     assert_silent(lambda: LF.cross_entropy(x, y, softcap=30.0))
     assert_silent(lambda: LF.linear_cross_entropy(h, w, y, softcap=30))
 
@@ -609,7 +609,7 @@ def test_bad_chunk_size_raises(chunk_size, gen):
     h, w, y = _randn(gen, 6, 3), _randn(gen, 5, 3), _labels(gen, 5, 6)
     assert_raises(lambda: LF.linear_cross_entropy(h, w, y, chunk_size=chunk_size), None,
                   "chunk_size", "positive int")
-    assert_raises(lambda: lk.LinearCrossEntropyLoss(chunk_size=chunk_size)(h, w, y), None,
+    assert_raises(lambda: lk.LinearCrossEntropyLoss(3, 5, chunk_size=chunk_size)(h, y), None,
                   "chunk_size")
     expected = F.cross_entropy(h @ w.T, y)
     for ok in (None, 1, 4):
