@@ -180,6 +180,12 @@ def as_lengths(lengths: Lengths, device: torch.device) -> Tensor:
     return torch.tensor([int(v) for v in lengths], dtype=torch.long, device=device)
 
 
+def _count(mask: Tensor, word: str) -> str:
+    """``"3 such labels"`` / ``"1 such label"`` for the True entries of ``mask``."""
+    n = int(mask.sum())
+    return f"{n} such {word}{'s' * (n != 1)}"
+
+
 def _sample(index: Tensor) -> int:
     return int(torch.nonzero(index)[0, 0])
 
@@ -263,7 +269,7 @@ def check_ctc_labels(
         at = where.format(n=int(sample[i]), j=int(position[i]))
         raise LossIndexError(
             f"{loss}: `targets` holds a label outside [0, {num_classes}): {int(labels[i])} at "
-            f"{at} ({int(outside.sum())} such labels); `log_probs` has {num_classes} classes. "
+            f"{at} ({_count(outside, 'label')}); `log_probs` has {num_classes} classes. "
             f"Fix: labels must be 0..{num_classes - 1}, the blank excluded; padding goes after "
             f"target_lengths[n] in each row, where it is not read."
         )
@@ -273,7 +279,7 @@ def check_ctc_labels(
         at = where.format(n=int(sample[i]), j=int(position[i]))
         raise LossInputError(
             f"{loss}: `targets` uses the blank index blank={blank} as a label: at {at} "
-            f"({int(is_blank.sum())} such labels, inside target_lengths). The blank means "
+            f"({_count(is_blank, 'label')}, inside target_lengths). The blank means "
             f"'no label at this frame', so the target cannot be emitted as written. Fix: "
             f"reserve index {blank} for the blank (e.g. `targets + 1` with C + 1 classes when "
             f"blank=0), or pass blank= the index your vocabulary keeps for it; padding after "
@@ -304,7 +310,7 @@ def check_ctc_log_probabilities(loss: str, log_probs: Tensor, input_lengths: Ten
         _warn(
             f"{loss}: `log_probs` ({describe(log_probs)}) does not look like log-probabilities: "
             f"logsumexp over the class dim {class_dim} should be 0 at every frame but is "
-            f"{lse[t, n].item():.4g} at {at} ({int(off.sum())} such frames). CTC reads it as "
+            f"{lse[t, n].item():.4g} at {at} ({_count(off, 'frame')}). CTC reads it as "
             f"log-probabilities, and torch's CTC gradient assumes a log_softmax in front, so "
             f"raw scores give a wrong loss and wrong gradients. Fix: "
             f"`log_probs = scores.log_softmax({class_dim})` on the model's raw scores (or "
@@ -340,7 +346,7 @@ def check_targets_fit_inputs(
             f"{loss}: sample {n} has target length {int(target_lengths[n])} with {repeats} "
             f"adjacent repeated label{'s' * (repeats != 1)} (each needs a blank between), so "
             f"it needs at least {int(needed[n])} frames, but input_lengths[{n}] = "
-            f"{int(frames[n])} ({int(short.sum())} such samples). No alignment exists: its loss "
+            f"{int(frames[n])} ({_count(short, 'sample')}). No alignment exists: its loss "
             f"is inf, and so is the batch's 'mean' or 'sum'. Fix: give the model more frames "
             f"(less downsampling), drop such samples, or pass zero_infinity=True to zero their "
             f"loss and gradient."
