@@ -343,3 +343,13 @@ def test_nan_log_probs_raise_but_neg_inf_is_a_log_probability(gen):
     masked[:, :, 2] = -math.inf  # class 2 impossible (renormalised): fine
     masked = masked.log_softmax(2)
     LF.ctc_loss(masked, torch.tensor([[1, 3, 4], [4, 4, 1]]), il, tl)
+
+
+def test_checks_off_leaves_the_metadata_checks(gen):
+    log_probs, _, il, tl = _batch(gen)
+    blank_inside = torch.tensor([[1, 0, 3], [4, 2, -1]])
+    with lk.checks("off"):  # the label check is off: torch's number, whatever it means
+        torch.testing.assert_close(LF.ctc_loss(log_probs, blank_inside, il, tl),
+                                   F.ctc_loss(log_probs, blank_inside, il, tl), rtol=0, atol=0)
+        with pytest.raises(LossRuntimeError, match="batch-first"):
+            LF.ctc_loss(log_probs.transpose(0, 1), blank_inside, il, tl)

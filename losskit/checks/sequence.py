@@ -5,9 +5,9 @@ Shapes: ``log_probs`` is ``(T, N, C)`` (time first) or unbatched ``(T, C)``; ``t
 ``input_lengths`` / ``target_lengths`` hold one count per sample, as integer tensors or as
 sequences of ints (both the same kind, as torch requires).
 
-The length checks read the lengths, which torch copies to the host anyway; they run on every call
-while the lengths live on the CPU (as :func:`losskit.checks.index_range_enabled` decides), and on
-the first calls otherwise. The label checks follow the same rule for ``targets``. The NaN, raw-score
+The length and label checks read the lengths and ``targets``; they run on every call while those
+live on the CPU (:func:`host_checks_enabled`, the rule of cross-entropy's CPU index check), and
+with the value checks otherwise. The NaN, raw-score
 and alignability checks read ``log_probs`` and obey the checks mode.
 """
 
@@ -24,8 +24,10 @@ from losskit.checks import (
     LossInputError,
     LossNotImplementedError,
     LossRuntimeError,
+    _tracing,
     _warn,
     describe,
+    get_checks,
 )
 
 Lengths = Tensor | Sequence[int]
@@ -171,6 +173,14 @@ def check_ctc_targets(loss: str, log_probs: Tensor, targets: Tensor) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Checks that read the lengths and the labels (cheap on the CPU; see the module docstring)
+
+
+def host_checks_enabled(*values: Tensor | Sequence[int]) -> bool:
+    """Whether the length and label checks run on every call: everything they read is on the CPU
+    (torch reads the lengths on the host anyway, so no device sync), the mode is not ``"off"``
+    and nothing is being traced. Otherwise they run with the value checks."""
+    on_cpu = all(not isinstance(v, Tensor) or v.device.type == "cpu" for v in values)
+    return on_cpu and get_checks() != "off" and not _tracing()
 
 
 def as_lengths(lengths: Lengths, device: torch.device) -> Tensor:

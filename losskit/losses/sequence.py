@@ -23,8 +23,8 @@ def _check_ctc(
     blank: int,
     zero_infinity: bool,
 ) -> None:
-    """Metadata checks, then the length and label checks (on the CPU: every call, as torch reads
-    them there anyway), then the value checks on ``log_probs``."""
+    """Metadata checks; the length and label checks (every call while they are on the CPU, as
+    torch reads them there anyway); the value checks on ``log_probs``."""
     loss = "ctc_loss"
     seq_checks.check_ctc_log_probs(loss, log_probs, autocast=autocast_on(log_probs))
     num_classes = log_probs.shape[-1]
@@ -33,13 +33,13 @@ def _check_ctc(
     seq_checks.check_lengths_batch(loss, log_probs, input_lengths, target_lengths)
     seq_checks.check_ctc_targets(loss, log_probs, targets)
     values = checks.values_enabled(loss)
-    il = seq_checks.as_lengths(input_lengths, targets.device)
-    tl = seq_checks.as_lengths(target_lengths, targets.device)
-    if values or checks.index_range_enabled(il) or checks.index_range_enabled(tl):
-        seq_checks.check_input_lengths_range(loss, log_probs, il)
-        seq_checks.check_target_lengths_range(loss, targets, tl)
-    if values or checks.index_range_enabled(targets):
-        seq_checks.check_ctc_labels(loss, targets, tl, num_classes, blank)
+    if not (values or seq_checks.host_checks_enabled(targets, input_lengths, target_lengths)):
+        return
+    il = seq_checks.as_lengths(input_lengths, targets.device)  # (N,) int64
+    tl = seq_checks.as_lengths(target_lengths, targets.device)  # (N,) int64
+    seq_checks.check_input_lengths_range(loss, log_probs, il)
+    seq_checks.check_target_lengths_range(loss, targets, tl)
+    seq_checks.check_ctc_labels(loss, targets, tl, num_classes, blank)
     if values:
         checks.check_finite(loss, allow_neg_inf=True, log_probs=log_probs)
         seq_checks.check_ctc_log_probabilities(loss, log_probs, il)
