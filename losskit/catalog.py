@@ -189,6 +189,23 @@ CATALOG: tuple[TaskLosses, ...] = (
             "well. Multiply by T**2 to keep gradient scale when distilling at temperature T."
         ),
     ),
+    TaskLosses(
+        task="speech / handwriting recognition (CTC)",
+        output="(T, N, C) float log-probabilities: log_softmax(2) of the scores, time first",
+        target=(
+            "int64 label sequences without the blank: padded (N, S) or concatenated 1-D, "
+            "with input_lengths and target_lengths (N,)"
+        ),
+        losses=(Loss("CTCLoss", "ctc_loss", "blank=0"),),
+        notes=(
+            "CTC sums over every alignment of the labels to the frames, so no per-frame labels "
+            "are needed. 'mean' divides each sample's loss by its target length, then averages. "
+            "A sample needs as many frames as labels plus adjacent repeats, else its loss is inf "
+            "(zero_infinity=True zeroes it). Pitfall: batch-first (N, T, C) output (losskit "
+            "raises), raw scores without log_softmax (losskit warns), the blank used as a label "
+            "(losskit raises)."
+        ),
+    ),
 )
 
 

@@ -55,6 +55,11 @@ nll_loss = _torch64(F.nll_loss)
 kl_div = _torch64(F.kl_div)
 
 
+def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths, target_lengths, **kwargs) -> Tensor:
+    """F.ctc_loss in float64 (four arguments: log-probs, labels and the two lengths)."""
+    return F.ctc_loss(to64(log_probs), targets, input_lengths, target_lengths, **kwargs)
+
+
 # ----------------------------------------------------------------------------------------------
 # Focal loss (Lin et al., 2017), from the formula
 

@@ -40,6 +40,7 @@ DESIGN_PAIRS = {
     "FocalLoss": "focal_loss",
     "DiceLoss": "dice_loss",
     "LinearCrossEntropyLoss": "linear_cross_entropy",
+    "CTCLoss": "ctc_loss",
 }
 
 # The tasks the table must cover (the project's brief), as substrings of the task names.
@@ -132,6 +133,13 @@ def _distillation(g: torch.Generator, loss: Loss) -> tuple:
     return log_p, q
 
 
+def _ctc(g: torch.Generator, loss: Loss) -> tuple:
+    T, B, V = 12, 3, 6  # frames, batch, classes with the blank 0
+    log_probs = torch.randn(T, B, V, generator=g).log_softmax(2)  # (T, N, C)
+    targets = torch.randint(1, V, (B, 4), generator=g)  # (N, S) int64 labels without the blank
+    return log_probs, targets, torch.tensor([12, 10, 9]), torch.tensor([4, 3, 2])
+
+
 EXAMPLES = {
     "regression": _regression,
     "regression with outliers": _regression,
@@ -143,6 +151,7 @@ EXAMPLES = {
     "language modelling": _language_modelling,
     "semantic segmentation": _segmentation,
     "distribution matching / distillation": _distillation,
+    "speech / handwriting recognition (CTC)": _ctc,
 }
 
 

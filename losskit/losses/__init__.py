@@ -8,6 +8,7 @@ binary                   BCE on probabilities, BCE with logits
 classification           cross-entropy, NLL, focal
 divergence               KL divergence
 segmentation             soft Dice
+sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
 =======================  ====================================================================
 
@@ -21,3 +22,4 @@ from losskit.losses.divergence import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
 from losskit.losses.regression import *  # noqa: F403
 from losskit.losses.segmentation import *  # noqa: F403
+from losskit.losses.sequence import *  # noqa: F403
