@@ -80,6 +80,18 @@ def check_ctc_log_probs(loss: str, log_probs: Tensor, *, autocast: bool) -> None
         )
 
 
+def check_ctc_devices(loss: str, log_probs: Tensor, **others: object) -> None:
+    """Targets and lengths on ``log_probs``' device, or on the CPU (torch allows CPU targets
+    and lengths beside CUDA scores; cuDNN's CTC even wants them there)."""
+    for name, value in others.items():
+        if isinstance(value, Tensor) and value.device not in (log_probs.device,
+                                                              torch.device("cpu")):
+            raise LossInputError(
+                f"{loss}: `log_probs` is on {log_probs.device} but `{name}` is on "
+                f"{value.device}. Fix: `{name}.to(log_probs.device)` (or keep it on cpu)."
+            )
+
+
 def check_blank_in_range(loss: str, blank: int, num_classes: int) -> None:
     if _is_int(blank) and not 0 <= int(blank) < num_classes:
         raise LossRuntimeError(

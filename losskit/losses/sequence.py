@@ -27,6 +27,8 @@ def _check_ctc(
     torch reads them there anyway); the value checks on ``log_probs``."""
     loss = "ctc_loss"
     seq_checks.check_ctc_log_probs(loss, log_probs, autocast=autocast_on(log_probs))
+    seq_checks.check_ctc_devices(loss, log_probs, targets=targets, input_lengths=input_lengths,
+                                 target_lengths=target_lengths)
     num_classes = log_probs.shape[-1]
     seq_checks.check_blank_in_range(loss, blank, num_classes)
     seq_checks.check_lengths_kind(loss, input_lengths, target_lengths)
