@@ -19,7 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = [
-    "CATALOG", "Loss", "TaskLosses", "build_table", "format_table", "print_table", "select",
+    "CATALOG", "Loss", "TaskLosses", "build_table", "format_registry", "format_table",
+    "print_table", "registry_table", "select",
 ]
 
 
@@ -286,3 +287,43 @@ def format_table(task: str | None = None) -> str:
         ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Every loss, from the registry (``losskit losses --all``)
+
+
+def _registry_rows() -> list[tuple[str, str, str, str, str]]:
+    from losskit import registry
+
+    return [
+        (record.family, f"lk.{record.module.__name__}\nLF.{record.name}",
+         record.input, ", ".join(record.targets), record.summary)
+        for record in registry.records()
+    ]
+
+
+def registry_table() -> Table:
+    """Every registered loss, family by family: its names, input and target kinds, summary."""
+    table = Table(title="Every losskit loss", show_lines=True, expand=True)
+    table.add_column("family", min_width=10, max_width=14, overflow="fold")
+    table.add_column("loss", ratio=4, overflow="fold")
+    table.add_column("input", ratio=2, overflow="fold")
+    table.add_column("target", ratio=3, overflow="fold")
+    table.add_column("what it is", ratio=6, overflow="fold")
+    for row in _registry_rows():
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def format_registry() -> str:
+    """:func:`registry_table` as plain text, one line per loss.
+
+    >>> print(format_registry().splitlines()[0])
+    binary: lk.BCELoss / LF.binary_cross_entropy (probabilities -> binary): ...
+    """
+    lines = []
+    for family, names, input, targets, summary in _registry_rows():
+        module, function = names.split("\n")
+        lines.append(f"{family}: {module} / {function} ({input} -> {targets}): {summary}")
+    return "\n".join(lines) + "\n"

@@ -327,3 +327,24 @@ def test_docs_snippets_run_without_warnings() -> None:
         warnings.simplefilter("error")
         for code in blocks:
             exec(compile(code, str(CHOOSING), "exec"), namespace)
+
+
+def test_every_registered_loss_is_listed_and_has_a_task_row():
+    """`losskit losses --all` lists every record; the task table names every Module somewhere."""
+    from losskit import registry
+    from losskit.catalog import format_registry
+
+    listing = format_registry()
+    in_rows = {loss.module for row in CATALOG for loss in row.losses}
+    for record in registry.records():
+        assert f"lk.{record.module.__name__} / LF.{record.name}" in listing
+        assert record.module.__name__ in in_rows, f"no task row names {record.module.__name__}"
+
+
+def test_cli_losses_all_prints_every_loss(capsys):
+    from losskit import cli, registry
+
+    assert cli.main(["losses", "--all"]) == 0
+    out = capsys.readouterr().out
+    for record in registry.records():
+        assert record.module.__name__ in out
