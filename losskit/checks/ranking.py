@@ -81,12 +81,12 @@ def _shape_fix(name: str, shape: torch.Size, ref: torch.Size, ref_name: str) -> 
     try:
         if torch.broadcast_shapes(shape, ref) == ref:
             return (
-                f"one `{name}` per element of `{ref_name}`, shape {tuple(ref)} (or "
-                f"`{name}.expand_as({ref_name})` if one value really serves every row)"
+                f"give `{name}` shape {tuple(ref)}, like `{ref_name}` (or pass "
+                f"`{name}.expand_as({ref_name})` if its one value really serves every row)"
             )
     except RuntimeError:
         pass
-    return f"give `{name}` shape {tuple(ref)}, one entry per element of `{ref_name}`"
+    return f"give `{name}` shape {tuple(ref)}, like `{ref_name}`, one row per row of `{ref_name}`"
 
 
 def check_same_shapes(loss: str, *, same_dim: bool, **tensors: Tensor) -> None:
@@ -134,10 +134,12 @@ def check_cosine_shapes(loss: str, input1: Tensor, input2: Tensor, target: Tenso
     """Pairs of embeddings: ``(N, D)`` inputs with an ``(N,)`` target, or one ``(D,)`` pair with
     a 0-d target."""
     if target.dim() > 1:
-        fix = (
-            f"`target = target.reshape(-1)`, one label per pair, shape ({target.numel()},)"
-            if target.numel() == max(target.shape) else "one label per pair, shape (N,)"
-        )
+        if input1.dim() == target.dim() + 1 and input1.shape[:-1] == target.shape:
+            fix = _cosine_dim_fix(input1, target)  # e.g. (B, T, D) pairs with (B, T) labels
+        elif target.numel() == max(target.shape):
+            fix = f"`target = target.reshape(-1)`, one label per pair, shape ({target.numel()},)"
+        else:
+            fix = "one label per pair, shape (N,)"
         raise LossRuntimeError(
             f"{loss}: `target` has shape {tuple(target.shape)}, but it needs one label per "
             f"pair: shape (N,) for (N, D) inputs, or 0-d for one (D,) pair (torch: 0D or 1D "
@@ -160,7 +162,8 @@ def check_cosine_shapes(loss: str, input1: Tensor, input2: Tensor, target: Tenso
             else "torch cannot pair them and raises"
         )
         raise error(
-            f"{loss}: `target` has {m} labels but `input1` and `input2` hold {n} pairs (shape "
+            f"{loss}: `target` has {m} label{'s' * (m != 1)} but `input1` and `input2` hold {n} "
+            f"pair{'s' * (n != 1)} (shape "
             f"{tuple(input1.shape)}); {consequence}. Fix: one label per pair, `target` of "
             f"shape ({n},)."
         )
@@ -208,7 +211,7 @@ def check_sign_target_values(loss: str, target: Tensor) -> None:
     zero = t == 0
     if bool((zero | (t == 1)).all()):
         raise LossInputError(
-            f"{loss}: `target` holds 0/1 labels ({_first(zero, t)}), "
+            f"{loss}: `target` holds 0/1 labels ({_count(zero, 'zero')}), "
             f"but {loss} needs labels in {{-1, 1}}: {_MEANING[loss]}. torch runs without an "
             f"error, but {_ZERO_LABEL[loss]}: the model silently trains the wrong thing. "
             f"Fix: `target = 2 * target - 1`."
@@ -224,6 +227,12 @@ def check_sign_target_values(loss: str, target: Tensor) -> None:
         f"{loss} needs labels in {{-1, 1}}: {_MEANING[loss]}; torch silently "
         f"{_OTHER_LABEL[loss]}. Fix: map the labels to -1/1, e.g. {fix}."
     )
+
+
+def _count(mask: Tensor, what: str) -> str:
+    """``3 zeros, the first at index (1,)`` (error path only)."""
+    count, first = int(mask.sum()), tuple(int(i) for i in torch.nonzero(mask)[0].tolist())
+    return f"{count} {what}{'s' * (count != 1)}, the first at index {first}"
 
 
 def check_positive_margin(loss: str, margin: float) -> None:
