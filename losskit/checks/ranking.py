@@ -115,7 +115,13 @@ def check_same_shapes(loss: str, *, same_dim: bool, **tensors: Tensor) -> None:
             f"torch would broadcast them silently to {tuple(wide)}, pairing elements that do "
             f"not belong together, so the loss is wrong and the model does not learn"
         )
-    what = "; ".join(f"`{n}` has shape {tuple(shapes[n])}" for n in odd)
+    groups: dict[torch.Size, list[str]] = {}
+    for n in odd:
+        groups.setdefault(shapes[n], []).append(n)
+    what = "; ".join(
+        f"{_listing(ns)} {'has' if len(ns) == 1 else 'have'} shape {tuple(shape)}"
+        for shape, ns in groups.items()
+    )
     fixes = "; ".join(_shape_fix(n, shapes[n], ref, same[0]) for n in odd)
     error = LossRuntimeError if torch_raises else LossInputError
     raise error(
@@ -219,7 +225,8 @@ def check_sign_target_values(loss: str, target: Tensor) -> None:
     lo, hi = t.min().item(), t.max().item()
     one_two = bool(((t == 1) | (t == 2)).all())
     fix = (
-        "`target = 2 * target - 3` for 1/2 labels (if 2 is the positive label)" if one_two
+        "`target = 2 * target - 3` for 1/2 labels where 2 is the positive label, "
+        "`3 - 2 * target` where 1 is" if one_two
         else "`target = torch.where(target == positive_label, 1.0, -1.0)`"
     )
     raise LossInputError(
