@@ -156,7 +156,8 @@ def cosine_embedding_loss(
         margin: in [-1, 1]; 0 to 0.5 is usual.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
-    Shape: output ``(N,)`` (0-d for one pair) for ``"none"``, else a scalar.
+    Shape: output ``(N,)`` (0-d for one pair) for ``"none"``, else a scalar. A ``(1, D)``
+    ``input2`` or a ``(1,)`` target for ``N`` pairs raises (torch broadcasts them silently).
 
     Example:
         >>> a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
