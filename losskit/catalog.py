@@ -207,6 +207,35 @@ CATALOG: tuple[TaskLosses, ...] = (
             "(losskit raises)."
         ),
     ),
+    TaskLosses(
+        task="ranking pairs",
+        output="two (N,) float scores: one per item of each pair, no activation",
+        target="float -1./1., shape (N,): 1 where the first item ranks higher",
+        losses=(Loss("MarginRankingLoss", "margin_ranking_loss", "margin=0.5"),),
+        notes=(
+            "Each pair should be ordered by at least margin; the loss is 0 for pairs already "
+            "ordered that well. Pitfall: 0/1 labels (a 0 gives a constant, zero-gradient loss: "
+            "use 2 * target - 1; losskit raises); (N, 1) scores against (N,) labels."
+        ),
+    ),
+    TaskLosses(
+        task="metric learning / embeddings",
+        output="(N, D) float embeddings (anchor, positive, negative), or pairs of them",
+        target="none for triplets; float -1./1., shape (N,), for pairs (1 = similar)",
+        losses=(
+            Loss("TripletMarginLoss", "triplet_margin_loss", "margin=1.0"),
+            Loss("TripletMarginWithDistanceLoss", "triplet_margin_with_distance_loss",
+                 "margin=0.5"),
+            Loss("CosineEmbeddingLoss", "cosine_embedding_loss", "margin=0.2"),
+            Loss("HingeEmbeddingLoss", "hinge_embedding_loss", "margin=1.0"),
+        ),
+        notes=(
+            "Triplets pull each anchor nearer its positive than its negative by margin (p-norm, "
+            "or any distance_function); CosineEmbeddingLoss takes labelled pairs; "
+            "HingeEmbeddingLoss takes a distance per pair. Pitfall: 0/1 pair labels (losskit "
+            "raises), and triplets of different shapes, which torch broadcasts silently."
+        ),
+    ),
 )
 
 

@@ -60,6 +60,22 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths, target_lengths, 
     return F.ctc_loss(to64(log_probs), targets, input_lengths, target_lengths, **kwargs)
 
 
+def _torch64_3(fn):
+    """The same for losses of three tensors (pairs of scores or embeddings, triplets)."""
+    def ref(a: Tensor, b: Tensor, c: Tensor, **kwargs) -> Tensor:
+        return fn(to64(a), to64(b), to64(c), **kwargs)
+
+    ref.__name__ = f"ref_{fn.__name__}"
+    return ref
+
+
+hinge_embedding_loss = _torch64(F.hinge_embedding_loss)
+margin_ranking_loss = _torch64_3(F.margin_ranking_loss)
+cosine_embedding_loss = _torch64_3(F.cosine_embedding_loss)
+triplet_margin_loss = _torch64_3(F.triplet_margin_loss)
+triplet_margin_with_distance_loss = _torch64_3(F.triplet_margin_with_distance_loss)
+
+
 # ----------------------------------------------------------------------------------------------
 # Focal loss (Lin et al., 2017), from the formula
 

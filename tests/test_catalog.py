@@ -41,12 +41,18 @@ DESIGN_PAIRS = {
     "DiceLoss": "dice_loss",
     "LinearCrossEntropyLoss": "linear_cross_entropy",
     "CTCLoss": "ctc_loss",
+    "MarginRankingLoss": "margin_ranking_loss",
+    "HingeEmbeddingLoss": "hinge_embedding_loss",
+    "CosineEmbeddingLoss": "cosine_embedding_loss",
+    "TripletMarginLoss": "triplet_margin_loss",
+    "TripletMarginWithDistanceLoss": "triplet_margin_with_distance_loss",
 }
 
 # The tasks the table must cover (the project's brief), as substrings of the task names.
 REQUIRED_TASKS = [
     "regression", "outliers", "binary", "multi-class", "soft labels", "label smoothing",
     "multi-label", "imbalanced", "language modelling", "segmentation", "distillation",
+    "ranking", "metric learning",
 ]
 
 ALL_LOSSES = [(row.task, loss) for row in CATALOG for loss in row.losses]
@@ -138,6 +144,22 @@ def _ctc(g: torch.Generator, loss: Loss) -> tuple:
     log_probs = torch.randn(T, B, V, generator=g).log_softmax(2)  # (T, N, C)
     targets = torch.randint(1, V, (B, 4), generator=g)  # (N, S) int64 labels without the blank
     return log_probs, targets, torch.tensor([12, 10, 9]), torch.tensor([4, 3, 2])
+def _ranking_pairs(g: torch.Generator, loss: Loss) -> tuple:
+    scores1, scores2 = torch.randn(N, generator=g), torch.randn(N, generator=g)  # (N,) each
+    target = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0])  # (N,) float -1./1.
+    return scores1, scores2, target
+
+
+def _metric_learning(g: torch.Generator, loss: Loss) -> tuple:
+    D = 8
+    anchor = torch.randn(N, D, generator=g)  # (N, D)
+    other = anchor + 0.5 * torch.randn(N, D, generator=g)  # (N, D): a positive or a pair
+    target = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0])  # (N,) float -1./1. (pairs)
+    if loss.module == "CosineEmbeddingLoss":
+        return anchor, other, target
+    if loss.module == "HingeEmbeddingLoss":
+        return (anchor - other).norm(dim=1), target  # (N,) distances
+    return anchor, other, torch.randn(N, D, generator=g)  # (N, D) each: a triplet
 
 
 EXAMPLES = {
@@ -152,6 +174,8 @@ EXAMPLES = {
     "semantic segmentation": _segmentation,
     "distribution matching / distillation": _distillation,
     "speech / handwriting recognition (CTC)": _ctc,
+    "ranking pairs": _ranking_pairs,
+    "metric learning / embeddings": _metric_learning,
 }
 
 

@@ -7,6 +7,7 @@ regression               MSE, L1, Huber, smooth L1
 binary                   BCE on probabilities, BCE with logits
 classification           cross-entropy, NLL, focal
 divergence               KL divergence
+ranking                  margin ranking, hinge and cosine embedding, triplet margin
 segmentation             soft Dice
 sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
@@ -20,6 +21,7 @@ from losskit.losses.binary import *  # noqa: F403
 from losskit.losses.classification import *  # noqa: F403
 from losskit.losses.divergence import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
+from losskit.losses.ranking import *  # noqa: F403
 from losskit.losses.regression import *  # noqa: F403
 from losskit.losses.segmentation import *  # noqa: F403
 from losskit.losses.sequence import *  # noqa: F403
