@@ -180,10 +180,11 @@ def _check_triplet(loss: str, anchor: Tensor, positive: Tensor, negative: Tensor
     shapes must be equal; a custom distance function decides for itself what fits."""
     ranking_checks.check_positive_margin(loss, margin)
     triplet = dict(anchor=anchor, positive=positive, negative=negative)
+    # Embeddings are floating (complex is fine: the p-norm of a complex difference is real) and
+    # on one device, whatever the distance function.
+    ranking_checks.check_floating_inputs(loss, allow_complex=True, **triplet)
+    checks.check_same_device(loss, **triplet)
     if pairwise:
-        # Complex embeddings are fine: the p-norm of a complex difference is real.
-        ranking_checks.check_floating_inputs(loss, allow_complex=True, **triplet)
-        checks.check_same_device(loss, **triplet)
         ranking_checks.check_same_shapes(loss, same_dim=True, **triplet)
     else:
         ranking_checks.check_same_ndim(loss, **triplet)
