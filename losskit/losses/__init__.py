@@ -7,6 +7,7 @@ regression               MSE, L1, Huber, smooth L1
 binary                   BCE on probabilities, BCE with logits
 classification           cross-entropy, NLL, focal
 divergence               KL divergence
+likelihood               Poisson NLL, Gaussian NLL
 segmentation             soft Dice
 sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
@@ -19,6 +20,7 @@ re-export what the family files list in their ``__all__``.
 from losskit.losses.binary import *  # noqa: F403
 from losskit.losses.classification import *  # noqa: F403
 from losskit.losses.divergence import *  # noqa: F403
+from losskit.losses.likelihood import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
 from losskit.losses.regression import *  # noqa: F403
 from losskit.losses.segmentation import *  # noqa: F403
