@@ -41,6 +41,8 @@ DESIGN_PAIRS = {
     "DiceLoss": "dice_loss",
     "LinearCrossEntropyLoss": "linear_cross_entropy",
     "CTCLoss": "ctc_loss",
+    "PoissonNLLLoss": "poisson_nll_loss",
+    "GaussianNLLLoss": "gaussian_nll_loss",
 }
 
 # The tasks the table must cover (the project's brief), as substrings of the task names.
@@ -138,6 +140,16 @@ def _ctc(g: torch.Generator, loss: Loss) -> tuple:
     log_probs = torch.randn(T, B, V, generator=g).log_softmax(2)  # (T, N, C)
     targets = torch.randint(1, V, (B, 4), generator=g)  # (N, S) int64 labels without the blank
     return log_probs, targets, torch.tensor([12, 10, 9]), torch.tensor([4, 3, 2])
+def _counts(g: torch.Generator, loss: Loss) -> tuple:
+    log_rate = torch.randn(N, generator=g)  # (N,) float log-rates
+    return log_rate, torch.poisson(log_rate.exp(), generator=g)  # (N,) float counts >= 0
+
+
+def _uncertainty(g: torch.Generator, loss: Loss) -> tuple:
+    D = 2
+    mean = torch.randn(N, D, generator=g)  # (N, D) mean head
+    var = torch.nn.functional.softplus(torch.randn(N, D, generator=g)) + 1e-6  # (N, D) > 0
+    return mean, mean + var.sqrt() * torch.randn(N, D, generator=g), var
 
 
 EXAMPLES = {
@@ -152,6 +164,8 @@ EXAMPLES = {
     "semantic segmentation": _segmentation,
     "distribution matching / distillation": _distillation,
     "speech / handwriting recognition (CTC)": _ctc,
+    "count prediction": _counts,
+    "predictive uncertainty": _uncertainty,
 }
 
 

@@ -14,8 +14,9 @@ import losskit as lk
 import losskit.functional as LF
 
 TORCH_NAMED = ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
-               "CrossEntropyLoss", "NLLLoss", "KLDivLoss", "CTCLoss"]
-NO_LEGACY_ARGS = {"HuberLoss", "CTCLoss"}  # torch's take no size_average / reduce
+               "CrossEntropyLoss", "NLLLoss", "KLDivLoss", "CTCLoss", "PoissonNLLLoss",
+               "GaussianNLLLoss"]
+NO_LEGACY_ARGS = {"HuberLoss", "CTCLoss", "GaussianNLLLoss"}  # no size_average / reduce
 
 
 def _randn(gen, *shape):
