@@ -134,8 +134,7 @@ def var_sign_enabled() -> bool:
 
 _VAR_FIX = (
     "Fix: predict a positive variance, e.g. `var = F.softplus(raw) + 1e-6` or "
-    "`var = log_var.exp()` from an unconstrained head; if `var` holds standard deviations, "
-    "pass `std ** 2`."
+    "`var = log_var.exp()` from an unconstrained head"
 )
 
 
@@ -145,7 +144,7 @@ def check_var_not_negative(loss: str, var: Tensor | float) -> None:
         if var < 0:
             raise LossInputError(
                 f"{loss}: var has negative entry/entries: var={var!r}, but a variance is "
-                f"positive. {_VAR_FIX}"
+                f"positive. {_VAR_FIX}; if `var` holds standard deviations, pass `std ** 2`."
             )
         return
     if not isinstance(var, Tensor) or var.numel() == 0:
@@ -155,7 +154,7 @@ def check_var_not_negative(loss: str, var: Tensor | float) -> None:
         raise LossInputError(
             f"{loss}: var has negative entry/entries: `var` holds {_first(negative, var)}; "
             f"{describe(var)}. A variance is positive; a raw linear head can output any sign. "
-            f"{_VAR_FIX}"
+            f"{_VAR_FIX}; if `var` holds standard deviations, pass `std ** 2`."
         )
 
 
@@ -174,7 +173,7 @@ def check_no_zero_var(loss: str, var: Tensor | float, eps: float) -> None:
     _warn(
         f"{loss}: {where}; torch clamps a zero variance to eps={eps} without a word, so that "
         f"element's loss is (input - target)^2 / (2 * {eps}) and its gradient explodes (a ReLU "
-        f"variance head stuck at 0 never recovers). {_VAR_FIX}"
+        f"variance head stuck at 0 never recovers). {_VAR_FIX}."
     )
 
 
