@@ -12,11 +12,9 @@ from torch import Tensor
 
 from losskit.checks import (
     LossInputError,
-    LossRuntimeError,
     _first,
     _tracing,
     _warn,
-    check_same_shape,
     describe,
     get_checks,
 )
@@ -28,7 +26,6 @@ __all__ = [
     "check_no_negative_rates",
     "check_no_zero_var",
     "check_reduction_spelling",
-    "check_target_shape",
     "check_var_not_negative",
     "check_var_shape",
     "var_sign_enabled",
@@ -53,20 +50,6 @@ def check_reduction_spelling(loss: str, reduction: object) -> None:
             f"{loss}: reduction='elementwise_mean' is not a valid value for reduction here "
             f"(torch's {loss} does not take the deprecated alias). Fix: reduction='mean'."
         )
-
-
-def check_target_shape(loss: str, input: Tensor, target: Tensor) -> None:
-    """``input`` and ``target`` have equal shapes: torch broadcasts them silently ((N, 1) against
-    (N,) gives an (N, N) loss). Shapes that cannot broadcast raise ``LossRuntimeError``, as torch
-    raises ``RuntimeError`` for them."""
-    try:
-        torch.broadcast_shapes(input.shape, target.shape)
-    except RuntimeError:
-        try:
-            check_same_shape(loss, input, target)
-        except LossInputError as error:
-            raise LossRuntimeError(str(error)) from None
-    check_same_shape(loss, input, target)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def poisson_nll_loss(
     resolved = _resolve(loss, reduction, size_average, reduce)
     checks.check_floating_input(loss, input)
     checks.check_same_device(loss, input=input, target=target)
-    lchecks.check_target_shape(loss, input, target)
+    checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target)
         if not log_input:
@@ -120,7 +120,7 @@ def gaussian_nll_loss(
         lchecks.check_var_not_negative(loss, var)
     lchecks.check_var_shape(loss, input, var)
     reduction = _resolve(loss, reduction)
-    lchecks.check_target_shape(loss, input, target)
+    checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target, var=var_tensor)
         lchecks.check_no_zero_var(loss, var, eps)
