@@ -236,6 +236,31 @@ CATALOG: tuple[TaskLosses, ...] = (
             "raises), and triplets of different shapes, which torch broadcasts silently."
         ),
     ),
+    TaskLosses(
+        task="count prediction",
+        output="(N,) or (N, D) float log-rates, no activation",
+        target="float counts >= 0, same shape as the output",
+        losses=(Loss("PoissonNLLLoss", "poisson_nll_loss"),),
+        notes=(
+            "Poisson NLL: the model outputs log(rate) (log_input=True, the default) and "
+            "exp(output) is the predicted mean count. With log_input=False the output is the rate "
+            "itself and must be >= 0 (losskit raises on negatives). full=True adds the Stirling "
+            "term, a constant in the input. Pitfall: standardised or negative counts (losskit "
+            "warns)."
+        ),
+    ),
+    TaskLosses(
+        task="predictive uncertainty",
+        output="two heads of the same shape: mean (N, D) and variance (N, D) > 0",
+        target="float, same shape as the mean",
+        losses=(Loss("GaussianNLLLoss", "gaussian_nll_loss"),),
+        notes=(
+            "Gaussian NLL fits a mean and a variance per element: residuals are down-weighted "
+            "where the predicted variance is large. Make the variance positive with "
+            "softplus(raw) + 1e-6 or exp(log_var); var may also be (N,) or (N, 1), one per "
+            "sample. Pitfall: a raw head with negative variances (losskit raises, as torch)."
+        ),
+    ),
 )
 
 

@@ -53,6 +53,12 @@ binary_cross_entropy_with_logits = _torch64(F.binary_cross_entropy_with_logits)
 cross_entropy = _torch64(F.cross_entropy)
 nll_loss = _torch64(F.nll_loss)
 kl_div = _torch64(F.kl_div)
+poisson_nll_loss = _torch64(F.poisson_nll_loss)
+
+
+def gaussian_nll_loss(input: Tensor, target: Tensor, var: Tensor | float, **kwargs) -> Tensor:
+    return F.gaussian_nll_loss(to64(input), to64(target), to64(var) if isinstance(var, Tensor)
+                               else var, **kwargs)
 
 
 def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths, target_lengths, **kwargs) -> Tensor:

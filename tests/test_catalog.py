@@ -46,6 +46,8 @@ DESIGN_PAIRS = {
     "CosineEmbeddingLoss": "cosine_embedding_loss",
     "TripletMarginLoss": "triplet_margin_loss",
     "TripletMarginWithDistanceLoss": "triplet_margin_with_distance_loss",
+    "PoissonNLLLoss": "poisson_nll_loss",
+    "GaussianNLLLoss": "gaussian_nll_loss",
 }
 
 # The tasks the table must cover (the project's brief), as substrings of the task names.
@@ -160,6 +162,16 @@ def _metric_learning(g: torch.Generator, loss: Loss) -> tuple:
     if loss.module == "HingeEmbeddingLoss":
         return (anchor - other).norm(dim=1), target  # (N,) distances
     return anchor, other, torch.randn(N, D, generator=g)  # (N, D) each: a triplet
+def _counts(g: torch.Generator, loss: Loss) -> tuple:
+    log_rate = torch.randn(N, generator=g)  # (N,) float log-rates
+    return log_rate, torch.poisson(log_rate.exp(), generator=g)  # (N,) float counts >= 0
+
+
+def _uncertainty(g: torch.Generator, loss: Loss) -> tuple:
+    D = 2
+    mean = torch.randn(N, D, generator=g)  # (N, D) mean head
+    var = torch.nn.functional.softplus(torch.randn(N, D, generator=g)) + 1e-6  # (N, D) > 0
+    return mean, mean + var.sqrt() * torch.randn(N, D, generator=g), var
 
 
 EXAMPLES = {
@@ -176,6 +188,8 @@ EXAMPLES = {
     "speech / handwriting recognition (CTC)": _ctc,
     "ranking pairs": _ranking_pairs,
     "metric learning / embeddings": _metric_learning,
+    "count prediction": _counts,
+    "predictive uncertainty": _uncertainty,
 }
 
 

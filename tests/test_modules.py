@@ -15,8 +15,9 @@ import losskit.functional as LF
 
 TORCH_NAMED = ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
                "CrossEntropyLoss", "NLLLoss", "KLDivLoss", "CTCLoss", "MarginRankingLoss",
-               "HingeEmbeddingLoss", "CosineEmbeddingLoss", "TripletMarginLoss"]
-NO_LEGACY_ARGS = {"HuberLoss", "CTCLoss"}  # torch's take no size_average / reduce
+               "HingeEmbeddingLoss", "CosineEmbeddingLoss", "TripletMarginLoss", "PoissonNLLLoss",
+               "GaussianNLLLoss"]
+NO_LEGACY_ARGS = {"HuberLoss", "CTCLoss", "GaussianNLLLoss"}  # no size_average / reduce
 # TripletMarginWithDistanceLoss is left out: its repr shows a PairwiseDistance() submodule and it
 # takes no legacy arguments (tests/test_ranking.py checks it against torch instead).
 

@@ -422,6 +422,7 @@ def reduction_of(args: dict[str, Any]) -> str:
 
 
 REGRESSION = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss")
+SAME_SHAPE = (*REGRESSION, "PoissonNLLLoss", "GaussianNLLLoss")  # input and target shapes equal
 CLASS_INDEX = ("CrossEntropyLoss", "NLLLoss")
 
 
@@ -480,7 +481,7 @@ def _departure(case: Case, torch_out: Outcome) -> Departure | None:
 
     args = bound(case)
     inp, tgt = _first_two(args)
-    if (case.loss in REGRESSION and isinstance(inp, torch.Tensor)
+    if (case.loss in SAME_SHAPE and isinstance(inp, torch.Tensor)
             and isinstance(tgt, torch.Tensor) and inp.shape != tgt.shape):
         return Departure("broadcast", "shapes that would broadcast raise (docs/mistakes.md)",
                          raises=LossInputError)
@@ -490,6 +491,10 @@ def _departure(case: Case, torch_out: Outcome) -> Departure | None:
     if case.loss == "BCEWithLogitsLoss" and bool(((tgt < 0) | (tgt > 1)).any()):
         return Departure("bce-logits target range", "BCE targets outside [0, 1] raise "
                          "(docs/mistakes.md)", raises=LossRuntimeError)
+    if (case.loss == "PoissonNLLLoss" and args.get("log_input") is False
+            and bool((inp.detach() < 0).any())):
+        return Departure("negative rates", "rates given with log_input=False must be >= 0 "
+                         "(docs/mistakes.md)", raises=LossInputError)
     if reduction_of(args) == "mean" and _counted(case, args) == 0:
         return Departure("mean over nothing", "0 with zero gradient and a LossWarning where "
                          "torch gives NaN (docs/mistakes.md)", warns="mean is over nothing",
@@ -519,6 +524,15 @@ def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> 
                 and bool(((x.sum(class_dim) - 1).abs() <= 1e-4).all())):
             return Departure("softmax before CE", "probabilities given to cross-entropy warn "
                              "(docs/mistakes.md)", warns="looks like probabilities")
+    if case.loss == "PoissonNLLLoss" and bool((tgt.detach() < 0).any()):
+        return Departure("negative counts", "negative Poisson targets warn (docs/mistakes.md)",
+                         warns="negative count")
+    var = args.get("var")
+    zero_var = (bool((var.detach() == 0).any()) if isinstance(var, torch.Tensor)
+                else isinstance(var, float) and var == 0.0)
+    if case.loss == "GaussianNLLLoss" and zero_var:
+        return Departure("zero variance", "a variance of 0 warns (docs/mistakes.md)",
+                         warns="clamps a zero variance")
     if case.loss == "BCEWithLogitsLoss" and inp.numel() >= 16:
         lo, hi = inp.detach().min(), inp.detach().max()
         if bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):

@@ -8,6 +8,7 @@ binary                   BCE on probabilities, BCE with logits
 classification           cross-entropy, NLL, focal
 divergence               KL divergence
 ranking                  margin ranking, hinge and cosine embedding, triplet margin
+likelihood               Poisson NLL, Gaussian NLL
 segmentation             soft Dice
 sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
@@ -20,6 +21,7 @@ re-export what the family files list in their ``__all__``.
 from losskit.losses.binary import *  # noqa: F403
 from losskit.losses.classification import *  # noqa: F403
 from losskit.losses.divergence import *  # noqa: F403
+from losskit.losses.likelihood import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
 from losskit.losses.ranking import *  # noqa: F403
 from losskit.losses.regression import *  # noqa: F403
