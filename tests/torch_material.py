@@ -422,8 +422,19 @@ def reduction_of(args: dict[str, Any]) -> str:
 
 
 REGRESSION = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss")
-SAME_SHAPE = (*REGRESSION, "PoissonNLLLoss", "GaussianNLLLoss")  # input and target shapes equal
+SAME_SHAPE = (*REGRESSION, "PoissonNLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss",
+              "SoftMarginLoss", "MultiLabelSoftMarginLoss")  # input and target shapes equal
 CLASS_INDEX = ("CrossEntropyLoss", "NLLLoss")
+
+
+SIGN_TARGET = ("HingeEmbeddingLoss", "MarginRankingLoss", "CosineEmbeddingLoss", "SoftMarginLoss")
+PAIRWISE = ("MarginRankingLoss",)  # input1, input2 and target of one shape
+
+
+def _pair_shapes_differ(args: dict[str, Any]) -> bool:
+    shapes = {tuple(t.shape) for t in _tensors([args.get("input1"), args.get("input2"),
+                                                 args.get("target")])}
+    return len(shapes) > 1
 
 
 def _first_two(args: dict[str, Any]) -> tuple[Any, Any]:
@@ -488,6 +499,13 @@ def _departure(case: Case, torch_out: Outcome) -> Departure | None:
     if (bad := _non_finite(case, args)) is not None:
         return Departure(f"non-finite {bad}", "NaN or Inf inputs raise (docs/mistakes.md)",
                          raises=LossRuntimeError)
+    if case.loss in SIGN_TARGET and isinstance(tgt, torch.Tensor) and tgt.numel() and bool(
+            ((tgt != 1) & (tgt != -1)).any()):
+        return Departure("sign target", "targets other than -1 / 1 raise (docs/mistakes.md)",
+                         raises=LossInputError)
+    if case.loss in PAIRWISE and _pair_shapes_differ(args):
+        return Departure("broadcast", "shapes that would broadcast raise (docs/mistakes.md)",
+                         raises=LossInputError)
     if case.loss == "BCEWithLogitsLoss" and bool(((tgt < 0) | (tgt > 1)).any()):
         return Departure("bce-logits target range", "BCE targets outside [0, 1] raise "
                          "(docs/mistakes.md)", raises=LossRuntimeError)
@@ -511,6 +529,13 @@ def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> 
             if bool(((lse.abs() > 1e-3) & lse.isfinite()).any()):
                 return Departure("nll logits", "NLLLoss input that is not log-probabilities "
                                  "warns (docs/mistakes.md)", warns="does not look like log-prob")
+    if case.loss == "LinearCrossEntropyLoss" and tgt.is_floating_point() and tgt.numel():
+        class_dim = 0 if tgt.dim() == 1 else 1  # the logits' class dim (the target's shape)
+        sums = tgt.detach().sum(class_dim)
+        if bool((tgt < 0).any()) or bool(((sums - 1).abs() > 1e-4).any()):
+            return Departure("soft target not a distribution", "probability targets that "
+                             "are not distributions warn (docs/mistakes.md)",
+                             warns="read as class probabilities")
     if case.loss == "CrossEntropyLoss" and inp.dim() >= 1:
         class_dim = 0 if inp.dim() == 1 else 1
         if tgt.is_floating_point() and tgt.shape == inp.shape and tgt.numel():
