@@ -31,4 +31,4 @@ lint: $(BIN)/losskit
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(BIN)/losskit
 	OMP_NUM_THREADS=1 LOSSKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -n 2 -q tests/test_fuzz.py
-	OMP_NUM_THREADS=1 $(BIN)/python tests/test_fuzz.py $(FUZZ_EXAMPLES)
+	OMP_NUM_THREADS=1 PYTHONPATH=. $(BIN)/python tests/test_fuzz.py $(FUZZ_EXAMPLES)
