@@ -153,3 +153,42 @@ def test_linear_cross_entropy_with_zero_features_is_the_bias_softmax(path):
 def test_linear_cross_entropy_refuses_0d_hidden_with_a_runtime_error_naming_the_fix():
     with pytest.raises(LossRuntimeError, match=r"0-d.*Fix"):
         LF.linear_cross_entropy(torch.tensor(1.0), torch.zeros(5, 1), torch.tensor(0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Smaller defects (losskit/losses/*.py)
+
+
+def test_probability_targets_promote_a_class_weight_of_another_float_dtype_like_torch():
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    q = torch.softmax(torch.randn(4, 3, generator=torch.Generator().manual_seed(1)), dim=1)
+    w = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    out = LF.cross_entropy(x, q, weight=w)
+    ref = F.cross_entropy(x, q, weight=w)  # torch: float32 x float64 -> float64
+    assert out.dtype == ref.dtype
+    torch.testing.assert_close(out, ref)
+
+
+def test_nll_loss_of_one_sample_with_one_class_computes_like_torch():
+    x = torch.tensor([-0.1], requires_grad=True)
+    out = LF.nll_loss(x, torch.tensor([0]))
+    out.backward()
+    assert out.item() == pytest.approx(0.1) and x.grad.tolist() == [-1.0]
+
+
+@pytest.mark.parametrize("loss", ["mse_loss", "l1_loss", "huber_loss"])
+def test_elementwise_mean_with_weight_is_refused_like_torch(loss):
+    x, y, w = torch.randn(3), torch.randn(3), torch.ones(3)
+    with pytest.raises(ValueError):
+        getattr(F, loss)(x, y, reduction="elementwise_mean", weight=w)
+    with pytest.raises(ValueError, match=r"elementwise_mean.*Fix: reduction='mean'"):
+        getattr(LF, loss)(x, y, reduction="elementwise_mean", weight=w)
+
+
+def test_linear_cross_entropy_treats_negative_label_smoothing_as_zero_like_cross_entropy():
+    h = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    w = torch.randn(5, 3, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 2, 3])
+    out = LF.linear_cross_entropy(h, w, y, label_smoothing=-0.1)
+    ref = F.cross_entropy((h @ w.T).double(), y, label_smoothing=-0.1)  # torch clamps to 0
+    torch.testing.assert_close(out.double(), ref)

@@ -189,7 +189,11 @@ def _cross_entropy_probabilities(
             "drop these options."
         )
     weight = float32_weight(input, weight)
-    checks.check_class_weight(loss, weight, _num_classes(input), weight_dtype_ref(input))
+    # Class probabilities: torch promotes a class weight of another float dtype (the index path
+    # needs them equal), so only the weight's length is checked against the input here.
+    floating = weight is not None and weight.is_floating_point()
+    dtype_ref = weight if floating else weight_dtype_ref(input)
+    checks.check_class_weight(loss, weight, _num_classes(input), dtype_ref)
     if checks.values_enabled(loss):
         class_dim = 1 if input.dim() >= 2 else 0
         checks.check_finite(loss, allow_neg_inf=True, input=input)

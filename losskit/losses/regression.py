@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
+from losskit.checks import LossInputError
 
 __all__ = [
     "HuberLoss",
@@ -17,6 +18,17 @@ __all__ = [
     "mse_loss",
     "smooth_l1_loss",
 ]
+
+
+def _check_weighted_reduction(loss: str, reduction: str, weight: Tensor | None) -> None:
+    """torch's weighted path takes only "none" | "mean" | "sum": the deprecated alias
+    "elementwise_mean", accepted without ``weight``, raises ValueError there."""
+    if weight is not None and reduction == "elementwise_mean":
+        raise LossInputError(
+            f"{loss}: reduction='elementwise_mean' with `weight`: torch's weighted {loss} takes "
+            f"only 'none', 'mean' or 'sum' (the deprecated alias is refused there). "
+            f"Fix: reduction='mean'."
+        )
 
 
 def _check_regression(loss: str, input: Tensor, target: Tensor, weight: Tensor | None) -> None:
@@ -50,6 +62,7 @@ def mse_loss(
         >>> mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0]))
         tensor(2.)
     """
+    _check_weighted_reduction("mse_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("mse_loss", input, target, weight)
     return F.mse_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
@@ -71,6 +84,7 @@ def l1_loss(
         >>> l1_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.5, 4.0]), reduction="sum")
         tensor(2.5000)
     """
+    _check_weighted_reduction("l1_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("l1_loss", input, target, weight)
     return F.l1_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
@@ -97,6 +111,7 @@ def huber_loss(
         >>> huber_loss(torch.tensor([0.0, 3.0]), torch.tensor([0.5, 0.0]), reduction="none")
         tensor([0.1250, 2.5000])
     """
+    _check_weighted_reduction("huber_loss", reduction, weight)
     reduction = _reduction.resolve(reduction)
     _check_regression("huber_loss", input, target, weight)
     return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
