@@ -488,8 +488,9 @@ def _backend(kind: str):
 def nll_loss(draw):
     x, target, c, facts = draw(class_problem())
     mode, reduction = draw(checks_modes), draw(reductions)
-    if draw(st.booleans()):
+    if draw(st.booleans()):  # log-probabilities (an all -inf row becomes NaN)
         x = torch.log_softmax(x.double(), dim=1 if x.dim() >= 2 else 0).to(x.dtype)
+        facts["non_finite"] = bool((x.isnan() | (x == float("inf"))).any())
     opts = dict(reduction=reduction, ignore_index=facts["ignore_index"])
     inputs = {"input": draw(layout(x)), "target": target}
     if draw(st.booleans()):

@@ -96,12 +96,12 @@ def ce_chunk(
     elif x.dtype != torch.float32:
         xf = work[-1, :n].copy_(x)
     # Step 2: everything the loss reads from the logits, before they may be overwritten. Every
-    # per-row value is taken relative to the row max m (0 where m is not finite): the loss is
+    # per-row value is taken relative to the row max m (0 for an all -inf row): the loss is
     # built from x_y - m and log sum exp(x - m), numbers of its own size, so its error does not
     # grow with the logits (lse - x_y from lse ~ 1e8 would round to 0 in float32).
     ignored = counted == 0  # (n,) selected out below, never multiplied by 0 (-inf * 0 = NaN)
     row_max = xf.amax(dim=1)  # (n,)
-    m = torch.where(row_max.isfinite(), row_max, 0.0)  # (n,)
+    m = torch.where(row_max == float("-inf"), 0.0, row_max)  # (n,) +inf / NaN rows: NaN
     x_y = xf.gather(1, target[:, None]).squeeze(1) - m  # (n,) x_y - m
     if grad is not None and grad.dtype == torch.float32:
         p = grad

@@ -103,7 +103,7 @@ def cross_entropy(
 
 
 def shifted_log_sum_exp(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The row max ``m`` (0 where not finite), ``x - m`` and ``log sum_c exp(x_c - m)``.
+    """The row max ``m`` (0 for an all -inf row), ``x - m`` and ``log sum_c exp(x_c - m)``.
 
     ``lse - x_c`` is then ``log_sum - (x - m)_c``: two numbers of the size of the loss, so its
     rounding error does not grow with the logits' magnitude (``lse`` and ``x_c`` of 1e8 would
@@ -115,7 +115,8 @@ def shifted_log_sum_exp(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     (tensor([[ 0.0000e+00,  0.0000e+00, -1.0000e+08]]), tensor([0.6931]))
     """
     m = x.detach().amax(dim=1) if x.shape[1] else x.new_zeros(x.shape[0])  # (N,)
-    m = torch.where(m.isfinite(), m, 0.0)  # an all -inf row stays -inf below, not NaN
+    # An all -inf row keeps -inf below (not -inf - -inf = NaN); +inf and NaN propagate as NaN.
+    m = torch.where(m == float("-inf"), 0.0, m)
     shifted = x - m[:, None]  # (N, C)
     return m, shifted, torch.logsumexp(shifted, dim=1)
 
