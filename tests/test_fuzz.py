@@ -591,7 +591,7 @@ def linear_cross_entropy(draw):
     dtype = draw(st.sampled_from([torch.bfloat16, torch.float32, torch.float64]))
     mode, reduction = draw(checks_modes), draw(reductions)
     n, d, v = draw(st.integers(0, 6)), draw(st.integers(0, 4)), draw(st.integers(0, 6))
-    lead = draw(st.sampled_from([(n,), (1, n), ()]))
+    lead = draw(st.sampled_from([(n,), ()]))  # torch's (N, D) or (D,); (B, T, D) is refused
     h, nf = draw(values((*lead, d), dtype, scales=(1.0, 1e2, 1e4)))
     w, _ = draw(values((v, d), dtype, specials=False, scales=(1.0, 1e2)))
     ignore_index = draw(st.sampled_from([-100, 0]))
@@ -612,7 +612,7 @@ def linear_cross_entropy(draw):
     def run(input, linear_weight, target, linear_bias=None):
         with _backend(backend):
             return LF.linear_cross_entropy(
-                input, linear_weight, target, linear_bias, return_lse=return_lse,
+                input, linear_weight, target, linear_bias=linear_bias, return_lse=return_lse,
                 chunk_size=chunk, **opts)
 
     def ref(input, linear_weight, target, linear_bias=None):
@@ -638,6 +638,78 @@ def linear_cross_entropy(draw):
     )
 
 
+def _twin(name, inputs, opts, dtype, mode, reduction, non_finite, grad):
+    """A Call of a loss whose reference is its torch.nn.functional twin with the same args."""
+    lk_fn, torch_fn = getattr(LF, name), getattr(F, name)
+    return Call(
+        name, inputs, run=lambda **t: lk_fn(**t, **opts), ref=lambda **t: torch_fn(**t, **opts),
+        native=lambda **t: torch_fn(**t, **opts), grad=grad, checks=mode,
+        facts={"dtype": dtype, "reduction": reduction, "non_finite": non_finite},
+    )
+
+
+@st.composite
+def pair_ranking(draw, name: str):
+    """cosine_embedding_loss (x1, x2: (N, D) or (D,), y +-1) and margin_ranking_loss (x1, x2, y
+    of one shape)."""
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    n, d = draw(st.integers(0, 4)), draw(st.integers(1, 4))
+    shape = (n, d) if name == "cosine_embedding_loss" else (n,)
+    x1, nf1 = draw(values(shape, dtype))
+    x2, nf2 = draw(values(shape, dtype))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    y = (torch.randint(0, 2, shape[:1], generator=g) * 2 - 1).to(dtype)
+    opts = {"margin": draw(st.sampled_from([0.0, 0.5, -0.2])), "reduction": reduction}
+    return _twin(name, {"input1": draw(layout(x1)), "input2": x2, "target": y}, opts, dtype,
+                 mode, reduction, nf1 or nf2, ("input1", "input2"))
+
+
+@st.composite
+def hinge_embedding(draw):
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
+    x, nf = draw(values(shape, dtype))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    y = (torch.randint(0, 2, shape, generator=g) * 2 - 1).to(dtype)
+    opts = {"margin": draw(st.sampled_from([1.0, 0.0, 2.5])), "reduction": reduction}
+    return _twin("hinge_embedding_loss", {"input": draw(layout(x)), "target": y}, opts, dtype,
+                 mode, reduction, nf, ("input",))
+
+
+@st.composite
+def triplet(draw, name: str):
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    shape = draw(st.sampled_from([(draw(st.integers(0, 4)), draw(st.integers(1, 4))),
+                                  (draw(st.integers(1, 4)),)]))
+    (a, nf1), (p, nf2), (n, nf3) = (draw(values(shape, dtype, scales=(1.0, 1e2)))
+                                    for _ in range(3))
+    opts = {"margin": draw(st.sampled_from([1.0, 0.0, 0.3])), "swap": draw(st.booleans()),
+            "reduction": reduction}
+    if name == "triplet_margin_loss":
+        opts["p"] = draw(st.sampled_from([2.0, 1.0]))
+    return _twin(name, {"anchor": draw(layout(a)), "positive": p, "negative": n}, opts, dtype,
+                 mode, reduction, nf1 or nf2 or nf3, ("anchor", "positive", "negative"))
+
+
+@st.composite
+def ctc(draw):
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    mode, reduction = draw(checks_modes), draw(reductions)
+    t_len, n, c = draw(st.integers(1, 6)), draw(st.integers(1, 3)), draw(st.integers(2, 5))
+    x, nf = draw(values((t_len, n, c), dtype, scales=(1.0, 10.0)))
+    log_probs = torch.log_softmax(x.double(), dim=2).to(dtype)
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    s_max = draw(st.integers(0, t_len))
+    targets = torch.randint(1, c, (n, s_max), generator=g)
+    target_lengths = torch.randint(0, s_max + 1, (n,), generator=g)
+    input_lengths = torch.randint(1, t_len + 1, (n,), generator=g)
+    opts = {"reduction": reduction, "zero_infinity": draw(st.booleans())}
+    inputs = {"log_probs": draw(layout(log_probs)), "targets": targets,
+              "input_lengths": input_lengths, "target_lengths": target_lengths}
+    return _twin("ctc_loss", inputs, opts, dtype, mode, reduction,
+                 nf or not bool(log_probs.isfinite().all()), ("log_probs",))
+
+
 GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "mse_loss": lambda: regression("mse_loss"),
     "l1_loss": lambda: regression("l1_loss"),
@@ -651,6 +723,12 @@ GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "focal_loss": focal_loss,
     "dice_loss": dice_loss,
     "linear_cross_entropy": linear_cross_entropy,
+    "cosine_embedding_loss": lambda: pair_ranking("cosine_embedding_loss"),
+    "margin_ranking_loss": lambda: pair_ranking("margin_ranking_loss"),
+    "hinge_embedding_loss": hinge_embedding,
+    "triplet_margin_loss": lambda: triplet("triplet_margin_loss"),
+    "triplet_margin_with_distance_loss": lambda: triplet("triplet_margin_with_distance_loss"),
+    "ctc_loss": ctc,
 }
 
 

@@ -60,7 +60,7 @@ def test_linear_cross_entropy_with_neg_inf_bias_on_ignored_rows_is_finite(path):
     y = torch.tensor([-100, 1, -100])
     with losskit.checks("off"):  # the value checks refuse a -inf bias; past them, no NaN
         loss, lse = _run(path, lambda: LF.linear_cross_entropy(
-            h, w, y, b, chunk_size=2, return_lse=True, lse_square_scale=1e-4))
+            h, w, y, linear_bias=b, chunk_size=2, return_lse=True, lse_square_scale=1e-4))
     loss.backward()
     # softmax puts all mass on class 1 (logit 1, lse 1): only the z-loss 1e-4 * 1^2 remains
     assert loss.item() == pytest.approx(1e-4, abs=1e-7)
@@ -141,7 +141,7 @@ def test_linear_cross_entropy_with_zero_features_is_the_bias_softmax(path):
     w = torch.zeros(5, 0, requires_grad=True)
     b = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], requires_grad=True)
     y = torch.tensor([1, 2, 3])
-    out = _run(path, lambda: LF.linear_cross_entropy(h, w, y, b))
+    out = _run(path, lambda: LF.linear_cross_entropy(h, w, y, linear_bias=b))
     out.backward()
     b64 = b.detach().double().requires_grad_()
     ref = F.cross_entropy(b64.expand(3, 5), y)
@@ -151,7 +151,7 @@ def test_linear_cross_entropy_with_zero_features_is_the_bias_softmax(path):
 
 
 def test_linear_cross_entropy_refuses_0d_hidden_with_a_runtime_error_naming_the_fix():
-    with pytest.raises(LossRuntimeError, match=r"0-d.*Fix"):
+    with pytest.raises(LossRuntimeError, match=r"dimensionality 1 or 2, got 0.*Fix"):
         LF.linear_cross_entropy(torch.tensor(1.0), torch.zeros(5, 1), torch.tensor(0))
 
 
