@@ -710,6 +710,22 @@ def ctc(draw):
                  nf or not bool(log_probs.isfinite().all()), ("log_probs",))
 
 
+@st.composite
+def nll_regression(draw, name: str):
+    """gaussian_nll_loss (input, target, var > 0) and poisson_nll_loss (rates or log-rates)."""
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
+    x, nf = draw(values(shape, dtype))
+    y = draw(values(shape, dtype, low=0.0, specials=False))[0] * 5
+    inputs = {"input": draw(layout(x)), "target": y}
+    opts = {"full": draw(st.booleans()), "reduction": reduction}
+    if name == "gaussian_nll_loss":
+        inputs["var"] = draw(values(shape, dtype, low=0.0, specials=False))[0] + 0.1
+    else:
+        opts["log_input"] = True
+    return _twin(name, inputs, opts, dtype, mode, reduction, nf, ("input",))
+
+
 GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "mse_loss": lambda: regression("mse_loss"),
     "l1_loss": lambda: regression("l1_loss"),
@@ -729,6 +745,8 @@ GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "triplet_margin_loss": lambda: triplet("triplet_margin_loss"),
     "triplet_margin_with_distance_loss": lambda: triplet("triplet_margin_with_distance_loss"),
     "ctc_loss": ctc,
+    "gaussian_nll_loss": lambda: nll_regression("gaussian_nll_loss"),
+    "poisson_nll_loss": lambda: nll_regression("poisson_nll_loss"),
 }
 
 
