@@ -25,6 +25,17 @@ __all__ = [
 ]
 
 
+def _check_weighted_reduction(loss: str, reduction: str, weight: Tensor | None) -> None:
+    """torch's weighted path takes only "none" | "mean" | "sum": the deprecated alias
+    "elementwise_mean", accepted without ``weight``, raises ValueError there."""
+    if weight is not None and reduction == "elementwise_mean":
+        raise LossInputError(
+            f"{loss}: reduction='elementwise_mean' with `weight`: torch's weighted {loss} takes "
+            f"only 'none', 'mean' or 'sum' (the deprecated alias is refused there). "
+            f"Fix: reduction='mean'."
+        )
+
+
 def _check_regression(loss: str, input: Tensor, target: Tensor, weight: Tensor | None) -> None:
     checks.check_floating_input(loss, input, allow_complex=loss == "l1_loss")
     checks.check_same_device(loss, input=input, target=target, weight=weight)
@@ -56,6 +67,7 @@ def mse_loss(
         >>> mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0]))
         tensor(2.)
     """
+    _check_weighted_reduction("mse_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("mse_loss", input, target, weight)
     return F.mse_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
@@ -77,6 +89,7 @@ def l1_loss(
         >>> l1_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.5, 4.0]), reduction="sum")
         tensor(2.5000)
     """
+    _check_weighted_reduction("l1_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("l1_loss", input, target, weight)
     return F.l1_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
@@ -103,6 +116,7 @@ def huber_loss(
         >>> huber_loss(torch.tensor([0.0, 3.0]), torch.tensor([0.5, 0.0]), reduction="none")
         tensor([0.1250, 2.5000])
     """
+    _check_weighted_reduction("huber_loss", reduction, weight)
     reduction = _reduction.resolve(reduction)
     _check_regression("huber_loss", input, target, weight)
     return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
