@@ -186,9 +186,11 @@ DEPARTURES = [
      and _raised_input_error(lk)),
     ("unchecked_non_finite", "DESIGN: NaN/Inf input is refused by the value checks; with "
      "checks off, a loss of losskit's own (focal, dice, linear+CE: matmul gradients mix "
-     "0 * inf) promises nothing for it",
+     "0 * inf; log-cosh and quantile: the stable formula's gradient at an infinite error is "
+     "+-1, the plain formula's NaN) promises nothing for it",
      lambda c, lk, ref: bool(c.facts.get("non_finite")) and c.checks == "off"
-     and c.loss in ("focal_loss", "dice_loss", "linear_cross_entropy")),
+     and c.loss in ("focal_loss", "dice_loss", "linear_cross_entropy", "log_cosh_loss",
+                    "quantile_loss")),
     ("ignored_row_gradient", "losskit selects ignored rows out: their gradient is 0 even when "
      "their logits are NaN/+inf/all -inf (torch's log_softmax backward gives NaN there)",
      lambda c, lk, ref: c.facts.get("ignore_index") is not None and _grads_nan_became_zero(
@@ -333,6 +335,28 @@ def regression(draw, name: str):
     return Call(
         name, inputs, run=lambda **t: lk_fn(**t, **opts), ref=lambda **t: torch_fn(**t, **opts),
         native=lambda **t: torch_fn(**t, **opts), grad=("input",), checks=mode,
+        facts={"dtype": dtype, "reduction": reduction, "non_finite": nf_x or nf_y},
+    )
+
+
+@st.composite
+def formula_regression(draw, name: str):
+    """Regression losses without a torch twin: the case table's float64 formula is the oracle."""
+    from cases import regression as regression_cases
+
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
+    x, nf_x = draw(values(shape, dtype))
+    y, nf_y = draw(values(shape, dtype))
+    opts = {"reduction": reduction}
+    if name == "quantile_loss":
+        opts["quantile"] = draw(st.sampled_from([0.5, 0.1, 0.9, 1e-3]))
+    formula = {"log_cosh_loss": regression_cases.log_cosh,
+               "quantile_loss": regression_cases.pinball}[name]
+    lk_fn = getattr(LF, name)
+    return Call(
+        name, {"input": draw(layout(x)), "target": y}, run=lambda **t: lk_fn(**t, **opts),
+        ref=lambda **t: formula(**t, **opts), native=None, grad=("input",), checks=mode,
         facts={"dtype": dtype, "reduction": reduction, "non_finite": nf_x or nf_y},
     )
 
@@ -731,6 +755,8 @@ GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "l1_loss": lambda: regression("l1_loss"),
     "huber_loss": lambda: regression("huber_loss"),
     "smooth_l1_loss": lambda: regression("smooth_l1_loss"),
+    "log_cosh_loss": lambda: formula_regression("log_cosh_loss"),
+    "quantile_loss": lambda: formula_regression("quantile_loss"),
     "binary_cross_entropy": lambda: binary("binary_cross_entropy"),
     "binary_cross_entropy_with_logits": lambda: binary("binary_cross_entropy_with_logits"),
     "cross_entropy": cross_entropy,

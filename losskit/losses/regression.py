@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -184,7 +183,8 @@ def quantile_loss(
 
     Under-predictions cost :math:`q` per unit, over-predictions :math:`1 - q`, so the minimiser
     is the :math:`q`-quantile of the target given the input: ``quantile=0.9`` gives a value the
-    target stays below 90% of the time; ``quantile=0.5`` is half the L1 loss (the median).
+    target stays below 90% of the time; ``quantile=0.5`` is half the L1 loss (the median). At
+    an exact hit (:math:`d_i = 0`) the gradient is 0, as for torch's L1 loss.
 
     Args:
         input: predictions, any shape ``(*)``.
@@ -207,7 +207,8 @@ def quantile_loss(
         )
     _check_regression(loss, input, target, None)
     d = target - input
-    return _reduction.reduce(torch.maximum(quantile * d, (quantile - 1) * d), reduction)
+    # relu's gradient at 0 is 0: at an exact hit the gradient is 0, as L1's sign(0) in torch.
+    return _reduction.reduce(quantile * F.relu(d) + (1 - quantile) * F.relu(-d), reduction)
 
 
 class MSELoss(nn.MSELoss):

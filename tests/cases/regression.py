@@ -1,20 +1,25 @@
 """Cases for losskit/losses/regression.py."""
 
+import math
+
 import torch
 
 from cases import LossCase, rand, randn
 
 
 def log_cosh(input, target, *, reduction="mean"):
-    """The formula as written: log(cosh(x - y)) in float64 (no overflow at these sizes)."""
-    loss = torch.log(torch.cosh(input - target))
+    """log(cosh(d)) = log((e^d + e^-d) / 2), written with logaddexp so that a large error d
+    does not overflow cosh (a different formula from losskit's |d| + softplus(-2|d|) - log 2)."""
+    d = input - target
+    loss = torch.logaddexp(d, -d) - math.log(2.0)
     return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
 
 
 def pinball(input, target, *, quantile=0.5, reduction="mean"):
-    """q * d where the target is above the prediction (d = y - x > 0), (q - 1) * d where below."""
+    """q * d where the target is above the prediction (d = y - x > 0), (q - 1) * d where below,
+    0 (with a zero gradient) at an exact hit."""
     d = target - input
-    loss = torch.where(d > 0, quantile * d, (quantile - 1) * d)
+    loss = torch.where(d > 0, quantile * d, torch.where(d < 0, (quantile - 1) * d, 0 * d))
     return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
 
 
