@@ -130,3 +130,28 @@ def test_dispatch_reaches_chunked_path(gen):
     loss64 = kernels.linear_cross_entropy(hidden.double(), weight.double(),
                                           torch.zeros(64, dtype=torch.long))
     assert type(loss64.grad_fn).__name__ != "ChunkedLinearCrossEntropyBackward"
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize(("n", "ignored"), [(17, 0), (27, 10)])  # 17 counted tokens either way
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_last_chunk_of_one_token(gen, reduction, n, ignored, dtype):
+    """chunk_size=8 over 17 counted tokens: chunks of 8, 8 and 1 (a (1, V) chunk), with and
+    without ignored tokens dropped first; values and all three gradients against float64."""
+    hidden = torch.randn(n, D, generator=gen).to(dtype)
+    weight = (torch.randn(V, D, generator=gen) * 0.5).to(dtype)
+    bias = torch.randn(V, generator=gen).to(dtype)
+    target = torch.randint(0, V, (n,), generator=gen)
+    target[1:2 * ignored:2] = -100  # `ignored` tokens, every other one
+    assert int((target != -100).sum()) == 17
+    params = [p.clone().requires_grad_() for p in (hidden, weight, bias)]
+    refs = [p.detach().double().requires_grad_() for p in params]
+    loss = chunked.linear_cross_entropy(params[0], params[1], target, params[2], chunk_size=8,
+                                        reduction=reduction, label_smoothing=0.1)
+    ref = unfused(*refs, target, reduction=reduction, label_smoothing=0.1)
+    go = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    (loss * go.to(dtype)).sum().backward()
+    (ref * go).sum().backward()
+    assert_close(loss, ref, dtype)
+    for p, r in zip(params, refs, strict=True):
+        assert_close(p.grad, r.grad, dtype)
