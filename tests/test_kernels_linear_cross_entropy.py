@@ -155,3 +155,13 @@ def test_last_chunk_of_one_token(gen, reduction, n, ignored, dtype):
     assert_close(loss, ref, dtype)
     for p, r in zip(params, refs, strict=True):
         assert_close(p.grad, r.grad, dtype)
+
+
+def test_every_token_ignored_with_the_default_chunk_rule(gen):
+    """No counted token: zero kept rows, and the default chunk rule must still give a chunk of
+    at least 1 (range() with step 0 raises)."""
+    hidden, weight, _, _ = make_case(gen, torch.float32)
+    h = hidden.clone().requires_grad_()
+    loss = chunked.linear_cross_entropy(h, weight, torch.full((N,), -100))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(h.grad) == 0

@@ -212,3 +212,22 @@ def test_duplicates_that_agree_change_nothing(gen):
     model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 5))
     check = doctor(model, lk.CrossEntropyLoss(), (torch.cat([x8, x8]), torch.cat([y8, y8])))
     assert check["overfit one batch"].status == "pass", check["overfit one batch"].message
+
+
+# ----------------------------------------------------------------------------------------------
+# Where the checks point: -inf is allowed only where a loss says so; warnings name the caller.
+
+
+@pytest.mark.parametrize("fn", ["mse_loss", "l1_loss", "binary_cross_entropy_with_logits"])
+def test_negative_infinity_input_raises_by_default(gen, fn):
+    x, y = torch.randn(4, 3, generator=gen), torch.rand(4, 3, generator=gen)
+    x[2, 1] = -math.inf
+    with pytest.raises(lk.LossInputError, match="Fix:"):
+        getattr(LF, fn)(x, y)
+
+
+def test_a_loss_warning_points_at_the_callers_line(gen):
+    probs = torch.softmax(torch.randn(16, 4, generator=gen), 1)
+    with pytest.warns(lk.LossWarning) as record:
+        lk.CrossEntropyLoss()(probs, torch.randint(0, 4, (16,), generator=gen))
+    assert record[0].filename == __file__
