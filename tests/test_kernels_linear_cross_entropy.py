@@ -118,6 +118,7 @@ def test_chunk_rule(monkeypatch):
     assert chunked.chunk_tokens(4096, 32000) == 512  # 64 MiB / (4 * 32000) = 524 -> 512
     assert chunked.chunk_tokens(100, 64) == 100  # everything fits: one chunk
     assert chunked.chunk_tokens(1000, 10**8) == 16  # floor of MIN_CHUNK
+    assert chunked.chunk_tokens(4096, 16777) == 512  # 64 MiB / (4 * 16777) = 1000.0 -> 512
     monkeypatch.setattr(chunked, "CHUNK_BYTES", 4 * 50 * 20)  # room for 20 rows of 50
     assert chunked.chunk_tokens(27, 50) == 16  # rounded down to a power of two
 
@@ -165,3 +166,13 @@ def test_every_token_ignored_with_the_default_chunk_rule(gen):
     loss = chunked.linear_cross_entropy(h, weight, torch.full((N,), -100))
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(h.grad) == 0
+
+
+def test_upstream_gradient_of_exactly_two(gen):
+    """The backward skips the multiplication only for an upstream gradient of exactly 1."""
+    hidden, weight, _, target = make_case(gen, torch.float32)
+    h = hidden.clone().requires_grad_()
+    (2.0 * chunked.linear_cross_entropy(h, weight, target)).backward()
+    h_ref = hidden.double().requires_grad_()
+    (2.0 * unfused(h_ref, weight, None, target)).backward()
+    assert_close(h.grad, h_ref.grad, torch.float32)
