@@ -231,3 +231,34 @@ def test_a_loss_warning_points_at_the_callers_line(gen):
     with pytest.warns(lk.LossWarning) as record:
         lk.CrossEntropyLoss()(probs, torch.randint(0, 4, (16,), generator=gen))
     assert record[0].filename == __file__
+
+
+# ----------------------------------------------------------------------------------------------
+# Doctor, output activation at its edges: 2 classes, and a Tanh head whose range fits.
+
+
+def test_a_two_class_softmax_head_fails_the_activation_check(gen):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2), nn.Softmax(dim=1))
+    x, y = torch.randn(32, 4, generator=gen), torch.randint(0, 2, (32,), generator=gen)
+    check = doctor(model, lk.CrossEntropyLoss(), (x, y), overfit_steps=1)["output activation"]
+    assert check.status == "fail" and "probabilities" in check.message
+
+
+def test_a_tanh_head_with_targets_inside_its_range_passes(gen):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1), nn.Tanh())
+    x = torch.randn(32, 4, generator=gen)
+    y = 1.8 * torch.rand(32, 1, generator=gen) - 0.9  # in [-0.9, 0.9]
+    check = doctor(model, lk.MSELoss(), (x, y), overfit_steps=1)["output activation"]
+    assert check.status == "pass", check.message
+    beyond = doctor(model, lk.MSELoss(), (x, y * 2), overfit_steps=1)["output activation"]
+    assert beyond.status == "fail" and "[-1, 1]" in beyond.message
+
+
+def test_a_softmax_head_cannot_reach_negative_regression_targets(gen):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))
+    x, y = torch.randn(32, 4, generator=gen), torch.rand(32, 3, generator=gen) - 0.5
+    check = doctor(model, lk.MSELoss(), (x, y), overfit_steps=1)["output activation"]
+    assert check.status == "fail" and "[0, 1]" in check.message
