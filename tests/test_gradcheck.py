@@ -186,7 +186,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradcheck(name, reduction, gen):
     fn, tensors = CASES[name](gen)
