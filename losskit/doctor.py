@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import textwrap
 import time
@@ -266,6 +267,10 @@ def _torch_twin(loss_fn: Callable) -> Callable | None:
         return None
     twin = record.module.__new__(record.module)
     twin.__dict__.update(fn.__dict__)  # same settings and buffers, losskit's forward
+    # losskit-only settings (keyword-only, after torch's) take their defaults.
+    for name, param in inspect.signature(record.module.__init__).parameters.items():
+        if param.kind is param.KEYWORD_ONLY and not hasattr(twin, name):
+            setattr(twin, name, param.default)
     return twin
 
 

@@ -232,14 +232,20 @@ def check_floating_input(loss: str, input: Tensor, *, allow_complex: bool = Fals
 
 
 def check_same_device(loss: str, **tensors: Tensor | None) -> None:
-    present = {k: v for k, v in tensors.items() if v is not None}
-    devices = {v.device for v in present.values()}
-    if len(devices) > 1:
+    """Every tensor on the first one's device. A 0-d CPU tensor is exempt: torch treats it as a
+    scalar beside tensors on any device (``target=torch.tensor(1.)`` with CUDA inputs)."""
+    present = {k: v for k, v in tensors.items()
+               if v is not None and not (v.dim() == 0 and v.device.type == "cpu")}
+    if not present:
+        return
+    first = next(iter(present.values())).device
+    odd = [k for k, v in present.items() if v.device != first]
+    if odd:
         where = ", ".join(f"`{k}` on {v.device}" for k, v in present.items())
-        first = next(iter(present.values())).device
+        moves = "; ".join(f"`{k} = {k}.to({str(first)!r})`" for k in odd)
         raise LossRuntimeError(
             f"{loss}: tensors are on different devices ({where}). "
-            f"Fix: move them to one device, e.g. `target = target.to({str(first)!r})`."
+            f"Fix: move them to one device, e.g. {moves}."
         )
 
 

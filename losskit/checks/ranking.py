@@ -63,8 +63,16 @@ def check_floating_inputs(loss: str, *, allow_complex: bool = False, **tensors: 
 
 
 def _reference_shape(shapes: dict[str, torch.Size]) -> torch.Size:
-    """The shape the odd tensors are compared with: the most common one (the first named on a
-    tie), except that a shape S wins over S + (1,), so an extra trailing 1 is what is odd."""
+    """The shape the odd tensors are compared with: one that already has the shape all of them
+    broadcast to (so a one-row tensor is the odd one, not the full batch); else the most common
+    one (the first named on a tie), except that a shape S wins over S + (1,), so an extra
+    trailing 1 is what is odd."""
+    try:  # a tensor that already has the broadcast shape is the reference: the others are odd
+        wide = torch.broadcast_shapes(*shapes.values())
+        if wide in shapes.values():
+            return wide
+    except RuntimeError:
+        pass
     counts = Counter(shapes.values())
     best = max(counts, key=lambda s: (counts[s], -list(shapes.values()).index(s)))
     for shape in counts:
@@ -77,7 +85,8 @@ def _shape_fix(name: str, shape: torch.Size, ref: torch.Size, ref_name: str) -> 
     if tuple(shape) == (*ref, 1):
         return f"`{name} = {name}.squeeze(-1)`"
     if shape.numel() == ref.numel():
-        return f"`{name} = {name}.reshape{tuple(ref)}`"
+        return f"`{name} = {name}.reshape({tuple(ref)!r})`" if not ref else (
+            f"`{name} = {name}.reshape{tuple(ref)}`")
     try:
         if torch.broadcast_shapes(shape, ref) == ref:
             return (
@@ -193,7 +202,15 @@ def _cosine_dim_fix(input1: Tensor, target: Tensor) -> str:
 
 
 def check_sign_target_dtype(loss: str, target: Tensor) -> None:
-    """A bool target is 0/1 labels (False/True); the losses need -1/+1 labels."""
+    """A bool target is 0/1 labels (False/True); an unsigned one cannot hold -1 at all (uint8
+    -1 wraps to 255, which margin ranking reads as a label of 255); the losses need -1/+1."""
+    if target.dtype in (torch.uint8, torch.uint16, torch.uint32, torch.uint64):
+        raise LossInputError(
+            f"{loss}: `target` has {describe(target)}, an unsigned type that cannot hold the "
+            f"label -1 (-1 wraps to {torch.iinfo(target.dtype).max}), but {loss} needs labels "
+            f"in {{-1, 1}}: {_MEANING[loss]}. Fix: `target = 2 * target.float() - 1` for 0/1 "
+            f"labels, or `target.float()` if they are already -1/1 in a signed type."
+        )
     if target.dtype != torch.bool:
         return
     # torch raises for bool labels in margin ranking (RuntimeError) and accepts them elsewhere.

@@ -26,6 +26,7 @@ from losskit.checks import (
     LossRuntimeError,
     _tracing,
     _warn,
+    check_finite,
     describe,
     get_checks,
 )
@@ -317,6 +318,15 @@ def _valid_frames(log_probs: Tensor, input_lengths: Tensor) -> Tensor:
     """(T, N) mask of frames t < input_lengths[n] (T, 1 for unbatched input)."""
     t = torch.arange(log_probs.shape[0], device=log_probs.device)
     return t[:, None] < input_lengths.to(log_probs.device)[None, :]
+
+
+def check_finite_frames(loss: str, log_probs: Tensor, input_lengths: Tensor) -> None:
+    """NaN or +inf in the frames CTC reads (t < input_lengths[n]); torch never reads the padding
+    frames after them, so a NaN there (say from a masked log_softmax) is harmless."""
+    valid = _valid_frames(log_probs, input_lengths)  # (T, N)
+    lp = log_probs if log_probs.dim() == 3 else log_probs.unsqueeze(1)  # (T, N, C)
+    read = lp.masked_fill(~valid.unsqueeze(-1), 0.0)
+    check_finite(loss, allow_neg_inf=True, log_probs=read.reshape(log_probs.shape))
 
 
 def check_ctc_log_probabilities(loss: str, log_probs: Tensor, input_lengths: Tensor) -> None:

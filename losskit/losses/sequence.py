@@ -43,7 +43,7 @@ def _check_ctc(
     seq_checks.check_target_lengths_range(loss, targets, tl)
     seq_checks.check_ctc_labels(loss, targets, tl, num_classes, blank)
     if values:
-        checks.check_finite(loss, allow_neg_inf=True, log_probs=log_probs)
+        seq_checks.check_finite_frames(loss, log_probs, il)
         seq_checks.check_ctc_log_probabilities(loss, log_probs, il)
         if not zero_infinity:
             seq_checks.check_targets_fit_inputs(loss, targets, il, tl)
