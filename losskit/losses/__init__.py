@@ -9,6 +9,7 @@ classification           cross-entropy, NLL, focal
 divergence               KL divergence
 segmentation             soft Dice
 linear_cross_entropy     cross-entropy of a linear head without the logits
+margin                   soft margin, multi-label soft margin, multi-label and multi-class hinge
 =======================  ====================================================================
 
 The public paths are :mod:`losskit.functional` (functions) and :mod:`losskit` (Modules); both
@@ -19,5 +20,6 @@ from losskit.losses.binary import *  # noqa: F403
 from losskit.losses.classification import *  # noqa: F403
 from losskit.losses.divergence import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
+from losskit.losses.margin import *  # noqa: F403
 from losskit.losses.regression import *  # noqa: F403
 from losskit.losses.segmentation import *  # noqa: F403
