@@ -51,6 +51,42 @@ def check_floating_scores(
         )
 
 
+def _broadcasts(a: Tensor, b: Tensor) -> bool:
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _shape_mismatch(loss: str, input: Tensor, target: Tensor, fix: str) -> LossInputError:
+    """Torch broadcasts such shapes silently (losskit raises a LossInputError) or, when they do
+    not broadcast, raises RuntimeError (losskit raises a LossRuntimeError)."""
+    if _broadcasts(input, target):
+        shape = tuple(torch.broadcast_shapes(input.shape, target.shape))
+        why = f"torch would broadcast them to {shape} and pair scores with the wrong labels"
+        error = LossInputError
+    else:
+        why, error = "they cannot be compared element by element", LossRuntimeError
+    return error(
+        f"{loss}: `target` has shape {tuple(target.shape)} but `input` has shape "
+        f"{tuple(input.shape)}; {why}. Fix: {fix}."
+    )
+
+
+def check_sign_target_shape(loss: str, input: Tensor, target: Tensor) -> None:
+    """Soft margin: one -1 / 1 label per score."""
+    if target.shape == input.shape:
+        return
+    if input.shape[-1:] == (1,) and target.shape == input.shape[:-1]:
+        fix = "`input.squeeze(-1)`"
+    elif target.numel() == input.numel():
+        fix = "`target.view_as(input)`"
+    else:
+        fix = f"pass one -1 / 1 label per score, shape {tuple(input.shape)}"
+    raise _shape_mismatch(loss, input, target, fix)
+
+
 def check_multilabel_target_shape(loss: str, input: Tensor, target: Tensor) -> None:
     """Multi-label soft margin: one 0/1 target per score; other shapes would broadcast."""
     if input.dim() == 0:
@@ -64,12 +100,8 @@ def check_multilabel_target_shape(loss: str, input: Tensor, target: Tensor) -> N
     if not target.is_floating_point() and target.shape == input.shape[:-1]:
         fix = f"for one class index per sample, `target = F.one_hot(target, {c}).float()`"
     else:
-        fix = "pass one 0./1. label per score, shape " + str(tuple(input.shape))
-    raise LossInputError(
-        f"{loss}: `target` has shape {tuple(target.shape)} but `input` has shape "
-        f"{tuple(input.shape)}; torch would broadcast them and compare scores with the wrong "
-        f"labels. Fix: {fix}."
-    )
+        fix = f"pass one 0./1. label per score, shape {tuple(input.shape)}"
+    raise _shape_mismatch(loss, input, target, fix)
 
 
 def check_label_lists(loss: str, input: Tensor, target: Tensor) -> None:

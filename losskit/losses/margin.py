@@ -56,7 +56,7 @@ def soft_margin_loss(
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     margin_checks.check_floating_scores(loss, input, error=LossRuntimeError)
     checks.check_same_device(loss, input=input, target=target)
-    checks.check_same_shape(loss, input, target)
+    margin_checks.check_sign_target_shape(loss, input, target)
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target)
         margin_checks.check_sign_target(loss, target)
