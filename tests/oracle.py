@@ -53,6 +53,10 @@ binary_cross_entropy_with_logits = _torch64(F.binary_cross_entropy_with_logits)
 cross_entropy = _torch64(F.cross_entropy)
 nll_loss = _torch64(F.nll_loss)
 kl_div = _torch64(F.kl_div)
+soft_margin_loss = _torch64(F.soft_margin_loss)
+multilabel_soft_margin_loss = _torch64(F.multilabel_soft_margin_loss)
+multilabel_margin_loss = _torch64(F.multilabel_margin_loss)
+multi_margin_loss = _torch64(F.multi_margin_loss)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,6 +40,10 @@ DESIGN_PAIRS = {
     "FocalLoss": "focal_loss",
     "DiceLoss": "dice_loss",
     "LinearCrossEntropyLoss": "linear_cross_entropy",
+    "SoftMarginLoss": "soft_margin_loss",
+    "MultiLabelSoftMarginLoss": "multilabel_soft_margin_loss",
+    "MultiLabelMarginLoss": "multilabel_margin_loss",
+    "MultiMarginLoss": "multi_margin_loss",
 }
 
 # The tasks the table must cover (the project's brief), as substrings of the task names.
@@ -132,6 +136,18 @@ def _distillation(g: torch.Generator, loss: Loss) -> tuple:
     return log_p, q
 
 
+def _margin(g: torch.Generator, loss: Loss) -> tuple:
+    scores = torch.randn(N, C, generator=g)  # (N, C)
+    if loss.module == "MultiMarginLoss":
+        return scores, torch.randint(0, C, (N,), generator=g)  # (N,) int64
+    if loss.module == "MultiLabelMarginLoss":
+        labels = torch.tensor([[0, -1, -1], [2, 1, -1], [1, -1, -1]] * (N // 3))  # (N, C) int64
+        return scores, labels
+    if loss.module == "SoftMarginLoss":
+        return scores[:, 0], torch.tensor([1.0, -1.0, -1.0, 1.0, 1.0, -1.0])  # (N,) -1./1.
+    return scores, (torch.rand(N, C, generator=g) < 0.5).float()  # (N, C) float 0./1.
+
+
 EXAMPLES = {
     "regression": _regression,
     "regression with outliers": _regression,
@@ -143,6 +159,7 @@ EXAMPLES = {
     "language modelling": _language_modelling,
     "semantic segmentation": _segmentation,
     "distribution matching / distillation": _distillation,
+    "margin classification (hinge, SVM-style)": _margin,
 }
 
 

@@ -15,6 +15,8 @@ import losskit.functional as LF
 
 TORCH_NAMED = ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
                "CrossEntropyLoss", "NLLLoss", "KLDivLoss"]
+TORCH_NAMED += ["SoftMarginLoss", "MultiLabelSoftMarginLoss", "MultiLabelMarginLoss",
+                "MultiMarginLoss"]  # losskit/losses/margin.py
 
 
 def _randn(gen, *shape):
