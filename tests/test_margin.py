@@ -324,20 +324,31 @@ def test_autocast_accepts_any_float_class_weight_like_torch(gen):
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_empty_batch_sums_to_zero_and_means_to_nan(name):
+@pytest.mark.parametrize("name", ["soft_margin_loss", "multilabel_soft_margin_loss"])
+def test_empty_batch_of_the_logistic_losses_is_torchs(name):
+    """0 for "sum", NaN (0 / 0) for "mean", as torch and losskit's other pointwise losses."""
+    x, y = torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, 4, dtype=torch.float64)
+    for reduction in REDUCTIONS:
+        torch.testing.assert_close(getattr(LF, name)(x, y, reduction=reduction),
+                                   getattr(F, name)(x, y, reduction=reduction), equal_nan=True)
+    assert math.isnan(getattr(LF, name)(x, y).item())
+
+
+@pytest.mark.parametrize(("name", "target"), [
+    ("multilabel_margin_loss", torch.zeros(0, 4, dtype=torch.long)),
+    ("multi_margin_loss", torch.zeros(0, dtype=torch.long)),
+])
+def test_empty_batch_of_the_hinge_losses_is_zero_not_uninitialised_memory(name, target):
     x = torch.zeros(0, 4, dtype=torch.float64, requires_grad=True)
-    y = {"soft_margin_loss": torch.zeros(0, 4, dtype=torch.float64),
-         "multilabel_soft_margin_loss": torch.zeros(0, 4, dtype=torch.float64),
-         "multilabel_margin_loss": torch.zeros(0, 4, dtype=torch.long),
-         "multi_margin_loss": torch.zeros(0, dtype=torch.long)}[name]
     fn = getattr(LF, name)
-    none = fn(x, y, reduction="none")
-    assert none.shape == F.__dict__[name](x, y, reduction="none").shape
-    assert fn(x, y, reduction="sum").item() == 0.0
-    mean = fn(x, y, reduction="mean")
-    assert math.isnan(mean.item())
-    (grad,) = torch.autograd.grad(fn(x, y, reduction="sum"), x)
+    assert fn(x, target, reduction="none").shape == (0,)
+    total = fn(x, target, reduction="sum")
+    assert total.item() == 0.0
+    with pytest.warns(lk.LossWarning, match=r"empty batch \(\(0, 4\)\), so the mean is over "
+                      r"nothing; losskit returns 0"):
+        mean = fn(x, target, reduction="mean")
+    assert mean.item() == 0.0
+    (grad,) = torch.autograd.grad(mean, x)
     assert grad.shape == (0, 4)
 
 

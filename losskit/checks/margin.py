@@ -19,6 +19,7 @@ from losskit.checks import (
     LossNotImplementedError,
     LossRuntimeError,
     _first,
+    _warn,
     _within,
     describe,
 )
@@ -281,4 +282,13 @@ def check_class_index_range(loss: str, target: Tensor, num_classes: int) -> None
         f"{loss}: `target` holds a class index outside [0, {num_classes}): "
         f"{_first(bad, target)}. `input` has {num_classes} classes. Fix: labels must be "
         f"0..{num_classes - 1} (e.g. `target - 1` for labels that start at 1)."
+    )
+
+
+def warn_empty_batch(loss: str, input: Tensor) -> None:
+    """``"mean"`` over an empty batch: a mean over nothing (metadata only, so it always runs)."""
+    _warn(
+        f"{loss}: `input` is an empty batch ({tuple(input.shape)}), so the mean is over nothing; "
+        f"losskit returns 0 with zero gradient (torch returns uninitialised memory). Fix: skip "
+        f"empty batches (check the sampler, the filtering or `drop_last`)."
     )

@@ -4,8 +4,8 @@ multi-label margin (hinge over label lists) and multi-class margin (hinge over c
 Each function runs its guardrails (:mod:`losskit.checks.margin`) and then calls torch's own
 ``torch.nn.functional`` twin, which is the contract. Deliberate departures from torch, each
 documented on its function: target shapes that would broadcast raise; NaN/Inf inputs raise (value
-checks); an empty batch gives 0 for ``"sum"`` and NaN for ``"mean"`` where torch's multi-label and
-multi-class margin kernels return uninitialised memory.
+checks); an empty batch gives 0 with zero gradient (and, for ``"mean"``, a LossWarning) where
+torch's multi-label and multi-class margin kernels return uninitialised memory.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def multilabel_margin_loss(
         reduction: ``"mean"`` divides :math:`\sum_n l_n` by the number of samples.
 
     Shape: output ``(N,)`` (``()`` for ``(C,)`` input) for ``"none"``, else a scalar. An empty
-    batch gives 0 for ``"sum"`` and NaN for ``"mean"`` (torch returns uninitialised memory).
+    batch gives 0 with zero gradient, and a LossWarning for ``"mean"`` (torch returns
+    uninitialised memory).
 
     Example:
         >>> x = torch.tensor([[0.1, 0.2, 0.4, 0.8]]); y = torch.tensor([[3, 0, -1, 1]])
@@ -145,7 +146,7 @@ def multilabel_margin_loss(
         checks.check_finite(loss, input=input)
         margin_checks.check_not_multi_hot(loss, target)
     if _is_empty_batch(input):
-        return _empty_batch(input, reduction)
+        return _empty_batch(loss, input, reduction)
     return F.multilabel_margin_loss(input, target, size_average, reduce, reduction)
 
 
@@ -174,8 +175,8 @@ def multi_margin_loss(
         weight: ``(C,)`` class weights of ``input``'s dtype, applied by the target's class.
         reduction: ``"mean"`` divides :math:`\sum_n l_n` by the number of samples.
 
-    Shape: output ``(N,)`` for ``"none"``, else a scalar. An empty batch gives 0 for ``"sum"``
-    and NaN for ``"mean"`` (torch returns uninitialised memory).
+    Shape: output ``(N,)`` for ``"none"``, else a scalar. An empty batch gives 0 with zero
+    gradient, and a LossWarning for ``"mean"`` (torch returns uninitialised memory).
 
     Example:
         >>> x = torch.tensor([[0.1, 0.2, 0.4, 0.8]]); y = torch.tensor([3])
@@ -199,7 +200,7 @@ def multi_margin_loss(
     if values:
         checks.check_finite(loss, input=input)
     if _is_empty_batch(input):
-        return _empty_batch(input, reduction)
+        return _empty_batch(loss, input, reduction)
     return F.multi_margin_loss(input, target, p, margin, weight, size_average, reduce, reduction)
 
 
@@ -207,12 +208,15 @@ def _is_empty_batch(input: Tensor) -> bool:
     return input.dim() == 2 and input.shape[0] == 0 and input.shape[1] > 0
 
 
-def _empty_batch(input: Tensor, reduction: str) -> Tensor:
-    """(0, C) scores: "none" -> (0,), "sum" -> 0, "mean" -> NaN (0 / 0), gradient zeros."""
+def _empty_batch(loss: str, input: Tensor, reduction: str) -> Tensor:
+    """(0, C) scores: "none" -> (0,); "sum" and "mean" -> 0 with zero gradient ("mean" warns,
+    as for cross-entropy's mean over nothing). Torch returns uninitialised memory here."""
     per_sample = input.sum(-1)  # (0,)
     if reduction == "none":
         return per_sample
-    return per_sample.sum() if reduction == "sum" else per_sample.mean()
+    if reduction == "mean":
+        margin_checks.warn_empty_batch(loss, input)
+    return per_sample.sum()
 
 
 class SoftMarginLoss(nn.SoftMarginLoss):
