@@ -422,6 +422,8 @@ def reduction_of(args: dict[str, Any]) -> str:
 
 
 REGRESSION = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss")
+SAME_SHAPE = (*REGRESSION, "SoftMarginLoss", "MultiLabelSoftMarginLoss")  # broadcasting raises
+ON_LOGITS = ("BCEWithLogitsLoss", "MultiLabelSoftMarginLoss")  # targets in [0, 1], no sigmoid
 CLASS_INDEX = ("CrossEntropyLoss", "NLLLoss")
 
 
@@ -480,21 +482,40 @@ def _departure(case: Case, torch_out: Outcome) -> Departure | None:
 
     args = bound(case)
     inp, tgt = _first_two(args)
-    if (case.loss in REGRESSION and isinstance(inp, torch.Tensor)
+    if (case.loss in SAME_SHAPE and isinstance(inp, torch.Tensor)
             and isinstance(tgt, torch.Tensor) and inp.shape != tgt.shape):
         return Departure("broadcast", "shapes that would broadcast raise (docs/mistakes.md)",
                          raises=LossInputError)
     if (bad := _non_finite(case, args)) is not None:
         return Departure(f"non-finite {bad}", "NaN or Inf inputs raise (docs/mistakes.md)",
                          raises=LossRuntimeError)
-    if case.loss == "BCEWithLogitsLoss" and bool(((tgt < 0) | (tgt > 1)).any()):
+    if case.loss in ON_LOGITS and bool(((tgt < 0) | (tgt > 1)).any()):
         return Departure("bce-logits target range", "BCE targets outside [0, 1] raise "
                          "(docs/mistakes.md)", raises=LossRuntimeError)
+    if (margin := _margin_label_departure(case, tgt)) is not None:
+        return margin
     if reduction_of(args) == "mean" and _counted(case, args) == 0:
         return Departure("mean over nothing", "0 with zero gradient and a LossWarning where "
                          "torch gives NaN (docs/mistakes.md)", warns="mean is over nothing",
                          value="zero")
     return _warning_departure(case, args, inp, tgt)
+
+
+def _margin_label_departure(case: Case, tgt: Any) -> Departure | None:
+    """Margin-loss labels in the wrong encoding: {0, 1} for soft margin, multi-hot rows for
+    multi-label margin (losskit/checks/margin.py)."""
+    from losskit.checks import LossInputError
+
+    if not isinstance(tgt, torch.Tensor) or not tgt.numel():
+        return None
+    zero_one = bool(((tgt == 0) | (tgt == 1)).all())
+    if case.loss == "SoftMarginLoss" and zero_one and bool((tgt == 0).any()):
+        return Departure("soft margin 0/1 labels", "{0, 1} labels for SoftMarginLoss raise "
+                         "(docs/mistakes.md)", raises=LossInputError)
+    if case.loss == "MultiLabelMarginLoss" and zero_one and tgt.dim() and tgt.shape[-1] >= 3:
+        return Departure("multi-hot label lists", "multi-hot targets for MultiLabelMarginLoss "
+                         "raise (docs/mistakes.md)", raises=LossInputError)
+    return None
 
 
 def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> Departure | None:
@@ -519,7 +540,7 @@ def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> 
                 and bool(((x.sum(class_dim) - 1).abs() <= 1e-4).all())):
             return Departure("softmax before CE", "probabilities given to cross-entropy warn "
                              "(docs/mistakes.md)", warns="looks like probabilities")
-    if case.loss == "BCEWithLogitsLoss" and inp.numel() >= 16:
+    if case.loss in ON_LOGITS and inp.numel() >= 16:
         lo, hi = inp.detach().min(), inp.detach().max()
         if bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):
             return Departure("sigmoid before BCE-with-logits", "sigmoid output given to "
