@@ -19,7 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = [
-    "CATALOG", "Loss", "TaskLosses", "build_table", "format_table", "print_table", "select",
+    "CATALOG", "Loss", "TaskLosses", "build_table", "format_registry", "format_table",
+    "print_table", "registry_table", "select",
 ]
 
 
@@ -190,6 +191,77 @@ CATALOG: tuple[TaskLosses, ...] = (
         ),
     ),
     TaskLosses(
+        task="speech / handwriting recognition (CTC)",
+        output="(T, N, C) float log-probabilities: log_softmax(2) of the scores, time first",
+        target=(
+            "int64 label sequences without the blank: padded (N, S) or concatenated 1-D, "
+            "with input_lengths and target_lengths (N,)"
+        ),
+        losses=(Loss("CTCLoss", "ctc_loss", "blank=0"),),
+        notes=(
+            "CTC sums over every alignment of the labels to the frames, so no per-frame labels "
+            "are needed. 'mean' divides each sample's loss by its target length, then averages. "
+            "A sample needs as many frames as labels plus adjacent repeats, else its loss is inf "
+            "(zero_infinity=True zeroes it). Pitfall: batch-first (N, T, C) output (losskit "
+            "raises), raw scores without log_softmax (losskit warns), the blank used as a label "
+            "(losskit raises)."
+        ),
+    ),
+    TaskLosses(
+        task="ranking pairs",
+        output="two (N,) float scores: one per item of each pair, no activation",
+        target="float -1./1., shape (N,): 1 where the first item ranks higher",
+        losses=(Loss("MarginRankingLoss", "margin_ranking_loss", "margin=0.5"),),
+        notes=(
+            "Each pair should be ordered by at least margin; the loss is 0 for pairs already "
+            "ordered that well. Pitfall: 0/1 labels (a 0 gives a constant, zero-gradient loss: "
+            "use 2 * target - 1; losskit raises); (N, 1) scores against (N,) labels."
+        ),
+    ),
+    TaskLosses(
+        task="metric learning / embeddings",
+        output="(N, D) float embeddings (anchor, positive, negative), or pairs of them",
+        target="none for triplets; float -1./1., shape (N,), for pairs (1 = similar)",
+        losses=(
+            Loss("TripletMarginLoss", "triplet_margin_loss", "margin=1.0"),
+            Loss("TripletMarginWithDistanceLoss", "triplet_margin_with_distance_loss",
+                 "margin=0.5"),
+            Loss("CosineEmbeddingLoss", "cosine_embedding_loss", "margin=0.2"),
+            Loss("HingeEmbeddingLoss", "hinge_embedding_loss", "margin=1.0"),
+        ),
+        notes=(
+            "Triplets pull each anchor nearer its positive than its negative by margin (p-norm, "
+            "or any distance_function); CosineEmbeddingLoss takes labelled pairs; "
+            "HingeEmbeddingLoss takes a distance per pair. Pitfall: 0/1 pair labels (losskit "
+            "raises), and triplets of different shapes, which torch broadcasts silently."
+        ),
+    ),
+    TaskLosses(
+        task="count prediction",
+        output="(N,) or (N, D) float log-rates, no activation",
+        target="float counts >= 0, same shape as the output",
+        losses=(Loss("PoissonNLLLoss", "poisson_nll_loss"),),
+        notes=(
+            "Poisson NLL: the model outputs log(rate) (log_input=True, the default) and "
+            "exp(output) is the predicted mean count. With log_input=False the output is the rate "
+            "itself and must be >= 0 (losskit raises on negatives). full=True adds the Stirling "
+            "term, a constant in the input. Pitfall: standardised or negative counts (losskit "
+            "warns)."
+        ),
+    ),
+    TaskLosses(
+        task="predictive uncertainty",
+        output="two heads of the same shape: mean (N, D) and variance (N, D) > 0",
+        target="float, same shape as the mean",
+        losses=(Loss("GaussianNLLLoss", "gaussian_nll_loss"),),
+        notes=(
+            "Gaussian NLL fits a mean and a variance per element: residuals are down-weighted "
+            "where the predicted variance is large. Make the variance positive with "
+            "softplus(raw) + 1e-6 or exp(log_var); var may also be (N,) or (N, 1), one per "
+            "sample. Pitfall: a raw head with negative variances (losskit raises, as torch)."
+        ),
+    ),
+    TaskLosses(
         task="margin classification (hinge, SVM-style)",
         output="(N, C) float scores, no activation; (N,) for two classes",
         target=(
@@ -290,3 +362,43 @@ def format_table(task: str | None = None) -> str:
         ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Every loss, from the registry (``losskit losses --all``)
+
+
+def _registry_rows() -> list[tuple[str, str, str, str, str]]:
+    from losskit import registry
+
+    return [
+        (record.family, f"lk.{record.module.__name__}\nLF.{record.name}",
+         record.input, ", ".join(record.targets), record.summary)
+        for record in registry.records()
+    ]
+
+
+def registry_table() -> Table:
+    """Every registered loss, family by family: its names, input and target kinds, summary."""
+    table = Table(title="Every losskit loss", show_lines=True, expand=True)
+    table.add_column("family", min_width=10, max_width=14, overflow="fold")
+    table.add_column("loss", ratio=4, overflow="fold")
+    table.add_column("input", ratio=2, overflow="fold")
+    table.add_column("target", ratio=3, overflow="fold")
+    table.add_column("what it is", ratio=6, overflow="fold")
+    for row in _registry_rows():
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def format_registry() -> str:
+    """:func:`registry_table` as plain text, one line per loss.
+
+    >>> print(format_registry().splitlines()[0])
+    binary: lk.BCELoss / LF.binary_cross_entropy (probabilities -> binary): ...
+    """
+    lines = []
+    for family, names, input, targets, summary in _registry_rows():
+        module, function = names.split("\n")
+        lines.append(f"{family}: {module} / {function} ({input} -> {targets}): {summary}")
+    return "\n".join(lines) + "\n"

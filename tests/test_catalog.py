@@ -40,6 +40,14 @@ DESIGN_PAIRS = {
     "FocalLoss": "focal_loss",
     "DiceLoss": "dice_loss",
     "LinearCrossEntropyLoss": "linear_cross_entropy",
+    "CTCLoss": "ctc_loss",
+    "MarginRankingLoss": "margin_ranking_loss",
+    "HingeEmbeddingLoss": "hinge_embedding_loss",
+    "CosineEmbeddingLoss": "cosine_embedding_loss",
+    "TripletMarginLoss": "triplet_margin_loss",
+    "TripletMarginWithDistanceLoss": "triplet_margin_with_distance_loss",
+    "PoissonNLLLoss": "poisson_nll_loss",
+    "GaussianNLLLoss": "gaussian_nll_loss",
     "SoftMarginLoss": "soft_margin_loss",
     "MultiLabelSoftMarginLoss": "multilabel_soft_margin_loss",
     "MultiLabelMarginLoss": "multilabel_margin_loss",
@@ -50,6 +58,7 @@ DESIGN_PAIRS = {
 REQUIRED_TASKS = [
     "regression", "outliers", "binary", "multi-class", "soft labels", "label smoothing",
     "multi-label", "imbalanced", "language modelling", "segmentation", "distillation",
+    "ranking", "metric learning",
 ]
 
 ALL_LOSSES = [(row.task, loss) for row in CATALOG for loss in row.losses]
@@ -136,6 +145,39 @@ def _distillation(g: torch.Generator, loss: Loss) -> tuple:
     return log_p, q
 
 
+def _ctc(g: torch.Generator, loss: Loss) -> tuple:
+    T, B, V = 12, 3, 6  # frames, batch, classes with the blank 0
+    log_probs = torch.randn(T, B, V, generator=g).log_softmax(2)  # (T, N, C)
+    targets = torch.randint(1, V, (B, 4), generator=g)  # (N, S) int64 labels without the blank
+    return log_probs, targets, torch.tensor([12, 10, 9]), torch.tensor([4, 3, 2])
+def _ranking_pairs(g: torch.Generator, loss: Loss) -> tuple:
+    scores1, scores2 = torch.randn(N, generator=g), torch.randn(N, generator=g)  # (N,) each
+    target = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0])  # (N,) float -1./1.
+    return scores1, scores2, target
+
+
+def _metric_learning(g: torch.Generator, loss: Loss) -> tuple:
+    D = 8
+    anchor = torch.randn(N, D, generator=g)  # (N, D)
+    other = anchor + 0.5 * torch.randn(N, D, generator=g)  # (N, D): a positive or a pair
+    target = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0])  # (N,) float -1./1. (pairs)
+    if loss.module == "CosineEmbeddingLoss":
+        return anchor, other, target
+    if loss.module == "HingeEmbeddingLoss":
+        return (anchor - other).norm(dim=1), target  # (N,) distances
+    return anchor, other, torch.randn(N, D, generator=g)  # (N, D) each: a triplet
+def _counts(g: torch.Generator, loss: Loss) -> tuple:
+    log_rate = torch.randn(N, generator=g)  # (N,) float log-rates
+    return log_rate, torch.poisson(log_rate.exp(), generator=g)  # (N,) float counts >= 0
+
+
+def _uncertainty(g: torch.Generator, loss: Loss) -> tuple:
+    D = 2
+    mean = torch.randn(N, D, generator=g)  # (N, D) mean head
+    var = torch.nn.functional.softplus(torch.randn(N, D, generator=g)) + 1e-6  # (N, D) > 0
+    return mean, mean + var.sqrt() * torch.randn(N, D, generator=g), var
+
+
 def _margin(g: torch.Generator, loss: Loss) -> tuple:
     scores = torch.randn(N, C, generator=g)  # (N, C)
     if loss.module == "MultiMarginLoss":
@@ -159,6 +201,11 @@ EXAMPLES = {
     "language modelling": _language_modelling,
     "semantic segmentation": _segmentation,
     "distribution matching / distillation": _distillation,
+    "speech / handwriting recognition (CTC)": _ctc,
+    "ranking pairs": _ranking_pairs,
+    "metric learning / embeddings": _metric_learning,
+    "count prediction": _counts,
+    "predictive uncertainty": _uncertainty,
     "margin classification (hinge, SVM-style)": _margin,
 }
 
@@ -335,3 +382,24 @@ def test_docs_snippets_run_without_warnings() -> None:
         warnings.simplefilter("error")
         for code in blocks:
             exec(compile(code, str(CHOOSING), "exec"), namespace)
+
+
+def test_every_registered_loss_is_listed_and_has_a_task_row():
+    """`losskit losses --all` lists every record; the task table names every Module somewhere."""
+    from losskit import registry
+    from losskit.catalog import format_registry
+
+    listing = format_registry()
+    in_rows = {loss.module for row in CATALOG for loss in row.losses}
+    for record in registry.records():
+        assert f"lk.{record.module.__name__} / LF.{record.name}" in listing
+        assert record.module.__name__ in in_rows, f"no task row names {record.module.__name__}"
+
+
+def test_cli_losses_all_prints_every_loss(capsys):
+    from losskit import cli, registry
+
+    assert cli.main(["losses", "--all"]) == 0
+    out = capsys.readouterr().out
+    for record in registry.records():
+        assert record.module.__name__ in out

@@ -402,12 +402,20 @@ def test_soft_margin_zero_one_targets_raise(gen):
 @pytest.mark.parametrize("target", [
     torch.tensor([1.0, -1.0, -1.0, 1.0]),  # proper labels
     torch.tensor([1.0, 1.0, 1.0, 1.0]),  # an all-positive batch: {0, 1} and {-1, 1} agree
-    torch.tensor([1.0, -1.0, 0.0, 1.0]),  # a deliberate 0 among -1 / 1 labels
-    torch.tensor([0.5, 0.0, -0.5, 1.0]),  # soft labels
+    torch.tensor([-1, 1, 1, -1]),  # integer -1 / 1 labels (torch promotes them)
 ])
 def test_soft_margin_healthy_targets_stay_silent(target):
     with lk.checks("always"):
         LF.soft_margin_loss(torch.randn(4), target)
+
+
+@pytest.mark.parametrize("target", [
+    torch.tensor([1.0, -1.0, 0.0, 1.0]),  # a 0 among -1 / 1 labels
+    torch.tensor([1.0, 2.0, 2.0, 1.0]),  # 1 / 2 class labels
+])
+def test_soft_margin_other_labels_raise(target):
+    _raises(LossInputError, r"outside \{-1, 1\}.*Fix: map the labels to -1/1",
+            lambda: LF.soft_margin_loss(torch.randn(4), target))
 
 
 def test_soft_margin_shape_that_would_broadcast_raises():

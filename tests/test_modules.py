@@ -14,9 +14,14 @@ import losskit as lk
 import losskit.functional as LF
 
 TORCH_NAMED = ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
-               "CrossEntropyLoss", "NLLLoss", "KLDivLoss"]
+               "CrossEntropyLoss", "NLLLoss", "KLDivLoss", "CTCLoss", "MarginRankingLoss",
+               "HingeEmbeddingLoss", "CosineEmbeddingLoss", "TripletMarginLoss", "PoissonNLLLoss",
+               "GaussianNLLLoss"]
 TORCH_NAMED += ["SoftMarginLoss", "MultiLabelSoftMarginLoss", "MultiLabelMarginLoss",
                 "MultiMarginLoss"]  # losskit/losses/margin.py
+NO_LEGACY_ARGS = {"HuberLoss", "CTCLoss", "GaussianNLLLoss"}  # no size_average / reduce
+# TripletMarginWithDistanceLoss is left out: its repr shows a PairwiseDistance() submodule and it
+# takes no legacy arguments (tests/test_ranking.py checks it against torch instead).
 
 
 def _randn(gen, *shape):
@@ -54,7 +59,7 @@ def test_positional_argument_order_is_torchs():
     assert (huber.reduction, huber.delta) == ("sum", 2.0)
 
 
-@pytest.mark.parametrize("name", [n for n in TORCH_NAMED if n != "HuberLoss"])
+@pytest.mark.parametrize("name", [n for n in TORCH_NAMED if n not in NO_LEGACY_ARGS])
 def test_legacy_arguments_store_only_reduction(name):
     with pytest.warns(UserWarning, match="size_average and reduce"):
         mod = getattr(lk, name)(size_average=False)

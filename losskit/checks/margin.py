@@ -230,17 +230,25 @@ def check_margin_weight(
 
 
 def check_sign_target(loss: str, target: Tensor) -> None:
-    """Soft margin: {0, 1} labels where {-1, 1} are needed. A 0 target gives the constant
-    ``log 2`` and no gradient, so every negative sample is silently ignored."""
-    if target.numel() == 0 or not _within(target, 0, 1):
+    """Soft margin: labels are -1 or 1. {0, 1} labels get their own message: a 0 target gives
+    the constant ``log 2`` and no gradient, so every negative sample is silently ignored."""
+    if target.numel() == 0:
         return
-    zero_one = (target == 0) | (target == 1)
-    if bool(zero_one.all()) and bool((target == 0).any()):
+    t = target.detach()
+    signs = (t == 1) | (t == -1)
+    if bool(signs.all()):
+        return
+    if bool(((t == 0) | (t == 1)).all()):
         raise LossInputError(
             f"{loss}: `target` ({describe(target)}) holds only 0s and 1s, but soft margin "
             f"labels are -1 and 1: a 0 label adds the constant log(2) with zero gradient, so "
             f"the negative samples teach the model nothing. Fix: `target = 2 * target - 1`."
         )
+    raise LossInputError(
+        f"{loss}: `target` holds {_first(~signs, t)} outside {{-1, 1}}; soft margin labels are "
+        f"-1 and 1, and torch silently scales the margin by any other value. Fix: map the "
+        f"labels to -1/1, e.g. `target = torch.where(target == positive_label, 1.0, -1.0)`."
+    )
 
 
 def check_label_list_range(loss: str, target: Tensor, num_classes: int) -> None:

@@ -43,7 +43,7 @@ def soft_margin_loss(
     Args:
         input: scores, any shape ``(*)``.
         target: labels -1 / 1, same shape as ``input`` (a shape that would broadcast raises;
-            {0, 1} labels raise in the value checks: use ``2 * target - 1``).
+            other labels raise in the value checks, {0, 1} with the fix ``2 * target - 1``).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Shape: output ``(*)`` for ``"none"``, else a scalar.
