@@ -11,6 +11,7 @@ plain text. docs/choosing-a-loss.md is the long form of this table.
 
 from __future__ import annotations
 
+import dataclasses
 import io  # noqa: F401  (doctest namespace)
 from dataclasses import dataclass
 
@@ -283,6 +284,26 @@ CATALOG: tuple[TaskLosses, ...] = (
         ),
     ),
 )
+
+
+def _with_registered(rows: tuple[TaskLosses, ...]) -> tuple[TaskLosses, ...]:
+    """Each row plus the losses whose registry record names the row's task
+    (:attr:`losskit.registry.LossRecord.catalog`), so a new loss joins a task from its record."""
+    from losskit import registry
+
+    out = []
+    for row in rows:
+        extra = tuple(
+            Loss(record.module.__name__, record.name, args)
+            for record in registry.records()
+            for task, args in record.catalog
+            if task == row.task
+        )
+        out.append(dataclasses.replace(row, losses=row.losses + extra) if extra else row)
+    return tuple(out)
+
+
+CATALOG = _with_registered(CATALOG)
 
 
 def select(task: str | None = None) -> tuple[TaskLosses, ...]:

@@ -179,10 +179,11 @@ def dice(
     """
     x = to64(input)
     num_classes = x.shape[1]
-    p = torch.softmax(x, dim=1).movedim(1, -1).reshape(-1, num_classes)  # (M, C)
+    rows = x.movedim(1, -1).reshape(-1, num_classes)  # (M, C)
     y = target.reshape(-1)  # (M,)
     keep = torch.ones_like(y, dtype=torch.bool) if ignore_index is None else y != ignore_index
-    p, y = p[keep], y[keep]
+    # Ignored positions are dropped before the softmax: their logits (e.g. all -inf) play no part.
+    p, y = torch.softmax(rows[keep], dim=1), y[keep]
     losses = []
     for c in range(num_classes):
         t_c = (y == c).double()

@@ -408,7 +408,11 @@ def check_chunk_size(loss: str, chunk_size: int | None) -> None:
 
 def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     """Class-index targets: dtype, (N, 1) targets, (B, T, C) logits, and spatial sizes."""
-    if input.dim() > 0 and target.shape == input.shape:
+    # nll_loss of one sample with one class, (1,) input and (1,) index target: torch computes
+    # it, forward and backward (there is no probability target to confuse it with).
+    single = (loss == "nll_loss" and input.shape == (1,) and target.shape == (1,)
+              and not target.is_floating_point())
+    if input.dim() > 0 and target.shape == input.shape and not single:
         _same_shape_class_target(loss, input, target)
     if target.is_floating_point() or target.dtype == torch.bool:
         other = {
@@ -437,7 +441,7 @@ def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     if input.dim() == 1:
         # torch's forward also takes a (1,) target here, but its backward then fails with
         # "size mismatch": refuse it up front, with the fix.
-        if target.dim() != 0:
+        if target.dim() != 0 and not single:
             raise LossInputError(
                 f"{loss}: `input` has shape {tuple(input.shape)} (one unbatched sample of "
                 f"{input.shape[0]} classes) but `target` has shape {tuple(target.shape)}. Fix: a "

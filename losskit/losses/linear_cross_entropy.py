@@ -6,6 +6,8 @@ chunked kernels (:mod:`losskit.kernels.linear_cross_entropy`) whatever ``options
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -177,7 +179,8 @@ def _chunked(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """A ``(C, D)`` head and class-index targets: losskit's chunked kernel."""
     num_classes = linear_weight.shape[0]
-    h = input.reshape(-1, input.shape[-1])  # (N, D); (1, D) for an unbatched input
+    # (N, D); (1, D) for an unbatched input. N is spelled out: -1 is ambiguous when D = 0.
+    h = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
     if autocast_on(input):  # the head's matmul in autocast's dtype, as nn.Linear would run it
         dtype = torch.get_autocast_dtype(input.device.type)
         h, linear_weight = h.to(dtype), linear_weight.to(dtype)
