@@ -262,6 +262,27 @@ CATALOG: tuple[TaskLosses, ...] = (
             "sample. Pitfall: a raw head with negative variances (losskit raises, as torch)."
         ),
     ),
+    TaskLosses(
+        task="margin classification (hinge, SVM-style)",
+        output="(N, C) float scores, no activation; (N,) for two classes",
+        target=(
+            "MultiMargin: int64 class indices (N,); MultiLabelMargin: int64 (N, C) label lists "
+            "padded with -1; SoftMargin: float -1./1. (N,); MultiLabelSoftMargin: float 0./1. "
+            "(N, C)"
+        ),
+        losses=(
+            Loss("MultiMarginLoss", "multi_margin_loss", "margin=1.0"),
+            Loss("MultiLabelMarginLoss", "multilabel_margin_loss"),
+            Loss("SoftMarginLoss", "soft_margin_loss"),
+            Loss("MultiLabelSoftMarginLoss", "multilabel_soft_margin_loss"),
+        ),
+        notes=(
+            "The hinge losses stop pushing once the true class beats the others by the margin "
+            "(p=2 squares the hinge); the soft-margin losses are logistic and never quite stop. "
+            "Pitfall: {0, 1} labels for SoftMarginLoss, multi-hot rows for MultiLabelMarginLoss, "
+            "(N, 1) targets for MultiMarginLoss (losskit raises, with the conversion)."
+        ),
+    ),
 )
 
 

@@ -80,6 +80,10 @@ margin_ranking_loss = _torch64_3(F.margin_ranking_loss)
 cosine_embedding_loss = _torch64_3(F.cosine_embedding_loss)
 triplet_margin_loss = _torch64_3(F.triplet_margin_loss)
 triplet_margin_with_distance_loss = _torch64_3(F.triplet_margin_with_distance_loss)
+soft_margin_loss = _torch64(F.soft_margin_loss)
+multilabel_soft_margin_loss = _torch64(F.multilabel_soft_margin_loss)
+multilabel_margin_loss = _torch64(F.multilabel_margin_loss)
+multi_margin_loss = _torch64(F.multi_margin_loss)
 
 
 # ----------------------------------------------------------------------------------------------

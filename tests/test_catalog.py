@@ -154,6 +154,18 @@ def _uncertainty(g: torch.Generator, loss: Loss) -> tuple:
     return mean, mean + var.sqrt() * torch.randn(N, D, generator=g), var
 
 
+def _margin(g: torch.Generator, loss: Loss) -> tuple:
+    scores = torch.randn(N, C, generator=g)  # (N, C)
+    if loss.module == "MultiMarginLoss":
+        return scores, torch.randint(0, C, (N,), generator=g)  # (N,) int64
+    if loss.module == "MultiLabelMarginLoss":
+        labels = torch.tensor([[0, -1, -1], [2, 1, -1], [1, -1, -1]] * (N // 3))  # (N, C) int64
+        return scores, labels
+    if loss.module == "SoftMarginLoss":
+        return scores[:, 0], torch.tensor([1.0, -1.0, -1.0, 1.0, 1.0, -1.0])  # (N,) -1./1.
+    return scores, (torch.rand(N, C, generator=g) < 0.5).float()  # (N, C) float 0./1.
+
+
 EXAMPLES = {
     "regression": _regression,
     "regression with outliers": _regression,
@@ -170,6 +182,7 @@ EXAMPLES = {
     "metric learning / embeddings": _metric_learning,
     "count prediction": _counts,
     "predictive uncertainty": _uncertainty,
+    "margin classification (hinge, SVM-style)": _margin,
 }
 
 

@@ -750,6 +750,39 @@ def nll_regression(draw, name: str):
     return _twin(name, inputs, opts, dtype, mode, reduction, nf, ("input",))
 
 
+@st.composite
+def margin(draw, name: str):
+    """The margin family: soft margin (-1/1 labels, any shape), multi-label soft margin (0/1
+    labels, (N, C)), multi-label margin (label lists padded with -1) and multi-class margin
+    (class indices, p, margin, weight). The two hinge losses keep N >= 1: over an empty batch
+    torch returns uninitialised memory (losskit: 0, docs/torch-semantics.md)."""
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    opts: dict = {"reduction": reduction}
+    if name == "soft_margin_loss":
+        shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
+        x, nf = draw(values(shape, dtype))
+        y = (torch.randint(0, 2, shape, generator=g) * 2 - 1).to(dtype)
+        return _twin(name, {"input": draw(layout(x)), "target": y}, opts, dtype, mode,
+                     reduction, nf, ("input",))
+    n = draw(st.integers(0 if name == "multilabel_soft_margin_loss" else 1, 4))
+    c = draw(st.integers(1, 5))
+    x, nf = draw(values((n, c), dtype))
+    if name == "multilabel_soft_margin_loss":
+        y = torch.randint(0, 2, (n, c), generator=g).to(dtype)
+    elif name == "multilabel_margin_loss":
+        counts = torch.randint(0, c + 1, (n,), generator=g).tolist()
+        y = torch.stack([torch.cat([torch.randperm(c, generator=g)[:k],
+                                    torch.full((c - k,), -1)]) for k in counts])
+    else:
+        y = torch.randint(0, c, (n,), generator=g)
+        opts.update(p=draw(st.sampled_from([1, 2])), margin=draw(st.sampled_from([1.0, 0.0, 0.5])))
+        if draw(st.booleans()):
+            opts["weight"] = (torch.rand(c, generator=g) + 0.5).to(dtype)
+    return _twin(name, {"input": draw(layout(x)), "target": y}, opts, dtype, mode, reduction, nf,
+                 ("input",))
+
+
 GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "mse_loss": lambda: regression("mse_loss"),
     "l1_loss": lambda: regression("l1_loss"),
@@ -773,6 +806,10 @@ GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "ctc_loss": ctc,
     "gaussian_nll_loss": lambda: nll_regression("gaussian_nll_loss"),
     "poisson_nll_loss": lambda: nll_regression("poisson_nll_loss"),
+    "soft_margin_loss": lambda: margin("soft_margin_loss"),
+    "multilabel_soft_margin_loss": lambda: margin("multilabel_soft_margin_loss"),
+    "multilabel_margin_loss": lambda: margin("multilabel_margin_loss"),
+    "multi_margin_loss": lambda: margin("multi_margin_loss"),
 }
 
 

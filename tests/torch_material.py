@@ -424,6 +424,7 @@ def reduction_of(args: dict[str, Any]) -> str:
 REGRESSION = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss")
 SAME_SHAPE = (*REGRESSION, "PoissonNLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss",
               "SoftMarginLoss", "MultiLabelSoftMarginLoss")  # input and target shapes equal
+ON_LOGITS = ("BCEWithLogitsLoss", "MultiLabelSoftMarginLoss")  # targets in [0, 1], no sigmoid
 CLASS_INDEX = ("CrossEntropyLoss", "NLLLoss")
 
 
@@ -506,18 +507,34 @@ def _departure(case: Case, torch_out: Outcome) -> Departure | None:
     if case.loss in PAIRWISE and _pair_shapes_differ(args):
         return Departure("broadcast", "shapes that would broadcast raise (docs/mistakes.md)",
                          raises=LossInputError)
-    if case.loss == "BCEWithLogitsLoss" and bool(((tgt < 0) | (tgt > 1)).any()):
+    if case.loss in ON_LOGITS and bool(((tgt < 0) | (tgt > 1)).any()):
         return Departure("bce-logits target range", "BCE targets outside [0, 1] raise "
                          "(docs/mistakes.md)", raises=LossRuntimeError)
     if (case.loss == "PoissonNLLLoss" and args.get("log_input") is False
             and bool((inp.detach() < 0).any())):
         return Departure("negative rates", "rates given with log_input=False must be >= 0 "
                          "(docs/mistakes.md)", raises=LossInputError)
+    if (margin := _margin_label_departure(case, tgt)) is not None:
+        return margin
     if reduction_of(args) == "mean" and _counted(case, args) == 0:
         return Departure("mean over nothing", "0 with zero gradient and a LossWarning where "
                          "torch gives NaN (docs/mistakes.md)", warns="mean is over nothing",
                          value="zero")
     return _warning_departure(case, args, inp, tgt)
+
+
+def _margin_label_departure(case: Case, tgt: Any) -> Departure | None:
+    """Multi-hot rows given to multi-label margin, which takes label lists padded with -1
+    (losskit/checks/margin.py). Soft margin's -1 / 1 labels are SIGN_TARGET's."""
+    from losskit.checks import LossInputError
+
+    if not isinstance(tgt, torch.Tensor) or not tgt.numel():
+        return None
+    zero_one = bool(((tgt == 0) | (tgt == 1)).all())
+    if case.loss == "MultiLabelMarginLoss" and zero_one and tgt.dim() and tgt.shape[-1] >= 3:
+        return Departure("multi-hot label lists", "multi-hot targets for MultiLabelMarginLoss "
+                         "raise (docs/mistakes.md)", raises=LossInputError)
+    return None
 
 
 def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> Departure | None:
@@ -558,7 +575,7 @@ def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> 
     if case.loss == "GaussianNLLLoss" and zero_var:
         return Departure("zero variance", "a variance of 0 warns (docs/mistakes.md)",
                          warns="clamps a zero variance")
-    if case.loss == "BCEWithLogitsLoss" and inp.numel() >= 16:
+    if case.loss in ON_LOGITS and inp.numel() >= 16:
         lo, hi = inp.detach().min(), inp.detach().max()
         if bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):
             return Departure("sigmoid before BCE-with-logits", "sigmoid output given to "

@@ -585,7 +585,7 @@ def check_not_sigmoid_output(loss: str, input: Tensor) -> None:
     if bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):
         _warn(
             f"{loss}: every value of `input` ({describe(input)}) lies in [0, 1], which looks "
-            f"like sigmoid output. binary_cross_entropy_with_logits applies the sigmoid itself; "
+            f"like sigmoid output. {loss} applies the sigmoid itself; "
             f"a second sigmoid caps predictions near 0.73 and the model stops learning. Fix: "
             f"pass the raw logits (remove the final sigmoid)."
         )

@@ -12,6 +12,7 @@ likelihood               Poisson NLL, Gaussian NLL
 segmentation             soft Dice
 sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
+margin                   soft margin, multi-label soft margin, multi-label and multi-class hinge
 =======================  ====================================================================
 
 The public paths are :mod:`losskit.functional` (functions) and :mod:`losskit` (Modules); both
@@ -23,6 +24,7 @@ from losskit.losses.classification import *  # noqa: F403
 from losskit.losses.divergence import *  # noqa: F403
 from losskit.losses.likelihood import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
+from losskit.losses.margin import *  # noqa: F403
 from losskit.losses.ranking import *  # noqa: F403
 from losskit.losses.regression import *  # noqa: F403
 from losskit.losses.segmentation import *  # noqa: F403
