@@ -507,6 +507,14 @@ def _departure(case: Case, torch_out: Outcome) -> Departure | None:
     if case.loss in PAIRWISE and _pair_shapes_differ(args):
         return Departure("broadcast", "shapes that would broadcast raise (docs/mistakes.md)",
                          raises=LossInputError)
+    if (case.loss == "KLDivLoss" and not args.get("log_target") and isinstance(tgt, torch.Tensor)
+            and bool((tgt.detach() < 0).any())):
+        return Departure("kl negative target", "negative probabilities with log_target=False "
+                         "raise (torch gives NaN; docs/mistakes.md)", raises=LossInputError)
+    if case.loss == "CrossEntropyLoss" and isinstance(inp, torch.Tensor) and inp.dim() and (
+            inp.shape[1 if inp.dim() >= 2 else 0] == 1):
+        return Departure("single class", "cross-entropy over one class raises "
+                         "(docs/mistakes.md)", raises=LossInputError)
     if case.loss in ON_LOGITS and bool(((tgt < 0) | (tgt > 1)).any()):
         return Departure("bce-logits target range", "BCE targets outside [0, 1] raise "
                          "(docs/mistakes.md)", raises=LossRuntimeError)
@@ -566,6 +574,10 @@ def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> 
                 and bool(((x.sum(class_dim) - 1).abs() <= 1e-4).all())):
             return Departure("softmax before CE", "probabilities given to cross-entropy warn "
                              "(docs/mistakes.md)", warns="looks like probabilities")
+    if case.loss == "KLDivLoss" and isinstance(inp, torch.Tensor) and inp.numel() and bool(
+            (inp.detach() > 0).any()):
+        return Departure("kl input not log-probabilities", "a positive KL input (probabilities "
+                         "or logits) warns (docs/mistakes.md)", warns="positive value")
     if case.loss == "PoissonNLLLoss" and bool((tgt.detach() < 0).any()):
         return Departure("negative counts", "negative Poisson targets warn (docs/mistakes.md)",
                          warns="negative count")

@@ -349,6 +349,12 @@ def check_broadcast_weight(loss: str, name: str, weight: Tensor | None, input: T
             hint = "shape (1,), one weight for the positive class of every sample"
         elif name == "pos_weight" and input.dim() == 2:
             hint = f"shape ({input.shape[-1]},), one entry per label in the last dim"
+        elif name == "pos_weight" and input.dim() > 2 and input.shape[1] == 1:
+            hint = (  # one mask channel: one ratio, not one weight per row or column of pixels
+                "one positive weight for the single mask channel, e.g. `pos_weight = "
+                "torch.tensor([n_negative / n_positive])` (shape (1,), broadcasts over every "
+                "pixel)"
+            )
         elif name == "pos_weight" and input.dim() > 2:  # (N, C, d1, ...): labels in dim 1
             ones = ", 1" * (input.dim() - 2)
             hint = (
@@ -359,6 +365,18 @@ def check_broadcast_weight(loss: str, name: str, weight: Tensor | None, input: T
         raise LossRuntimeError(
             f"{loss}: `{name}` has shape {tuple(weight.shape)}, which does not broadcast over "
             f"`input` of shape {tuple(input.shape)}. Fix: use {hint}."
+        )
+    if name == "pos_weight" and input.dim() > 2 and weight.dim() == 1 and weight.numel() > 1:
+        # (W,) broadcasts over the last, spatial dim of (N, C, H, W): it weighs columns of pixels.
+        c, ones = input.shape[1], ", 1" * (input.dim() - 2)
+        fix = ("one ratio for the single mask channel: `pos_weight = "
+               "torch.tensor([n_negative / n_positive])`" if c == 1 else
+               f"per-class weights in dim 1: `pos_weight.view({c}{ones})`"
+               if weight.numel() == c else f"a ({c}{ones}) tensor, one weight per class")
+        _warn(
+            f"{loss}: `pos_weight` has shape {tuple(weight.shape)}, which broadcasts over the "
+            f"last dim of `input` {tuple(input.shape)}: a spatial dim, so it weighs columns of "
+            f"pixels, not classes (dim 1). Fix: {fix}."
         )
 
 
@@ -616,6 +634,75 @@ def check_binary_target_range(loss: str, target: Tensor) -> None:
             f"{loss}: all elements of target should be between 0 and 1, but `target` holds "
             f"{_first(bad, target)} (range [{lo}, {hi}]). Binary targets are 0/1 labels or "
             f"probabilities. Fix: map the labels to [0, 1], e.g. {fix}."
+        )
+
+
+def check_kl_input_is_log_probabilities(loss: str, input: Tensor) -> None:
+    """KL divergence's input is log-probabilities, which are <= 0; a positive value means
+    probabilities (a softmax output) or logits were passed."""
+    if input.numel() == 0:
+        return
+    x = input.detach()
+    top = x.max()
+    if bool(top > 0):
+        looks = ("probabilities (every value in [0, 1])" if bool(x.min() >= 0) and bool(top <= 1)
+                 else "raw logits")
+        _warn(
+            f"{loss}: `input` ({describe(input)}) holds {_first(x > 0, x)}, a positive value, "
+            f"which log-probabilities never have (log p <= 0); it looks like {looks}. kl_div "
+            f"computes target * (log target - input), so the loss and its gradient are wrong. "
+            f"Fix: pass `probs.log()` for probabilities, or `logits.log_softmax(dim)` for logits."
+        )
+
+
+def check_kl_target(loss: str, target: Tensor, log_target: bool) -> None:
+    """With ``log_target=False`` the target holds probabilities; a negative value is NaN in the
+    loss (x log x of a negative) and almost always means log-probabilities were passed."""
+    if log_target or target.numel() == 0:
+        return
+    t = target.detach()
+    if bool((t < 0).any()):
+        raise LossInputError(
+            f"{loss}: `target` holds {_first(t < 0, t)}, a negative value, but with "
+            f"log_target=False the target must be probabilities (>= 0); torch returns NaN for it. "
+            f"It looks like log-probabilities. Fix: pass `log_target=True`, or `target.exp()`."
+        )
+
+
+def check_more_than_one_class(loss: str, input: Tensor, class_dim: int) -> None:
+    """Cross-entropy over a single class: softmax of one logit is always 1, so the loss and its
+    gradient are 0 whatever the model does."""
+    if input.dim() == 0 or input.shape[class_dim] != 1:
+        return
+    raise LossInputError(
+        f"{loss}: `input` ({describe(input)}) has 1 class along dim {class_dim}: the softmax of "
+        f"one logit is always 1, so the loss and its gradient are 0 and the model learns "
+        f"nothing. Fix: for a yes/no target use `binary_cross_entropy_with_logits("
+        f"input.squeeze({class_dim}), target.float())` (one logit per sample), or give the model "
+        f"2 outputs (one per class) for cross-entropy; for a real-valued target use a regression "
+        f"loss such as `mse_loss`."
+    )
+
+
+def check_not_sigmoid_for_softmax(loss: str, input: Tensor, class_dim: int) -> None:
+    """A sigmoid before softmax cross-entropy: every value in [0, 1], on both sides of 0.5 (the
+    rule of :func:`check_not_sigmoid_output`), with 3 or more classes. Logits that merely lie
+    inside [0, 1] on one side of 0.5 (a zero-initialised head, say), two classes (a barely
+    trained 2-class head sits near 0.5 each) and rows that sum to 1 (the softmax check's) are not
+    judged."""
+    if input.shape[class_dim] < 3 or input.numel() < 16:
+        return  # two classes near 0.5 each are what a barely trained head gives
+    x = input.detach().float()
+    lo, hi = x.min(), x.max()
+    sums_to_one = bool(((x.sum(class_dim) - 1).abs() <= 1e-2).all())
+    if not sums_to_one and bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):
+        _warn(
+            f"{loss}: `input` ({describe(input)}) looks like sigmoid output: every value is in "
+            f"[0, 1] (from {lo.item():.3g} to {hi.item():.3g}). Cross-entropy applies "
+            f"log_softmax itself; squashing the logits into [0, 1] first caps how confident it "
+            f"can get (with {input.shape[class_dim]} classes the loss cannot fall below "
+            f"{math.log(math.e + input.shape[class_dim] - 1) - 1:.3g}). Fix: pass the raw "
+            f"logits (remove the final sigmoid)."
         )
 
 

@@ -56,6 +56,7 @@ def check_class_indices(
             checks.check_log_probabilities(loss, input, class_dim)
         else:
             checks.check_not_probabilities(loss, input, class_dim)
+            checks.check_not_sigmoid_for_softmax(loss, input, class_dim)
         if reduction == "mean":
             checks.check_not_all_ignored(loss, target, ignore_index)
 
@@ -128,6 +129,7 @@ def cross_entropy(
     loss = "cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
     checks.check_floating_input(loss, input)
+    checks.check_more_than_one_class(loss, input, 1 if input.dim() >= 2 else 0)
     checks.check_same_device(loss, input=input, target=target, weight=weight)
     if label_smoothing > 1.0:
         raise LossRuntimeError(
@@ -200,6 +202,7 @@ def _cross_entropy_probabilities(
         checks.check_finite(loss, target=target)
         checks.check_soft_target(loss, target, class_dim)
         checks.check_not_probabilities(loss, input, class_dim)
+        checks.check_not_sigmoid_for_softmax(loss, input, class_dim)
     return F.cross_entropy(
         input, target, weight, reduction=reduction, label_smoothing=label_smoothing
     )

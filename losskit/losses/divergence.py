@@ -44,6 +44,8 @@ def kl_div(
     if checks.values_enabled(loss):
         checks.check_finite(loss, allow_neg_inf=True, input=input)
         checks.check_finite(loss, allow_neg_inf=log_target, target=target)
+        checks.check_kl_target(loss, target, log_target)
+        checks.check_kl_input_is_log_probabilities(loss, input)
     return F.kl_div(input, target, size_average, reduce, reduction, log_target)
 
 
