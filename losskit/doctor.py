@@ -423,13 +423,15 @@ def _isolated(model: nn.Module, loss_fn: Callable) -> Iterator[tuple[nn.Module, 
         if copies is not None:
             yield copies
             return
-        state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+        owners = [m for m in (model, loss_fn) if isinstance(m, nn.Module)]
+        # Parameters and persistent buffers of the model and of the loss (a loss may own a head).
+        states = [{k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()}
+                  for m in owners]
         # Every buffer, persistent or not (state_dict skips non-persistent ones), and the
         # object each module held: a forward that reassigns a buffer gets the original back.
-        owners = [m for m in (model, loss_fn) if isinstance(m, nn.Module)]
         buffers = [(m, k, b, None if b is None else b.detach().clone())
                    for owner in owners for m in owner.modules() for k, b in m._buffers.items()]
-        params = list(model.parameters())
+        params = [p for m in owners for p in m.parameters()]
         grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
         flags = [p.requires_grad for p in params]
         modes = [m.training for m in model.modules()]
@@ -441,8 +443,9 @@ def _isolated(model: nn.Module, loss_fn: Callable) -> Iterator[tuple[nn.Module, 
                     m._buffers[k] = b
                     if b is not None:
                         b.copy_(saved)
-                for k, v in model.state_dict(keep_vars=True).items():
-                    v.copy_(state[k])
+                for m, state in zip(owners, states, strict=True):
+                    for k, v in m.state_dict(keep_vars=True).items():
+                        v.copy_(state[k])
             for p, g, f in zip(params, grads, flags, strict=True):
                 p.grad, p.requires_grad = g, f
             for m, t in zip(model.modules(), modes, strict=True):
@@ -765,21 +768,31 @@ _ZERO_CAUSES = (
 )
 
 
+def _loss_parameters(loss_fn: Callable) -> list[tuple[str, nn.Parameter]]:
+    """A loss's own trainable parameters (``LinearCrossEntropyLoss``'s head, a learned
+    temperature): ``fit`` trains them with the model, so the doctor checks them too."""
+    if not isinstance(loss_fn, nn.Module):
+        return []
+    return [(f"loss_fn.{n}", p) for n, p in loss_fn.named_parameters() if p.requires_grad]
+
+
 def _check_gradients(
-    model: nn.Module, loss: Tensor
+    model: nn.Module, loss: Tensor, loss_fn: Callable | None = None
 ) -> tuple[CheckResult, list[tuple[str, nn.Parameter]]]:
     """The gradients check, and the parameters whose gradient is all zeros. No gradient or a
     non-finite one fails; an all-zero gradient only warns (see :data:`_ZERO_CAUSES`), and the
     doctor passes it once the overfit check has seen those parameters move."""
     name = "gradients"
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable += _loss_parameters(loss_fn)
     frozen = sum(1 for p in model.parameters() if not p.requires_grad)
     if not trainable:
         return CheckResult(name, "fail",
             f"the model has no trainable parameters ({frozen} frozen): nothing can "
             f"learn. Fix: set requires_grad=True on the layers to train (or do not freeze them "
             f"all)."), []
-    model.zero_grad(set_to_none=True)
+    for _, p in trainable:
+        p.grad = None
     loss.backward()
     missing = [n for n, p in trainable if p.grad is None]
     non_finite = [n for n, p in trainable
@@ -867,6 +880,7 @@ def _check_overfit(
         n = min(samples, max(least, OVERFIT_TARGETS // per_sample))
         inputs, target = _take(inputs, n), _take(target, n)
     params = [p for p in model.parameters() if p.requires_grad]
+    params += [p for _, p in _loss_parameters(loss_fn)]
     if not params:
         return CheckResult(name, "fail", "no trainable parameters to fit (see 'gradients').")
     optimizer = _Adam(params, lr=lr)
@@ -1063,7 +1077,7 @@ def doctor(
             family, output, target, _last_layer(net, inputs))))
         report.checks.append(_guarded("loss at init", "warn", lambda: _check_init(
             family, loss_fn, float(loss.detach()), output, target)))
-        gradients = _guarded("gradients", "fail", lambda: _check_gradients(net, loss))
+        gradients = _guarded("gradients", "fail", lambda: _check_gradients(net, loss, loss_fn))
         gradients, zero = gradients if isinstance(gradients, tuple) else (gradients, [])
         before = [p.detach().clone() for _, p in zero]
         report.checks.append(gradients)

@@ -112,3 +112,20 @@ def test_zero_dim_reshape_fix_is_valid_python():
         LF.margin_ranking_loss(x1, x2, y)
     assert "reshape()" not in str(caught.value)
     LF.margin_ranking_loss(x1.reshape(1, 1), x2.reshape(1, 1), y)  # the fix it names runs
+
+
+def test_doctor_trains_and_checks_a_head_owned_by_the_loss():
+    """A frozen backbone with a trainable LinearCrossEntropyLoss head (a linear probe) is a valid
+    setup: fit trains the loss's parameters, so the doctor must not report 'no trainable
+    parameters', and the caller's head must be left untouched."""
+    g = torch.Generator().manual_seed(0)
+    backbone = nn.Sequential(nn.Linear(4, 16), nn.Tanh()).requires_grad_(False)
+    loss_fn = lk.LinearCrossEntropyLoss(16, 3)
+    x = torch.randn(32, 4, generator=g)
+    y = (x @ torch.randn(4, 3, generator=g)).argmax(1)
+    before = {k: v.clone() for k, v in loss_fn.state_dict().items()}
+    report = lk.doctor(backbone, loss_fn, (x, y))
+    grads = next(c for c in report.checks if c.name == "gradients")
+    assert grads.status == "pass", grads.message
+    for k, v in loss_fn.state_dict().items():
+        assert torch.equal(v, before[k])
