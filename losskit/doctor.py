@@ -394,7 +394,7 @@ def _floors(
     floor = max(_quiet(loss_fn, ideal, target), 0.0)
     keys = _sample_keys(inputs, target.shape[0]) if target.dim() else None
     if keys is None or keys.unique().numel() == keys.numel():
-        return floor, ""
+        return _token_floor(family, ideal, inputs, target, loss_fn, floor)
     shared = max(_quiet(loss_fn, _shared_ideal(family, ideal, keys, target, loss_fn), target), 0.0)
     if shared <= floor + 1e-6 * max(1.0, abs(floor)):
         return floor, ""
@@ -404,6 +404,32 @@ def _floors(
     shown = "; ".join(", ".join(str(i) for i in g) for g in rows[:3])
     return shared, (f"{len(rows)} group{'s' * (len(rows) != 1)} of samples with identical inputs "
                     f"but different targets (rows {shown}{'; ...' if len(rows) > 3 else ''})")
+
+
+def _token_floor(
+    family: str, ideal: Tensor, inputs: Any, target: Tensor, loss_fn: Callable, floor: float
+) -> tuple[float, str]:
+    """Token sequences (an integer ``(B, T)`` input, a ``(B, T)`` next-token target, ``(B, C,
+    T)`` logits): the lowest loss a model that reads one token at a time (a bigram model) can
+    reach, when the same token is followed by different targets. Such a model is healthy, so
+    those conflicts raise the floor (a model with context reaches the usual goal anyway)."""
+    tokens = inputs[0] if isinstance(inputs, (tuple, list)) and len(inputs) == 1 else inputs
+    if not (family == "ce" and isinstance(tokens, Tensor) and not tokens.is_floating_point()
+            and not target.is_floating_point() and target.dim() == 2
+            and tokens.shape == target.shape and ideal.dim() == 3):
+        return floor, ""
+    c = ideal.shape[1]
+    flat = ideal.movedim(1, -1).reshape(-1, c)  # (B*T, C)
+    shared = _shared_ideal(family, flat, tokens.reshape(-1), target.reshape(-1), loss_fn)
+    shared = shared.reshape(*target.shape, c).movedim(-1, 1)  # (B, C, T)
+    raised = max(_quiet(loss_fn, shared, target), 0.0)
+    if raised <= floor + 1e-6 * max(1.0, abs(floor)):
+        return floor, ""
+    pairs = torch.stack([tokens.reshape(-1), target.reshape(-1)], 1).unique(dim=0)  # (P, 2)
+    ambiguous = int((pairs[:, 0].unique(return_counts=True)[1] > 1).sum())
+    return raised, (f"{ambiguous} input token{'s' * (ambiguous != 1)} followed by different "
+                    f"targets in this batch (a model that reads one token at a time, like a "
+                    f"bigram model, cannot fit them)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -129,3 +129,34 @@ def test_doctor_trains_and_checks_a_head_owned_by_the_loss():
     assert grads.status == "pass", grads.message
     for k, v in loss_fn.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+class _Bigram(nn.Module):
+    """Embedding then a linear head: no context, so it cannot fit a token followed by different
+    next tokens (a healthy model all the same)."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(vocab, dim), nn.Linear(dim, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(tokens)).transpose(1, 2)  # (B, V, T)
+
+
+def _text():
+    text = torch.randint(0, 50, (16, 33), generator=torch.Generator().manual_seed(0))
+    return text[:, :-1], text[:, 1:]  # (B, T) tokens, (B, T) next tokens
+
+
+def test_doctor_warns_not_fails_a_bigram_model_on_conflicting_next_tokens():
+    torch.manual_seed(0)
+    report = lk.doctor(_Bigram(), lk.CrossEntropyLoss(), _text())
+    check = report["overfit one batch"]
+    assert check.status == "warn", check.message
+    assert "bigram" in check.message and "Fix:" in check.message and report.ok
+
+
+def test_doctor_still_fails_a_bigram_model_that_cannot_learn():
+    torch.manual_seed(0)
+    check = lk.doctor(_Bigram(), lk.CrossEntropyLoss(), _text(), lr=0.0)["overfit one batch"]
+    assert check.status == "fail", check.message
