@@ -154,6 +154,8 @@ def checks(mode: str) -> Iterator[None]:
 
 def values_enabled(loss: str) -> bool:
     """Whether this call of ``loss`` runs value checks (counts the call in ``"startup"`` mode)."""
+    if _mode == "startup" and _calls[loss] >= STARTUP_CALLS:  # done: the common case, first
+        return False
     if _mode == "off" or _tracing():
         return False
     if _mode == "always":
@@ -406,8 +408,17 @@ def check_chunk_size(loss: str, chunk_size: int | None) -> None:
         )
 
 
+_INDEX_DTYPES = (torch.int64, torch.uint8)
+
+
 def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     """Class-index targets: dtype, (N, 1) targets, (B, T, C) logits, and spatial sizes."""
+    if target.dtype in _INDEX_DTYPES:  # the accepted layouts first, in a few metadata reads
+        dims = input.dim()
+        if dims >= 2 and target.shape == (input.shape[0], *input.shape[2:]):
+            return
+        if dims == 1 and target.dim() == 0:
+            return
     if input.dim() > 0 and target.shape == input.shape:
         _same_shape_class_target(loss, input, target)
     if target.is_floating_point() or target.dtype == torch.bool:

@@ -24,7 +24,11 @@ AUTOCAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def autocast_on(input: Tensor) -> bool:
     """Whether ``torch.autocast`` is on for ``input``'s device (and ``input`` is a float it
     would cast)."""
-    return input.dtype in AUTOCAST_DTYPES and torch.is_autocast_enabled(input.device.type)
+    return (
+        input.dtype in AUTOCAST_DTYPES
+        and torch._C._is_any_autocast_enabled()  # no device object to build: cheap when off
+        and torch.is_autocast_enabled(input.device.type)
+    )
 
 
 def result_dtype(input: Tensor) -> torch.dtype:
@@ -71,7 +75,7 @@ def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | N
     mask is built only when the value is NaN (a zero total class weight stays NaN, as in torch).
     Elsewhere (a GPU would sync) the mask is always applied.
     """
-    cpu_readable = out.device.type == "cpu" and not checks._tracing()
+    cpu_readable = out.is_cpu and not checks._tracing()
     if cpu_readable and not math.isnan(out.item()):  # some target was counted
         return out
     counted = checks.not_ignored(target, ignore_index)
