@@ -162,7 +162,8 @@ def cross_entropy(
             input, target, weight, ignore_index, reduction, label_smoothing,
             extras=lse_square_scale != 0.0 or softcap is not None or return_lse or inplace,
         )
-    weight = float32_weight(input, weight)
+    if weight is not None:
+        weight = float32_weight(input, weight)
     # inplace may overwrite the logits chunk by chunk before a later chunk meets a bad index:
     # check the indices first there.
     check_class_indices(loss, input, target, weight, ignore_index, reduction,
@@ -206,7 +207,9 @@ def _torch_op_computes(input: Tensor, target: Tensor, weight: Tensor | None) -> 
         and (weight is None or not weight.requires_grad)
         and not has_override(input, target, weight)
         and not autocast_on(input)
-        and kernels.runs_reference(input, weight)
+        # a small CPU input always takes the reference out of place: decided without the dispatch
+        and ((input.is_cpu and input.numel() < kernels.MIN_FUSED_ELEMENTS)
+             or kernels.runs_reference(input, weight))
     )
 
 
@@ -299,7 +302,8 @@ def nll_loss(
     checks.check_floating_input(loss, input)
     if target.device != input.device or (weight is not None and weight.device != input.device):
         checks.check_same_device(loss, input=input, target=target, weight=weight)
-    weight = float32_weight(input, weight)
+    if weight is not None:
+        weight = float32_weight(input, weight)
     check_class_indices(loss, input, target, weight, ignore_index, reduction, range_on_error=True)
     legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
     try:
