@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # download a multi-GB CUDA build. On a GPU machine: `make TORCH=torch test`.
 TORCH ?= torch==2.13.0
 
-.PHONY: train test lint
+.PHONY: train test lint fuzz mutate
 
 $(BIN)/losskit: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,3 +25,19 @@ test: $(BIN)/losskit
 
 lint: $(BIN)/losskit
 	$(BIN)/ruff check .
+
+# Differential fuzzing against torch, long budget: LOSSKIT_FUZZ_EXAMPLES calls per loss through
+# pytest (shrinks the first failure), then a survey that counts every outcome without stopping.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(BIN)/losskit
+	OMP_NUM_THREADS=1 LOSSKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -n 2 -q tests/test_fuzz.py
+	OMP_NUM_THREADS=1 PYTHONPATH=. $(BIN)/python tests/test_fuzz.py $(FUZZ_EXAMPLES)
+
+# Mutation testing of the core (cosmic-ray), not part of `make test` or CI: about 30 minutes on
+# 2 cores for the default sample. Survivors go to benchmarks/mutation.md; sessions in mutants/.
+MUTATE_BUDGET ?= 1800
+MUTATE_PER_MODULE ?= 12
+mutate: $(BIN)/losskit
+	$(BIN)/pip install -q "cosmic-ray>=8.4"
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mutate.py --budget $(MUTATE_BUDGET) \
+		--per-module $(MUTATE_PER_MODULE) --workers 2

@@ -11,6 +11,7 @@ plain text. docs/choosing-a-loss.md is the long form of this table.
 
 from __future__ import annotations
 
+import dataclasses
 import io  # noqa: F401  (doctest namespace)
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = [
-    "CATALOG", "Loss", "TaskLosses", "build_table", "format_table", "print_table", "select",
+    "CATALOG", "Loss", "TaskLosses", "build_table", "format_registry", "format_table",
+    "print_table", "registry_table", "select",
 ]
 
 
@@ -150,7 +152,7 @@ CATALOG: tuple[TaskLosses, ...] = (
     ),
     TaskLosses(
         task="language modelling",
-        output="(B, T, V) float logits, or hidden states (B, T, D) and the head weight (V, D)",
+        output="(B, T, V) float logits, or hidden states flattened to (B*T, D) for a (V, D) head",
         target="int64 next-token ids, shape (B, T), padding = -100",
         losses=(
             Loss("CrossEntropyLoss", "cross_entropy", "ignore_index=-100"),
@@ -159,7 +161,8 @@ CATALOG: tuple[TaskLosses, ...] = (
         notes=(
             "Flatten to logits (B*T, V) and target (B*T,), or move the classes to dim 1: "
             "(B, V, T). Padding tokens set to ignore_index do not count in the mean. For a "
-            "large V, LinearCrossEntropyLoss never builds the (B*T, V) logits. Pitfall: "
+            "large V, LinearCrossEntropyLoss(D, V) owns the head and never builds the (B*T, V) "
+            "logits; LF.linear_cross_entropy(hidden, head.weight, target) takes it. Pitfall: "
             "(B, T, V) logits with a (B, T) target (losskit raises, naming both fixes)."
         ),
     ),
@@ -188,7 +191,119 @@ CATALOG: tuple[TaskLosses, ...] = (
             "well. Multiply by T**2 to keep gradient scale when distilling at temperature T."
         ),
     ),
+    TaskLosses(
+        task="speech / handwriting recognition (CTC)",
+        output="(T, N, C) float log-probabilities: log_softmax(2) of the scores, time first",
+        target=(
+            "int64 label sequences without the blank: padded (N, S) or concatenated 1-D, "
+            "with input_lengths and target_lengths (N,)"
+        ),
+        losses=(Loss("CTCLoss", "ctc_loss", "blank=0"),),
+        notes=(
+            "CTC sums over every alignment of the labels to the frames, so no per-frame labels "
+            "are needed. 'mean' divides each sample's loss by its target length, then averages. "
+            "A sample needs as many frames as labels plus adjacent repeats, else its loss is inf "
+            "(zero_infinity=True zeroes it). Pitfall: batch-first (N, T, C) output (losskit "
+            "raises), raw scores without log_softmax (losskit warns), the blank used as a label "
+            "(losskit raises)."
+        ),
+    ),
+    TaskLosses(
+        task="ranking pairs",
+        output="two (N,) float scores: one per item of each pair, no activation",
+        target="float -1./1., shape (N,): 1 where the first item ranks higher",
+        losses=(Loss("MarginRankingLoss", "margin_ranking_loss", "margin=0.5"),),
+        notes=(
+            "Each pair should be ordered by at least margin; the loss is 0 for pairs already "
+            "ordered that well. Pitfall: 0/1 labels (a 0 gives a constant, zero-gradient loss: "
+            "use 2 * target - 1; losskit raises); (N, 1) scores against (N,) labels."
+        ),
+    ),
+    TaskLosses(
+        task="metric learning / embeddings",
+        output="(N, D) float embeddings (anchor, positive, negative), or pairs of them",
+        target="none for triplets; float -1./1., shape (N,), for pairs (1 = similar)",
+        losses=(
+            Loss("TripletMarginLoss", "triplet_margin_loss", "margin=1.0"),
+            Loss("TripletMarginWithDistanceLoss", "triplet_margin_with_distance_loss",
+                 "margin=0.5"),
+            Loss("CosineEmbeddingLoss", "cosine_embedding_loss", "margin=0.2"),
+            Loss("HingeEmbeddingLoss", "hinge_embedding_loss", "margin=1.0"),
+        ),
+        notes=(
+            "Triplets pull each anchor nearer its positive than its negative by margin (p-norm, "
+            "or any distance_function); CosineEmbeddingLoss takes labelled pairs; "
+            "HingeEmbeddingLoss takes a distance per pair. Pitfall: 0/1 pair labels (losskit "
+            "raises), and triplets of different shapes, which torch broadcasts silently."
+        ),
+    ),
+    TaskLosses(
+        task="count prediction",
+        output="(N,) or (N, D) float log-rates, no activation",
+        target="float counts >= 0, same shape as the output",
+        losses=(Loss("PoissonNLLLoss", "poisson_nll_loss"),),
+        notes=(
+            "Poisson NLL: the model outputs log(rate) (log_input=True, the default) and "
+            "exp(output) is the predicted mean count. With log_input=False the output is the rate "
+            "itself and must be >= 0 (losskit raises on negatives). full=True adds the Stirling "
+            "term, a constant in the input. Pitfall: standardised or negative counts (losskit "
+            "warns)."
+        ),
+    ),
+    TaskLosses(
+        task="predictive uncertainty",
+        output="two heads of the same shape: mean (N, D) and variance (N, D) > 0",
+        target="float, same shape as the mean",
+        losses=(Loss("GaussianNLLLoss", "gaussian_nll_loss"),),
+        notes=(
+            "Gaussian NLL fits a mean and a variance per element: residuals are down-weighted "
+            "where the predicted variance is large. Make the variance positive with "
+            "softplus(raw) + 1e-6 or exp(log_var); var may also be (N,) or (N, 1), one per "
+            "sample. Pitfall: a raw head with negative variances (losskit raises, as torch)."
+        ),
+    ),
+    TaskLosses(
+        task="margin classification (hinge, SVM-style)",
+        output="(N, C) float scores, no activation; (N,) for two classes",
+        target=(
+            "MultiMargin: int64 class indices (N,); MultiLabelMargin: int64 (N, C) label lists "
+            "padded with -1; SoftMargin: float -1./1. (N,); MultiLabelSoftMargin: float 0./1. "
+            "(N, C)"
+        ),
+        losses=(
+            Loss("MultiMarginLoss", "multi_margin_loss", "margin=1.0"),
+            Loss("MultiLabelMarginLoss", "multilabel_margin_loss"),
+            Loss("SoftMarginLoss", "soft_margin_loss"),
+            Loss("MultiLabelSoftMarginLoss", "multilabel_soft_margin_loss"),
+        ),
+        notes=(
+            "The hinge losses stop pushing once the true class beats the others by the margin "
+            "(p=2 squares the hinge); the soft-margin losses are logistic and never quite stop. "
+            "Pitfall: {0, 1} labels for SoftMarginLoss, multi-hot rows for MultiLabelMarginLoss, "
+            "(N, 1) targets for MultiMarginLoss (losskit raises, with the conversion)."
+        ),
+    ),
 )
+
+
+def _with_registered(rows: tuple[TaskLosses, ...]) -> tuple[TaskLosses, ...]:
+    """Each row plus the losses whose registry record names the row's task
+    (:attr:`losskit.registry.LossRecord.catalog`), so a new loss joins a task from its record."""
+    from losskit import registry
+
+    out = []
+    for row in rows:
+        extra = tuple(
+            Loss(record.module.__name__, record.name, args)
+            for record in registry.records()
+            for task, args in record.catalog
+            if task == row.task
+        )
+        out.append(dataclasses.replace(row, losses=row.losses + extra) if extra else row)
+    return tuple(out)
+
+
+CATALOG = _with_registered(CATALOG)
 
 
 def select(task: str | None = None) -> tuple[TaskLosses, ...]:
@@ -268,3 +383,43 @@ def format_table(task: str | None = None) -> str:
         ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Every loss, from the registry (``losskit losses --all``)
+
+
+def _registry_rows() -> list[tuple[str, str, str, str, str]]:
+    from losskit import registry
+
+    return [
+        (record.family, f"lk.{record.module.__name__}\nLF.{record.name}",
+         record.input, ", ".join(record.targets), record.summary)
+        for record in registry.records()
+    ]
+
+
+def registry_table() -> Table:
+    """Every registered loss, family by family: its names, input and target kinds, summary."""
+    table = Table(title="Every losskit loss", show_lines=True, expand=True)
+    table.add_column("family", min_width=10, max_width=14, overflow="fold")
+    table.add_column("loss", ratio=4, overflow="fold")
+    table.add_column("input", ratio=2, overflow="fold")
+    table.add_column("target", ratio=3, overflow="fold")
+    table.add_column("what it is", ratio=6, overflow="fold")
+    for row in _registry_rows():
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def format_registry() -> str:
+    """:func:`registry_table` as plain text, one line per loss.
+
+    >>> print(format_registry().splitlines()[0])
+    binary: lk.BCELoss / LF.binary_cross_entropy (probabilities -> binary): ...
+    """
+    lines = []
+    for family, names, input, targets, summary in _registry_rows():
+        module, function = names.split("\n")
+        lines.append(f"{family}: {module} / {function} ({input} -> {targets}): {summary}")
+    return "\n".join(lines) + "\n"

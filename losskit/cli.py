@@ -424,10 +424,30 @@ def _user_code(fn: Callable[[], Any], what: str, path: str) -> Any:
                          f"code; the error is the setup's own, losskit had not started.") from exc
 
 
+def _print_registry(catalog: Any) -> None:
+    """The table in a wide terminal; one wrapped paragraph per loss in a narrow one, so no
+    name is broken mid-word."""
+    import shutil
+    import textwrap
+
+    from rich.console import Console
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    if width >= 120:
+        Console(width=width).print(catalog.registry_table())
+        return
+    for line in catalog.format_registry().splitlines():
+        print(textwrap.fill(line, width=width - 1, subsequent_indent="    ",
+                            break_long_words=False, break_on_hyphens=False))
+
+
 def cmd_losses(args: argparse.Namespace) -> int:
-    """Print the table of which loss fits which task."""
+    """Print the table of which loss fits which task (--all: every loss losskit has)."""
     from losskit import catalog, data
 
+    if args.all:
+        _print_registry(catalog)
+        return 0
     task = args.task
     if task in data.DATASETS:  # a dataset name: its task kind
         task = data.TASK_OF[task]
@@ -538,6 +558,8 @@ def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("losses", help="which loss fits which task",
                        description=cmd_losses.__doc__)
     p.add_argument("--task", help="only this task (part of its name, or a built-in dataset)")
+    p.add_argument("--all", action="store_true",
+                   help="every loss losskit has, by family, with its input and target kinds")
     p.set_defaults(run=cmd_losses)
 
     p = sub.add_parser("bench", help="benchmark the loss kernels",

@@ -19,7 +19,8 @@ check                         what it looks at (status when it goes wrong)
                               all-zero gradient warns, and passes once the overfit check sees
                               the parameter move (zero-initialised LoRA ``B``, ReZero gains)
 ``overfit one batch``         Adam on a few samples brings the loss 90% of the way to its floor
-                              within ``overfit_steps`` steps (fail)
+                              within ``overfit_steps`` steps (fail); it gets there only because
+                              samples with identical inputs have different targets (warn)
 ``class balance``             class counts in the batch, with suggested ``weight`` /
                               ``pos_weight`` (warn)
 ============================  ====================================================================
@@ -54,7 +55,11 @@ initial outputs (classification) or targets that are not centred and scaled (reg
 
 The overfit check's *floor* is the loss at the ideal prediction (0 for hard targets; the target
 entropy for soft targets or label smoothing), so "falls by 90%" means 90% of the way from the
-initial loss to that floor.
+initial loss to that floor. Samples whose inputs are identical but whose targets differ (noisy
+or duplicated labels) cannot all be fitted by any model: the floor is then the loss of the best
+prediction shared by each group of duplicates (the frequency of each class among them, their
+mean target for BCE and MSE, their median for L1 and Huber), and a model reaching that floor
+gets a warning naming the rows, not a failure: a failure means the setup itself is broken.
 
 The caller's model, its gradients, its train/eval mode, its ``requires_grad`` flags and the global
 random state are left exactly as they were: the checks run on a deep copy under a forked RNG. On
@@ -77,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import textwrap
 import time
@@ -94,6 +100,7 @@ from losskit.checks import LossInputError, LossWarning, checks
 STATUSES = ("pass", "warn", "fail")
 INIT_TOLERANCE = 1.5  # warn when the first loss exceeds 1.5x the uninformed prediction's loss
 IMBALANCE_RATIO = 3.0  # most / least frequent class before suggesting weights
+OVERFIT_SHARE_LEFT = 0.1  # overfit goal: 90% of the way from the first loss to the floor
 OVERFIT_TARGETS = 32  # target values the overfit check fits at most: 16 rows, or 1 sequence
 MIN_BATCHNORM_ROWS = 2  # BatchNorm raises in train mode on a single row
 MAX_BALANCE_CLASSES = 100  # above this the classes are a vocabulary: weighting is rarely wanted
@@ -260,6 +267,10 @@ def _torch_twin(loss_fn: Callable) -> Callable | None:
         return None
     twin = record.module.__new__(record.module)
     twin.__dict__.update(fn.__dict__)  # same settings and buffers, losskit's forward
+    # losskit-only settings (keyword-only, after torch's) take their defaults.
+    for name, param in inspect.signature(record.module.__init__).parameters.items():
+        if param.kind is param.KEYWORD_ONLY and not hasattr(twin, name):
+            setattr(twin, name, param.default)
     return twin
 
 
@@ -317,6 +328,82 @@ def _ideal_input(family: str, output: Tensor, target: Tensor, loss_fn: Callable)
     if family in _REGRESSION:
         return target.to(output.dtype).expand_as(output)
     return None
+
+
+def _sample_keys(inputs: Any, n: int) -> Tensor | None:
+    """One integer per sample (dim 0), equal for samples whose inputs are identical; None when
+    the inputs are not all tensors with ``n`` rows."""
+    tensors = list(inputs.values()) if isinstance(inputs, dict) else (
+        list(inputs) if isinstance(inputs, (tuple, list)) else [inputs])
+    if not tensors or not all(isinstance(t, Tensor) and t.dim() and t.shape[0] == n
+                              for t in tensors):
+        return None
+    rows = torch.cat([t.detach().reshape(n, -1).double() for t in tensors], dim=1)  # (n, F)
+    return torch.unique(rows, dim=0, return_inverse=True)[1]  # (n,)
+
+
+def _to_prediction(family: str, ideal: Tensor, dim: int) -> Tensor:
+    """The ideal input as a prediction one can average over samples (probabilities, values)."""
+    if family == "ce":
+        return ideal.softmax(dim)
+    return ideal.sigmoid() if family == "bce_logits" else ideal
+
+
+def _from_prediction(family: str, p: Tensor) -> Tensor:
+    if family == "ce":
+        return p.clamp_min(1e-12).log()
+    return torch.logit(p.clamp(1e-6, 1 - 1e-6)) if family == "bce_logits" else p
+
+
+def _shared_ideal(
+    family: str, ideal: Tensor, keys: Tensor, target: Tensor, loss_fn: Callable
+) -> Tensor:
+    """The best prediction a function of the inputs can make: samples with identical inputs get
+    one prediction, the average of their ideal ones (their median for L1 and Huber); for class
+    indices, the frequency of each target among the duplicates, ignored positions left out."""
+    dim = _class_dim(ideal)
+    p = _to_prediction(family, ideal, dim)
+    counted = torch.ones_like(p[:, :1] if p.dim() > 1 else p)  # (n, 1, ...) or (n,)
+    if family == "ce" and not target.is_floating_point():
+        ignore = getattr(loss_fn, "ignore_index", -100)
+        counted = (target != ignore).to(p.dtype).unsqueeze(dim)  # (n, 1, d1, ...)
+    shared = p.clone()
+    for key in keys.unique():
+        rows = keys == key
+        if int(rows.sum()) < 2:
+            continue
+        if family in ("l1", "huber"):
+            shared[rows] = p[rows].median(0).values
+            continue
+        w = counted[rows].expand_as(p[rows])
+        mean = (p[rows] * w).sum(0) / w.sum(0).clamp_min(1)
+        shared[rows] = torch.where(w.sum(0) > 0, mean, p[rows][0])
+    return _from_prediction(family, shared)
+
+
+def _floors(
+    family: str, output: Tensor, inputs: Any, target: Tensor, loss_fn: Callable
+) -> tuple[float, str]:
+    """The overfit check's floor, and a few words on the conflicting duplicates that raise it
+    (empty when none do). The floor is the loss at :func:`_ideal_input`; when samples with
+    identical inputs have different targets, no model can give both, and the floor is the loss
+    at :func:`_shared_ideal` instead."""
+    ideal = _ideal_input(family, output, target, loss_fn)
+    if ideal is None:
+        return 0.0, ""
+    floor = max(_quiet(loss_fn, ideal, target), 0.0)
+    keys = _sample_keys(inputs, target.shape[0]) if target.dim() else None
+    if keys is None or keys.unique().numel() == keys.numel():
+        return floor, ""
+    shared = max(_quiet(loss_fn, _shared_ideal(family, ideal, keys, target, loss_fn), target), 0.0)
+    if shared <= floor + 1e-6 * max(1.0, abs(floor)):
+        return floor, ""
+    groups = [torch.nonzero(keys == k).flatten().tolist() for k in keys.unique()]
+    rows = [g for g in groups if len(g) > 1 and not all(
+        torch.equal(target[g[0]], target[i]) for i in g[1:])]
+    shown = "; ".join(", ".join(str(i) for i in g) for g in rows[:3])
+    return shared, (f"{len(rows)} group{'s' * (len(rows) != 1)} of samples with identical inputs "
+                    f"but different targets (rows {shown}{'; ...' if len(rows) > 3 else ''})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -790,11 +877,10 @@ def _check_overfit(
         for step in range(steps + 1):
             output = _forward(model, inputs)
             if step == 0:
-                ideal = _ideal_input(family, output.detach(), target, loss_fn)
-                floor = 0.0 if ideal is None else max(_quiet(loss_fn, ideal, target), 0.0)
+                floor, conflicts = _floors(family, output.detach(), inputs, target, loss_fn)
             loss = loss_fn(output, target)
             losses.append(float(loss.detach()))
-            goal = floor + 0.1 * (losses[0] - floor)
+            goal = floor + OVERFIT_SHARE_LEFT * (losses[0] - floor)
             taken = step
             if not math.isfinite(losses[-1]) or losses[-1] <= goal or step == steps:
                 break
@@ -818,6 +904,11 @@ def _check_overfit(
         return CheckResult(name, "fail",
             f"{text}: the loss became {end}. Fix: lower the learning rate, or look for log(0) / "
             f"division by zero in the model or loss.")
+    if end <= goal and conflicts:
+        return CheckResult(name, "warn",
+            f"{text}: fitted, but {conflicts} raise the lowest reachable loss, so the loss "
+            f"cannot reach 0. Fix: check those labels (duplicated rows with "
+            f"different targets); if the task is noisy by nature, this is expected.")
     if end <= goal:
         return CheckResult(name, "pass", text + ".")
     return CheckResult(name, "fail",

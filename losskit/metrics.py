@@ -82,7 +82,8 @@ def infer_task(loss_fn: object, target: Tensor) -> str | None:
     labels ``binary`` (``(N,)`` or ``(N, 1)``) or ``multilabel``; class-index targets give
     ``multiclass`` (``(N,)``) or ``language-modelling`` (``(N, T)``). A loss losskit does not know
     gets a task only from integer class-index targets, so a custom loss never gets metrics that do
-    not fit its targets.
+    not fit its targets. A loss that takes hidden states (linear+cross-entropy: the logits exist
+    only inside the loss) gets no task: metrics on the hidden states would be meaningless.
 
     >>> import losskit as lk
     >>> infer_task(lk.CrossEntropyLoss(), torch.tensor([0, 2]))
@@ -93,6 +94,8 @@ def infer_task(loss_fn: object, target: Tensor) -> str | None:
     None
     """
     record = registry.lookup(loss_fn)
+    if record is not None and record.input == "hidden":
+        return None  # the model outputs hidden states; the logits exist only inside the loss
     kinds = record.targets if record is not None else ("class-indices",)
     if kinds[0] in ("real", "counts"):
         return "regression"

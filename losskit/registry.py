@@ -116,6 +116,9 @@ class LossRecord:
     cli: str | None = None  # name for `losskit train --loss`, when a built-in task fits
     estimates: str | None = None  # what the minimiser is: "mean", "median", "probabilities", ...
     aliases: tuple[str, ...] = field(default=())  # other names users search for
+    # Rows of the `losskit losses` table (losskit/catalog.py) this loss also belongs to, with the
+    # constructor arguments to show there: (("regression with outliers", "delta=1.0"),).
+    catalog: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.input not in INPUT_KINDS:

@@ -53,6 +53,37 @@ binary_cross_entropy_with_logits = _torch64(F.binary_cross_entropy_with_logits)
 cross_entropy = _torch64(F.cross_entropy)
 nll_loss = _torch64(F.nll_loss)
 kl_div = _torch64(F.kl_div)
+poisson_nll_loss = _torch64(F.poisson_nll_loss)
+
+
+def gaussian_nll_loss(input: Tensor, target: Tensor, var: Tensor | float, **kwargs) -> Tensor:
+    return F.gaussian_nll_loss(to64(input), to64(target), to64(var) if isinstance(var, Tensor)
+                               else var, **kwargs)
+
+
+def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths, target_lengths, **kwargs) -> Tensor:
+    """F.ctc_loss in float64 (four arguments: log-probs, labels and the two lengths)."""
+    return F.ctc_loss(to64(log_probs), targets, input_lengths, target_lengths, **kwargs)
+
+
+def _torch64_3(fn):
+    """The same for losses of three tensors (pairs of scores or embeddings, triplets)."""
+    def ref(a: Tensor, b: Tensor, c: Tensor, **kwargs) -> Tensor:
+        return fn(to64(a), to64(b), to64(c), **kwargs)
+
+    ref.__name__ = f"ref_{fn.__name__}"
+    return ref
+
+
+hinge_embedding_loss = _torch64(F.hinge_embedding_loss)
+margin_ranking_loss = _torch64_3(F.margin_ranking_loss)
+cosine_embedding_loss = _torch64_3(F.cosine_embedding_loss)
+triplet_margin_loss = _torch64_3(F.triplet_margin_loss)
+triplet_margin_with_distance_loss = _torch64_3(F.triplet_margin_with_distance_loss)
+soft_margin_loss = _torch64(F.soft_margin_loss)
+multilabel_soft_margin_loss = _torch64(F.multilabel_soft_margin_loss)
+multilabel_margin_loss = _torch64(F.multilabel_margin_loss)
+multi_margin_loss = _torch64(F.multi_margin_loss)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,10 +179,11 @@ def dice(
     """
     x = to64(input)
     num_classes = x.shape[1]
-    p = torch.softmax(x, dim=1).movedim(1, -1).reshape(-1, num_classes)  # (M, C)
+    rows = x.movedim(1, -1).reshape(-1, num_classes)  # (M, C)
     y = target.reshape(-1)  # (M,)
     keep = torch.ones_like(y, dtype=torch.bool) if ignore_index is None else y != ignore_index
-    p, y = p[keep], y[keep]
+    # Ignored positions are dropped before the softmax: their logits (e.g. all -inf) play no part.
+    p, y = torch.softmax(rows[keep], dim=1), y[keep]
     losses = []
     for c in range(num_classes):
         t_c = (y == c).double()

@@ -76,6 +76,12 @@ def test_linear_cross_entropy_under_autocast_matmul_in_bf16_loss_in_float32(gen,
     torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-5)
     got.backward()
     assert h.grad.dtype == w.grad.dtype == torch.float32  # cast back like autocast's linear
+    # Values: float64 autograd through the same bf16-rounded operands. dh = G @ W runs in bf16
+    # (as autocast's linear backward does), so allow bf16 rounding of the largest entry.
+    h64 = h.detach().to(BF16).double().requires_grad_()
+    F.cross_entropy(h64 @ w.detach().to(BF16).double().T, y).backward()
+    torch.testing.assert_close(h.grad.double(), h64.grad, rtol=2e-2,
+                               atol=1e-2 * h64.grad.abs().max().item())
     h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     with amp():
         F.cross_entropy(F.linear(h2, w2), y).backward()
@@ -83,7 +89,7 @@ def test_linear_cross_entropy_under_autocast_matmul_in_bf16_loss_in_float32(gen,
 
 
 def test_linear_cross_entropy_dtype_mismatch_outside_autocast_names_the_fix():
-    with pytest.raises(LossRuntimeError, match=r"`hidden` has dtype torch.bfloat16.*Fix:"):
+    with pytest.raises(LossRuntimeError, match=r"`input` has dtype torch.bfloat16.*Fix:"):
         LF.linear_cross_entropy(torch.randn(4, 8).to(BF16), torch.randn(10, 8),
                                 torch.randint(0, 10, (4,)))
 

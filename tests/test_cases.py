@@ -219,3 +219,64 @@ def test_low_precision_follows_torch(case, dtype):
     assert ours.dtype == expected_dtype
     rtol, atol = TOLERANCE[dtype]
     torch.testing.assert_close(ours.double(), reference, rtol=rtol, atol=atol)
+
+
+def _silent(fn, *args, **kwargs):
+    """Call under checks("always") and fail on any LossWarning (the healthy twin of a mistake)."""
+    with lk.checks("always"), warnings.catch_warnings():
+        warnings.simplefilter("error", lk.LossWarning)
+        warnings.filterwarnings("ignore", "reduction: 'mean' divides the total loss")
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in ALL])
+def test_every_case_is_silent_under_always_checks(case):
+    """The case tables hold healthy inputs: no check may fire on them (no false alarm)."""
+    args, kwargs = _made(case)
+    _silent(getattr(LF, case.loss), *args, **kwargs)
+
+
+_NONFINITE = [("input", 0, float("nan"), "nan"), ("input", 0, float("inf"), "inf"),
+              ("target", 1, float("nan"), "nan")]
+
+
+@pytest.mark.parametrize(("what", "position", "value", "word"), _NONFINITE,
+                         ids=[f"{w}-{v}" for w, _, _, v in _NONFINITE])
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in ALL])
+def test_nonfinite_values_raise_naming_where(case, what, position, value, word):
+    args, kwargs = _made(case)
+    if len(args) <= position or not args[position].is_floating_point():
+        return  # an integer target cannot hold NaN: nothing to check for this case
+    bad = list(args)
+    bad[position] = args[position].clone()
+    bad[position].view(-1)[0] = value  # the first element: never padding (CTC reads frame 0)
+    with lk.checks("always"), pytest.raises(lk.LossInputError) as caught:
+        getattr(LF, case.loss)(*bad, **kwargs)
+    assert word in str(caught.value).lower() and "Fix:" in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in ALL])
+def test_integer_input_raises_naming_the_dtype(case):
+    args, kwargs = _made(case)
+    bad = ((args[0] * 3).long(), *args[1:])
+    with pytest.raises(lk.LossInputError) as caught:
+        getattr(LF, case.loss)(*bad, **kwargs)
+    assert "int64" in str(caught.value) and "Fix:" in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in ALL])
+def test_tensors_on_another_device_raise(case):
+    """The second tensor on another device (the meta device stands in for a GPU on CPU-only
+    machines): a LossInputError naming both devices and `.to(`. A 0-d CPU tensor is a scalar
+    beside any device in torch, so when the first tensor is 0-d the call must go through."""
+    args, kwargs = _made(case)
+    other = "cuda" if torch.cuda.is_available() else "meta"
+    bad = (args[0], args[1].to(other), *args[2:])
+    if args[0].dim() == 0:
+        with lk.checks("off"):  # value checks cannot read a meta tensor
+            getattr(LF, case.loss)(*bad, **kwargs)
+        return
+    with pytest.raises(lk.LossInputError) as caught:
+        getattr(LF, case.loss)(*bad, **kwargs)
+    message = str(caught.value)
+    assert "cpu" in message and other in message and ".to(" in message, message

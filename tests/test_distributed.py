@@ -120,6 +120,18 @@ def test_count_kl_div_by_reduction(mod):
     assert n.item() == 12
     torch.testing.assert_close(s, kl)
 
+    p0, q0 = logp[0, 0], q[0, 0]  # 0-d input: torch's batchmean is the plain sum, count 1
+    s, n = lkd.loss_sum_and_count(mod.KLDivLoss(reduction="batchmean"), p0, q0)
+    assert n.item() == 1
+    torch.testing.assert_close(s, q0 * (q0.log() - p0))
+
+
+def test_count_cross_entropy_with_a_non_negative_ignore_index():
+    """ignore_index=255 (segmentation) or C - 1: every other class index counts, below or above."""
+    y = torch.tensor([0, 255, 2, 1, 255])
+    assert lkd.count_targets(y, ignore_index=255).item() == 3
+    assert lkd.count_targets(torch.tensor([2, 0, 1, 2]), ignore_index=1).item() == 3
+
 
 def test_count_focal_loss_counts_non_ignored_or_elements():
     gamma = 2.0

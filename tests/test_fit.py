@@ -560,3 +560,12 @@ def test_resume_on_another_world_size_compares_the_global_batch() -> None:
     check_settings(stored, {"batch_size": 16, "world_size": 1}, "run")  # 8 x 2 == 16 x 1
     with pytest.raises(ResumeMismatchError, match="global batch of 8; the run used 8 on 2"):
         check_settings(stored, {"batch_size": 8, "world_size": 1}, "run")
+
+
+def test_loss_signature_holds_class_weights() -> None:
+    """A resume with other class weights must be told apart: the buffers are in the signature."""
+    from losskit.train.resume import loss_signature
+
+    a = loss_signature(lk.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0])))
+    b = loss_signature(lk.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0])))
+    assert a["weight"] == [1.0, 2.0] and a != b

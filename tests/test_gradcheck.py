@@ -148,7 +148,7 @@ def _dice_binary(gen):
 def _linear_ce(gen):
     h, w, b = _randn(gen, 5, 3), _randn(gen, 6, 3), _randn(gen, 6)
     y = torch.tensor([0, 5, -100, 2, 3])
-    return (lambda hh, ww, bb, r: LF.linear_cross_entropy(hh, ww, y, bb, reduction=r,
+    return (lambda hh, ww, bb, r: LF.linear_cross_entropy(hh, ww, y, linear_bias=bb, reduction=r,
                                                           label_smoothing=0.1)), (h, w, b)
 
 
@@ -186,7 +186,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradcheck(name, reduction, gen):
     fn, tensors = CASES[name](gen)

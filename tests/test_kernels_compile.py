@@ -66,7 +66,7 @@ def test_public_api_compiles_in_one_graph_with_checks_on(gen, mode):
         hidden = model(x)  # (B, T, 32)
         logits = head(hidden).transpose(1, 2)  # (B, V, T): torch's K-dim layout
         return ce(logits, y) + LF.linear_cross_entropy(
-            hidden.reshape(-1, 32), head.weight, y.reshape(-1), head.bias)
+            hidden.reshape(-1, 32), head.weight, y.reshape(-1), linear_bias=head.bias)
 
     with lk.checks(mode):
         compiled = torch.compile(losses, backend="aot_eager", fullgraph=True)

@@ -330,3 +330,16 @@ def test_large_vocabulary(gen, dtype, inplace):
                                          lse_square_scale=1e-3, reduction="none")
     assert_close(loss, ref, dtype)
     assert_close(grad, ref_grad, dtype)
+
+
+def test_negative_z_loss_scale_matches_the_oracle(gen):
+    """lse_square_scale < 0 is accepted like any other value; its gradient term must follow
+    (a `z > 0` test in place of `z != 0` would drop it)."""
+    x = torch.randn(12, 9, generator=gen)
+    y = torch.randint(0, 9, (12,), generator=gen)
+    logits = x.clone().requires_grad_()
+    ref = x.double().requires_grad_()
+    fused.cross_entropy(logits, y, lse_square_scale=-1e-2).backward()
+    expected = ce_oracle(ref, y, lse_square_scale=-1e-2)
+    expected.backward()
+    assert_close(logits.grad, ref.grad, torch.float32)

@@ -118,6 +118,7 @@ def test_chunk_rule(monkeypatch):
     assert chunked.chunk_tokens(4096, 32000) == 512  # 64 MiB / (4 * 32000) = 524 -> 512
     assert chunked.chunk_tokens(100, 64) == 100  # everything fits: one chunk
     assert chunked.chunk_tokens(1000, 10**8) == 16  # floor of MIN_CHUNK
+    assert chunked.chunk_tokens(4096, 16777) == 512  # 64 MiB / (4 * 16777) = 1000.0 -> 512
     monkeypatch.setattr(chunked, "CHUNK_BYTES", 4 * 50 * 20)  # room for 20 rows of 50
     assert chunked.chunk_tokens(27, 50) == 16  # rounded down to a power of two
 
@@ -130,3 +131,48 @@ def test_dispatch_reaches_chunked_path(gen):
     loss64 = kernels.linear_cross_entropy(hidden.double(), weight.double(),
                                           torch.zeros(64, dtype=torch.long))
     assert type(loss64.grad_fn).__name__ != "ChunkedLinearCrossEntropyBackward"
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize(("n", "ignored"), [(17, 0), (27, 10)])  # 17 counted tokens either way
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_last_chunk_of_one_token(gen, reduction, n, ignored, dtype):
+    """chunk_size=8 over 17 counted tokens: chunks of 8, 8 and 1 (a (1, V) chunk), with and
+    without ignored tokens dropped first; values and all three gradients against float64."""
+    hidden = torch.randn(n, D, generator=gen).to(dtype)
+    weight = (torch.randn(V, D, generator=gen) * 0.5).to(dtype)
+    bias = torch.randn(V, generator=gen).to(dtype)
+    target = torch.randint(0, V, (n,), generator=gen)
+    target[1:2 * ignored:2] = -100  # `ignored` tokens, every other one
+    assert int((target != -100).sum()) == 17
+    params = [p.clone().requires_grad_() for p in (hidden, weight, bias)]
+    refs = [p.detach().double().requires_grad_() for p in params]
+    loss = chunked.linear_cross_entropy(params[0], params[1], target, params[2], chunk_size=8,
+                                        reduction=reduction, label_smoothing=0.1)
+    ref = unfused(*refs, target, reduction=reduction, label_smoothing=0.1)
+    go = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    (loss * go.to(dtype)).sum().backward()
+    (ref * go).sum().backward()
+    assert_close(loss, ref, dtype)
+    for p, r in zip(params, refs, strict=True):
+        assert_close(p.grad, r.grad, dtype)
+
+
+def test_every_token_ignored_with_the_default_chunk_rule(gen):
+    """No counted token: zero kept rows, and the default chunk rule must still give a chunk of
+    at least 1 (range() with step 0 raises)."""
+    hidden, weight, _, _ = make_case(gen, torch.float32)
+    h = hidden.clone().requires_grad_()
+    loss = chunked.linear_cross_entropy(h, weight, torch.full((N,), -100))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(h.grad) == 0
+
+
+def test_upstream_gradient_of_exactly_two(gen):
+    """The backward skips the multiplication only for an upstream gradient of exactly 1."""
+    hidden, weight, _, target = make_case(gen, torch.float32)
+    h = hidden.clone().requires_grad_()
+    (2.0 * chunked.linear_cross_entropy(h, weight, target)).backward()
+    h_ref = hidden.double().requires_grad_()
+    (2.0 * unfused(h_ref, weight, None, target)).backward()
+    assert_close(h.grad, h_ref.grad, torch.float32)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Where the subprocess runs the kernels: "cpu" under the interpreter, or "cuda" (compiled kernels).
 DEVICE = os.environ.get("LOSSKIT_TRITON_TEST_DEVICE", "cpu")
-GROUPS = ["ce_two_pass", "ce_single_block", "ce_edge_cases", "linear_ce"]
+GROUPS = ["ce_two_pass", "ce_single_block", "ce_edge_cases", "ce_hostile", "linear_ce"]
 
 # dtype -> (rtol, atol as a fraction of the largest reference value). bf16: inputs are rounded to
 # bf16 before the oracle sees them, so what remains is the output's rounding (2^-8 relative) and,
@@ -295,6 +295,41 @@ def group_ce_edge_cases(chk, tk, ce_mod):
     go[y == -100] = float("inf")
     out.backward(go)
     chk.true("inf upstream at ignored row", bool(xa.grad.isfinite().all()), "")
+
+
+def group_ce_hostile(chk, tk, ce_mod):
+    """Large logits and -inf masks on ignored rows, in one block and in the two-pass path.
+
+    The loss must not lose accuracy with the logits' magnitude (float32 error ~1e-6, not
+    |x| * 2^-24), and a -inf (or all -inf) row that is ignored must give a finite loss and a
+    zero gradient.
+    """
+    tight = (2e-6, 2e-6)
+    for path in ("single", "two_pass"):
+        if path == "two_pass":
+            two_pass(ce_mod)
+        for offset in (1e4, 1e8):
+            # Rows relative to a huge offset: the float32 values are what the oracle sees too.
+            x = (torch.randn(4, 300, generator=torch.Generator().manual_seed(7)) + offset).float()
+            x[0, :2] = offset  # two tied maxima: the loss of class 0 is near log 2 + ...
+            y = torch.tensor([0, 5, -100, -100])
+            x[2, 10] = float("-inf")
+            x[3] = float("-inf")  # an ignored row that is entirely masked
+            for eps in (0.0, 0.1):
+                name = f"{path} offset {offset:g} eps {eps}"
+                xa = x.to(DEVICE).clone().requires_grad_()
+                loss, lse = tk.cross_entropy(xa, y.to(DEVICE), label_smoothing=eps,
+                                             reduction="sum", return_lse=True)
+                loss.backward()
+                xr = x.double().requires_grad_()
+                ref = oracle(xr, y, label_smoothing=eps, reduction="sum")
+                ref.backward()
+                chk.close(f"{name} value", loss, ref, *tight)
+                chk.close(f"{name} grad", xa.grad, torch.nan_to_num(xr.grad), *tight)
+                chk.true(f"{name} ignored rows: zero grad", bool((xa.grad[2:] == 0).all()), "")
+                ref_lse = torch.logsumexp(x.double()[:2], dim=1)
+                chk.close(f"{name} lse", lse[:2], ref_lse, 1e-7, 0.0)
+                chk.true(f"{name} lse 0 at ignored rows", bool((lse[2:] == 0).all()), f"{lse}")
 
 
 def lce_case(chk, tk, name, dtype, *, bias, chunk_size, reduction, **opts):

@@ -422,7 +422,20 @@ def reduction_of(args: dict[str, Any]) -> str:
 
 
 REGRESSION = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss")
+SAME_SHAPE = (*REGRESSION, "PoissonNLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss",
+              "SoftMarginLoss", "MultiLabelSoftMarginLoss")  # input and target shapes equal
+ON_LOGITS = ("BCEWithLogitsLoss", "MultiLabelSoftMarginLoss")  # targets in [0, 1], no sigmoid
 CLASS_INDEX = ("CrossEntropyLoss", "NLLLoss")
+
+
+SIGN_TARGET = ("HingeEmbeddingLoss", "MarginRankingLoss", "CosineEmbeddingLoss", "SoftMarginLoss")
+PAIRWISE = ("MarginRankingLoss",)  # input1, input2 and target of one shape
+
+
+def _pair_shapes_differ(args: dict[str, Any]) -> bool:
+    shapes = {tuple(t.shape) for t in _tensors([args.get("input1"), args.get("input2"),
+                                                 args.get("target")])}
+    return len(shapes) > 1
 
 
 def _first_two(args: dict[str, Any]) -> tuple[Any, Any]:
@@ -480,21 +493,48 @@ def _departure(case: Case, torch_out: Outcome) -> Departure | None:
 
     args = bound(case)
     inp, tgt = _first_two(args)
-    if (case.loss in REGRESSION and isinstance(inp, torch.Tensor)
+    if (case.loss in SAME_SHAPE and isinstance(inp, torch.Tensor)
             and isinstance(tgt, torch.Tensor) and inp.shape != tgt.shape):
         return Departure("broadcast", "shapes that would broadcast raise (docs/mistakes.md)",
                          raises=LossInputError)
     if (bad := _non_finite(case, args)) is not None:
         return Departure(f"non-finite {bad}", "NaN or Inf inputs raise (docs/mistakes.md)",
                          raises=LossRuntimeError)
-    if case.loss == "BCEWithLogitsLoss" and bool(((tgt < 0) | (tgt > 1)).any()):
+    if case.loss in SIGN_TARGET and isinstance(tgt, torch.Tensor) and tgt.numel() and bool(
+            ((tgt != 1) & (tgt != -1)).any()):
+        return Departure("sign target", "targets other than -1 / 1 raise (docs/mistakes.md)",
+                         raises=LossInputError)
+    if case.loss in PAIRWISE and _pair_shapes_differ(args):
+        return Departure("broadcast", "shapes that would broadcast raise (docs/mistakes.md)",
+                         raises=LossInputError)
+    if case.loss in ON_LOGITS and bool(((tgt < 0) | (tgt > 1)).any()):
         return Departure("bce-logits target range", "BCE targets outside [0, 1] raise "
                          "(docs/mistakes.md)", raises=LossRuntimeError)
+    if (case.loss == "PoissonNLLLoss" and args.get("log_input") is False
+            and bool((inp.detach() < 0).any())):
+        return Departure("negative rates", "rates given with log_input=False must be >= 0 "
+                         "(docs/mistakes.md)", raises=LossInputError)
+    if (margin := _margin_label_departure(case, tgt)) is not None:
+        return margin
     if reduction_of(args) == "mean" and _counted(case, args) == 0:
         return Departure("mean over nothing", "0 with zero gradient and a LossWarning where "
                          "torch gives NaN (docs/mistakes.md)", warns="mean is over nothing",
                          value="zero")
     return _warning_departure(case, args, inp, tgt)
+
+
+def _margin_label_departure(case: Case, tgt: Any) -> Departure | None:
+    """Multi-hot rows given to multi-label margin, which takes label lists padded with -1
+    (losskit/checks/margin.py). Soft margin's -1 / 1 labels are SIGN_TARGET's."""
+    from losskit.checks import LossInputError
+
+    if not isinstance(tgt, torch.Tensor) or not tgt.numel():
+        return None
+    zero_one = bool(((tgt == 0) | (tgt == 1)).all())
+    if case.loss == "MultiLabelMarginLoss" and zero_one and tgt.dim() and tgt.shape[-1] >= 3:
+        return Departure("multi-hot label lists", "multi-hot targets for MultiLabelMarginLoss "
+                         "raise (docs/mistakes.md)", raises=LossInputError)
+    return None
 
 
 def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> Departure | None:
@@ -506,6 +546,13 @@ def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> 
             if bool(((lse.abs() > 1e-3) & lse.isfinite()).any()):
                 return Departure("nll logits", "NLLLoss input that is not log-probabilities "
                                  "warns (docs/mistakes.md)", warns="does not look like log-prob")
+    if case.loss == "LinearCrossEntropyLoss" and tgt.is_floating_point() and tgt.numel():
+        class_dim = 0 if tgt.dim() == 1 else 1  # the logits' class dim (the target's shape)
+        sums = tgt.detach().sum(class_dim)
+        if bool((tgt < 0).any()) or bool(((sums - 1).abs() > 1e-4).any()):
+            return Departure("soft target not a distribution", "probability targets that "
+                             "are not distributions warn (docs/mistakes.md)",
+                             warns="read as class probabilities")
     if case.loss == "CrossEntropyLoss" and inp.dim() >= 1:
         class_dim = 0 if inp.dim() == 1 else 1
         if tgt.is_floating_point() and tgt.shape == inp.shape and tgt.numel():
@@ -519,7 +566,16 @@ def _warning_departure(case: Case, args: dict[str, Any], inp: Any, tgt: Any) -> 
                 and bool(((x.sum(class_dim) - 1).abs() <= 1e-4).all())):
             return Departure("softmax before CE", "probabilities given to cross-entropy warn "
                              "(docs/mistakes.md)", warns="looks like probabilities")
-    if case.loss == "BCEWithLogitsLoss" and inp.numel() >= 16:
+    if case.loss == "PoissonNLLLoss" and bool((tgt.detach() < 0).any()):
+        return Departure("negative counts", "negative Poisson targets warn (docs/mistakes.md)",
+                         warns="negative count")
+    var = args.get("var")
+    zero_var = (bool((var.detach() == 0).any()) if isinstance(var, torch.Tensor)
+                else isinstance(var, float) and var == 0.0)
+    if case.loss == "GaussianNLLLoss" and zero_var:
+        return Departure("zero variance", "a variance of 0 warns (docs/mistakes.md)",
+                         warns="clamps a zero variance")
+    if case.loss in ON_LOGITS and inp.numel() >= 16:
         lo, hi = inp.detach().min(), inp.detach().max()
         if bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):
             return Departure("sigmoid before BCE-with-logits", "sigmoid output given to "

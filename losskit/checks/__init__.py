@@ -234,14 +234,20 @@ def check_floating_input(loss: str, input: Tensor, *, allow_complex: bool = Fals
 
 
 def check_same_device(loss: str, **tensors: Tensor | None) -> None:
-    present = {k: v for k, v in tensors.items() if v is not None}
-    devices = {v.device for v in present.values()}
-    if len(devices) > 1:
+    """Every tensor on the first one's device. A 0-d CPU tensor is exempt: torch treats it as a
+    scalar beside tensors on any device (``target=torch.tensor(1.)`` with CUDA inputs)."""
+    present = {k: v for k, v in tensors.items()
+               if v is not None and not (v.dim() == 0 and v.device.type == "cpu")}
+    if not present:
+        return
+    first = next(iter(present.values())).device
+    odd = [k for k, v in present.items() if v.device != first]
+    if odd:
         where = ", ".join(f"`{k}` on {v.device}" for k, v in present.items())
-        first = next(iter(present.values())).device
+        moves = "; ".join(f"`{k} = {k}.to({str(first)!r})`" for k in odd)
         raise LossRuntimeError(
             f"{loss}: tensors are on different devices ({where}). "
-            f"Fix: move them to one device, e.g. `target = target.to({str(first)!r})`."
+            f"Fix: move them to one device, e.g. {moves}."
         )
 
 
@@ -419,7 +425,11 @@ def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
             return
         if dims == 1 and target.dim() == 0:
             return
-    if input.dim() > 0 and target.shape == input.shape:
+    # nll_loss of one sample with one class, (1,) input and (1,) index target: torch computes
+    # it, forward and backward (there is no probability target to confuse it with).
+    single = (loss == "nll_loss" and input.shape == (1,) and target.shape == (1,)
+              and not target.is_floating_point())
+    if input.dim() > 0 and target.shape == input.shape and not single:
         _same_shape_class_target(loss, input, target)
     if target.is_floating_point() or target.dtype == torch.bool:
         other = {
@@ -448,7 +458,7 @@ def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     if input.dim() == 1:
         # torch's forward also takes a (1,) target here, but its backward then fails with
         # "size mismatch": refuse it up front, with the fix.
-        if target.dim() != 0:
+        if target.dim() != 0 and not single:
             raise LossInputError(
                 f"{loss}: `input` has shape {tuple(input.shape)} (one unbatched sample of "
                 f"{input.shape[0]} classes) but `target` has shape {tuple(target.shape)}. Fix: a "
@@ -586,7 +596,7 @@ def check_not_sigmoid_output(loss: str, input: Tensor) -> None:
     if bool((lo >= 0) & (hi <= 1) & (lo < 0.5) & (hi > 0.5)):
         _warn(
             f"{loss}: every value of `input` ({describe(input)}) lies in [0, 1], which looks "
-            f"like sigmoid output. binary_cross_entropy_with_logits applies the sigmoid itself; "
+            f"like sigmoid output. {loss} applies the sigmoid itself; "
             f"a second sigmoid caps predictions near 0.73 and the model stops learning. Fix: "
             f"pass the raw logits (remove the final sigmoid)."
         )

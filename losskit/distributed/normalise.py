@@ -76,8 +76,10 @@ def loss_sum_and_count(loss_fn: Callable[..., Tensor], *tensors: Tensor) -> tupl
     """
     record = registry.lookup(loss_fn)
     if record is None or record.mean_count is None or not isinstance(loss_fn, nn.Module):
-        rows = tensors[-1] if len(tensors) > 1 else tensors[0]
-        n = registry.count_full(tensors[0], rows.shape[0] if rows.dim() > 0 else 1)
+        rows = tensors[-1] if len(tensors) > 1 else tensors[0]  # e.g. CTC's target_lengths
+        # a tuple or list of lengths counts its items
+        batch = (rows.shape[0] if rows.dim() > 0 else 1) if isinstance(rows, Tensor) else len(rows)
+        n = registry.count_full(tensors[0], batch)
         if isinstance(loss_fn, nn.Module) and getattr(loss_fn, "reduction", "mean") != "mean":
             loss_fn = _with_reduction(loss_fn, "mean")
         return loss_fn(*tensors) * n, n

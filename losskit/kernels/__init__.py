@@ -39,6 +39,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from losskit.checks import LossIndexError
+
 # The submodules share their names with the functions below: import them first, then the function
 # definitions take over the package attributes.
 from losskit.kernels import cross_entropy as _fused_ce
@@ -135,6 +137,35 @@ def runs_reference(logits: Tensor, weight: Tensor | None) -> bool:
     return _backend(logits, weight, logits.numel(), False, "cross_entropy") is reference
 
 
+def _no_classes(
+    logits: Tensor, target: Tensor, ignore_index: int, reduction: str, label_smoothing: float,
+    return_lse: bool, out_dtype: torch.dtype | None, name: str,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The loss of ``(N, 0)`` logits: no class, so every target must be ignored (torch: IndexError).
+
+    Rows contribute 0 ("mean" over nothing is 0, losskit's rule), but torch's ``eps / C`` makes
+    label smoothing NaN. ``logits.sum(1)`` is that 0 with the graph kept (zero gradients); the
+    value read is a device sync, paid only on this degenerate shape.
+    """
+    counted = target != ignore_index  # (N,)
+    if bool(counted.any()):
+        first = int(target[counted][0])
+        raise LossIndexError(
+            f"{name}: there are no classes (the logits have shape {tuple(logits.shape)}, C = 0), "
+            f"but `target` holds the class index {first} ({int(counted.sum())} targets are not "
+            f"ignore_index={ignore_index}). Fix: give the head at least one class (a vocabulary "
+            f"of 0 is usually an empty `weight` or a wrong slice), or mark these targets with "
+            f"ignore_index."
+        )
+    loss = logits.sum(dim=1)  # (N,) zeros
+    if label_smoothing > 0.0:
+        loss = loss + float("nan")  # torch's (eps / C) with C = 0
+    value = loss if reduction == "none" else loss.sum()
+    value = value.to(out_dtype or logits.dtype)
+    lse = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
+    return (value, lse) if return_lse else value
+
+
 def cross_entropy(
     logits: Tensor,
     target: Tensor,
@@ -158,6 +189,9 @@ def cross_entropy(
     >>> cross_entropy(x, torch.tensor([0, -100]), reduction="sum")
     tensor(0.2395)
     """
+    if logits.shape[1] == 0:
+        return _no_classes(logits, target, ignore_index, reduction, label_smoothing, return_lse,
+                           out_dtype, "cross_entropy")
     backend = _backend(logits, weight, logits.numel(), inplace, "cross_entropy")
     return backend.cross_entropy(
         logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
@@ -191,6 +225,10 @@ def linear_cross_entropy(
     >>> linear_cross_entropy(h, W, torch.tensor([0, 2]), reduction="none")
     tensor([0.2395, 1.0986])
     """
+    if weight.shape[0] == 0:
+        logits = torch.nn.functional.linear(hidden, weight, bias)  # (N, 0): keeps the graph
+        return _no_classes(logits, target, ignore_index, reduction, label_smoothing, return_lse,
+                           out_dtype, "linear_cross_entropy")
     numel = hidden.shape[0] * weight.shape[0]
     backend = _backend(hidden, class_weight, numel, False, "linear_cross_entropy")
     return backend.linear_cross_entropy(

@@ -95,28 +95,37 @@ def ce_chunk(
         xf = torch.mul(tanh, softcap, out=work[-1, :n])
     elif x.dtype != torch.float32:
         xf = work[-1, :n].copy_(x)
-    # Step 2: everything the loss reads from the logits, before they may be overwritten.
+    # Step 2: everything the loss reads from the logits, before they may be overwritten. Every
+    # per-row value is taken relative to the row max m (0 for an all -inf row): the loss is
+    # built from x_y - m and log sum exp(x - m), numbers of its own size, so its error does not
+    # grow with the logits (lse - x_y from lse ~ 1e8 would round to 0 in float32).
+    ignored = counted == 0  # (n,) selected out below, never multiplied by 0 (-inf * 0 = NaN)
     row_max = xf.amax(dim=1)  # (n,)
-    x_y = xf.gather(1, target[:, None]).squeeze(1)  # (n,)
-    x_w = None
-    if eps > 0.0:
-        x_w = xf.sum(dim=1) if weight is None else xf @ weight  # (n,) sum_c w_c x_c
-    # Step 3: p = softmax(x) in the buffer that becomes the gradient: torch's fused row kernel
-    # reads the row once from memory (max, exp-sum and scale passes run in cache), and writing over
-    # its own input is fine since each element is read before it is written. At the row's max p is
-    # exp(0) / sum = 1 / sum exp(x - max), so lse = max - log(max_c p) and p never underflows there.
+    m = torch.where(row_max == float("-inf"), 0.0, row_max)  # (n,) +inf / NaN rows: NaN
+    x_y = xf.gather(1, target[:, None]).squeeze(1) - m  # (n,) x_y - m
     if grad is not None and grad.dtype == torch.float32:
         p = grad
     else:
         p = xf if xf is not x else work[-1, :n]
-    torch._softmax(xf, 1, False, out=p)
-    lse = row_max - p.amax(dim=1).log()  # (n,)
-    # Step 4: the loss per row, 0 at ignored rows (w_y and scale are 0 there).
-    loss = (1.0 - eps) * w_y * (lse - x_y)
+    x_w = None
     if eps > 0.0:
-        loss = loss + (eps / num_classes) * (weight_sum * lse - x_w) * counted
+        # sum_c w_c (x_c - m), from the shifted row itself (sum_c w_c x_c - W m would cancel).
+        shifted = torch.sub(xf, m[:, None], out=p)  # (n, C) in the gradient's buffer
+        x_w = shifted.sum(dim=1) if weight is None else shifted @ weight  # (n,)
+    # Step 3: p = softmax(x) in the buffer that becomes the gradient: torch's fused row kernel
+    # reads the row once from memory (max, exp-sum and scale passes run in cache), and writing over
+    # its own input is fine since each element is read before it is written. At the row's max p is
+    # exp(0) / sum = 1 / sum exp(x - max), so log sum exp(x - m) = (row_max - m) - log(max_c p).
+    torch._softmax(p if eps > 0.0 else xf, 1, False, out=p)
+    log_sum = (row_max - m) - p.amax(dim=1).log()  # (n,)
+    lse = torch.where(ignored, 0.0, m + log_sum)  # (n,)
+    # Step 4: the loss per row, 0 at ignored rows.
+    loss = (1.0 - eps) * w_y * (log_sum - x_y)
+    if eps > 0.0:
+        loss = loss + (eps / num_classes) * (weight_sum * log_sum - x_w)
     if z != 0.0:
         loss = loss + z * w_y * lse.square()
+    loss = torch.where(ignored, 0.0, loss)
     if grad is None:
         return loss, lse
     # Step 5: the gradient, coef * p minus the one-hot and smoothing terms, scaled per row.
@@ -130,6 +139,9 @@ def ce_chunk(
         p.sub_(smooth if weight is None else smooth * weight[None, :])
     if tanh is not None:
         p.mul_(tanh.square_().neg_().add_(1.0))  # d(s tanh(x/s))/dx = 1 - tanh^2
+    # An ignored row whose softmax is NaN (all -inf, or +inf/NaN: nothing the loss reads) must
+    # still get a zero gradient; selecting it out costs one pass over the chunk while in cache.
+    p.masked_fill_(ignored[:, None], 0.0)
     if p is not grad:
         grad.copy_(p)
     return loss, lse
@@ -187,7 +199,7 @@ def _forward(
         value = loss.sum()
     else:
         value = loss.sum() / denom
-    return value.to(out_dtype), lse * counted_f, grad
+    return value.to(out_dtype), lse, grad  # lse is already 0 at ignored rows
 
 
 def _is_one(grad_output: Tensor) -> bool:

@@ -73,14 +73,21 @@ def cross_entropy(
         x = softcap * torch.tanh(x / softcap)
     counted = target != ignore_index  # (N,)
     t = torch.where(counted, target, torch.zeros_like(target)).long()  # (N,) safe to gather
-    lse = torch.logsumexp(x, dim=1)  # (N,)
-    nll = lse - x.gather(1, t[:, None]).squeeze(1)  # (N,)
-    w_y = counted.to(x.dtype) if w is None else w[t] * counted  # (N,) 0 at ignored rows
+    # Ignored rows are selected out (never multiplied by 0): a -inf or NaN there stays out of the
+    # loss and of the gradient.
+    x = torch.where(counted[:, None], x, 0.0)  # (N, C)
+    m, shifted, log_sum = shifted_log_sum_exp(x)  # (N,) max, (N, C) x - m, (N,)
+    lse = m + log_sum  # (N,)
+    nll = log_sum - shifted.gather(1, t[:, None]).squeeze(1)  # (N,) lse - x_y, never huge - huge
+    w_y = counted.to(x.dtype) if w is None else torch.where(counted, w[t], 0.0)  # (N,)
     loss = (1.0 - label_smoothing) * w_y * nll
     if label_smoothing > 0.0:
-        # sum_c w_c (lse - x_c) = lse * sum_c w_c - x @ w
-        smooth = x.shape[1] * lse - x.sum(dim=1) if w is None else w.sum() * lse - x @ w
-        loss = loss + (label_smoothing / x.shape[1]) * smooth * counted
+        # sum_c w_c (lse - x_c) = W log_sum - sum_c w_c (x_c - max)
+        smooth = (
+            x.shape[1] * log_sum - shifted.sum(dim=1) if w is None
+            else w.sum() * log_sum - shifted @ w
+        )
+        loss = loss + (label_smoothing / x.shape[1]) * torch.where(counted, smooth, 0.0)
     if lse_square_scale != 0.0:
         loss = loss + lse_square_scale * w_y * lse.square()
     if reduction == "sum":
@@ -92,7 +99,26 @@ def cross_entropy(
     loss = loss.to(out_dtype)
     if not return_lse:
         return loss
-    return loss, (lse.detach().float() * counted)
+    return loss, torch.where(counted, lse.detach().float(), 0.0)
+
+
+def shifted_log_sum_exp(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The row max ``m`` (0 for an all -inf row), ``x - m`` and ``log sum_c exp(x_c - m)``.
+
+    ``lse - x_c`` is then ``log_sum - (x - m)_c``: two numbers of the size of the loss, so its
+    rounding error does not grow with the logits' magnitude (``lse`` and ``x_c`` of 1e8 would
+    cancel to 0 in float32). ``m`` is a constant of the formula (detached): the result does not
+    depend on it, and amax's gradient would only add terms that cancel.
+
+    >>> m, shifted, log_sum = shifted_log_sum_exp(torch.tensor([[1e8, 1e8, 0.0]]))
+    >>> shifted, log_sum
+    (tensor([[ 0.0000e+00,  0.0000e+00, -1.0000e+08]]), tensor([0.6931]))
+    """
+    m = x.detach().amax(dim=1) if x.shape[1] else x.new_zeros(x.shape[0])  # (N,)
+    # An all -inf row keeps -inf below (not -inf - -inf = NaN); +inf and NaN propagate as NaN.
+    m = torch.where(m == float("-inf"), 0.0, m)
+    shifted = x - m[:, None]  # (N, C)
+    return m, shifted, torch.logsumexp(shifted, dim=1)
 
 
 def linear_cross_entropy(

@@ -85,8 +85,8 @@ def _flatten_classes(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         x = input.unsqueeze(0)  # (1, C)
     elif input.dim() == 2:
         x = input  # (N, C)
-    else:
-        x = input.movedim(1, -1).reshape(-1, input.shape[1])  # (N*d1*..., C)
+    else:  # rows counted from the target: -1 is ambiguous when C = 0
+        x = input.movedim(1, -1).reshape(target.numel(), input.shape[1])  # (N*d1*..., C)
     return x, target.reshape(-1).long()  # (M,)
 
 
@@ -204,6 +204,7 @@ def _torch_op_computes(input: Tensor, target: Tensor, weight: Tensor | None) -> 
     """
     return (
         input.dtype in _TORCH_OP_DTYPES
+        and _num_classes(input) > 0  # no class at all: the kernels' rule, not torch's
         and (weight is None or not weight.requires_grad)
         and not has_override(input, target, weight)
         and not autocast_on(input)
@@ -264,7 +265,11 @@ def _cross_entropy_probabilities(
             "drop these options."
         )
     weight = float32_weight(input, weight)
-    checks.check_class_weight(loss, weight, _num_classes(input), weight_dtype_ref(input))
+    # Class probabilities: torch promotes a class weight of another float dtype (the index path
+    # needs them equal), so only the weight's length is checked against the input here.
+    floating = weight is not None and weight.is_floating_point()
+    dtype_ref = weight if floating else weight_dtype_ref(input)
+    checks.check_class_weight(loss, weight, _num_classes(input), dtype_ref)
     if checks.values_enabled(loss):
         class_dim = 1 if input.dim() >= 2 else 0
         checks.check_finite(loss, allow_neg_inf=True, input=input)
@@ -365,12 +370,15 @@ def focal_loss(
     alpha_t = float32_weight(input, alpha_t)
     check_class_indices(loss, input, target, alpha_t, ignore_index, reduction,
                          weight_name="alpha")
+    class_dim = 1 if input.dim() >= 2 else 0
     x = input.float() if input.dtype in HALF else input  # half losses compute in float32
-    logp = F.log_softmax(x, dim=1 if input.dim() >= 2 else 0)
     counted = checks.not_ignored(target, ignore_index)
+    # Ignored positions are selected out before anything reads them (a -inf logit there times a
+    # zero weight would make the gradient NaN): their loss and gradient are exactly 0.
+    x = torch.where(counted.unsqueeze(class_dim), x, 0.0)
+    logp = F.log_softmax(x, dim=class_dim)
     t = torch.where(counted, target, 0).long()
-    logp_t = logp.gather(1 if input.dim() >= 2 else 0, t.unsqueeze(1 if input.dim() >= 2 else 0))
-    logp_t = logp_t.squeeze(1 if input.dim() >= 2 else 0)  # target's shape
+    logp_t = logp.gather(class_dim, t.unsqueeze(class_dim)).squeeze(class_dim)  # target's shape
     out = -_focal_factor(1 - logp_t.exp(), gamma) * logp_t
     if alpha_t is not None:
         out = out * alpha_t[t].to(out.dtype)

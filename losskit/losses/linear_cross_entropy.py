@@ -1,13 +1,20 @@
-"""Cross-entropy of a linear head, computed without the ``[tokens, vocab]`` logits."""
+"""Cross-entropy of a linear head, computed without the ``[tokens, vocab]`` logits.
+
+torch 2.13's ``F.linear_cross_entropy`` / ``nn.LinearCrossEntropyLoss`` API, run on losskit's
+chunked kernels (:mod:`losskit.kernels.linear_cross_entropy`) whatever ``options`` says.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, kernels, registry
-from losskit.checks import LossInputError, LossRuntimeError
+from losskit.checks import LossRuntimeError
+from losskit.checks import linear_cross_entropy as lce_checks
 from losskit.losses._common import (
     autocast_on,
     float32_weight,
@@ -15,42 +22,81 @@ from losskit.losses._common import (
     result_dtype,
     weight_dtype_ref,
 )
+from losskit.losses.classification import count_targets, cross_entropy
 
 __all__ = [
     "LinearCrossEntropyLoss",
     "linear_cross_entropy",
 ]
 
+LOSS = "linear_cross_entropy"
+
 
 def linear_cross_entropy(
-    hidden: Tensor,
-    weight: Tensor,
+    input: Tensor,
+    linear_weight: Tensor,
     target: Tensor,
-    bias: Tensor | None = None,
     *,
-    ignore_index: int = -100,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
     reduction: str = "mean",
+    ignore_index: int | None = None,
     label_smoothing: float = 0.0,
-    class_weight: Tensor | None = None,
+    options: torch.nn.LinearCrossEntropyOptions | None = None,
     lse_square_scale: float = 0.0,
     softcap: float | None = None,
     return_lse: bool = False,
     chunk_size: int | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    r"""Cross-entropy of a linear head, ``cross_entropy(hidden @ weight.T + bias, target)``,
-    computed chunk by chunk so the ``[tokens, vocab]`` logits never exist whole.
+    r"""Cross-entropy of a linear head, ``cross_entropy(linear(input, linear_weight,
+    linear_bias), target)``, computed chunk by chunk so the ``(N, C)`` logits never exist whole.
+
+    With logits :math:`z_n = W x_n + b` (:math:`W` = ``linear_weight``), class weights
+    :math:`w` and smoothing :math:`\varepsilon`, for a class index :math:`y_n`:
+
+    .. math::
+        l_n = (1 - \varepsilon)\, w_{y_n} (-\log p_{n, y_n})
+              + \frac{\varepsilon}{C} \sum_c w_c (-\log p_{n,c}),
+        \qquad p_n = \mathrm{softmax}(z_n)
+
+    zero where :math:`y_n` is ``ignore_index``; ``"mean"`` divides by :math:`\sum_n w_{y_n}`
+    over counted rows. Class probabilities and K-dimensional heads follow
+    :func:`losskit.functional.cross_entropy` on the logits.
 
     Args:
-        hidden: ``(N, D)`` or ``(B, T, D)`` activations.
-        weight: ``(V, D)`` head weight (as ``nn.Linear.weight``).
-        target: ``(N,)`` or ``(B, T)`` class indices.
-        bias: optional ``(V,)``.
-        class_weight: optional ``(V,)`` class weights (``weight`` of :func:`cross_entropy`).
-        chunk_size: tokens per chunk; by default chosen from the shapes (see
+        input: ``(in_features,)`` or ``(N, in_features)`` hidden states.
+        linear_weight: ``(C, in_features)`` (``nn.Linear.weight``), or ``(C, d1, ..., dK,
+            in_features)`` for a K-dimensional loss (needs a batched ``input``).
+        target: class indices (int64/uint8) of shape ``()``, ``(N,)`` or ``(N, d1, ..., dK)``,
+            or class probabilities of the logits' shape ``(C,)``, ``(N, C)`` or ``(N, C, d1,
+            ..., dK)``.
+        linear_bias: optional ``(C,)`` or ``(C, d1, ..., dK)``.
+        weight: optional ``(C,)`` class weights of ``input``'s dtype.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        ignore_index: target value that contributes nothing; None means -100 for class indices
+            and must stay None for class probabilities.
+        label_smoothing: :math:`\varepsilon \in [0, 1]` (a negative value counts as 0).
+        options: a ``torch.nn.LinearCrossEntropyOptions`` or None, validated as torch does.
+            losskit always runs its own chunked kernel; only ``options.batch_chunk_size``
+            is used (as ``chunk_size``), the other fields are torch's kernel's and are ignored.
+        lse_square_scale: losskit only: z-loss coefficient :math:`z`, adds
+            :math:`z\, w_{y_n} \log^2 \sum_c e^{z_{n,c}}` per counted row.
+        softcap: losskit only: if :math:`s > 0`, logits become :math:`s \tanh(z / s)` first.
+        return_lse: losskit only: also return the float32 log-sum-exp per row (target's shape).
+        chunk_size: losskit only: rows per chunk; by default chosen from the shapes (see
             :mod:`losskit.kernels.linear_cross_entropy`).
-        Other arguments as :func:`cross_entropy`.
 
-    Shape: ``"none"`` gives ``target``'s shape, else a scalar.
+    Shape: ``"none"`` gives the target's shape (without the class dim for probabilities), else
+    a scalar.
+
+    Departures from torch 2.13 (losskit's mistakes table): a ``"mean"`` over no counted row is 0
+    with zero gradient and a LossWarning (torch: NaN); NaN/Inf in ``input``, ``linear_weight`` or
+    ``linear_bias`` raise during the value checks; a 1-D ``input`` takes a 0-d target only. Every
+    shape error is raised with torch's exception class and a message naming the fix. The
+    chunked kernel gives first-order gradients only (a second derivative or a second backward
+    raises, naming ``losskit.kernels.fused(False)``; float64 always takes the plain-autograd
+    path). K-dimensional heads and class-probability targets materialise the logits and run
+    :func:`losskit.functional.cross_entropy` on them.
 
     Example:
         >>> h = torch.randn(6, 4); W = torch.randn(10, 4); y = torch.tensor([1, 2, 3, -100, 5, 6])
@@ -58,71 +104,112 @@ def linear_cross_entropy(
         >>> bool(torch.allclose(a, b, atol=1e-5))
         True
     """
-    loss = "linear_cross_entropy"
     reduction = _reduction.resolve(reduction)
-    checks.check_floating_input(loss, hidden)
+    lce_checks.check_options(options)
+    checks.check_floating_input(LOSS, input)
     checks.check_same_device(
-        loss, hidden=hidden, weight=weight, target=target, bias=bias, class_weight=class_weight
+        LOSS, input=input, linear_weight=linear_weight, target=target, linear_bias=linear_bias,
+        weight=weight,
     )
-    if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
-        raise LossInputError(
-            f"linear_cross_entropy: `hidden` has shape {tuple(hidden.shape)} and `weight` "
-            f"{tuple(weight.shape)}; expected weight (V, D) with D = hidden.shape[-1] = "
-            f"{hidden.shape[-1]}. Fix: pass the head's `nn.Linear.weight`, shaped "
-            f"(out_features, in_features)."
-        )
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise LossInputError(
-            f"linear_cross_entropy: `bias` has shape {tuple(bias.shape)}; expected "
-            f"({weight.shape[0]},). Fix: pass the head's `nn.Linear.bias`."
-        )
-    if autocast_on(hidden):  # the head's matmul in autocast's dtype, as nn.Linear would run it
-        dtype = torch.get_autocast_dtype(hidden.device.type)
-        hidden, weight = hidden.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-        class_weight = float32_weight(hidden, class_weight)
-    elif weight.dtype != hidden.dtype or (bias is not None and bias.dtype != hidden.dtype):
-        got = f"`weight` {weight.dtype}" + ("" if bias is None else f", `bias` {bias.dtype}")
+    lce_checks.check_hidden_dims(input)
+    lce_checks.check_head_shape(input, linear_weight)
+    classes = tuple(linear_weight.shape[:-1])  # (C, d1, ..., dK)
+    lce_checks.check_linear_bias_shape(linear_bias, classes)
+    lce_checks.check_k_dim_batched(input, linear_weight)
+    logits_shape = (*input.shape[:-1], *classes)  # (C,), (N, C) or (N, C, d1, ..., dK)
+    probabilities = tuple(target.shape) == logits_shape
+    if probabilities:
+        lce_checks.check_probabilities_without_ignore_index(ignore_index)
+    else:
+        lce_checks.check_weight_not_differentiable(weight)
+    ignore_index = -100 if ignore_index is None else ignore_index
+    if label_smoothing > 1.0:
         raise LossRuntimeError(
-            f"linear_cross_entropy: `hidden` has dtype {hidden.dtype} but {got}; the head's "
-            f"matmul needs one dtype. Fix: `hidden.to(weight.dtype)`, or compute the loss under "
-            f"`torch.autocast(...)`, which casts both."
+            f"{LOSS}: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}. "
+            f"Fix: use a value such as 0.1."
         )
-    if label_smoothing > 1.0 or label_smoothing < 0.0:
-        raise LossRuntimeError(
-            f"linear_cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: "
-            f"{label_smoothing}. Fix: use a value such as 0.1."
-        )
-    checks.check_softcap(loss, softcap)
-    checks.check_chunk_size(loss, chunk_size)
-    h = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
-    if target.shape != hidden.shape[:-1]:
-        raise LossInputError(
-            f"linear_cross_entropy: `target` has shape {tuple(target.shape)}; expected "
-            f"{tuple(hidden.shape[:-1])} (`hidden`'s shape without its last dim). Fix: one class "
-            f"index per row of `hidden`."
-        )
-    # The (N, V) logits never exist: check the targets against a stand-in of their metadata.
-    logits_meta = torch.empty((h.shape[0], weight.shape[0]), device="meta", dtype=hidden.dtype)
-    checks.check_class_target(loss, logits_meta, target.reshape(-1))
-    checks.check_class_weight(
-        loss, class_weight, weight.shape[0], weight_dtype_ref(hidden), name="class_weight",
-        input_name="hidden", classes="given by the rows of `weight` (V, D)",
-    )
-    values = checks.values_enabled(loss)
-    if values or checks.index_range_enabled(target):
-        checks.check_class_index_range(loss, target, weight.shape[0], ignore_index)
-    if values:
-        checks.check_finite(loss, hidden=hidden, weight=weight, bias=bias)
-        if reduction == "mean":
-            checks.check_not_all_ignored(loss, target, ignore_index)
-    out_dtype = result_dtype(hidden)
-    with no_autocast(hidden):
-        out = kernels.linear_cross_entropy(
-            h, weight, target.reshape(-1).long(), bias, ignore_index=ignore_index,
-            reduction=reduction, label_smoothing=label_smoothing, class_weight=class_weight,
+    label_smoothing = max(label_smoothing, 0.0)  # torch's cross_entropy reads a negative as 0
+    checks.check_softcap(LOSS, softcap)
+    checks.check_chunk_size(LOSS, chunk_size)
+    chunked_in_torch = label_smoothing == 0.0 and target.dtype == torch.int64 and len(classes) == 1
+    if options is not None and chunked_in_torch:  # where torch's chunked op reads the options
+        lce_checks.adjust_options(options, input, classes[0])
+    chunk_size = lce_checks.chunk_size_from_options(options, chunk_size)
+    if probabilities or len(classes) > 1:
+        return _materialised(
+            input, linear_weight, target, linear_bias, logits_shape, weight=weight,
+            reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
             lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
-            chunk_size=chunk_size, out_dtype=out_dtype,
+        )
+    return _chunked(
+        input, linear_weight, target, linear_bias, weight=weight, reduction=reduction,
+        ignore_index=ignore_index, label_smoothing=label_smoothing,
+        lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
+        chunk_size=chunk_size,
+    )
+
+
+def _materialised(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    logits_shape: tuple[int, ...],
+    **kwargs,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """K-dimensional heads and class-probability targets: the logits, then cross_entropy."""
+    d = input.shape[-1]
+    w = linear_weight.reshape(-1, d)  # (C*d1*...*dK, D)
+    b = None if linear_bias is None else linear_bias.reshape(-1)  # (C*d1*...*dK,)
+    logits = F.linear(input, w, b).reshape(logits_shape)  # (N, C, d1, ..., dK) or (C,)
+    return cross_entropy(logits, target, kwargs.pop("weight"), **kwargs)
+
+
+def _chunked(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    *,
+    weight: Tensor | None,
+    reduction: str,
+    ignore_index: int,
+    return_lse: bool,
+    **kernel_options,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """A ``(C, D)`` head and class-index targets: losskit's chunked kernel."""
+    num_classes = linear_weight.shape[0]
+    # (N, D); (1, D) for an unbatched input. N is spelled out: -1 is ambiguous when D = 0.
+    h = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    if autocast_on(input):  # the head's matmul in autocast's dtype, as nn.Linear would run it
+        dtype = torch.get_autocast_dtype(input.device.type)
+        h, linear_weight = h.to(dtype), linear_weight.to(dtype)
+        linear_bias = None if linear_bias is None else linear_bias.to(dtype)
+        weight = float32_weight(input, weight)
+    else:
+        _check_head_dtype(input, linear_weight, linear_bias)
+    lce_checks.check_target_rows(input, target)
+    # The (N, C) logits never exist: check the targets against a stand-in of their metadata.
+    logits_meta = torch.empty(
+        (*input.shape[:-1], num_classes), device="meta", dtype=input.dtype
+    )
+    checks.check_class_target(LOSS, logits_meta, target)
+    checks.check_class_weight(
+        LOSS, weight, num_classes, weight_dtype_ref(input),
+        classes="given by dim 0 of `linear_weight`",
+    )
+    values = checks.values_enabled(LOSS)
+    if values or checks.index_range_enabled(target):
+        checks.check_class_index_range(LOSS, target, num_classes, ignore_index)
+    if values:
+        checks.check_finite(LOSS, input=input, linear_weight=linear_weight, linear_bias=linear_bias)
+        if reduction == "mean":
+            checks.check_not_all_ignored(LOSS, target, ignore_index)
+    with no_autocast(input):
+        out = kernels.linear_cross_entropy(
+            h, linear_weight, target.reshape(-1).long(), linear_bias, ignore_index=ignore_index,
+            reduction=reduction, class_weight=weight, return_lse=return_lse,
+            out_dtype=result_dtype(input), **kernel_options,
         )
     value, lse = out if return_lse else (out, None)
     if reduction == "none":
@@ -130,51 +217,76 @@ def linear_cross_entropy(
     return (value, lse.reshape(target.shape)) if return_lse else value
 
 
-class LinearCrossEntropyLoss(nn.Module):
-    """Cross-entropy of a linear head without materialising the logits; see
-    :func:`losskit.functional.linear_cross_entropy`. ``forward(hidden, weight, target, bias=None)``.
+def _check_head_dtype(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | None) -> None:
+    """Outside autocast the head's matmul needs one dtype (torch: RuntimeError)."""
+    if linear_weight.dtype == input.dtype and (
+        linear_bias is None or linear_bias.dtype == input.dtype
+    ):
+        return
+    got = f"`linear_weight` {linear_weight.dtype}" + (
+        "" if linear_bias is None else f", `linear_bias` {linear_bias.dtype}"
+    )
+    raise LossRuntimeError(
+        f"{LOSS}: `input` has dtype {input.dtype} but {got}; the head's matmul needs one "
+        f"dtype. Fix: `input.to(linear_weight.dtype)`, or compute the loss under "
+        f"`torch.autocast(...)`, which casts both."
+    )
 
-    >>> head = torch.nn.Linear(4, 10)
+
+class LinearCrossEntropyLoss(nn.LinearCrossEntropyLoss):
+    r"""Cross-entropy of a linear head the Module owns (``self.linear``, an ``nn.Linear``),
+    without materialising the logits; see :func:`losskit.functional.linear_cross_entropy`.
+
+    ``forward(input, target)``: ``input`` ``(in_features,)`` or ``(N, in_features)``; the head
+    ``self.linear.weight`` is stored flat, ``(C * d1 * ... * dK, in_features)``, and read as
+    ``(C, *out_features, in_features)``; initialised exactly as torch's
+    ``nn.LinearCrossEntropyLoss`` (same seed, same ``state_dict``). The losskit-only options
+    ``lse_square_scale``, ``softcap`` and ``chunk_size`` come after torch's, keyword-only.
+
+    >>> _ = torch.manual_seed(0)
+    >>> loss = LinearCrossEntropyLoss(4, 10, bias=True)
     >>> h, y = torch.randn(5, 4), torch.tensor([1, 2, 3, 4, 5])
-    >>> a = LinearCrossEntropyLoss()(h, head.weight, y, head.bias)
-    >>> bool(torch.allclose(a, torch.nn.functional.cross_entropy(head(h), y), atol=1e-5))
+    >>> expected = torch.nn.functional.cross_entropy(loss.linear(h), y)
+    >>> bool(torch.allclose(loss(h, y), expected, atol=1e-6))
     True
     """
 
     def __init__(
         self,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-        class_weight: Tensor | None = None,
+        in_features: int,
+        num_classes: int,
         *,
+        out_features: tuple[int, ...] = (),
+        bias: bool = False,
+        device=None,
+        dtype=None,
+        reduction: str = "mean",
+        weight: Tensor | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        options: torch.nn.LinearCrossEntropyOptions | None = None,
         lse_square_scale: float = 0.0,
         softcap: float | None = None,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        self.register_buffer("class_weight", class_weight)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.label_smoothing = label_smoothing
+        super().__init__(
+            in_features, num_classes, out_features=out_features, bias=bias, device=device,
+            dtype=dtype, reduction=reduction, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, options=options,
+        )
         self.lse_square_scale = lse_square_scale
         self.softcap = softcap
         self.chunk_size = chunk_size
 
-    def forward(
-        self, hidden: Tensor, weight: Tensor, target: Tensor, bias: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        head = (self.num_classes, *self.out_features)  # (C, d1, ..., dK)
+        bias = self.linear.bias
         return linear_cross_entropy(
-            hidden,
-            weight,
-            target,
-            bias,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-            class_weight=self.class_weight,
-            lse_square_scale=self.lse_square_scale,
-            softcap=self.softcap,
+            input, self.linear.weight.reshape(*head, self.linear.in_features), target,
+            linear_bias=None if bias is None else bias.reshape(head), weight=self.weight,
+            reduction=self.reduction, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, options=self.options,
+            lse_square_scale=self.lse_square_scale, softcap=self.softcap,
             chunk_size=self.chunk_size,
         )
 
@@ -182,11 +294,31 @@ class LinearCrossEntropyLoss(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Records
 
+
+def count_rows_or_targets(loss_fn: nn.Module, *tensors: Tensor) -> Tensor:
+    """The denominator of ``"mean"``, from ``(input, target)`` (the Module's forward) or
+    ``(input, linear_weight, target)`` (the function's): the class-weighted count of counted
+    targets (torch's weighted mean), or the rows of class-probability targets.
+
+    >>> loss = LinearCrossEntropyLoss(4, 3)
+    >>> count_rows_or_targets(loss, torch.zeros(3, 4), torch.tensor([1, -100, 2]))
+    tensor(2.)
+    """
+    input, target = tensors[0], tensors[-1]
+    if target.is_floating_point():  # (C,) or (N, C, d1, ...): one term per row and position
+        return registry.count_full(input, target.numel() // target.shape[min(1, target.dim() - 1)])
+    ignore_index = loss_fn.ignore_index
+    n = count_targets(
+        target, weight=loss_fn.weight, ignore_index=-100 if ignore_index is None else ignore_index
+    )
+    return n.to(registry.count_full(input, 0).dtype)
+
+
 registry.register(registry.LossRecord(
     function=linear_cross_entropy, module=LinearCrossEntropyLoss, family="linear_cross_entropy",
-    input="hidden", targets=("class-indices",),
+    input="hidden", targets=("class-indices", "class-probabilities"),
     summary="cross-entropy of a linear head without the [tokens, vocab] logits (LLM training)",
-    mean_count=None,  # takes (hidden, weight, target): count with count_targets
-    torch_function=getattr(F, "linear_cross_entropy", None),
-    torch_module=getattr(nn, "LinearCrossEntropyLoss", None), estimates="probabilities",
+    mean_count=count_rows_or_targets,
+    torch_function=F.linear_cross_entropy, torch_module=nn.LinearCrossEntropyLoss,
+    estimates="probabilities",
 ))

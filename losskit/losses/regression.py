@@ -7,18 +7,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
+from losskit.checks import LossInputError
 from losskit.losses._common import REDUCTION_ENUM, has_override
 
 __all__ = [
     "HuberLoss",
     "L1Loss",
+    "LogCoshLoss",
     "MSELoss",
+    "QuantileLoss",
     "SmoothL1Loss",
     "huber_loss",
     "l1_loss",
+    "log_cosh_loss",
     "mse_loss",
+    "quantile_loss",
     "smooth_l1_loss",
 ]
+
+
+def _check_weighted_reduction(loss: str, reduction: str, weight: Tensor | None) -> None:
+    """torch's weighted path takes only "none" | "mean" | "sum": the deprecated alias
+    "elementwise_mean", accepted without ``weight``, raises ValueError there."""
+    if weight is not None and reduction == "elementwise_mean":
+        raise LossInputError(
+            f"{loss}: reduction='elementwise_mean' with `weight`: torch's weighted {loss} takes "
+            f"only 'none', 'mean' or 'sum' (the deprecated alias is refused there). "
+            f"Fix: reduction='mean'."
+        )
 
 
 def _check_regression(loss: str, input: Tensor, target: Tensor, weight: Tensor | None) -> None:
@@ -55,6 +71,7 @@ def mse_loss(
         >>> mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0]))
         tensor(2.)
     """
+    _check_weighted_reduction("mse_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("mse_loss", input, target, weight)
     legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
@@ -80,6 +97,7 @@ def l1_loss(
         >>> l1_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.5, 4.0]), reduction="sum")
         tensor(2.5000)
     """
+    _check_weighted_reduction("l1_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("l1_loss", input, target, weight)
     legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
@@ -109,6 +127,7 @@ def huber_loss(
         >>> huber_loss(torch.tensor([0.0, 3.0]), torch.tensor([0.5, 0.0]), reduction="none")
         tensor([0.1250, 2.5000])
     """
+    _check_weighted_reduction("huber_loss", reduction, weight)
     reduction = _reduction.resolve(reduction)
     _check_regression("huber_loss", input, target, weight)
     if weight is None and not has_override(input, target):
@@ -139,6 +158,75 @@ def smooth_l1_loss(
             return torch._C._nn.l1_loss(input, target, REDUCTION_ENUM[reduction])
         return torch._C._nn.smooth_l1_loss(input, target, REDUCTION_ENUM[reduction], beta)
     return F.smooth_l1_loss(input, target, size_average, reduce, reduction=reduction, beta=beta)
+
+
+# ----------------------------------------------------------------------------------------------
+# Beyond torch.nn: robust and quantile regression
+
+
+_LOG2 = 0.6931471805599453
+
+
+def log_cosh_loss(input: Tensor, target: Tensor, *, reduction: str = "mean") -> Tensor:
+    r"""Log-cosh error: :math:`l_i = \log\cosh(x_i - y_i)`.
+
+    About :math:`d^2 / 2` for a small error :math:`d` and :math:`|d| - \ln 2` for a large one:
+    a smooth Huber loss with threshold about 1, whose gradient :math:`\tanh(d)` is bounded by 1.
+    Computed as :math:`|d| + \mathrm{softplus}(-2|d|) - \ln 2`, which never overflows
+    (``cosh`` itself overflows float32 beyond :math:`|d| \approx 89`).
+
+    Args:
+        input: predictions, any shape ``(*)``.
+        target: same shape as ``input`` (a shape that would broadcast raises).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``; ``"mean"`` divides by the element count.
+
+    Shape: output ``(*)`` for ``"none"``, else a scalar.
+
+    Example:
+        >>> log_cosh_loss(torch.tensor([0.0, 1.0, 100.0]), torch.zeros(3), reduction="none")
+        tensor([ 0.0000,  0.4338, 99.3069])
+    """
+    loss = "log_cosh_loss"
+    reduction = _reduction.resolve(reduction)
+    _check_regression(loss, input, target, None)
+    d = (input - target).abs()
+    return _reduction.reduce(d + F.softplus(-2 * d) - _LOG2, reduction)
+
+
+def quantile_loss(
+    input: Tensor, target: Tensor, *, quantile: float = 0.5, reduction: str = "mean"
+) -> Tensor:
+    r"""Quantile (pinball) loss: :math:`l_i = \max(q\, d_i,\; (q - 1)\, d_i)`,
+    :math:`d_i = y_i - x_i`.
+
+    Under-predictions cost :math:`q` per unit, over-predictions :math:`1 - q`, so the minimiser
+    is the :math:`q`-quantile of the target given the input: ``quantile=0.9`` gives a value the
+    target stays below 90% of the time; ``quantile=0.5`` is half the L1 loss (the median). At
+    an exact hit (:math:`d_i = 0`) the gradient is 0, as for torch's L1 loss.
+
+    Args:
+        input: predictions, any shape ``(*)``.
+        target: same shape as ``input``.
+        quantile: :math:`q \in (0, 1)`.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``; ``"mean"`` divides by the element count.
+
+    Example:
+        >>> x, y = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0])
+        >>> quantile_loss(x, y, quantile=0.9, reduction="none")  # under by 1, over by 1
+        tensor([0.9000, 0.1000])
+    """
+    loss = "quantile_loss"
+    reduction = _reduction.resolve(reduction)
+    if not 0.0 < quantile < 1.0:
+        raise LossInputError(
+            f"{loss}: quantile={quantile!r} must lie strictly between 0 and 1 (the fraction of "
+            f"targets below the prediction). Fix: e.g. quantile=0.9 for an upper bound, 0.5 for "
+            f"the median."
+        )
+    _check_regression(loss, input, target, None)
+    d = target - input
+    # relu's gradient at 0 is 0: at an exact hit the gradient is 0, as L1's sign(0) in torch.
+    return _reduction.reduce(quantile * F.relu(d) + (1 - quantile) * F.relu(-d), reduction)
 
 
 class MSELoss(nn.MSELoss):
@@ -185,6 +273,37 @@ class SmoothL1Loss(nn.SmoothL1Loss):
         return smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
 
 
+class LogCoshLoss(nn.Module):
+    """Log-cosh error; see :func:`losskit.functional.log_cosh_loss`.
+
+    >>> LogCoshLoss()(torch.tensor([0.0, 2.0]), torch.zeros(2))
+    tensor(0.6625)
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return log_cosh_loss(input, target, reduction=self.reduction)
+
+
+class QuantileLoss(nn.Module):
+    """Quantile (pinball) loss; see :func:`losskit.functional.quantile_loss`.
+
+    >>> QuantileLoss(quantile=0.1)(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0]))
+    tensor(0.5000)
+    """
+
+    def __init__(self, quantile: float = 0.5, reduction: str = "mean") -> None:
+        super().__init__()
+        self.quantile = quantile
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return quantile_loss(input, target, quantile=self.quantile, reduction=self.reduction)
+
+
 # ----------------------------------------------------------------------------------------------
 # Records
 
@@ -203,3 +322,16 @@ for _fn, _module, _torch_fn, _torch_module, _cli, _estimates, _summary in (
         summary=_summary, mean_count=registry.count_elements, torch_function=_torch_fn,
         torch_module=_torch_module, cli=_cli, estimates=_estimates,
     ))
+
+registry.register(registry.LossRecord(
+    function=log_cosh_loss, module=LogCoshLoss, family="regression", input="values",
+    targets=("real",), summary="log(cosh(error)): a smooth Huber loss, gradient tanh(error)",
+    mean_count=registry.count_elements, cli="log-cosh", estimates="median",
+    catalog=(("regression with outliers", ""),),
+))
+registry.register(registry.LossRecord(
+    function=quantile_loss, module=QuantileLoss, family="regression", input="values",
+    targets=("real",), summary="pinball loss: fits the q-quantile (prediction intervals)",
+    mean_count=registry.count_elements, cli="quantile", estimates="quantile",
+    catalog=(("regression", "quantile=0.9"),),
+))

@@ -65,12 +65,13 @@ def dice_loss(
         probs, onehot = torch.sigmoid(x), target.to(x.dtype)
     else:
         check_class_indices(loss, input, target, None, ignore_index, reduction)
-        counted = checks.not_ignored(target, ignore_index)  # (N, d1, ...)
-        t = torch.where(counted, target, 0).long()
-        probs = torch.softmax(x, dim=1)  # (N, C, d1, ...)
+        counted = checks.not_ignored(target, ignore_index).unsqueeze(1)  # (N, 1, d1, ...)
+        t = torch.where(counted.squeeze(1), target, 0).long()
+        # Ignored positions are selected out, never multiplied by 0: the softmax of a masked
+        # (-inf) position is NaN, and NaN * 0 is NaN.
+        probs = torch.where(counted, torch.softmax(torch.where(counted, x, 0.0), dim=1), 0.0)
         onehot = F.one_hot(t, input.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, C, d1, ...)
-        mask = counted.unsqueeze(1).to(probs.dtype)  # (N, 1, d1, ...)
-        probs, onehot = probs * mask, onehot * mask
+        onehot = torch.where(counted, onehot, 0.0)
     dims = [0, *range(2, input.dim())]
     intersection = (probs * onehot).sum(dims)  # (C,)
     denominator = probs.sum(dims) + onehot.sum(dims) + smooth  # (C,)

@@ -94,17 +94,19 @@ def _ce_forward_kernel(
         m = tl.max(x_keep, axis=0)
         m_safe = tl.where(m == float("-inf"), 0.0, m)
         d = tl.sum(tl.exp(x_keep - m_safe), axis=0)
-        sx = 0.0
+        sx = 0.0  # sum_c w_c (x_c - m): relative to the max, so it never cancels
         if HAS_SMOOTHING:
             if HAS_WEIGHT:
                 w_c = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-                sx = tl.sum(tl.where(mask, w_c * x_keep, 0.0), axis=0)
+                sx = tl.sum(tl.where(mask, w_c * (x_keep - m_safe), 0.0), axis=0)
             else:
-                sx = tl.sum(tl.where(mask, x_keep, 0.0), axis=0)
+                sx = tl.sum(tl.where(mask, x_keep - m_safe, 0.0), axis=0)
     else:
         m = float("-inf")
+        m_old = 0.0  # m_safe of the blocks before this one
         d = 0.0
-        sx = 0.0
+        sx = 0.0  # sum_c w_c (x_c - m_safe) over the blocks seen, rebased when m grows
+        w_seen = 0.0  # sum_c w_c over the blocks seen
         for start in range(0, n_cols, BLOCK):
             mask = (start + cols < n_cols) & counted_cols
             x = tl.load(x_row + start + cols, mask=mask, other=float("-inf")).to(tl.float32)
@@ -118,20 +120,27 @@ def _ce_forward_kernel(
             if HAS_SMOOTHING:
                 if HAS_WEIGHT:
                     w_c = tl.load(w_ptr + start + cols, mask=mask, other=0.0).to(tl.float32)
-                    sx += tl.sum(tl.where(mask, w_c * x, 0.0), axis=0)
                 else:
-                    sx += tl.sum(tl.where(mask, x, 0.0), axis=0)
+                    w_c = tl.where(mask, 1.0, 0.0)
+                # sum w (x - m_new) = sum w (x - m_old) + (m_old - m_new) sum w: a difference of
+                # two maxes, never of two large sums.
+                sx = sx + w_seen * (m_old - m_safe)
+                sx += tl.sum(tl.where(mask, w_c * (x - m_safe), 0.0), axis=0)
+                w_seen += tl.sum(tl.where(mask, w_c, 0.0), axis=0)
+            m_old = m_safe
         m_safe = tl.where(m == float("-inf"), 0.0, m)
-    lse = m_safe + tl.log(tl.where(counted, d, 1.0))  # ignored rows: d = 0
+    log_sum = tl.log(tl.where(counted, d, 1.0))  # log sum exp(x - m); ignored rows: d = 0
+    lse = m_safe + log_sum
 
-    # 2. the row's loss and log-sum-exp.
+    # 2. the row's loss and log-sum-exp, from x_y - m and log_sum: lse - x_y computed as such
+    #    would subtract two numbers of the logits' size (1e8 - 1e8 = 0 in float32).
     x_y = tl.load(x_row + y_safe, mask=counted, other=0.0).to(tl.float32)
     if HAS_SOFTCAP:
         x_y = softcap * (1.0 - 2.0 / (tl.exp(2.0 * x_y / softcap) + 1.0))
-    loss = (1.0 - eps) * w_y * (lse - x_y)
+    loss = (1.0 - eps) * w_y * (log_sum - (x_y - m_safe))
     a = (1.0 - eps) * w_y
     if HAS_SMOOTHING:
-        loss += eps / n_cols * (w_total * lse - sx)
+        loss += eps / n_cols * (w_total * log_sum - sx)
         a += eps * w_total / n_cols
     if HAS_ZLOSS:
         loss += z * w_y * lse * lse
@@ -156,7 +165,8 @@ def _ce_forward_kernel(
                 if HAS_SOFTCAP:
                     t = 1.0 - 2.0 / (tl.exp(2.0 * x / softcap) + 1.0)
                     x = softcap * t
-            g = a * tl.exp(x - lse) - tl.where(start + cols == y_safe, (1.0 - eps) * w_y, 0.0)
+            p = tl.exp((x - m_safe) - log_sum)
+            g = a * p - tl.where(start + cols == y_safe, (1.0 - eps) * w_y, 0.0)
             if HAS_SMOOTHING:
                 if HAS_WEIGHT:
                     g -= eps / n_cols * tl.load(w_ptr + start + cols, mask=mask, other=0.0).to(

@@ -1,0 +1,157 @@
+r"""Sequence losses: CTC, for label sequences without a frame-level alignment (speech, handwriting).
+
+The guardrails are in :mod:`losskit.checks.sequence`.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losskit import _reduction, checks, registry
+from losskit.checks import sequence as seq_checks
+from losskit.losses._common import autocast_on
+
+__all__ = ["CTCLoss", "ctc_loss"]
+
+
+def _check_ctc(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: seq_checks.Lengths,
+    target_lengths: seq_checks.Lengths,
+    blank: int,
+    zero_infinity: bool,
+) -> None:
+    """Metadata checks; the length and label checks (every call while they are on the CPU, as
+    torch reads them there anyway); the value checks on ``log_probs``."""
+    loss = "ctc_loss"
+    seq_checks.check_ctc_log_probs(loss, log_probs, autocast=autocast_on(log_probs))
+    seq_checks.check_ctc_devices(loss, log_probs, targets=targets, input_lengths=input_lengths,
+                                 target_lengths=target_lengths)
+    num_classes = log_probs.shape[-1]
+    seq_checks.check_blank_in_range(loss, blank, num_classes)
+    seq_checks.check_lengths_kind(loss, input_lengths, target_lengths)
+    seq_checks.check_lengths_batch(loss, log_probs, input_lengths, target_lengths)
+    seq_checks.check_ctc_targets(loss, log_probs, targets)
+    values = checks.values_enabled(loss)
+    if not (values or seq_checks.host_checks_enabled(targets, input_lengths, target_lengths)):
+        return
+    il = seq_checks.as_lengths(input_lengths, targets.device)  # (N,) int64
+    tl = seq_checks.as_lengths(target_lengths, targets.device)  # (N,) int64
+    seq_checks.check_input_lengths_range(loss, log_probs, il)
+    seq_checks.check_target_lengths_range(loss, targets, tl)
+    seq_checks.check_ctc_labels(loss, targets, tl, num_classes, blank)
+    if values:
+        seq_checks.check_finite_frames(loss, log_probs, il)
+        seq_checks.check_ctc_log_probabilities(loss, log_probs, il)
+        if not zero_infinity:
+            seq_checks.check_targets_fit_inputs(loss, targets, il, tl)
+
+
+def ctc_loss(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor | tuple[int, ...] | list[int],
+    target_lengths: Tensor | tuple[int, ...] | list[int],
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> Tensor:
+    r"""Connectionist Temporal Classification loss (Graves et al., 2006).
+
+    For sample :math:`n` with frames :math:`t = 1..T_n` (``input_lengths[n]``) and labels
+    :math:`y_n` of length :math:`L_n` (``target_lengths[n]``):
+
+    .. math::
+        l_n = -\log \sum_{\pi \in \mathcal{B}^{-1}(y_n)} \prod_{t=1}^{T_n} p_t(\pi_t),
+        \qquad \log p_t = \texttt{log\_probs}[t, n, :]
+
+    where :math:`\mathcal{B}` removes repeated symbols, then blanks, from a frame-level path
+    :math:`\pi`. No path exists when :math:`T_n < L_n + \#\{\text{adjacent repeats in } y_n\}`:
+    :math:`l_n = \infty` (0, with zero gradient, if ``zero_infinity``). ``"mean"`` is
+    :math:`\frac1N \sum_n l_n / \max(L_n, 1)` (each loss divided by its target length, then the
+    batch mean); ``"sum"`` is :math:`\sum_n l_n`.
+
+    The gradient is torch's: it assumes ``log_probs`` comes out of a ``log_softmax`` in the
+    graph (it is the gradient with respect to the scores before that ``log_softmax``), so
+    always apply ``log_softmax`` to the model's output, never pass raw scores.
+
+    Args:
+        log_probs: ``(T, N, C)`` log-probabilities, time first (``log_softmax(2)`` of the
+            model's scores), or unbatched ``(T, C)``. Class ``blank`` is the blank.
+        targets: integer labels in ``[0, C)`` without ``blank``: padded ``(N, S)`` (values
+            after ``target_lengths[n]`` are not read) or every sample's labels concatenated,
+            1-D of ``sum(target_lengths)``; ``(S,)`` or ``(1, S)`` for unbatched input.
+        input_lengths: ``(N,)`` frames per sample, each ``<= T``: an integer tensor or a
+            tuple/list of ints.
+        target_lengths: ``(N,)`` labels per sample, of the same kind as ``input_lengths``.
+        blank: index of the blank class.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        zero_infinity: zero the infinite losses of samples that cannot be aligned, and their
+            gradients.
+
+    Shape: ``"none"`` gives ``(N,)`` (a scalar for unbatched input); ``"mean"`` / ``"sum"`` a
+    scalar. The output dtype is ``log_probs``'s (float32 under ``torch.autocast``).
+
+    Departures from torch, all raised before torch runs: a label outside ``[0, C)`` raises
+    :class:`~losskit.checks.LossIndexError` (torch reads out of bounds on the CPU); ``blank``
+    used as a label raises :class:`~losskit.checks.LossInputError` (torch computes a loss
+    that cannot be reached); float or bool ``targets`` raise
+    :class:`~losskit.checks.LossRuntimeError` (torch truncates them); a tuple of lengths holding
+    a bool raises ``TypeError``. In the checks mode's value checks: NaN or ``+inf`` in
+    ``log_probs`` raises (``-inf`` is a valid log-probability), and a ``LossWarning`` flags
+    ``log_probs`` that are not log-probabilities and, unless ``zero_infinity``, targets that
+    need more frames than their input has.
+
+    Example:
+        >>> log_probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.1, 0.3]]).log()
+        >>> ctc_loss(log_probs, torch.tensor([1]), (3,), (1,))  # unbatched (T=3, C=3)
+        tensor(0.6482)
+        >>> log_probs = log_probs[:, None].expand(3, 2, 3)  # (T, N, C), the same frames twice
+        >>> ctc_loss(log_probs, torch.tensor([[1, 0], [1, 2]]), (3, 3), (1, 2), reduction="none")
+        tensor([0.6482, 1.4271])
+    """
+    reduction = _reduction.resolve(reduction)
+    _check_ctc(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
+    return F.ctc_loss(
+        log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity
+    )
+
+
+class CTCLoss(nn.CTCLoss):
+    """CTC loss with blank index ``blank``; see :func:`losskit.functional.ctc_loss`.
+
+    ``forward(log_probs, targets, input_lengths, target_lengths)`` with ``log_probs`` of shape
+    ``(T, N, C)`` (time first) or ``(T, C)``.
+
+    >>> log_probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.1, 0.3]]).log()
+    >>> CTCLoss(reduction="sum")(log_probs, torch.tensor([1, 2]), (3,), (2,))
+    tensor(1.4271)
+    """
+
+    def forward(
+        self,
+        log_probs: Tensor,
+        targets: Tensor,
+        input_lengths: Tensor | tuple[int, ...] | list[int],
+        target_lengths: Tensor | tuple[int, ...] | list[int],
+    ) -> Tensor:
+        return ctc_loss(
+            log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
+            self.zero_infinity,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+registry.register(registry.LossRecord(
+    function=ctc_loss, module=CTCLoss, family="sequence", input="log-probabilities",
+    targets=("label-sequences",),
+    summary="CTC: label sequences without a frame alignment (speech, handwriting recognition)",
+    # "mean" divides each sample's loss by its own target length before the batch mean, so it is
+    # not one total over a count: no mean_count.
+    mean_count=None, torch_function=F.ctc_loss, torch_module=nn.CTCLoss, cli=None,
+    estimates="probabilities",
+))
