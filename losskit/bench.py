@@ -1,33 +1,41 @@
-"""Benchmark harness for the loss kernels: time and peak memory against torch, ratio tables.
+"""Benchmark harness for the losses: time and peak memory against torch, ratio tables.
 
 One family is a list of *variants* (torch eager, ``torch.compile``, losskit, the machine's floor)
 that each build their inputs and return a ``step()`` doing one forward+backward. The harness:
 
-* times all variants of a family in one process, interleaved (round-robin, so machine noise hits
-  them alike), after a warm-up, and keeps the median of the repeats; ``torch.compile``'s first call
-  is timed separately as the compile time;
-* measures each variant's peak memory in a fresh process: peak RSS minus a floor taken after the
-  inputs (and for linear+CE the gradients) are allocated, so the number is what the step adds;
+* times each variant in its own fresh process (:func:`time_fresh`), so that the allocator state,
+  caches and compiled graphs one variant leaves behind cannot slow or speed another. A fresh
+  process is forked from a ``forkserver`` that has imported torch and losskit but never run an op
+  (as clean as a new interpreter, without paying torch's import per variant). Variants alternate
+  over ``rounds`` (A, B, A, B, ...: machine noise that drifts hits them alike), each child runs a
+  warm-up and then its timed repeats, and the median over all of a variant's repeats is kept;
+  ``torch.compile``'s first call is timed separately as the compile time;
+* measures each variant's peak memory in a fresh Python process: peak RSS minus a floor taken
+  after the inputs (and for linear+CE the gradients) are allocated, so the number is what the
+  step adds;
 * prints each ratio next to its target (issue 4) and can append the rows, with the machine, torch
   version and date, to a Markdown file (``benchmarks/results.md``).
 
 ``losskit bench`` runs a quick version (small shapes, no compile, no memory); the scripts in
-``benchmarks/`` run the full sizes. Example (tiny, for the doctest):
+``benchmarks/`` run the full sizes, one command each (see their docstrings). Example (tiny, for
+the doctest):
 
 >>> fam = FAMILIES["elementwise"]
 >>> rows = time_family(fam, fam.quick[0], repeats=1, warmup=0, compile_=False,
 ...                    names=["mse_loss torch"])
->>> rows[0].name, rows[0].seconds > 0
-('mse_loss torch', True)
+>>> rows[0].name, rows[0].seconds > 0, rows[0].cpu > 0
+('mse_loss torch', True, True)
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import datetime
 import importlib
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -339,10 +347,107 @@ FAMILIES = {f.name: f for f in (CROSS_ENTROPY, LINEAR_CROSS_ENTROPY, ELEMENTWISE
 @dataclasses.dataclass
 class Row:
     name: str
-    seconds: float  # median step time
+    seconds: float  # median step time (wall clock)
     best: float = float("nan")  # fastest repeat: the least disturbed by other processes
     compile_seconds: float | None = None
     extra_bytes: int | None = None  # peak memory above the floor, from a fresh process
+    cpu: float = float("nan")  # median step CPU time of the process (less hurt by a busy machine)
+
+
+@dataclasses.dataclass
+class Timing:
+    """What one fresh process measured: seconds per step for each timed repeat."""
+
+    wall: list[float]
+    cpu: list[float]
+    compile_seconds: float | None = None
+
+
+_FORKSERVER = None
+
+
+def _fresh_context():
+    """The ``forkserver`` context fresh processes come from (set up once per process).
+
+    The server imports torch and losskit (not this module's callers' state) and then only forks;
+    it never runs a torch op, so no thread pool or allocator cache exists to be inherited.
+    """
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload(["torch", "losskit.bench"])
+    return _FORKSERVER
+
+
+def run_fresh(fn: Callable, *args):
+    """``fn(*args)`` in a fresh process; returns its result (``fn`` and the result are pickled,
+    so ``fn`` is a module-level function and its arguments plain data)."""
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=_fresh_context(), max_tasks_per_child=1
+    ) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _timing_child(
+    build: Callable[..., Case], args: tuple, repeats: int, warmup: int, inner: int,
+    threads: int | None, compiled: bool,
+) -> Timing:
+    """Inside the fresh process: build the case, warm up, time ``repeats`` x ``inner`` steps."""
+    if threads:
+        torch.set_num_threads(threads)
+    case = build(*args)
+    compile_s = None
+    if compiled:
+        t0 = time.perf_counter()
+        case.step()
+        compile_s = time.perf_counter() - t0
+    for _ in range(warmup * inner):
+        case.step()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(inner):
+            case.step()
+        cpu.append((time.process_time() - c0) / inner)
+        wall.append((time.perf_counter() - w0) / inner)
+    return Timing(wall, cpu, compile_s)
+
+
+def time_fresh(
+    variants: dict[str, tuple[Callable[..., Case], tuple]],
+    *,
+    rounds: int,
+    repeats: int,
+    warmup: int,
+    inner: int = 1,
+    threads: int | None = None,
+    compiled: tuple[str, ...] = (),
+) -> list[Row]:
+    """Time each variant ``name -> (build, args)`` in fresh processes, ``rounds`` each.
+
+    ``build(*args)`` (a module-level function, run in the child) returns a :class:`Case`. Each
+    child runs ``warmup`` untimed and ``repeats`` timed repeats of ``inner`` steps; the variants
+    take turns, round after round. Returns one :class:`Row` per variant: the medians over all of
+    its repeats (wall clock and process CPU time) and its fastest repeat. Variants named in
+    ``compiled`` have their first step timed apart (in the first round) as the compile time.
+    """
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    compile_s: dict[str, float | None] = {}
+    for _ in range(rounds):
+        for name, (build, args) in variants.items():
+            timing = run_fresh(_timing_child, build, args, repeats, warmup, inner, threads,
+                               name in compiled)
+            wall[name] += timing.wall
+            cpu[name] += timing.cpu
+            compile_s.setdefault(name, timing.compile_seconds)
+    return [Row(name, statistics.median(wall[name]), min(wall[name]), compile_s[name],
+                cpu=statistics.median(cpu[name])) for name in variants]
+
+
+def build_variant(family: str, variant: str, size: dict) -> Case:
+    """The :class:`Case` of a variant of a family in :data:`FAMILIES` (for the fresh processes)."""
+    return next(v for v in FAMILIES[family].variants if v.name == variant).build(size)
 
 
 def time_family(
@@ -353,28 +458,16 @@ def time_family(
     warmup: int,
     compile_: bool,
     names: list[str] | None = None,
+    rounds: int = 1,
+    threads: int | None = None,
 ) -> list[Row]:
-    """Median step time of each variant, all built first and then timed round-robin."""
+    """Median step time of each variant, each variant in its own fresh processes."""
     chosen = [v for v in family.variants if (compile_ or not v.compiled)]
     if names is not None:
         chosen = [v for v in chosen if v.name in names]
-    cases, compile_s = {}, {}
-    for v in chosen:
-        cases[v.name] = v.build(size)
-        if v.compiled:
-            t0 = time.perf_counter()
-            cases[v.name].step()
-            compile_s[v.name] = time.perf_counter() - t0
-    for _ in range(warmup):
-        for case in cases.values():
-            case.step()
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, case in cases.items():
-            t0 = time.perf_counter()
-            case.step()
-            times[name].append(time.perf_counter() - t0)
-    return [Row(n, statistics.median(t), min(t), compile_s.get(n)) for n, t in times.items()]
+    variants = {v.name: (build_variant, (family.name, v.name, size)) for v in chosen}
+    return time_fresh(variants, rounds=rounds, repeats=repeats, warmup=warmup, threads=threads,
+                      compiled=tuple(v.name for v in chosen if v.compiled))
 
 
 def _status_bytes(field: str) -> int:
@@ -526,9 +619,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true",
                         help="the issue's full sizes (minutes, GBs of memory), not quick ones")
     parser.add_argument("--repeats", type=_count, default=5,
-                        help="timed repeats (median; default 5)")
+                        help="timed repeats per process (median; default 5)")
     parser.add_argument("--warmup", type=_count_or_zero, default=1,
-                        help="untimed runs first (default 1)")
+                        help="untimed runs first, in each process (default 1)")
+    parser.add_argument("--rounds", type=_count, default=1,
+                        help="fresh processes per variant, taking turns with the other variants "
+                             "(default 1; the repeats of every round are pooled)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="include torch.compile variants (slow to compile on a CPU)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=False,
@@ -554,7 +650,7 @@ def run(args: argparse.Namespace) -> int:
         for size in family.full if args.full else family.quick:
             print(f"{name} {_size_label(size)} ...", flush=True)
             rows = time_family(family, size, repeats=args.repeats, warmup=args.warmup,
-                               compile_=args.compile)
+                               compile_=args.compile, rounds=args.rounds, threads=args.threads)
             if args.memory:
                 measurable = [r.name for r in rows if not r.name.endswith("floor")
                               and not next(v for v in family.variants if v.name == r.name).compiled]
@@ -576,7 +672,8 @@ def script(family: str, description: str, results: str) -> int:
     parser = argparse.ArgumentParser(description=description)
     add_arguments(parser)
     parser.add_argument("--quick", dest="full", action="store_false", help="small shapes")
-    parser.set_defaults(family=family, full=True, compile=True, memory=True, append=results)
+    parser.set_defaults(family=family, full=True, compile=True, memory=True, append=results,
+                        rounds=3)
     return run(parser.parse_args())
 
 

@@ -154,6 +154,8 @@ def checks(mode: str) -> Iterator[None]:
 
 def values_enabled(loss: str) -> bool:
     """Whether this call of ``loss`` runs value checks (counts the call in ``"startup"`` mode)."""
+    if _mode == "startup" and _calls[loss] >= STARTUP_CALLS:  # done: the common case, first
+        return False
     if _mode == "off" or _tracing():
         return False
     if _mode == "always":
@@ -430,8 +432,17 @@ def check_chunk_size(loss: str, chunk_size: int | None) -> None:
         )
 
 
+_INDEX_DTYPES = (torch.int64, torch.uint8)
+
+
 def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     """Class-index targets: dtype, (N, 1) targets, (B, T, C) logits, and spatial sizes."""
+    if target.dtype in _INDEX_DTYPES:  # the accepted layouts first, in a few metadata reads
+        dims = input.dim()
+        if dims >= 2 and target.shape == (input.shape[0], *input.shape[2:]):
+            return
+        if dims == 1 and target.dim() == 0:
+            return
     # nll_loss of one sample with one class, (1,) input and (1,) index target: torch computes
     # it, forward and backward (there is no probability target to confuse it with).
     single = (loss == "nll_loss" and input.shape == (1,) and target.shape == (1,)

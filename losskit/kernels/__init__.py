@@ -47,7 +47,7 @@ from losskit.kernels import cross_entropy as _fused_ce
 from losskit.kernels import linear_cross_entropy as _fused_lce
 from losskit.kernels import reference
 
-__all__ = ["cross_entropy", "fused", "linear_cross_entropy"]
+__all__ = ["cross_entropy", "fused", "linear_cross_entropy", "runs_reference"]
 
 # Below this many logits the reference (a few large ops) is as fast as the chunked loop. Measured
 # fp32 fwd+bwd, one thread, on the (busy) 2-core machine: 16 x 256 reference 1.2 ms, fused 1.3 ms;
@@ -126,6 +126,15 @@ def _backend(x: Tensor, class_weight: Tensor | None, numel: int, inplace: bool, 
     if numel < MIN_FUSED_ELEMENTS and not inplace:
         return reference
     return _fused_ce if name == "cross_entropy" else _fused_lce
+
+
+def runs_reference(logits: Tensor, weight: Tensor | None) -> bool:
+    """Whether :func:`cross_entropy` would run the reference on these logits (out of place).
+
+    >>> runs_reference(torch.zeros(64, 10), None), runs_reference(torch.zeros(512, 512), None)
+    (True, False)
+    """
+    return _backend(logits, weight, logits.numel(), False, "cross_entropy") is reference
 
 
 def _no_classes(

@@ -1,11 +1,15 @@
-"""Helpers every loss family shares: how losses behave under ``torch.autocast``."""
+"""Helpers every loss family shares: how losses behave under ``torch.autocast``, and calling
+torch's C++ loss ops directly after the checks."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from torch import Tensor
+
+from losskit import checks
 
 # ----------------------------------------------------------------------------------------------
 # Mixed precision: under torch.autocast, torch runs every loss in float32 (losses are on its
@@ -20,7 +24,11 @@ AUTOCAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def autocast_on(input: Tensor) -> bool:
     """Whether ``torch.autocast`` is on for ``input``'s device (and ``input`` is a float it
     would cast)."""
-    return input.dtype in AUTOCAST_DTYPES and torch.is_autocast_enabled(input.device.type)
+    return (
+        input.dtype in AUTOCAST_DTYPES
+        and torch._C._is_any_autocast_enabled()  # no device object to build: cheap when off
+        and torch.is_autocast_enabled(input.device.type)
+    )
 
 
 def result_dtype(input: Tensor) -> torch.dtype:
@@ -45,3 +53,30 @@ def no_autocast(input: Tensor):
     if autocast_on(input):
         return torch.autocast(input.device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------------------------
+# Calling torch's C++ loss ops directly. torch.nn.functional's Python wrappers repeat what the
+# losskit checks have already settled (legacy arguments, sizes, a broadcast of two equal shapes)
+# and cost as much as a small loss itself. After the checks, a loss may call the op under the
+# wrapper, with the reduction as torch's enum, unless ``has_override(*tensors)``: a tensor subclass
+# or ``__torch_function__`` override (DTensor, ...) among the tensors must go through the public
+# function, so that its override runs.
+
+REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2}  # torch.nn._reduction.get_enum's values
+has_override = torch._C._has_torch_function_variadic  # (*tensors or None) -> bool
+
+
+def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | None) -> Tensor:
+    """A ``"mean"`` of CE / NLL over no counted target is 0 (torch's is 0 / 0 = NaN; its gradient
+    is already 0 there). ``out`` is torch's 0-d mean.
+
+    On a CPU tensor outside tracing, reading the one value costs less than the mask ops, so the
+    mask is built only when the value is NaN (a zero total class weight stays NaN, as in torch).
+    Elsewhere (a GPU would sync) the mask is always applied.
+    """
+    cpu_readable = out.is_cpu and not checks._tracing()
+    if cpu_readable and not math.isnan(out.item()):  # some target was counted
+        return out
+    counted = checks.not_ignored(target, ignore_index)
+    return torch.where(counted.any(), out, torch.zeros_like(out))

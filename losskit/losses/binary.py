@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
+from losskit.losses._common import REDUCTION_ENUM, has_override
 
 __all__ = [
     "BCELoss",
@@ -15,13 +17,29 @@ __all__ = [
 ]
 
 
-def _check_binary(loss: str, input: Tensor, target: Tensor, **weights: Tensor | None) -> None:
+def _check_binary(
+    loss: str, input: Tensor, target: Tensor, weight: Tensor | None,
+    pos_weight: Tensor | None = None,
+) -> None:
+    """Every metadata check of the binary losses, in one call: each check function runs only
+    when its cheap condition fails (small losses cost about a Python call per check)."""
     checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target, **weights)
-    checks.check_binary_target_dtype(loss, target)
-    checks.check_binary_target_shape(loss, input, target)
-    for name, w in weights.items():
-        checks.check_broadcast_weight(loss, name, w, input)
+    device = input.device
+    if (
+        target.device != device or (weight is not None and weight.device != device)
+        or (pos_weight is not None and pos_weight.device != device)
+    ):
+        checks.check_same_device(
+            loss, input=input, target=target, weight=weight, pos_weight=pos_weight
+        )
+    if not target.is_floating_point():
+        checks.check_binary_target_dtype(loss, target)
+    if input.shape != target.shape:
+        checks.check_binary_target_shape(loss, input, target)
+    if weight is not None:
+        checks.check_broadcast_weight(loss, "weight", weight, input)
+    if pos_weight is not None:
+        checks.check_broadcast_weight(loss, "pos_weight", pos_weight, input)
 
 
 def binary_cross_entropy(
@@ -53,10 +71,14 @@ def binary_cross_entropy(
     """
     loss = "binary_cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    _check_binary(loss, input, target, weight=weight)
+    _check_binary(loss, input, target, weight)
     if checks.values_enabled(loss):
         _check_binary_values(loss, input, target)
+    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
     try:
+        if weight is None and not legacy and not has_override(input, target):
+            # torch's own op; its Python wrapper would only re-check the sizes.
+            return torch._C._nn.binary_cross_entropy(input, target, None, REDUCTION_ENUM[reduction])
         return F.binary_cross_entropy(input, target, weight, size_average, reduce, reduction)
     except RuntimeError as error:
         if "between 0 and 1" not in str(error):
@@ -101,11 +123,16 @@ def binary_cross_entropy_with_logits(
     """
     loss = "binary_cross_entropy_with_logits"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    _check_binary(loss, input, target, weight=weight, pos_weight=pos_weight)
+    _check_binary(loss, input, target, weight, pos_weight)
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target)
         checks.check_not_sigmoid_output(loss, input)
         checks.check_binary_target_range(loss, target)
+    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
+    if not legacy and not has_override(input, target, weight, pos_weight):
+        return torch.binary_cross_entropy_with_logits(
+            input, target, weight, pos_weight, REDUCTION_ENUM[reduction]
+        )
     return F.binary_cross_entropy_with_logits(
         input, target, weight, size_average, reduce, reduction, pos_weight
     )

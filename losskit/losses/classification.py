@@ -10,7 +10,11 @@ from losskit import _reduction, checks, kernels, registry
 from losskit.checks import LossInputError, LossRuntimeError
 from losskit.losses._common import (
     HALF,
+    REDUCTION_ENUM,
+    autocast_on,
     float32_weight,
+    has_override,
+    mean_over_nothing_to_zero,
     no_autocast,
     result_dtype,
     weight_dtype_ref,
@@ -39,15 +43,19 @@ def check_class_indices(
     reduction: str,
     *,
     weight_name: str = "weight",
+    range_on_error: bool = False,
 ) -> None:
-    """Metadata checks, then value checks; the index range check also runs outside the startup
-    calls on CPU, where torch checks it too and it costs no sync."""
+    """Metadata checks, then value checks. The index range check also runs outside the startup
+    calls on CPU, where torch checks it too and it costs no sync; with ``range_on_error`` the
+    caller's CPU kernel raises for an out-of-range index itself, and the caller runs
+    :func:`explain_index_error` on that error path instead (no pass over the targets per call)."""
     checks.check_class_target(loss, input, target)
-    checks.check_class_weight(
-        loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name
-    )
+    if weight is not None:
+        checks.check_class_weight(
+            loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name
+        )
     values = checks.values_enabled(loss)
-    if values or checks.index_range_enabled(target):
+    if values or (not range_on_error and checks.index_range_enabled(target)):
         checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
     if values:
         class_dim = 1 if input.dim() >= 2 else 0
@@ -59,6 +67,17 @@ def check_class_indices(
             checks.check_not_sigmoid_for_softmax(loss, input, class_dim)
         if reduction == "mean":
             checks.check_not_all_ignored(loss, target, ignore_index)
+
+
+def explain_index_error(
+    loss: str, input: Tensor, target: Tensor, ignore_index: int | None
+) -> None:
+    """On the error path of a kernel that raised (torch's ``IndexError: Target 3 is out of
+    bounds``, or a gather's ``RuntimeError``): raise losskit's detailed
+    :class:`~losskit.checks.LossIndexError` when an index is out of range, as the check before
+    the call would have; return (the caller re-raises) when the error is about something else."""
+    if checks.index_range_enabled(target):
+        checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
 
 
 def _flatten_classes(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,33 +149,90 @@ def cross_entropy(
     reduction = _reduction.resolve(reduction, size_average, reduce)
     checks.check_floating_input(loss, input)
     checks.check_more_than_one_class(loss, input, 1 if input.dim() >= 2 else 0)
-    checks.check_same_device(loss, input=input, target=target, weight=weight)
+    if target.device != input.device or (weight is not None and weight.device != input.device):
+        checks.check_same_device(loss, input=input, target=target, weight=weight)
     if label_smoothing > 1.0:
         raise LossRuntimeError(
             f"cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}."
             f" Fix: use a value such as 0.1."
         )
     label_smoothing = max(label_smoothing, 0.0)  # torch treats a negative value as 0
-    checks.check_softcap(loss, softcap)
+    if softcap is not None:
+        checks.check_softcap(loss, softcap)
     if target.shape == input.shape:
         return _cross_entropy_probabilities(
             input, target, weight, ignore_index, reduction, label_smoothing,
             extras=lse_square_scale != 0.0 or softcap is not None or return_lse or inplace,
         )
-    weight = float32_weight(input, weight)
-    check_class_indices(loss, input, target, weight, ignore_index, reduction)
-    x, t = _flatten_classes(input, target)
-    out_dtype = result_dtype(input)
-    with no_autocast(input):
-        out = kernels.cross_entropy(
-            x, t, weight=weight, ignore_index=ignore_index, reduction=reduction,
-            label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
-            return_lse=return_lse, inplace=inplace, out_dtype=out_dtype,
+    if weight is not None:
+        weight = float32_weight(input, weight)
+    # inplace may overwrite the logits chunk by chunk before a later chunk meets a bad index:
+    # check the indices first there.
+    check_class_indices(loss, input, target, weight, ignore_index, reduction,
+                        range_on_error=not inplace)
+    extras = lse_square_scale != 0.0 or softcap is not None or return_lse or inplace
+    try:
+        if not extras and _torch_op_computes(input, target, weight):
+            out = torch._C._nn.cross_entropy_loss(
+                input, target, weight, REDUCTION_ENUM[reduction], ignore_index, label_smoothing
+            )
+            return mean_over_nothing_to_zero(out, target, ignore_index) if (
+                reduction == "mean") else out
+        out = _cross_entropy_kernel(
+            input, target, weight, ignore_index, reduction, label_smoothing,
+            lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
+            inplace=inplace,
         )
+    except (IndexError, RuntimeError):
+        explain_index_error(loss, input, target, ignore_index)
+        raise
     value, lse = out if return_lse else (out, None)
     if reduction == "none":
         value = value.reshape(target.shape)
     return (value, lse.reshape(target.shape)) if return_lse else value
+
+
+_TORCH_OP_DTYPES = (torch.float32, torch.float64)
+
+
+def _torch_op_computes(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
+    """Whether torch's own ``cross_entropy_loss`` op is what losskit would run for this call.
+
+    The kernel dispatch would pick the reference (small input, float64, a fused-off block, a
+    ``torch.func`` transform), which is torch's op on the flattened logits; here the op runs on
+    the logits as given, without the flattening, dtype and autocast steps around it. Half
+    precision (upcast to float32 first by the reference), autocast, a class weight that needs a
+    gradient and tensor subclasses (whose override must run) keep the kernel path.
+    """
+    return (
+        input.dtype in _TORCH_OP_DTYPES
+        and _num_classes(input) > 0  # no class at all: the kernels' rule, not torch's
+        and (weight is None or not weight.requires_grad)
+        and not has_override(input, target, weight)
+        and not autocast_on(input)
+        # a small CPU input always takes the reference out of place: decided without the dispatch
+        and ((input.is_cpu and input.numel() < kernels.MIN_FUSED_ELEMENTS)
+             or kernels.runs_reference(input, weight))
+    )
+
+
+def _cross_entropy_kernel(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    **options,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Class-index cross-entropy through :func:`losskit.kernels.cross_entropy` (any backend)."""
+    x, t = _flatten_classes(input, target)
+    out_dtype = result_dtype(input)  # float32 under autocast: read before turning it off
+    with no_autocast(input):
+        return kernels.cross_entropy(
+            x, t, weight=weight, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, out_dtype=out_dtype, **options,
+        )
 
 
 def _cross_entropy_probabilities(
@@ -232,14 +308,26 @@ def nll_loss(
     loss = "nll_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target, weight=weight)
-    weight = float32_weight(input, weight)
-    check_class_indices(loss, input, target, weight, ignore_index, reduction)
-    out = F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
+    if target.device != input.device or (weight is not None and weight.device != input.device):
+        checks.check_same_device(loss, input=input, target=target, weight=weight)
+    if weight is not None:
+        weight = float32_weight(input, weight)
+    check_class_indices(loss, input, target, weight, ignore_index, reduction, range_on_error=True)
+    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
+    try:
+        if not legacy and not has_override(input, target, weight):
+            # torch's own op; its Python wrapper adds nothing after the checks.
+            out = torch._C._nn.nll_loss_nd(
+                input, target, weight, REDUCTION_ENUM[reduction], ignore_index
+            )
+        else:
+            out = F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
+    except (IndexError, RuntimeError):
+        explain_index_error(loss, input, target, ignore_index)
+        raise
     if reduction == "mean":
         # torch gives NaN for a mean over nothing; the gradient is already 0 there.
-        counted = checks.not_ignored(target, ignore_index)
-        out = torch.where(counted.any(), out, torch.zeros_like(out))
+        out = mean_over_nothing_to_zero(out, target, ignore_index)
     return out
 
 

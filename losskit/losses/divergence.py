@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
+from losskit.losses._common import REDUCTION_ENUM, has_override
 
 __all__ = [
     "KLDivLoss",
@@ -40,12 +42,21 @@ def kl_div(
         reduction, size_average, reduce, extra=("batchmean",), warn=False
     )
     checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target)
+    if input.device != target.device:
+        checks.check_same_device(loss, input=input, target=target)
     if checks.values_enabled(loss):
         checks.check_finite(loss, allow_neg_inf=True, input=input)
         checks.check_finite(loss, allow_neg_inf=log_target, target=target)
         checks.check_kl_target(loss, target, log_target)
         checks.check_kl_input_is_log_probabilities(loss, input)
+    legacy = size_average is not None or reduce is not None
+    if reduction != "mean" and not legacy and not has_override(input, target):
+        # torch's own op, as torch's wrapper calls it ("mean" goes through F.kl_div: it warns).
+        batchmean = reduction == "batchmean"
+        out = torch.kl_div(
+            input, target, REDUCTION_ENUM["sum" if batchmean else reduction], log_target=log_target
+        )
+        return out / input.size(0) if batchmean and input.dim() != 0 else out
     return F.kl_div(input, target, size_average, reduce, reduction, log_target)
 
 

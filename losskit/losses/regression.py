@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.checks import LossInputError
+from losskit.losses._common import REDUCTION_ENUM, has_override
 
 __all__ = [
     "HuberLoss",
@@ -36,9 +38,12 @@ def _check_weighted_reduction(loss: str, reduction: str, weight: Tensor | None) 
 
 
 def _check_regression(loss: str, input: Tensor, target: Tensor, weight: Tensor | None) -> None:
+    """Every regression check, in one call (small losses cost about a Python call per check)."""
     checks.check_floating_input(loss, input, allow_complex=loss == "l1_loss")
-    checks.check_same_device(loss, input=input, target=target, weight=weight)
-    checks.check_same_shape(loss, input, target)
+    if input.device != target.device or (weight is not None and weight.device != input.device):
+        checks.check_same_device(loss, input=input, target=target, weight=weight)
+    if input.shape != target.shape:
+        checks.check_same_shape(loss, input, target)
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target)
 
@@ -69,6 +74,10 @@ def mse_loss(
     _check_weighted_reduction("mse_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("mse_loss", input, target, weight)
+    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
+    if weight is None and not legacy and not has_override(input, target):
+        # torch's own op; its Python wrapper would only re-check the sizes and broadcast them.
+        return torch._C._nn.mse_loss(input, target, REDUCTION_ENUM[reduction])
     return F.mse_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
 
 
@@ -91,6 +100,9 @@ def l1_loss(
     _check_weighted_reduction("l1_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("l1_loss", input, target, weight)
+    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
+    if weight is None and not legacy and not has_override(input, target):
+        return torch._C._nn.l1_loss(input, target, REDUCTION_ENUM[reduction])
     return F.l1_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
 
 
@@ -118,6 +130,8 @@ def huber_loss(
     _check_weighted_reduction("huber_loss", reduction, weight)
     reduction = _reduction.resolve(reduction)
     _check_regression("huber_loss", input, target, weight)
+    if weight is None and not has_override(input, target):
+        return torch._C._nn.huber_loss(input, target, REDUCTION_ENUM[reduction], delta)
     return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
 
 
@@ -139,6 +153,10 @@ def smooth_l1_loss(
     """
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("smooth_l1_loss", input, target, None)
+    if size_average is None and reduce is None and not has_override(input, target):
+        if beta == 0.0:  # torch's rule: exactly l1_loss
+            return torch._C._nn.l1_loss(input, target, REDUCTION_ENUM[reduction])
+        return torch._C._nn.smooth_l1_loss(input, target, REDUCTION_ENUM[reduction], beta)
     return F.smooth_l1_loss(input, target, size_average, reduce, reduction=reduction, beta=beta)
 
 
