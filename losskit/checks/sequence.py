@@ -213,6 +213,30 @@ def _sample(index: Tensor) -> int:
     return int(torch.nonzero(index)[0, 0])
 
 
+def lengths_and_labels_clear(
+    log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int
+) -> bool:
+    """Whether every length and counted label is valid, in a few ops and one read: the detailed
+    checks below (which name the sample and the fix) then need not run. Any doubt returns False."""
+    frames, classes = log_probs.shape[0], log_probs.shape[-1]
+    if targets.dim() == 2:  # (N, S) padded: only positions j < target_lengths[n] are labels
+        if target_lengths.numel() != targets.shape[0]:
+            return False
+        j = torch.arange(targets.shape[1], device=targets.device)
+        counted = j[None, :] < target_lengths[:, None]  # (N, S)
+        too_long = target_lengths > targets.shape[1]
+    else:  # 1-D concatenated: every entry is a label; the lengths must add up to them
+        counted, too_long = None, target_lengths.sum() != targets.numel()
+    label_bad = (targets < 0) | (targets >= classes) | (targets == blank)
+    if counted is not None:
+        label_bad = label_bad & counted
+    flags = torch.stack([
+        (input_lengths < 0).any(), (input_lengths > frames).any(),
+        (target_lengths < 0).any(), too_long.any(), label_bad.any(),
+    ])
+    return not bool(flags.any())
+
+
 def check_input_lengths_range(loss: str, log_probs: Tensor, input_lengths: Tensor) -> None:
     frames = log_probs.shape[0]
     if bool((input_lengths < 0).any()):

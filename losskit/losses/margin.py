@@ -140,14 +140,21 @@ def multilabel_margin_loss(
     checks.check_same_device(loss, input=input, target=target)
     margin_checks.check_label_lists(loss, input, target)
     values = checks.values_enabled(loss)
-    if input.dim() > 0 and (values or checks.index_range_enabled(target)):
+    if input.dim() > 0 and values:
         margin_checks.check_label_list_range(loss, target, input.shape[-1])
     if values:
         checks.check_finite(loss, input=input)
         margin_checks.check_not_multi_hot(loss, target)
     if _is_empty_batch(input):
         return _empty_batch(loss, input, reduction)
-    return F.multilabel_margin_loss(input, target, size_average, reduce, reduction)
+    try:
+        return F.multilabel_margin_loss(input, target, size_average, reduce, reduction)
+    except RuntimeError:
+        # torch checks the range itself on the CPU, so the detailed check runs only when
+        # torch refused (after the startup calls): the same LossIndexRuntimeError and message.
+        if input.dim() > 0 and checks.index_range_enabled(target):
+            margin_checks.check_label_list_range(loss, target, input.shape[-1])
+        raise
 
 
 def multi_margin_loss(
@@ -195,13 +202,19 @@ def multi_margin_loss(
     if input.dim() > 0:
         margin_checks.check_margin_weight(loss, weight, input, autocast=autocast_on(input))
     values = checks.values_enabled(loss)
-    if input.dim() > 0 and (values or checks.index_range_enabled(target)):
+    if input.dim() > 0 and values:
         margin_checks.check_class_index_range(loss, target, input.shape[-1])
     if values:
         checks.check_finite(loss, input=input)
     if _is_empty_batch(input):
         return _empty_batch(loss, input, reduction)
-    return F.multi_margin_loss(input, target, p, margin, weight, size_average, reduce, reduction)
+    try:
+        return F.multi_margin_loss(input, target, p, margin, weight, size_average, reduce,
+                                   reduction)
+    except RuntimeError:  # torch checks the range on the CPU: the detailed message after it
+        if input.dim() > 0 and checks.index_range_enabled(target):
+            margin_checks.check_class_index_range(loss, target, input.shape[-1])
+        raise
 
 
 def _is_empty_batch(input: Tensor) -> bool:

@@ -39,9 +39,10 @@ def _check_ctc(
         return
     il = seq_checks.as_lengths(input_lengths, targets.device)  # (N,) int64
     tl = seq_checks.as_lengths(target_lengths, targets.device)  # (N,) int64
-    seq_checks.check_input_lengths_range(loss, log_probs, il)
-    seq_checks.check_target_lengths_range(loss, targets, tl)
-    seq_checks.check_ctc_labels(loss, targets, tl, num_classes, blank)
+    if not seq_checks.lengths_and_labels_clear(log_probs, targets, il, tl, blank):
+        seq_checks.check_input_lengths_range(loss, log_probs, il)
+        seq_checks.check_target_lengths_range(loss, targets, tl)
+        seq_checks.check_ctc_labels(loss, targets, tl, num_classes, blank)
     if values:
         seq_checks.check_finite_frames(loss, log_probs, il)
         seq_checks.check_ctc_log_probabilities(loss, log_probs, il)
