@@ -911,7 +911,8 @@ def _check_overfit(
     params = [p for p in model.parameters() if p.requires_grad]
     params += [p for _, p in _loss_parameters(loss_fn)]
     if not params:
-        return CheckResult(name, "fail", "no trainable parameters to fit (see 'gradients').")
+        return CheckResult(name, "fail", "no trainable parameters to fit (see 'gradients'). "
+                                         "Fix: set requires_grad=True on the layers to train.")
     optimizer = _Adam(params, lr=lr)
     model.train()
     losses: list[float] = []

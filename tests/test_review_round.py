@@ -160,3 +160,48 @@ def test_doctor_still_fails_a_bigram_model_that_cannot_learn():
     torch.manual_seed(0)
     check = lk.doctor(_Bigram(), lk.CrossEntropyLoss(), _text(), lr=0.0)["overfit one batch"]
     assert check.status == "fail", check.message
+
+
+class _Detached(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x).detach())  # `a` never gets a gradient
+
+
+def _problem_setups():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = torch.randint(0, 3, (64,), generator=g)
+    skewed = torch.where(torch.arange(64) < 60, 0, 1)  # 60 of one class, 4 of the other
+    yield "softmax head", nn.Sequential(nn.Linear(4, 3), nn.Softmax(1)), lk.CrossEntropyLoss(), \
+        (x, y), {}
+    yield "sigmoid head", nn.Sequential(nn.Linear(4, 1), nn.Sigmoid()), lk.BCEWithLogitsLoss(), \
+        (x, (y[:, None] > 0).float()), {}
+    yield "lr 0", nn.Linear(4, 3), lk.CrossEntropyLoss(), (x, y), {"lr": 0.0}
+    yield "frozen", nn.Linear(4, 3).requires_grad_(False), lk.CrossEntropyLoss(), (x, y), {}
+    yield "detached", _Detached(), lk.CrossEntropyLoss(), (x, y), {}
+    loud = nn.Linear(4, 3)
+    with torch.no_grad():
+        loud.weight.mul_(100)
+    yield "overconfident init", loud, lk.CrossEntropyLoss(), (x, y), {}
+    yield "imbalanced", nn.Linear(4, 2), lk.CrossEntropyLoss(), (x, skewed), {}
+    x8 = torch.randn(8, 4, generator=g)
+    yield "conflicting duplicates", nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 3)), \
+        lk.CrossEntropyLoss(), (torch.cat([x8, x8]), torch.cat([y[:8], (y[:8] + 1) % 3])), {}
+
+
+def test_every_doctor_message_that_reports_a_problem_names_a_fix():
+    seen = set()
+    for name, model, loss_fn, batch, kwargs in _problem_setups():
+        torch.manual_seed(0)
+        report = lk.doctor(model, loss_fn, batch, **kwargs)
+        problems = [c for c in report.checks if c.status != "pass"]
+        assert problems, f"{name}: the doctor found nothing"
+        for check in problems:
+            seen.add(check.name)
+            assert "Fix:" in check.message, f"{name} / {check.name}: {check.message}"
+    assert {"output activation", "gradients", "overfit one batch", "loss at init",
+            "class balance"} <= seen, seen
