@@ -192,3 +192,16 @@ def test_linear_cross_entropy_treats_negative_label_smoothing_as_zero_like_cross
     out = LF.linear_cross_entropy(h, w, y, label_smoothing=-0.1)
     ref = F.cross_entropy((h @ w.T).double(), y, label_smoothing=-0.1)  # torch clamps to 0
     torch.testing.assert_close(out.double(), ref)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_return_lse_of_a_row_with_plus_inf_is_plus_inf_like_logsumexp(inplace):
+    """With the value checks off a +inf logit gets through: the loss is NaN, as torch's, and the
+    returned log-sum-exp is torch.logsumexp's +inf (it was NaN: x - max is inf - inf there)."""
+    x = torch.tensor([[float("inf"), 0.0, 1.0], [0.5, 0.0, 1.0]])
+    expected = torch.logsumexp(x, dim=1)
+    with losskit.checks("off"):
+        loss, lse = LF.cross_entropy(x.clone(), torch.tensor([1, 2]), reduction="none",
+                                     return_lse=True, inplace=inplace)
+    assert torch.isnan(loss[0]) and torch.isfinite(loss[1])
+    torch.testing.assert_close(lse, expected)

@@ -118,7 +118,8 @@ def ce_chunk(
     # exp(0) / sum = 1 / sum exp(x - max), so log sum exp(x - m) = (row_max - m) - log(max_c p).
     torch._softmax(p if eps > 0.0 else xf, 1, False, out=p)
     log_sum = (row_max - m) - p.amax(dim=1).log()  # (n,)
-    lse = torch.where(ignored, 0.0, m + log_sum)  # (n,)
+    # A row whose max is +inf has logsumexp +inf (x - m is NaN there), as torch.logsumexp.
+    lse = torch.where(ignored, 0.0, torch.where(m == float("inf"), m, m + log_sum))  # (n,)
     # Step 4: the loss per row, 0 at ignored rows.
     loss = (1.0 - eps) * w_y * (log_sum - x_y)
     if eps > 0.0:

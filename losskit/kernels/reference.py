@@ -77,7 +77,7 @@ def cross_entropy(
     # loss and of the gradient.
     x = torch.where(counted[:, None], x, 0.0)  # (N, C)
     m, shifted, log_sum = shifted_log_sum_exp(x)  # (N,) max, (N, C) x - m, (N,)
-    lse = m + log_sum  # (N,)
+    lse = torch.where(m == float("inf"), m, m + log_sum)  # (N,) a +inf row: logsumexp = inf
     nll = log_sum - shifted.gather(1, t[:, None]).squeeze(1)  # (N,) lse - x_y, never huge - huge
     w_y = counted.to(x.dtype) if w is None else torch.where(counted, w[t], 0.0)  # (N,)
     loss = (1.0 - label_smoothing) * w_y * nll

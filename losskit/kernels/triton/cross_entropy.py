@@ -130,7 +130,7 @@ def _ce_forward_kernel(
             m_old = m_safe
         m_safe = tl.where(m == float("-inf"), 0.0, m)
     log_sum = tl.log(tl.where(counted, d, 1.0))  # log sum exp(x - m); ignored rows: d = 0
-    lse = m_safe + log_sum
+    lse = tl.where(m == float("inf"), m, m_safe + log_sum)  # a +inf row: logsumexp = +inf
 
     # 2. the row's loss and log-sum-exp, from x_y - m and log_sum: lse - x_y computed as such
     #    would subtract two numbers of the logits' size (1e8 - 1e8 = 0 in float32).
