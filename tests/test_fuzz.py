@@ -183,8 +183,9 @@ DEPARTURES = [
      _all_ignored_mean),
     ("single_class", "cross-entropy over one class is always 0 (softmax of one logit is 1): "
      "LossInputError naming binary_cross_entropy_with_logits (docs/mistakes.md)",
-     lambda c, lk, ref: c.loss == "cross_entropy" and _raised_input_error(lk)
-     and "has 1 class" in str(lk.error)),
+     lambda c, lk, ref: c.loss in ("cross_entropy", "linear_cross_entropy")
+     and _raised_input_error(lk)
+     and ("has 1 class" in str(lk.error) or "one class" in str(lk.error))),
     ("bce_target_range", "DESIGN: BCE targets outside [0, 1] -> LossInputError",
      lambda c, lk, ref: bool(c.facts.get("target_out_of_range")) and c.checks == "always"
      and _raised_input_error(lk)),

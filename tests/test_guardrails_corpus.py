@@ -131,3 +131,13 @@ def test_pos_weight_over_a_spatial_dim_warns(gen):
     _silent(lambda: LF.binary_cross_entropy_with_logits(x, y, pos_weight=torch.rand(3, 1, 1)))
     x2, y2 = torch.randn(5, 6, generator=gen), torch.rand(5, 6, generator=gen).round()
     _silent(lambda: LF.binary_cross_entropy_with_logits(x2, y2, pos_weight=torch.rand(6)))
+
+
+def test_linear_cross_entropy_with_a_one_row_head_raises_like_cross_entropy(gen):
+    h, w = torch.randn(8, 4, generator=gen), torch.randn(1, 4, generator=gen)
+    y = torch.randint(0, 2, (8,), generator=gen)
+    with pytest.raises(lk.LossInputError) as caught:
+        LF.linear_cross_entropy(h, w, y)
+    assert "binary_cross_entropy_with_logits(F.linear(input" in str(caught.value)
+    _silent(lambda: LF.binary_cross_entropy_with_logits(F.linear(h, w).squeeze(-1), y.float()))
+    _silent(lambda: LF.linear_cross_entropy(h, torch.randn(2, 4, generator=gen), y))

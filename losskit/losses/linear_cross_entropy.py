@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, kernels, registry
-from losskit.checks import LossRuntimeError
+from losskit.checks import LossInputError, LossRuntimeError
 from losskit.checks import linear_cross_entropy as lce_checks
 from losskit.losses._common import (
     autocast_on,
@@ -140,6 +140,14 @@ def linear_cross_entropy(
             input, linear_weight, target, linear_bias, logits_shape, weight=weight,
             reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
             lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
+        )
+    if classes[0] == 1:  # cross_entropy refuses one class too (checks.check_more_than_one_class)
+        raise LossInputError(
+            f"{LOSS}: `linear_weight` has shape {tuple(linear_weight.shape)}: one class, so the "
+            f"softmax of its one logit is always 1 and the loss and its gradient are 0. Fix: "
+            f"for a yes/no target use `binary_cross_entropy_with_logits(F.linear(input, "
+            f"linear_weight, linear_bias).squeeze(-1), target.float())`, or a head with 2 rows "
+            f"(one per class)."
         )
     return _chunked(
         input, linear_weight, target, linear_bias, weight=weight, reduction=reduction,
