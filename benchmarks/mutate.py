@@ -58,7 +58,7 @@ TARGETS: list[tuple[str, list[str]]] = [
     ("losskit/losses/sequence.py", ["tests/test_sequence.py"]),
     ("losskit/checks/__init__.py", ["tests/test_guardrails.py", "tests/test_thresholds.py",
                                     "tests/test_shape_fixes.py", "tests/test_guardrails_corpus.py",
-                                    "tests/test_oracle.py"]),
+                                    "tests/test_oracle.py", "tests/test_mutation_survivors.py"]),
     ("losskit/kernels/cross_entropy.py", ["tests/test_kernels_cross_entropy.py",
                                           "tests/test_kernels_autograd.py",
                                           "tests/test_hostile_inputs.py"]),
@@ -68,7 +68,8 @@ TARGETS: list[tuple[str, list[str]]] = [
                                           "tests/test_mutation_survivors.py",
                                           "tests/test_review_round.py"]),
     ("losskit/train/resume.py", ["tests/test_fit.py", "-k", "'resume or global or settings'"]),
-    ("losskit/doctor.py", ["tests/test_doctor.py", "tests/test_thresholds.py"]),
+    ("losskit/doctor.py", ["tests/test_doctor.py", "tests/test_thresholds.py",
+                           "tests/test_review_round.py"]),
     ("losskit/metrics.py", ["tests/test_metrics.py", "tests/test_fit.py", "tests/test_recipes.py"]),
 ]
 

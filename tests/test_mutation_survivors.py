@@ -68,3 +68,32 @@ def test_loss_sum_and_count_of_a_loss_without_a_plain_mean_uses_its_mean():
     s, n = loss_sum_and_count(lk.DiceLoss(reduction="none"), x, y)
     assert s.dim() == 0
     torch.testing.assert_close(s / n, lk.DiceLoss()(x, y))
+
+
+def test_one_hot_long_target_fix_names_the_class_dim():
+    """Kills `input.dim() >= 2` -> `<` in the one-hot message (classification.py)."""
+    one_hot = torch.eye(3, dtype=torch.long)[[0, 2]]  # (2, 3) int64 one-hot rows
+    with pytest.raises(RuntimeError, match=r"target.argmax\(dim=1\)"):
+        LF.cross_entropy(torch.zeros(2, 3), one_hot)
+
+
+def test_a_one_dim_cpu_tensor_beside_another_device_is_not_a_scalar():
+    """Kills `v.dim() == 0` -> `== 1` in check_same_device: only 0-d CPU tensors are exempt."""
+    with pytest.raises(lk.LossInputError, match="different devices"):
+        LF.mse_loss(torch.zeros(3), torch.empty(3, device="meta"))
+
+
+def test_global_mean_with_a_negative_total_weight_divides_by_it():
+    """Kills `count == 0` -> `count <= 0` in GlobalMean: torch allows negative class weights, and
+    the step's mean must divide by their (negative) sum, not by 1."""
+    from losskit.distributed import GlobalMean
+
+    w = torch.tensor([-2.0, 1.0, 0.5])
+    loss_fn = torch.nn.CrossEntropyLoss(weight=w)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(6, 4), torch.tensor([0, 0, 0, 1, 0, 2])
+    norm = GlobalMean(loss_fn)
+    for xb, yb in zip(x.split(3), y.split(3), strict=True):
+        norm(model(xb), yb).backward()
+    mean = norm.scale_grads_(model.parameters())
+    torch.testing.assert_close(mean, loss_fn(model(x), y).detach())
