@@ -44,13 +44,15 @@ def test_legacy_arguments_warn_once_as_in_torch(fn):
 
 
 def test_poisson_nll_legacy_argument_alone_sets_the_reduction():
-    """Kills `and` -> `or` in likelihood._resolve: with only size_average given, the (wrong)
-    reduction string must not be checked; legacy arguments win, as in torch."""
+    """Kills `and` -> `or` in likelihood._resolve: with only size_average given, the reduction
+    string is not checked (torch refuses "elementwise_mean" for this loss only without legacy
+    arguments); legacy arguments win, as in torch."""
     x, y = torch.randn(5), torch.rand(5) * 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        got = LF.poisson_nll_loss(x, y, size_average=False, reduction="bogus")
-        want = torch.nn.functional.poisson_nll_loss(x, y, size_average=False, reduction="bogus")
+        got = LF.poisson_nll_loss(x, y, size_average=False, reduction="elementwise_mean")
+        want = torch.nn.functional.poisson_nll_loss(x, y, size_average=False,
+                                                    reduction="elementwise_mean")
     torch.testing.assert_close(got, want)
 
 
