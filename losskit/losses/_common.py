@@ -67,6 +67,14 @@ REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2}  # torch.nn._reduction.get_enu
 has_override = torch._C._has_torch_function_variadic  # (*tensors or None) -> bool
 
 
+def op_runs_directly(
+    size_average: bool | None, reduce: bool | None, *tensors: Tensor | None
+) -> bool:
+    """Whether torch's op can run without its Python wrapper: no legacy arguments (the wrapper
+    warns about them) and no tensor subclass whose ``__torch_function__`` must run."""
+    return size_average is None and reduce is None and not has_override(*tensors)
+
+
 def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | None) -> Tensor:
     """A ``"mean"`` of CE / NLL over no counted target is 0 (torch's is 0 / 0 = NaN; its gradient
     is already 0 there). ``out`` is torch's 0-d mean.

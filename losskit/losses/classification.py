@@ -34,6 +34,22 @@ def _num_classes(input: Tensor) -> int:
     return input.shape[1] if input.dim() >= 2 else input.shape[0]
 
 
+def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
+    """The common call in a few attribute reads: ``(N, C)`` float32/float64 logits, ``(N,)``
+    int64 indices and an optional ``(C,)`` class weight of the logits' dtype, all on one device.
+    Such a call passes every metadata check of class-index losses (floating input, devices,
+    target layout and dtype, weight shape and dtype, under autocast too), so those checks run
+    only when this says no."""
+    if not (input.dim() == 2 and target.dim() == 1 and target.dtype == torch.int64
+            and input.dtype in _TORCH_OP_DTYPES and target.shape[0] == input.shape[0]
+            and target.device == input.device):
+        return False
+    return weight is None or (
+        weight.dim() == 1 and weight.shape[0] == input.shape[1]
+        and weight.dtype == input.dtype == torch.float32 and weight.device == input.device
+    )
+
+
 def check_class_indices(
     loss: str,
     input: Tensor,
@@ -44,16 +60,18 @@ def check_class_indices(
     *,
     weight_name: str = "weight",
     range_on_error: bool = False,
+    plain: bool = False,
 ) -> None:
     """Metadata checks, then value checks. The index range check also runs outside the startup
     calls on CPU, where torch checks it too and it costs no sync; with ``range_on_error`` the
     caller's CPU kernel raises for an out-of-range index itself, and the caller runs
     :func:`explain_index_error` on that error path instead (no pass over the targets per call)."""
-    checks.check_class_target(loss, input, target)
-    if weight is not None:
-        checks.check_class_weight(
-            loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name
-        )
+    if not plain:  # see plain_class_call
+        checks.check_class_target(loss, input, target)
+        if weight is not None:
+            checks.check_class_weight(
+                loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name
+            )
     values = checks.values_enabled(loss)
     if values or (not range_on_error and checks.index_range_enabled(target)):
         checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
@@ -147,9 +165,11 @@ def cross_entropy(
     """
     loss = "cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    checks.check_floating_input(loss, input)
+    plain = plain_class_call(input, target, weight)
+    if not plain:
+        checks.check_floating_input(loss, input)
     checks.check_more_than_one_class(loss, input, 1 if input.dim() >= 2 else 0)
-    if target.device != input.device or (weight is not None and weight.device != input.device):
+    if not plain and not checks.on_one_device(input, target, weight):
         checks.check_same_device(loss, input=input, target=target, weight=weight)
     if label_smoothing > 1.0:
         raise LossRuntimeError(
@@ -159,7 +179,7 @@ def cross_entropy(
     label_smoothing = max(label_smoothing, 0.0)  # torch treats a negative value as 0
     if softcap is not None:
         checks.check_softcap(loss, softcap)
-    if target.shape == input.shape:
+    if not plain and target.shape == input.shape:
         return _cross_entropy_probabilities(
             input, target, weight, ignore_index, reduction, label_smoothing,
             extras=lse_square_scale != 0.0 or softcap is not None or return_lse or inplace,
@@ -169,7 +189,7 @@ def cross_entropy(
     # inplace may overwrite the logits chunk by chunk before a later chunk meets a bad index:
     # check the indices first there.
     check_class_indices(loss, input, target, weight, ignore_index, reduction,
-                        range_on_error=not inplace)
+                        range_on_error=not inplace, plain=plain)
     extras = lse_square_scale != 0.0 or softcap is not None or return_lse or inplace
     try:
         if not extras and _torch_op_computes(input, target, weight):
@@ -307,12 +327,15 @@ def nll_loss(
     """
     loss = "nll_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    checks.check_floating_input(loss, input)
-    if target.device != input.device or (weight is not None and weight.device != input.device):
-        checks.check_same_device(loss, input=input, target=target, weight=weight)
-    if weight is not None:
-        weight = float32_weight(input, weight)
-    check_class_indices(loss, input, target, weight, ignore_index, reduction, range_on_error=True)
+    plain = plain_class_call(input, target, weight)
+    if not plain:
+        checks.check_floating_input(loss, input)
+        if not checks.on_one_device(input, target, weight):
+            checks.check_same_device(loss, input=input, target=target, weight=weight)
+        if weight is not None:
+            weight = float32_weight(input, weight)
+    check_class_indices(loss, input, target, weight, ignore_index, reduction, range_on_error=True,
+                        plain=plain)
     legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
     try:
         if not legacy and not has_override(input, target, weight):
@@ -367,7 +390,8 @@ def focal_loss(
         raise LossInputError(f"focal_loss: gamma={gamma} is negative. Fix: use gamma >= 0 (2.0).")
     checks.check_floating_input(loss, input)
     alpha_t = alpha if isinstance(alpha, Tensor) else None
-    checks.check_same_device(loss, input=input, target=target, alpha=alpha_t)
+    if not checks.on_one_device(input, target, alpha_t):
+        checks.check_same_device(loss, input=input, target=target, alpha=alpha_t)
     if target.shape == input.shape and target.is_floating_point():
         return _binary_focal(input, target, alpha, gamma, reduction)
     alpha_t = float32_weight(input, alpha_t)

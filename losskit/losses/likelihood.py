@@ -64,7 +64,8 @@ def poisson_nll_loss(
     loss = "poisson_nll_loss"
     resolved = _resolve(loss, reduction, size_average, reduce)
     checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target)
+    if not checks.on_one_device(input, target):
+        checks.check_same_device(loss, input=input, target=target)
     checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target)
@@ -115,16 +116,26 @@ def gaussian_nll_loss(
     loss = "gaussian_nll_loss"
     checks.check_floating_input(loss, input)
     var_tensor = var if isinstance(var, Tensor) else None
-    checks.check_same_device(loss, input=input, target=target, var=var_tensor)
-    if lchecks.var_sign_enabled():  # torch's first check, on every call
-        lchecks.check_var_not_negative(loss, var)
-    lchecks.check_var_shape(loss, input, var)
+    if not checks.on_one_device(input, target, var_tensor):
+        checks.check_same_device(loss, input=input, target=target, var=var_tensor)
+    if var_tensor is None or not lchecks.var_shape_accepted(input, var_tensor):
+        # torch checks the sign before the size: a negative var of the wrong size is "negative"
+        if lchecks.var_sign_enabled():
+            lchecks.check_var_not_negative(loss, var)
+        lchecks.check_var_shape(loss, input, var)
     reduction = _resolve(loss, reduction)
     checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target, var=var_tensor)
         lchecks.check_no_zero_var(loss, var, eps)
-    return F.gaussian_nll_loss(input, target, var, full=full, eps=eps, reduction=reduction)
+    try:
+        return F.gaussian_nll_loss(input, target, var, full=full, eps=eps, reduction=reduction)
+    except ValueError:
+        # torch reads var's sign on every call; the detailed message only on its error path,
+        # so the sign is not read twice.
+        if lchecks.var_sign_enabled():
+            lchecks.check_var_not_negative(loss, var)
+        raise
 
 
 class PoissonNLLLoss(nn.PoissonNLLLoss):

@@ -16,8 +16,11 @@ from losskit import _reduction, checks, kernels, registry
 from losskit.checks import LossInputError, LossRuntimeError
 from losskit.checks import linear_cross_entropy as lce_checks
 from losskit.losses._common import (
+    REDUCTION_ENUM,
     autocast_on,
     float32_weight,
+    has_override,
+    mean_over_nothing_to_zero,
     no_autocast,
     result_dtype,
     weight_dtype_ref,
@@ -107,10 +110,11 @@ def linear_cross_entropy(
     reduction = _reduction.resolve(reduction)
     lce_checks.check_options(options)
     checks.check_floating_input(LOSS, input)
-    checks.check_same_device(
-        LOSS, input=input, linear_weight=linear_weight, target=target, linear_bias=linear_bias,
-        weight=weight,
-    )
+    if not checks.on_one_device(input, linear_weight, target, linear_bias, weight):
+        checks.check_same_device(
+            LOSS, input=input, linear_weight=linear_weight, target=target,
+            linear_bias=linear_bias, weight=weight,
+        )
     lce_checks.check_hidden_dims(input)
     lce_checks.check_head_shape(input, linear_weight)
     classes = tuple(linear_weight.shape[:-1])  # (C, d1, ..., dK)
@@ -197,6 +201,11 @@ def _chunked(
     else:
         _check_head_dtype(input, linear_weight, linear_bias)
     lce_checks.check_target_rows(input, target)
+    if _small_plain_call(h, linear_weight, linear_bias, target, weight, return_lse,
+                         kernel_options):
+        return _small(input, h, linear_weight, target, linear_bias, weight=weight,
+                      reduction=reduction, ignore_index=ignore_index,
+                      label_smoothing=kernel_options["label_smoothing"])
     # The (N, C) logits never exist: check the targets against a stand-in of their metadata.
     logits_meta = torch.empty(
         (*input.shape[:-1], num_classes), device="meta", dtype=input.dtype
@@ -223,6 +232,66 @@ def _chunked(
     if reduction == "none":
         value = value.reshape(target.shape)
     return (value, lse.reshape(target.shape)) if return_lse else value
+
+
+def _small_plain_call(
+    h: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    return_lse: bool,
+    kernel_options: dict,
+) -> bool:
+    """A tiny CPU call with torch's options only (no z-loss, softcap, lse, chunk size, autocast
+    or tensor subclass), in float32/float64: its logits are smaller than one fused block, so they
+    are computed, as torch's own linear_cross_entropy does at that size."""
+    return (
+        h.is_cpu and h.shape[0] * linear_weight.shape[0] < kernels.MIN_FUSED_ELEMENTS
+        and linear_weight.shape[0] > 0  # no class at all: the kernel's own message
+        and h.dtype in (torch.float32, torch.float64)
+        and not return_lse and kernel_options["lse_square_scale"] == 0.0
+        and kernel_options["softcap"] is None and kernel_options["chunk_size"] is None
+        and not autocast_on(h) and not has_override(h, linear_weight, linear_bias, target, weight)
+        and (weight is None or not weight.requires_grad)
+    )
+
+
+def _small(
+    input: Tensor,
+    h: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    *,
+    weight: Tensor | None,
+    reduction: str,
+    ignore_index: int,
+    label_smoothing: float,
+) -> Tensor:
+    """:func:`_small_plain_call`'s path: ``(N, C)`` logits, then torch's cross-entropy op, with
+    the checks of the chunked path (CPU index errors explained on torch's error path)."""
+    logits = F.linear(h, linear_weight, linear_bias)  # (N, C)
+    t = target.reshape(-1)  # (N,)
+    checks.check_class_target(LOSS, logits, t)
+    checks.check_class_weight(LOSS, weight, logits.shape[1], logits,
+                              classes="given by dim 0 of `linear_weight`")
+    if checks.values_enabled(LOSS):
+        checks.check_class_index_range(LOSS, t, logits.shape[1], ignore_index)
+        checks.check_finite(LOSS, input=input, linear_weight=linear_weight,
+                            linear_bias=linear_bias)
+        if reduction == "mean":
+            checks.check_not_all_ignored(LOSS, t, ignore_index)
+    try:
+        out = torch._C._nn.cross_entropy_loss(
+            logits, t.long(), weight, REDUCTION_ENUM[reduction], ignore_index, label_smoothing
+        )
+    except (IndexError, RuntimeError):  # the error path: the detailed message, checks on or off
+        checks.check_class_index_range(LOSS, t, logits.shape[1], ignore_index)
+        raise
+    if reduction == "none":
+        return out.reshape(target.shape)
+    return mean_over_nothing_to_zero(out, t, ignore_index) if reduction == "mean" else out
 
 
 def _check_head_dtype(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | None) -> None:

@@ -10,13 +10,14 @@ torch's multi-label and multi-class margin kernels return uninitialised memory.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.checks import LossRuntimeError
 from losskit.checks import margin as margin_checks
-from losskit.losses._common import autocast_on
+from losskit.losses._common import REDUCTION_ENUM, autocast_on, op_runs_directly
 
 __all__ = [
     "MultiLabelMarginLoss",
@@ -55,7 +56,8 @@ def soft_margin_loss(
     loss = "soft_margin_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     margin_checks.check_floating_scores(loss, input, error=LossRuntimeError)
-    checks.check_same_device(loss, input=input, target=target)
+    if not checks.on_one_device(input, target):
+        checks.check_same_device(loss, input=input, target=target)
     margin_checks.check_sign_target_shape(loss, input, target)
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target)
@@ -94,7 +96,8 @@ def multilabel_soft_margin_loss(
     loss = "multilabel_soft_margin_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target, weight=weight)
+    if not checks.on_one_device(input, target, weight):
+        checks.check_same_device(loss, input=input, target=target, weight=weight)
     margin_checks.check_multilabel_target_shape(loss, input, target)
     checks.check_broadcast_weight(loss, "weight", weight, input)
     if checks.values_enabled(loss):
@@ -136,18 +139,27 @@ def multilabel_margin_loss(
     """
     loss = "multilabel_margin_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target)
-    margin_checks.check_label_lists(loss, input, target)
+    # The common call, (N, C) float scores with int64 label lists of that shape on one device,
+    # passes every metadata check below: decided in a few attribute reads.
+    fast = (input.dim() == 2 and target.dtype == torch.int64 and target.shape == input.shape
+            and input.shape[0] > 0 and input.is_floating_point()
+            and target.device == input.device)
+    if not fast:
+        checks.check_floating_input(loss, input)
+        if not checks.on_one_device(input, target):
+            checks.check_same_device(loss, input=input, target=target)
+        margin_checks.check_label_lists(loss, input, target)
     values = checks.values_enabled(loss)
     if input.dim() > 0 and values:
         margin_checks.check_label_list_range(loss, target, input.shape[-1])
     if values:
         checks.check_finite(loss, input=input)
         margin_checks.check_not_multi_hot(loss, target)
-    if _is_empty_batch(input):
+    if not fast and _is_empty_batch(input):
         return _empty_batch(loss, input, reduction)
     try:
+        if op_runs_directly(size_average, reduce, input, target):
+            return torch._C._nn.multilabel_margin_loss(input, target, REDUCTION_ENUM[reduction])
         return F.multilabel_margin_loss(input, target, size_average, reduce, reduction)
     except RuntimeError:
         # torch checks the range itself on the CPU, so the detailed check runs only when
@@ -194,21 +206,32 @@ def multi_margin_loss(
     """
     loss = "multi_margin_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    margin_checks.check_p(loss, p)
-    margin_checks.check_margin_weight(loss, weight, None)
-    checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target, weight=weight)
-    margin_checks.check_class_index_target(loss, input, target)
-    if input.dim() > 0:
-        margin_checks.check_margin_weight(loss, weight, input, autocast=autocast_on(input))
+    # The common call, (N, C) float scores, (N,) int64 indices on one device, no class weight
+    # and p of 1 or 2, passes every metadata check below: decided in a few attribute reads.
+    fast = (weight is None and input.dim() == 2 and target.dtype == torch.int64
+            and target.dim() == 1 and target.shape[0] == input.shape[0] > 0
+            and input.is_floating_point() and target.device == input.device
+            and (p == 1 or p == 2))
+    if not fast:
+        margin_checks.check_p(loss, p)
+        margin_checks.check_margin_weight(loss, weight, None)
+        checks.check_floating_input(loss, input)
+        if not checks.on_one_device(input, target, weight):
+            checks.check_same_device(loss, input=input, target=target, weight=weight)
+        margin_checks.check_class_index_target(loss, input, target)
+        if input.dim() > 0:
+            margin_checks.check_margin_weight(loss, weight, input, autocast=autocast_on(input))
     values = checks.values_enabled(loss)
     if input.dim() > 0 and values:
         margin_checks.check_class_index_range(loss, target, input.shape[-1])
     if values:
         checks.check_finite(loss, input=input)
-    if _is_empty_batch(input):
+    if not fast and _is_empty_batch(input):
         return _empty_batch(loss, input, reduction)
     try:
+        if op_runs_directly(size_average, reduce, input, target, weight):
+            return torch._C._nn.multi_margin_loss(input, target, p, margin, weight,
+                                                  REDUCTION_ENUM[reduction])
         return F.multi_margin_loss(input, target, p, margin, weight, size_average, reduce,
                                    reduction)
     except RuntimeError:  # torch checks the range on the CPU: the detailed message after it

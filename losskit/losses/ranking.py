@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.checks import ranking as ranking_checks
+from losskit.losses._common import REDUCTION_ENUM, op_runs_directly
 
 __all__ = [
     "CosineEmbeddingLoss",
@@ -43,8 +44,40 @@ __all__ = [
 def _check_signed(loss: str, target: Tensor, **inputs: Tensor) -> None:
     """Metadata checks shared by the losses with -1/+1 labels (shapes are checked by each)."""
     ranking_checks.check_floating_inputs(loss, **inputs)
-    checks.check_same_device(loss, **inputs, target=target)
+    if not checks.on_one_device(target, *inputs.values()):
+        checks.check_same_device(loss, **inputs, target=target)
     ranking_checks.check_sign_target_dtype(loss, target)
+
+
+_UNSIGNED_LABELS = (torch.bool, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+
+
+def _signed_call_ok(target: Tensor, *inputs: Tensor) -> bool:
+    """The common call in a few attribute reads: floating inputs of the target's shape, on its
+    device, and a label dtype that can hold -1. When it says no, every detailed metadata check
+    runs (and passes the calls this accepts), so a fast call skips no check."""
+    shape, device = target.shape, target.device
+    if target.dtype in _UNSIGNED_LABELS:
+        return False
+    for t in inputs:
+        if t.shape != shape or t.device != device or not t.is_floating_point():
+            return False
+    return True
+
+
+def _cosine_call_ok(input1: Tensor, input2: Tensor, target: Tensor) -> bool:
+    """:func:`_signed_call_ok` for pairs of embeddings: ``(N, D)`` inputs with an ``(N,)``
+    target, or one ``(D,)`` pair with a 0-d target."""
+    device = target.device
+    if (
+        target.dtype in _UNSIGNED_LABELS or input1.shape != input2.shape
+        or input1.device != device or input2.device != device
+        or not (input1.is_floating_point() and input2.is_floating_point())
+    ):
+        return False
+    if target.dim() == 1:
+        return input1.dim() == 2 and input1.shape[0] == target.shape[0]
+    return target.dim() == 0 and input1.dim() == 1
 
 
 def _check_signed_values(loss: str, target: Tensor, **inputs: Tensor) -> None:
@@ -83,10 +116,14 @@ def margin_ranking_loss(
     """
     loss = "margin_ranking_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    _check_signed(loss, target, input1=input1, input2=input2)
-    ranking_checks.check_same_shapes(loss, same_dim=True, input1=input1, input2=input2,
-                                     target=target)
+    if not _signed_call_ok(target, input1, input2):
+        _check_signed(loss, target, input1=input1, input2=input2)
+        ranking_checks.check_same_shapes(loss, same_dim=True, input1=input1, input2=input2,
+                                         target=target)
     _check_signed_values(loss, target, input1=input1, input2=input2)
+    if op_runs_directly(size_average, reduce, input1, input2, target):
+        return torch.margin_ranking_loss(input1, input2, target, margin,
+                                         REDUCTION_ENUM[reduction])
     return F.margin_ranking_loss(input1, input2, target, margin, size_average, reduce,
                                  reduction=reduction)
 
@@ -121,9 +158,12 @@ def hinge_embedding_loss(
     """
     loss = "hinge_embedding_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    _check_signed(loss, target, input=input)
-    ranking_checks.check_same_shapes(loss, same_dim=False, input=input, target=target)
+    if not _signed_call_ok(target, input):
+        _check_signed(loss, target, input=input)
+        ranking_checks.check_same_shapes(loss, same_dim=False, input=input, target=target)
     _check_signed_values(loss, target, input=input)
+    if op_runs_directly(size_average, reduce, input, target):
+        return torch.hinge_embedding_loss(input, target, margin, REDUCTION_ENUM[reduction])
     return F.hinge_embedding_loss(input, target, margin, size_average, reduce,
                                   reduction=reduction)
 
@@ -167,9 +207,13 @@ def cosine_embedding_loss(
     """
     loss = "cosine_embedding_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    _check_signed(loss, target, input1=input1, input2=input2)
-    ranking_checks.check_cosine_shapes(loss, input1, input2, target)
+    if not _cosine_call_ok(input1, input2, target):
+        _check_signed(loss, target, input1=input1, input2=input2)
+        ranking_checks.check_cosine_shapes(loss, input1, input2, target)
     _check_signed_values(loss, target, input1=input1, input2=input2)
+    if op_runs_directly(size_average, reduce, input1, input2, target):
+        return torch.cosine_embedding_loss(input1, input2, target, margin,
+                                           REDUCTION_ENUM[reduction])
     return F.cosine_embedding_loss(input1, input2, target, margin, size_average, reduce,
                                    reduction=reduction)
 
@@ -183,7 +227,8 @@ def _check_triplet(loss: str, anchor: Tensor, positive: Tensor, negative: Tensor
     # Embeddings are floating (complex is fine: the p-norm of a complex difference is real) and
     # on one device, whatever the distance function.
     ranking_checks.check_floating_inputs(loss, allow_complex=True, **triplet)
-    checks.check_same_device(loss, **triplet)
+    if not checks.on_one_device(anchor, positive, negative):
+        checks.check_same_device(loss, **triplet)
     if pairwise:
         ranking_checks.check_same_shapes(loss, same_dim=True, **triplet)
     else:

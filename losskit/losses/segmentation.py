@@ -50,7 +50,8 @@ def dice_loss(
     loss = "dice_loss"
     reduction = _reduction.resolve(reduction)
     checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target)
+    if not checks.on_one_device(input, target):
+        checks.check_same_device(loss, input=input, target=target)
     if input.dim() < 2:
         raise LossInputError(
             f"dice_loss: `input` has shape {tuple(input.shape)}; expected (N, C, d1, ...) logits "
