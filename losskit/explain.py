@@ -157,7 +157,7 @@ def gradient_curves(
 
 
 def plot_curves(record: registry.LossRecord, axes=None, path: str | os.PathLike | None = None,
-                fmt: str = "png") -> None:
+                fmt: str = "png", points: int = 241) -> None:
     """Draw the loss (left) and its gradient (right) into ``axes`` (two matplotlib axes), or
     into a new figure saved at ``path``."""
     from losskit.train.plots import _pyplot
@@ -166,7 +166,7 @@ def plot_curves(record: registry.LossRecord, axes=None, path: str | os.PathLike 
     fig = None
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    axis, t, lines = gradient_curves(record)
+    axis, t, lines = gradient_curves(record, points)
     for label, loss, grad in lines:
         axes[0].plot(t, loss, label=label or None)
         axes[1].plot(t, grad, label=label or None)
@@ -181,3 +181,118 @@ def plot_curves(record: registry.LossRecord, axes=None, path: str | os.PathLike 
         fig.tight_layout()
         fig.savefig(path, format=fmt, dpi=90)
         plt.close(fig)
+
+
+def plot_side_by_side(records: list[registry.LossRecord], path: str | os.PathLike,
+                      fmt: str = "png", title: str | None = None) -> None:
+    """Several losses in one figure, one column each: the loss on top, its gradient below."""
+    from losskit.train.plots import _pyplot
+
+    plt = _pyplot()
+    width = max(3.2 * len(records), 4.5)  # inches; one loss still gets a readable title
+    fig, axes = plt.subplots(2, len(records), figsize=(width, 5.2), squeeze=False)
+    for column, record in enumerate(records):
+        plot_curves(record, axes=(axes[0][column], axes[1][column]), points=121)
+        axes[1][column].set_title(f"{record.name}: gradient", fontsize=9)
+        axes[0][column].set_title(record.name, fontsize=9)
+        axes[0][column].set_xlabel("")
+        for ax in axes[:, column]:
+            ax.xaxis.label.set_fontsize(7)
+            ax.yaxis.label.set_fontsize(8)
+            ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    # Fixed margins: tight_layout costs seconds per figure on a busy machine.
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, top=0.88, bottom=0.1,
+                        wspace=0.35, hspace=0.35)
+    fig.savefig(path, format=fmt, dpi=80)
+    plt.close(fig)
+
+
+def families() -> dict[str, list[registry.LossRecord]]:
+    """The registered losses by family, in registration order."""
+    grouped: dict[str, list[registry.LossRecord]] = {}
+    for record in registry.records():
+        grouped.setdefault(record.family, []).append(record)
+    return grouped
+
+
+GALLERY_IMAGES = "images/gallery"  # under docs/, where docs/gallery.md finds the pictures
+
+#: What a reader might not expect in a family's picture (written after looking at each one).
+GALLERY_NOTES: dict[str, str] = {
+    "classification": (
+        "Two shapes surprise at first sight. Label smoothing gives cross-entropy a minimum at a "
+        "finite logit: past it the gradient turns positive and pulls a confident logit back, "
+        "which is the point of smoothing. Focal loss's gradient is not monotone: for a "
+        "moderately wrong prediction (logit -1 to -3) its pull is stronger than plain "
+        "cross-entropy's (down to -1.3 at gamma=5, below BCE's -1), then it falls back to -1; "
+        "focal loss down-weights easy examples but does not down-weight hard ones, and it is "
+        "not convex."),
+    "likelihood": (
+        "Poisson NLL goes below zero (it drops the log(y!) term unless full=True) and its "
+        "minimum sits at log-rate log(y); its gradient grows like exp(x) for too high a rate "
+        "but is capped at -y for too low a one: asymmetric."),
+    "margin": (
+        "multi_margin_loss with p=2 (squared hinge) has a gradient that grows with the "
+        "violation, unlike the p=1 hinge whose pull is flat."),
+    "ranking": (
+        "The triplet curves move the anchor along a line from the positive (0) towards the "
+        "negative (2), 0.5 off that line: the loss is zero only while the anchor is near enough "
+        "to the positive, then rises towards margin + 2 past the negative; the "
+        "gradient is largest between the two, not at either end. With the L1 distance the "
+        "pull is a flat 2 between the two and 0 past the negative, with the Euclidean a smooth "
+        "bump."),
+    "segmentation": (
+        "Dice's pull on a confidently wrong pixel (logit -6, target 1) is nearly zero: the "
+        "sigmoid saturates and, unlike BCE with logits, nothing cancels it. Its loss does not "
+        "reach 0 even at a perfect pixel, because Dice pools the whole image and the other 9 "
+        "pixels are held at logits +-2."),
+    "sequence": (
+        "With T=4 frames for a one-label target, CTC's gradient is zero near logit 0 and "
+        "negative on both sides: at uniform outputs the expected number of label frames "
+        "already equals the posterior's (2 of 4), a flat spot that T=1 and T=2 do not have. "
+        "The loss is not convex in the logits."),
+}
+
+
+def write_gallery(image_dir: str | os.PathLike, page: str | os.PathLike | None = None,
+                  notes: dict[str, str] | None = None) -> list[str]:
+    """One picture per family (every loss side by side) into ``image_dir``, and the Markdown
+    page ``page`` linking them (paths relative to the page). Returns the picture paths.
+
+    ``notes`` (family -> text) adds a paragraph under a family's picture.
+    """
+    os.makedirs(image_dir, exist_ok=True)
+    paths, sections = [], []
+    for family, records in families().items():
+        missing = [r.name for r in records if r.explain is None]
+        if missing:
+            raise KeyError(f"no explain data for {', '.join(missing)}. Fix: describe them in "
+                           f"losskit/losses/{family}.py (docs/design.md, 'What a record needs "
+                           f"for explain').")
+        path = os.path.join(image_dir, f"{family}.png")
+        plot_side_by_side(records, path, title=f"{family}: loss (top) and gradient (bottom)")
+        paths.append(path)
+        sections.append((family, records, path))
+    if page is not None:
+        _write_gallery_page(page, sections, notes or {})
+    return paths
+
+
+def _write_gallery_page(page, sections, notes: dict[str, str]) -> None:
+    folder = os.path.dirname(os.path.abspath(page))
+    lines = ["# Gallery: every loss and its gradient", "",
+             "Generated from the loss registry by `losskit gallery` (`make gallery`); do not edit "
+             "by hand. Each column is one loss: the loss on top, its gradient (autograd through "
+             "the loss itself, float64) below, against the residual, logit or margin named on "
+             "the axis, with the options that change the shape overlaid. "
+             "`losskit explain LOSS` prints the formula, derivative and a worked example.", ""]
+    for family, records, path in sections:
+        rel = os.path.relpath(os.path.abspath(path), folder).replace(os.sep, "/")
+        names = ", ".join(f"`{r.name}`" for r in records)
+        lines += [f"## {family}", "", names, "", f"![{family} losses and gradients]({rel})", ""]
+        if family in notes:
+            lines += [notes[family], ""]
+    with open(page, "w") as f:
+        f.write("\n".join(lines))

@@ -4,6 +4,8 @@ curves draw."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -74,3 +76,52 @@ def test_curve_claims(record):
             assert curvature.min() > -1e-6, (label, curvature.min())
         if record.explain.bounded_gradient:
             assert grad.abs().max() < 10, label
+
+
+def test_names_resolve_by_function_module_cli_and_torch_name():
+    assert explain.resolve("CrossEntropyLoss").name == "cross_entropy"
+    assert explain.resolve("cross-entropy").name == "cross_entropy"
+    assert explain.resolve("smooth_l1").name == "smooth_l1_loss"
+    assert explain.resolve("bceloss").name == "binary_cross_entropy"
+
+
+def test_unknown_name_names_close_matches():
+    with pytest.raises(KeyError) as info:
+        explain.resolve("focall")
+    message = info.value.args[0]
+    assert "no loss named 'focall'" in message and "focal" in message and "Fix:" in message
+
+
+def test_explain_cli_writes_the_png(tmp_path, capsys):
+    from losskit.cli import main
+
+    assert main(["explain", "huber", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "huber_loss(...) returns: 0.6875 (equal)" in out  # 4 hand-checked terms, mean
+    assert (tmp_path / "huber_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gallery_has_a_picture_for_every_record(tmp_path):
+    page = tmp_path / "gallery.md"
+    paths = explain.write_gallery(tmp_path / "images", page, notes=explain.GALLERY_NOTES)
+    text = page.read_text()
+    families = {r.family for r in RECORDS}
+    assert sorted(os.path.basename(p) for p in paths) == sorted(f"{f}.png" for f in families)
+    for record in RECORDS:
+        section = text.split(f"## {record.family}\n")[1].split("\n## ")[0]
+        assert f"`{record.name}`" in section and f"images/{record.family}.png" in section
+    for path in paths:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_committed_gallery_page_lists_every_record():
+    """docs/gallery.md is `losskit gallery`'s output for today's registry (rerun `make gallery`
+    after adding a loss)."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "gallery.md").read_text()
+    for record in RECORDS:
+        assert f"`{record.name}`" in text, f"{record.name}: run `make gallery`"
+        assert (docs / "images" / "gallery" / f"{record.family}.png").exists()
