@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, kernels, registry
 from losskit.checks import LossInputError, LossRuntimeError
+from losskit.losses import _explain as _ex
 from losskit.losses._common import (
     HALF,
     REDUCTION_ENUM,
@@ -600,4 +601,104 @@ registry.register(registry.LossRecord(
     targets=("class-indices", "binary"),
     summary="cross-entropy scaled down on easy examples (dense detection, imbalance)",
     mean_count=_count_focal, cli="focal",
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+_LOGITS, _LABELS = [[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], torch.tensor([0, 2])
+
+
+def _ce_steps(z, y, reduction="mean", label_smoothing=0.0):
+    rows = _ex.softmax_steps(z, y, label_smoothing)
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "rows")
+
+
+def _nll_steps(logp, y, reduction="mean"):
+    rows = [("log p_y picked per row", logp.gather(1, y[:, None])[:, 0])]
+    rows.append(("l = -log p_y", -rows[0][1]))
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "rows")
+
+
+def _focal_steps(x, y, reduction="mean", gamma=2.0):
+    p = torch.sigmoid(x)
+    pt = p * y + (1 - p) * (1 - y)
+    rows = [("p = sigmoid(x)", p), ("p_t = p y + (1 - p)(1 - y)", pt),
+            (f"(1 - p_t)^gamma, gamma={gamma}", (1 - pt) ** gamma), ("-log p_t", -pt.log()),
+            ("l = -(1 - p_t)^gamma log p_t", -((1 - pt) ** gamma) * pt.log())]
+    return rows + _ex.reduce_step(rows[-1][1], reduction)
+
+
+def _focal_gradient(x, y, gamma=2.0, **kw):
+    """Binary focal loss without alpha: dl/dx = (2y - 1) p (1 - p) dl/dp_t."""
+    p = torch.sigmoid(x)
+    pt = p * y + (1 - p) * (1 - y)
+    dl_dpt = gamma * (1 - pt) ** (gamma - 1) * pt.log() - (1 - pt) ** gamma / pt
+    return (2 * y - 1) * p * (1 - p) * dl_dpt
+
+
+def _nll_curve(t):
+    """Rows of log-probabilities: the true class at ``t``, the rest share ``1 - e^t``."""
+    rest = ((1 - t.exp()) / 2).log()[:, None]
+    rows = torch.cat([t[:, None], rest, rest], dim=1)
+    return nll_loss(rows, torch.zeros(t.shape[0], dtype=torch.long), reduction="none")
+
+
+def _rows_curve(function):
+    def loss(t, **option):
+        return function(_ex.true_class_rows(t), torch.zeros(t.shape[0], dtype=torch.long),
+                        reduction="none", **option)
+    return loss
+
+
+registry.describe(cross_entropy, registry.Explain(
+    formula="l = -log softmax(z)_y = logsumexp(z) - z_y;  with label smoothing eps: "
+            "(1 - eps)(lse - z_y) + eps (lse - mean_c z_c)",
+    latex=r"\ell = (1-\varepsilon)\bigl(\log\textstyle\sum_c e^{z_c} - z_y\bigr) + "
+          r"\varepsilon\bigl(\log\sum_c e^{z_c} - \tfrac1C\sum_c z_c\bigr)",
+    derivative="dl/dz_c = softmax(z)_c - q_c,  q = (1 - eps) onehot(y) + eps / C",
+    derivative_latex=r"\partial\ell/\partial z_c = \operatorname{softmax}(z)_c - q_c",
+    gradient=lambda z, y, label_smoothing=0.0, **kw: _ex.softmax_gradient(z, y, label_smoothing),
+    example=_ex.example(_LOGITS, _LABELS, label_smoothing=0.1), steps=_ce_steps,
+    curve=registry.Curve(
+        "true-class logit z_0 (3 classes, the others at 0)", _rows_curve(cross_entropy),
+        tuple((f"label_smoothing={e}", {"label_smoothing": e}) for e in (0.0, 0.1, 0.3)),
+        span=(-6.0, 6.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: a wrong label's pull per logit is capped at 1, but its loss grows linearly",
+))
+registry.describe(nll_loss, registry.Explain(
+    formula="l = -x_y  (x: log-probabilities, log_softmax output)", latex=r"\ell = -x_y",
+    derivative="dl/dx_c = -1 if c = y else 0  (the softmax part lives in log_softmax before it)",
+    derivative_latex=r"\partial\ell/\partial x_c = -\mathbb 1[c = y]",
+    gradient=lambda x, y, **kw: -torch.nn.functional.one_hot(y, x.shape[1]).to(x.dtype),
+    example=_ex.example(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]).log().double(),
+                        _LABELS),
+    steps=_nll_steps,
+    curve=registry.Curve("log-probability of the true class x_y (3 classes)", _nll_curve,
+                         span=(-5.0, -0.01)),
+    convex=True, bounded_gradient=True,
+    robust="no: with log_softmax before it, it is cross-entropy (see cross_entropy)",
+    note="linear in its input; the curve of log_softmax + NLL is cross_entropy's",
+))
+registry.describe(focal_loss, registry.Explain(
+    formula="l = -alpha_t (1 - p_t)^gamma log p_t;  binary: p = sigmoid(x), p_t = p y + "
+            "(1 - p)(1 - y); multi-class: p_t = softmax(x)_y",
+    latex=r"\ell = -\alpha_t (1 - p_t)^\gamma \log p_t",
+    derivative="binary, no alpha: dl/dx = (2y - 1) p (1 - p) [gamma (1 - p_t)^(gamma - 1) "
+               "log p_t - (1 - p_t)^gamma / p_t]",
+    derivative_latex=r"\frac{\partial\ell}{\partial x} = (2y-1)p(1-p)\Bigl[\gamma(1-p_t)"
+                     r"^{\gamma-1}\log p_t - \frac{(1-p_t)^\gamma}{p_t}\Bigr]",
+    gradient=_focal_gradient,
+    example=_ex.example([2.0, -1.0, 0.5], [1.0, 0.0, 1.0], gamma=2.0), steps=_focal_steps,
+    curve=registry.Curve(
+        "logit x (binary, target y = 1)",
+        lambda t, **o: focal_loss(t, torch.ones_like(t), reduction="none", **o),
+        tuple((f"gamma={g}", {"gamma": g}) for g in (0.0, 1.0, 2.0, 5.0)), span=(-6.0, 6.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: easy examples are scaled down, a confidently wrong one keeps its full pull",
+    note="the derivative shown and checked is the binary form without alpha (alpha_t scales it); "
+         "the multi-class form is the same with p_t = softmax(x)_y through the softmax",
 ))

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from losskit import _reduction, checks, kernels, registry
 from losskit.checks import LossInputError, LossRuntimeError
 from losskit.checks import linear_cross_entropy as lce_checks
+from losskit.losses import _explain as _ex
 from losskit.losses._common import (
     REDUCTION_ENUM,
     autocast_on,
@@ -398,4 +399,43 @@ registry.register(registry.LossRecord(
     mean_count=count_rows_or_targets,
     torch_function=F.linear_cross_entropy, torch_module=nn.LinearCrossEntropyLoss,
     estimates="probabilities",
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+
+def _lce_steps(h, w, y, reduction="mean", label_smoothing=0.0):
+    z = h @ w.T  # (N, C)
+    rows = [("logits z = h W^T", z), *_ex.softmax_steps(z, y, label_smoothing)]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "rows")
+
+
+def _lce_curve(t, **option):
+    h = torch.stack([t, torch.zeros_like(t)], dim=1)  # (n, 2): along the true class's row
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=t.dtype)  # (C=3, D=2)
+    return linear_cross_entropy(h, w, torch.zeros(t.shape[0], dtype=torch.long),
+                                reduction="none", **option)
+
+
+registry.describe(linear_cross_entropy, registry.Explain(
+    formula="l = cross_entropy(z, y),  z = h W^T (+ b): cross-entropy of a linear head",
+    latex=r"\ell = \log\textstyle\sum_c e^{z_c} - z_y,\ z = W h",
+    derivative="dl/dh = (softmax(z) - q) W,  q = (1 - eps) onehot(y) + eps / C  (and dl/dW = "
+               "(softmax(z) - q)^T h)",
+    derivative_latex=r"\partial\ell/\partial h = (\operatorname{softmax}(z) - q)\,W",
+    gradient=lambda h, w, y, label_smoothing=0.0, **kw: (
+        _ex.softmax_gradient(h @ w.T, y, label_smoothing) @ w),
+    example=_ex.example([[1.0, -0.5], [0.2, 0.8]], [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+                        torch.tensor([0, 2])),
+    steps=_lce_steps,
+    curve=registry.Curve(
+        "hidden h along the true class's weight row (W = [e1, e2, 0])", _lce_curve,
+        tuple((f"label_smoothing={e}", {"label_smoothing": e}) for e in (0.0, 0.1, 0.3)),
+        span=(-6.0, 6.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: as cross_entropy (a wrong label's pull is capped, its loss grows linearly)",
+    note="convex in h for a fixed W (not jointly in h and W); the gradient's bound scales with W",
 ))
