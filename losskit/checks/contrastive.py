@@ -129,6 +129,7 @@ def check_normalized_rows(loss: str, **views: Tensor) -> None:
                 f"(SimCLR, CLIP); if the model already ends in `F.normalize`, check it runs "
                 f"before this loss."
             )
+            return  # one warning per call: the other view is most likely the same
 
 
 def check_logit_scale(loss: str, logit_scale: float | Tensor, normalize: bool) -> None:

@@ -57,9 +57,11 @@ def _forward(q: Tensor, k: Tensor, scale: Tensor, skip: Tensor, chunk: int) -> T
 
 
 def _backward(
-    grad: Tensor, q: Tensor, k: Tensor, scale: Tensor, skip: Tensor, lse: Tensor, chunk: int
+    grad: Tensor, q: Tensor, k: Tensor, scale: Tensor, skip: Tensor, lse: Tensor, chunk: int,
+    want_scale: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``dq``, ``dk``, ``dscale``: each tile recomputed and turned into its gradient share."""
+    """``dq``, ``dk``, ``dscale`` (0 unless ``want_scale``: a fixed temperature skips that
+    pass): each tile recomputed and turned into its gradient share."""
     dq, dk = torch.zeros_like(q), torch.zeros_like(k)
     dscale = torch.zeros((), dtype=q.dtype, device=q.device)
     for r in range(0, q.shape[0], chunk):
@@ -68,7 +70,8 @@ def _backward(
             cols = slice(c, c + chunk)
             dot, logits = _tile(q[rows], k[cols], scale, skip[rows], c)
             p = (logits - lse[rows, None]).exp_().mul_(grad[rows, None])  # (n, m), 0 at skip
-            dscale += (p * dot).sum()
+            if want_scale:
+                dscale += (p * dot).sum()
             dq[rows] += (p @ k[cols]).mul_(scale)
             dk[cols] += (p.T @ q[rows]).mul_(scale)
     return dq, dk, dscale
@@ -89,7 +92,8 @@ class ChunkedLogSumExp(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         check_first_order("chunked contrastive log-sum-exp")
         q, k, scale, skip, lse = ctx.saved_tensors
-        dq, dk, dscale = _backward(grad, q, k, scale, skip, lse, ctx.chunk)
+        dq, dk, dscale = _backward(grad, q, k, scale, skip, lse, ctx.chunk,
+                                   ctx.needs_input_grad[2])
         return dq, dk, dscale.reshape(scale.shape), None, None
 
 
