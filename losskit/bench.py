@@ -337,7 +337,62 @@ ELEMENTWISE = Family(
     quick=[{"numel": 1_000_000}],
 )
 
-FAMILIES = {f.name: f for f in (CROSS_ENTROPY, LINEAR_CROSS_ENTROPY, ELEMENTWISE)}
+
+# Contrastive (NT-Xent) ----------------------------------------------------------------------------
+
+
+def _nt_xent_torch(z1, z2, t=0.1):
+    """NT-Xent in plain torch, as usually written by hand: the full (2B, 2B) matrix."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D)
+    sim = (z @ z.T / t).fill_diagonal_(float("-inf"))  # (2B, 2B)
+    b = z1.shape[0]
+    positives = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])
+    return F.cross_entropy(sim, positives)
+
+
+def _contrastive_build(chunk: int | None, library: str) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        import losskit.functional as LF
+
+        gen = torch.Generator().manual_seed(0)
+        z1 = torch.randn(size["B"], size["D"], generator=gen).requires_grad_()
+        z2 = torch.randn(size["B"], size["D"], generator=gen).requires_grad_()
+        if library == "torch":
+            fn = _nt_xent_torch
+        else:
+            _past_startup_checks("info_nce", torch.randn(4, 3), torch.randn(4, 3))
+            def fn(a, b):
+                return LF.info_nce(a, b, chunk_size=chunk)
+
+        def step():
+            z1.grad = z2.grad = None
+            fn(z1, z2).backward()
+
+        return Case(step, _nbytes(z1, z2), _nbytes(z1, z2))
+
+    return build
+
+
+CONTRASTIVE = Family(
+    "contrastive",
+    [
+        Variant("torch NT-Xent", _contrastive_build(None, "torch")),
+        Variant("losskit plain", _contrastive_build(None, "losskit")),
+        Variant("losskit chunked", _contrastive_build(512, "losskit")),
+    ],
+    [
+        Target("time chunked vs plain", "losskit chunked", "losskit plain", 1.3),
+        Target("time plain vs torch NT-Xent", "losskit plain", "torch NT-Xent", 1.1),
+        Target("extra memory chunked / one (2B, 2B) matrix", "losskit chunked", None, 0.25,
+               "memory"),
+        Target("extra memory chunked vs plain (info)", "losskit chunked", "losskit plain",
+               float("inf"), "memory"),
+    ],
+    full=[{"B": b, "D": 128} for b in (1024, 2048, 4096)],
+    quick=[{"B": b, "D": 128} for b in (512, 1024)],
+)
+
+FAMILIES = {f.name: f for f in (CROSS_ENTROPY, LINEAR_CROSS_ENTROPY, ELEMENTWISE, CONTRASTIVE)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -520,6 +575,8 @@ def _unit_bytes(family: Family, size: dict) -> int:
     """Bytes of the logits (cross-entropy) that memory targets are expressed in."""
     if family.name == "cross_entropy":
         return size["N"] * size["C"] * _dtype(size).itemsize
+    if family.name == "contrastive":  # the (2B, 2B) float32 similarity matrix
+        return (2 * size["B"]) ** 2 * 4
     return 1
 
 
