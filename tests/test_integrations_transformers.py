@@ -1,4 +1,4 @@
-"""losskit.integrations.transformers against the models' own loss, on tiny models built from configs.
+"""losskit.integrations.transformers against the models' own loss, tiny models built from configs.
 
 The oracle is each model's own forward: transformers' ``ForCausalLMLoss`` (``F.cross_entropy`` on
 the materialised, float32-upcast logits). Nothing is downloaded (HF_HUB_OFFLINE=1).
@@ -233,9 +233,8 @@ def test_peft_lora_model_gets_the_same_gradients_and_trains():
 
 class Rows(torch.utils.data.Dataset):
     def __init__(self, ids, mask, labels):
-        self.items = [
-            {"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(ids, mask, labels)
-        ]
+        rows = zip(ids, mask, labels, strict=True)
+        self.items = [{"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in rows]
 
     def __len__(self):
         return len(self.items)

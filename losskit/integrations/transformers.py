@@ -244,7 +244,9 @@ def _decoder(model: nn.Module) -> nn.Module:
 
 def _logit_transform(config: Any) -> tuple[float, float | None]:
     """``(a, s)`` from the config: logits become ``s tanh(a z / s)`` (``s`` None: no cap)."""
-    text = config.get_text_config() if callable(getattr(config, "get_text_config", None)) else config
+    text = config
+    if callable(getattr(config, "get_text_config", None)):  # multimodal: the text model's fields
+        text = config.get_text_config()
     scale = 1.0
     if getattr(text, "logit_scale", None) is not None:  # Cohere: logits * logit_scale
         scale *= float(text.logit_scale)
