@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -279,3 +281,35 @@ def test_trainer_with_gradient_accumulation_equals_one_four_times_batch(tmp_path
         torch.testing.assert_close(weights_own[name], w, rtol=1e-4, atol=1e-5, msg=name)
         changed += not torch.equal(w, dict(base.named_parameters())[name])
     assert changed > 0  # the steps really moved the weights
+
+
+# ----------------------------------------------------------------------------------------------
+# docs/integrations.md: the Hugging Face sections run as written
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
+
+
+def hf_sections() -> dict[str, list[str]]:
+    """Heading -> the Python blocks of each ``## Hugging Face ...`` section, in page order."""
+    sections = re.split(r"^## ", PAGE.read_text(), flags=re.M)[1:]
+    return {
+        s.splitlines()[0]: re.findall(r"^```python\n(.*?)^```$", s, re.S | re.M)
+        for s in sections
+        if s.startswith("Hugging Face")
+    }
+
+
+def test_the_page_has_the_trainer_and_loop_sections():
+    found = hf_sections()
+    assert set(found) == {
+        "Hugging Face transformers: Trainer", "Hugging Face transformers: a hand-written loop",
+    }
+    assert all(found.values())
+
+
+@pytest.mark.parametrize("heading", list(hf_sections()))
+def test_hf_section_runs(heading, capsys):
+    namespace: dict = {}
+    for code in hf_sections()[heading]:
+        exec(compile(code, str(PAGE), "exec"), namespace)
+    assert re.search(r"loss \d", capsys.readouterr().out)
