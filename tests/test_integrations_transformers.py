@@ -194,6 +194,39 @@ def test_a_model_it_cannot_reproduce_is_refused_and_left_unchanged():
     assert not lk_hf.is_fused(model) and "forward" not in vars(model)
 
 
+def test_moe_router_loss_is_refused_and_the_model_without_it_fuses():
+    """Mixtral adds a router loss to its loss when output_router_logits is on: refused."""
+    def mixtral(router):
+        torch.manual_seed(0)
+        config = _llama_like(
+            transformers.MixtralConfig, num_local_experts=4, num_experts_per_tok=2,
+            output_router_logits=router, router_aux_loss_coef=0.5,
+        )
+        return transformers.MixtralForCausalLM(config)
+
+    with pytest.raises(lk.LossInputError, match=r"(?s)own loss is .*output_router_logits=False"):
+        lk_hf.fuse_loss(mixtral(True))
+    own_model = mixtral(False)
+    fused_model = lk_hf.fuse_loss(copy.deepcopy(own_model))
+    ids, mask, labels = batch()
+    own, own_grads = loss_and_grads(own_model, input_ids=ids, attention_mask=mask, labels=labels)
+    fused, fused_grads = loss_and_grads(
+        fused_model, input_ids=ids, attention_mask=mask, labels=labels
+    )
+    torch.testing.assert_close(fused.loss, own.loss, rtol=1e-5, atol=1e-6)
+    assert_same_grads(fused_grads, own_grads)
+
+
+def test_gradient_checkpointing_keeps_the_gradients():
+    own_model = build("qwen2")
+    own_model.gradient_checkpointing_enable()
+    fused_model = lk_hf.fuse_loss(copy.deepcopy(own_model))
+    ids, mask, labels = batch()
+    _, own_grads = loss_and_grads(own_model, input_ids=ids, attention_mask=mask, labels=labels)
+    _, fused_grads = loss_and_grads(fused_model, input_ids=ids, attention_mask=mask, labels=labels)
+    assert_same_grads(fused_grads, own_grads)
+
+
 def test_models_without_a_head_and_other_modules_are_refused():
     with pytest.raises(lk.LossInputError, match=r"(?s)get_output_embeddings\(\) gives None.*Fix:"):
         lk_hf.fuse_loss(transformers.LlamaModel(CONFIGS["llama"]()))
