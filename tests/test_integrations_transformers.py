@@ -355,3 +355,17 @@ def test_hf_section_runs(heading, capsys):
     for code in hf_sections()[heading]:
         exec(compile(code, str(PAGE), "exec"), namespace)
     assert re.search(r"loss \d", capsys.readouterr().out)
+
+
+def test_trainer_evaluate_gives_the_models_own_eval_loss(tmp_path):
+    base = build("llama")
+    ids, mask, labels = batch(4, rows=8)
+    losses = []
+    for model in (copy.deepcopy(base), lk_hf.fuse_loss(copy.deepcopy(base))):
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to=[], use_cpu=True,
+            disable_tqdm=True,
+        )
+        trainer = transformers.Trainer(model=model, args=args, eval_dataset=Rows(ids, mask, labels))
+        losses.append(trainer.evaluate()["eval_loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
