@@ -34,6 +34,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import importlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -85,6 +86,7 @@ class Family:
     targets: list[Target]
     full: list[dict]  # sizes for the benchmark scripts
     quick: list[dict]  # sizes for `losskit bench`
+    requires: str | None = None  # an optional package it needs; "all" skips it when missing
 
 
 def _nbytes(*tensors: torch.Tensor) -> int:
@@ -373,6 +375,44 @@ def _contrastive_build(chunk: int | None, library: str) -> Callable[[dict], Case
     return build
 
 
+# A Hugging Face causal LM's training step (losskit.integrations.transformers) -------------------
+
+
+def _hf_build(fused: bool) -> Callable[[dict], Case]:
+    """One forward+backward of a ``layers``-deep Llama with the full ``V`` vocabulary on
+    ``(B, T)`` tokens: its own loss (logits, then ``F.cross_entropy``) or ``fuse_loss``'s."""
+
+    def build(size: dict) -> Case:
+        import transformers
+
+        from losskit.integrations.transformers import fuse_loss
+
+        torch.manual_seed(0)
+        heads = max(1, size["D"] // 64)
+        config = transformers.LlamaConfig(
+            vocab_size=size["V"], hidden_size=size["D"], intermediate_size=2 * size["D"],
+            num_hidden_layers=size["layers"], num_attention_heads=heads,
+            num_key_value_heads=heads, max_position_embeddings=size["T"],
+            tie_word_embeddings=False,
+        )
+        model = transformers.LlamaForCausalLM(config).train()
+        if fused:
+            fuse_loss(model)
+            _past_startup_checks("linear_cross_entropy", torch.randn(4, 2), torch.randn(3, 2),
+                                 torch.tensor([0, 1, 2, 0]))
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(size["V"], (size["B"], size["T"]), generator=gen)
+        params = list(model.parameters())
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            model(input_ids=ids, labels=ids).loss.backward()
+
+        return Case(step, _nbytes(*params), _nbytes(*params))
+
+    return build
+
+
 CONTRASTIVE = Family(
     "contrastive",
     [
@@ -392,7 +432,30 @@ CONTRASTIVE = Family(
     quick=[{"B": b, "D": 128} for b in (512, 1024)],
 )
 
-FAMILIES = {f.name: f for f in (CROSS_ENTROPY, LINEAR_CROSS_ENTROPY, ELEMENTWISE, CONTRASTIVE)}
+
+TRANSFORMERS = Family(
+    "transformers",
+    [
+        Variant("own loss (transformers)", _hf_build(False)),
+        Variant("fuse_loss (losskit)", _hf_build(True)),
+    ],
+    [
+        Target("time fused / own", "fuse_loss (losskit)", "own loss (transformers)", 1.10),
+        Target("extra memory / logits (fused)", "fuse_loss (losskit)", None, 1.0, "memory"),
+        Target("extra memory / logits (own, info)", "own loss (transformers)", None,
+               float("inf"), "memory"),
+        Target("extra memory fused / own (info)", "fuse_loss (losskit)",
+               "own loss (transformers)", float("inf"), "memory"),
+    ],
+    full=[{"V": 32000, "D": 256, "layers": 1, "B": 2, "T": 512},
+          {"V": 128256, "D": 256, "layers": 1, "B": 2, "T": 512}],
+    quick=[{"V": 8000, "D": 128, "layers": 1, "B": 2, "T": 128}],
+    requires="transformers",
+)
+
+FAMILIES = {
+    f.name: f for f in (CROSS_ENTROPY, LINEAR_CROSS_ENTROPY, ELEMENTWISE, CONTRASTIVE, TRANSFORMERS)
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -577,6 +640,8 @@ def _unit_bytes(family: Family, size: dict) -> int:
         return size["N"] * size["C"] * _dtype(size).itemsize
     if family.name == "contrastive":  # the (2B, 2B) float32 similarity matrix
         return (2 * size["B"]) ** 2 * 4
+    if family.name == "transformers":  # the float32 (B, T, V) logits of the model's own loss
+        return size["B"] * size["T"] * size["V"] * 4
     return 1
 
 
@@ -695,7 +760,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen families, print the tables, optionally append them; returns 0."""
-    names = list(FAMILIES) if args.family == "all" else [args.family]
+    names = [args.family] if args.family != "all" else [
+        name for name, f in FAMILIES.items()
+        if f.requires is None or importlib.util.find_spec(f.requires) is not None
+    ]
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the memory children inherit it
