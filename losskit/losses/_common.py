@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 
 import torch
 from torch import Tensor
@@ -80,3 +81,27 @@ def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | N
         return out
     counted = checks.not_ignored(target, ignore_index)
     return torch.where(counted.any(), out, torch.zeros_like(out))
+
+
+# ----------------------------------------------------------------------------------------------
+# DTensor arguments (FSDP2, tensor parallel) are routed to losskit.distributed.dtensor
+
+
+def is_dtensor(t: object) -> bool:
+    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (without importing it: no DTensor
+    can exist before that module is loaded).
+
+    >>> is_dtensor(torch.zeros(2))
+    False
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def holds_dtensor(*tensors: object) -> bool:
+    """Whether any of ``tensors`` is a DTensor.
+
+    >>> holds_dtensor(torch.zeros(2), None)
+    False
+    """
+    return any(is_dtensor(t) for t in tensors)

@@ -14,6 +14,7 @@ from losskit.losses._common import (
     autocast_on,
     float32_weight,
     has_override,
+    holds_dtensor,
     mean_over_nothing_to_zero,
     no_autocast,
     result_dtype,
@@ -147,6 +148,14 @@ def cross_entropy(
     """
     loss = "cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    if holds_dtensor(input, target, weight):  # sharded logits: losskit.distributed.dtensor
+        from losskit.distributed import dtensor  # lazily: distributed imports the losses
+
+        return dtensor.cross_entropy(
+            cross_entropy, input, target, weight, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
+            return_lse=return_lse, inplace=inplace,
+        )
     checks.check_floating_input(loss, input)
     checks.check_more_than_one_class(loss, input, 1 if input.dim() >= 2 else 0)
     if target.device != input.device or (weight is not None and weight.device != input.device):

@@ -18,6 +18,7 @@ from losskit.checks import linear_cross_entropy as lce_checks
 from losskit.losses._common import (
     autocast_on,
     float32_weight,
+    holds_dtensor,
     no_autocast,
     result_dtype,
     weight_dtype_ref,
@@ -105,6 +106,15 @@ def linear_cross_entropy(
         True
     """
     reduction = _reduction.resolve(reduction)
+    if holds_dtensor(input, linear_weight, target, linear_bias, weight):  # FSDP2 / TP heads
+        from losskit.distributed import dtensor  # lazily: distributed imports the losses
+
+        return dtensor.linear_cross_entropy(
+            linear_cross_entropy, input, linear_weight, target, linear_bias=linear_bias,
+            weight=weight, reduction=reduction, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, options=options, lse_square_scale=lse_square_scale,
+            softcap=softcap, return_lse=return_lse, chunk_size=chunk_size,
+        )
     lce_checks.check_options(options)
     checks.check_floating_input(LOSS, input)
     checks.check_same_device(
