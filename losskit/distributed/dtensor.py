@@ -115,17 +115,17 @@ def _replicated_target(loss: str, target: Tensor) -> Tensor:
 _VOCAB_PARALLEL_OPTIONS = "ignore_index, reduction and label_smoothing"
 
 
-def _refuse_vocab_parallel_options(loss: str, **given: bool) -> None:
+def _refuse_vocab_parallel_options(loss: str, gather: str, **given: bool) -> None:
     """The vocab-parallel path takes ignore_index, reduction and label_smoothing only;
-    ``given`` says which other option was set."""
+    ``given`` says which other option was set, ``gather`` what gathering computes instead."""
     extra = [name for name, is_set in given.items() if is_set]
     if not extra:
         return
+    names = ", ".join(f"`{n}`" for n in extra)
     raise LossInputError(
-        f"{loss}: got {', '.join(f'`{n}`' for n in extra)} with a vocab-parallel (DTensor) "
-        f"input; the vocab-parallel path supports {_VOCAB_PARALLEL_OPTIONS} only. Fix: drop "
-        f"{', '.join(extra)}, or gather first (`input.full_tensor()` and a plain head) to run "
-        f"the one-process loss."
+        f"{loss}: got {names} with a vocab-parallel (DTensor) input; the vocab-parallel path "
+        f"supports {_VOCAB_PARALLEL_OPTIONS} only. Fix: drop {names}, or pass "
+        f"`input.full_tensor()` (a plain tensor) {gather}."
     )
 
 
@@ -187,7 +187,8 @@ def linear_cross_entropy(
             ignore_index=ignore_index, label_smoothing=label_smoothing, **losskit_options,
         )
     _refuse_vocab_parallel_options(
-        loss, weight=weight is not None, lse_square_scale=losskit_options["lse_square_scale"] != 0,
+        loss, "so that losskit gathers the head and runs the one-process loss",
+        weight=weight is not None, lse_square_scale=losskit_options["lse_square_scale"] != 0,
         softcap=losskit_options["softcap"] is not None, return_lse=losskit_options["return_lse"],
     )
     hidden, weight_shard, bias_shard = _vocab_parallel_head(loss, input, linear_weight,
@@ -240,14 +241,15 @@ def cross_entropy(
     class_dim = 1 if input.dim() >= 2 else 0
     if input.device_mesh.ndim != 1 or placements != (Shard(class_dim),):
         raise LossInputError(
-            f"{loss}: `input` is {_layout(input)} of shape {tuple(input.shape)}; losskit takes "
+            f"{loss}: `input` (shape {tuple(input.shape)}) is {_layout(input)}; losskit takes "
             f"logits sharded over the class dim (dim {class_dim}) on a 1-D mesh, torch's "
             f"`loss_parallel` layout, or replicated logits. Fix: "
             f"`input.redistribute(mesh, [Shard({class_dim})])` (for (B, T, V) language-model "
             f"logits: `logits.flatten(0, 1)` sharded on dim 1), or `input.full_tensor()`."
         )
     _refuse_vocab_parallel_options(
-        loss, weight=weight is not None, lse_square_scale=losskit_options["lse_square_scale"] != 0,
+        loss, "to compute the loss on the gathered logits (V columns on every rank)",
+        weight=weight is not None, lse_square_scale=losskit_options["lse_square_scale"] != 0,
         softcap=losskit_options["softcap"] is not None, return_lse=losskit_options["return_lse"],
         inplace=losskit_options["inplace"],
     )
