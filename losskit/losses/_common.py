@@ -87,6 +87,9 @@ def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | N
 # DTensor arguments (FSDP2, tensor parallel) are routed to losskit.distributed.dtensor
 
 
+_NOT_DTENSOR = frozenset({torch.Tensor, torch.nn.Parameter, type(None)})
+
+
 def is_dtensor(t: object) -> bool:
     """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (without importing it: no DTensor
     can exist before that module is loaded).
@@ -94,6 +97,8 @@ def is_dtensor(t: object) -> bool:
     >>> is_dtensor(torch.zeros(2))
     False
     """
+    if type(t) in _NOT_DTENSOR:  # the common case, without DTensor's slower isinstance
+        return False
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(t, module.DTensor)
 
@@ -104,4 +109,5 @@ def holds_dtensor(*tensors: object) -> bool:
     >>> holds_dtensor(torch.zeros(2), None)
     False
     """
-    return any(is_dtensor(t) for t in tensors)
+    # Runs on every cross-entropy call: one C-level set test for the plain case.
+    return not _NOT_DTENSOR.issuperset(map(type, tensors)) and any(map(is_dtensor, tensors))
