@@ -60,10 +60,46 @@ class LossModuleModel(nn.Module):
         return self.body(x)
 
 
+class TiedModel(nn.Module):
+    """Token embedding whose weight is also the head (GPT-2, Gemma): read inside the embedding's
+    forward and, as the head, outside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, HIDDEN)
+        self.block = nn.Linear(HIDDEN, HIDDEN)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.block(self.embed(tokens)))
+
+
+def tied_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens (8,), y (8,) int64 with -100 at IGNORED."""
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(0, VOCAB, (8,), generator=g)
+    y = torch.randint(0, VOCAB, (8,), generator=g)
+    y[list(IGNORED)] = -100
+    return tokens, y
+
+
+def _fsdp_tied_step(rank: int) -> dict:
+    torch.manual_seed(0)
+    model = TiedModel()
+    fully_shard(model.embed)
+    fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    tokens, y = tied_batch()
+    loss = LF.linear_cross_entropy(model(tokens[ROWS[rank]]), model.embed.weight, y[ROWS[rank]])
+    loss.backward()
+    opt.step()
+    params = {n: p.full_tensor().detach() for n, p in model.named_parameters()}
+    return {"loss": loss.detach(), "params": params}
+
+
 def initial_params(kind: str) -> dict[str, torch.Tensor]:
     """The model's parameters before sharding (seeded), by name."""
     torch.manual_seed(0)
-    model = HeadModel() if kind == "function" else LossModuleModel()
+    model = {"function": HeadModel, "module": LossModuleModel, "tied": TiedModel}[kind]()
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
@@ -199,6 +235,7 @@ def run_all(rank: int, world: int, out: str) -> None:
     mesh = init_device_mesh("cpu", (world,))
     results = {
         "fsdp": {kind: _fsdp_step(rank, kind) for kind in ("function", "module")},
+        "fsdp_tied": _fsdp_tied_step(rank),
         "tp_head": _tp_head(mesh),
         "logits": [_sharded_logits(mesh, case) for case in LOGITS_CASES],
         "replicated_logits": _replicated_logits(mesh),

@@ -55,6 +55,24 @@ def test_fsdp2_step_with_the_fused_head_equals_one_process(ranks, kind):
                                        atol=1e-6, msg=f"rank {r}, {name}")
 
 
+def test_fsdp2_step_with_a_tied_head_equals_one_process(ranks):
+    """The embedding's weight is the head: FSDP2 reduce-scatters the embedding's gradient and
+    losskit the head's, into the same sharded parameter."""
+    p = {n: t.double().requires_grad_() for n, t in D.initial_params("tied").items()}
+    tokens, y = D.tied_batch()
+    hidden = torch.tanh(F.linear(p["embed.weight"][tokens], p["block.weight"], p["block.bias"]))
+    logits = hidden @ p["embed.weight"].T  # (8, V)
+    F.cross_entropy(logits, y).backward()
+    for r in (0, 1):
+        got = ranks[r]["fsdp_tied"]
+        expected_loss = F.cross_entropy(logits[D.ROWS[r]], y[D.ROWS[r]])
+        torch.testing.assert_close(got["loss"].double(), expected_loss.detach(), rtol=1e-5,
+                                   atol=1e-6)
+        for name, t in p.items():
+            torch.testing.assert_close(got["params"][name].double(), (t - D.LR * t.grad).detach(),
+                                       rtol=1e-5, atol=1e-6, msg=f"rank {r}, {name}")
+
+
 def test_fsdp2_step_oracle_moves_every_parameter():
     """The step is big enough that a missing or unaveraged gradient would fail the test above."""
     after, _ = _one_process_step("function")
