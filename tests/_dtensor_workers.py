@@ -13,7 +13,7 @@ import os
 import torch
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import losskit as lk
@@ -127,6 +127,25 @@ def _fsdp_step(rank: int, kind: str) -> dict:
     return {"loss": loss.detach(), "params": params, "head_was_dtensor": sharded}
 
 
+def _fsdp_bfloat16(rank: int, kind: str) -> dict:
+    """A forward under MixedPrecisionPolicy(param_dtype=bfloat16): the loss, or the error."""
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    model = HeadModel() if kind == "function" else LossModuleModel()
+    fully_shard(model.head if kind == "function" else model.loss, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    x, y = step_batch()
+    hidden = model(x[ROWS[rank]])  # bfloat16
+    try:
+        if kind == "function":
+            loss = LF.linear_cross_entropy(hidden, model.head.weight, y[ROWS[rank]])
+        else:
+            loss = model.loss(hidden, y[ROWS[rank]])
+    except RuntimeError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"loss": loss.detach(), "dtype": str(loss.dtype)}
+
+
 def tp_batch() -> tuple[torch.Tensor, ...]:
     """hidden (6, 4), weight (11, 4), bias (11,) float64, target (6,) with one ignored entry."""
     g = torch.Generator().manual_seed(5)
@@ -236,6 +255,7 @@ def run_all(rank: int, world: int, out: str) -> None:
     results = {
         "fsdp": {kind: _fsdp_step(rank, kind) for kind in ("function", "module")},
         "fsdp_tied": _fsdp_tied_step(rank),
+        "fsdp_bfloat16": {kind: _fsdp_bfloat16(rank, kind) for kind in ("function", "module")},
         "tp_head": _tp_head(mesh),
         "logits": [_sharded_logits(mesh, case) for case in LOGITS_CASES],
         "replicated_logits": _replicated_logits(mesh),

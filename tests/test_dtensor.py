@@ -73,6 +73,19 @@ def test_fsdp2_step_with_a_tied_head_equals_one_process(ranks):
                                        rtol=1e-5, atol=1e-6, msg=f"rank {r}, {name}")
 
 
+def test_fsdp2_bfloat16_params_need_the_loss_module(ranks):
+    """MixedPrecisionPolicy casts parameters inside forwards only: the head read outside stays
+    float32 (losskit names the dtype clash); the loss Module's forward gets bfloat16."""
+    _, per_rank = _one_process_step("module")
+    for r in (0, 1):
+        error = ranks[r]["fsdp_bfloat16"]["function"]["error"]
+        assert error.startswith("LossRuntimeError") and "torch.bfloat16" in error
+        assert "Fix:" in error
+        got = ranks[r]["fsdp_bfloat16"]["module"]
+        assert got["dtype"] == "torch.bfloat16"
+        torch.testing.assert_close(got["loss"].double(), per_rank[r], rtol=2e-2, atol=0)
+
+
 def test_fsdp2_step_oracle_moves_every_parameter():
     """The step is big enough that a missing or unaveraged gradient would fail the test above."""
     after, _ = _one_process_step("function")
