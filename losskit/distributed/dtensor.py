@@ -50,7 +50,8 @@ __all__ = ["cross_entropy", "linear_cross_entropy"]
 
 
 def _layout(t: Tensor) -> str:
-    """``placements on a mesh of shape``, for messages."""
+    """How ``t`` is laid out, for messages: "a DTensor with placements (S(0)) on a mesh of
+    shape (2,)"."""
     placements = ", ".join(str(p) for p in t.placements)
     mesh = tuple(t.device_mesh.shape)
     return f"a DTensor with placements ({placements}) on a mesh of shape {mesh}"
@@ -101,11 +102,6 @@ def _constant(loss: str, name: str, t: Tensor | None) -> Tensor | None:
             f"without a gradient. Fix: pass `{name}.detach()`, or a plain tensor."
         )
     return t.full_tensor()
-
-
-def _replicated_target(loss: str, target: Tensor) -> Tensor:
-    """A target for the vocab-parallel path: the whole tensor, the same on every rank."""
-    return _constant(loss, "target", target)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +189,7 @@ def linear_cross_entropy(
     )
     hidden, weight_shard, bias_shard = _vocab_parallel_head(loss, input, linear_weight,
                                                             linear_bias)
-    target = _replicated_target(loss, target)
+    target = _constant(loss, "target", target)  # whole on every rank
     if target.is_floating_point():
         raise LossInputError(
             f"{loss}: `target` has dtype {target.dtype} with a vocab-parallel head; that path "
@@ -253,7 +249,7 @@ def cross_entropy(
         softcap=losskit_options["softcap"] is not None, return_lse=losskit_options["return_lse"],
         inplace=losskit_options["inplace"],
     )
-    target = _replicated_target(loss, target)
+    target = _constant(loss, "target", target)  # whole on every rank
     if target.is_floating_point():
         raise LossInputError(
             f"{loss}: `target` has dtype {target.dtype} with logits sharded over the classes; "
