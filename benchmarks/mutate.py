@@ -67,6 +67,8 @@ TARGETS: list[tuple[str, list[str]]] = [
     ("losskit/distributed/normalise.py", ["tests/test_distributed.py",
                                           "tests/test_mutation_survivors.py",
                                           "tests/test_review_round.py"]),
+    ("losskit/distributed/dtensor.py", ["tests/test_dtensor.py",
+                                        "tests/test_integrations_distributed.py"]),
     ("losskit/train/resume.py", ["tests/test_fit.py", "-k", "'resume or global or settings'"]),
     ("losskit/doctor.py", ["tests/test_doctor.py", "tests/test_thresholds.py",
                            "tests/test_review_round.py"]),

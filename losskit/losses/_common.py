@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 
 import torch
 from torch import Tensor
@@ -88,3 +89,33 @@ def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | N
         return out
     counted = checks.not_ignored(target, ignore_index)
     return torch.where(counted.any(), out, torch.zeros_like(out))
+
+
+# ----------------------------------------------------------------------------------------------
+# DTensor arguments (FSDP2, tensor parallel) are routed to losskit.distributed.dtensor
+
+
+_NOT_DTENSOR = frozenset({torch.Tensor, torch.nn.Parameter, type(None)})
+
+
+def is_dtensor(t: object) -> bool:
+    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (without importing it: no DTensor
+    can exist before that module is loaded).
+
+    >>> is_dtensor(torch.zeros(2))
+    False
+    """
+    if type(t) in _NOT_DTENSOR:  # the common case, without DTensor's slower isinstance
+        return False
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def holds_dtensor(*tensors: object) -> bool:
+    """Whether any of ``tensors`` is a DTensor.
+
+    >>> holds_dtensor(torch.zeros(2), None)
+    False
+    """
+    # Runs on every cross-entropy call: one C-level set test for the plain case.
+    return not _NOT_DTENSOR.issuperset(map(type, tensors)) and any(map(is_dtensor, tensors))

@@ -15,6 +15,7 @@ from losskit.losses._common import (
     autocast_on,
     float32_weight,
     has_override,
+    holds_dtensor,
     mean_over_nothing_to_zero,
     no_autocast,
     result_dtype,
@@ -37,16 +38,18 @@ def _num_classes(input: Tensor) -> int:
 
 def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
     """The common call in a few attribute reads: ``(N, C)`` float32/float64 logits, ``(N,)``
-    int64 indices and an optional ``(C,)`` class weight of the logits' dtype, all on one device.
+    int64 indices and an optional ``(C,)`` class weight of the logits' dtype, all plain tensors
+    (no DTensor or other subclass) on one device.
     Such a call passes every metadata check of class-index losses (floating input, devices,
     target layout and dtype, weight shape and dtype, under autocast too), so those checks run
     only when this says no."""
-    if not (input.dim() == 2 and target.dim() == 1 and target.dtype == torch.int64
+    if not (type(input) is Tensor and type(target) is Tensor  # no DTensor, no subclass
+            and input.dim() == 2 and target.dim() == 1 and target.dtype == torch.int64
             and input.dtype in _TORCH_OP_DTYPES and target.shape[0] == input.shape[0]
             and target.device == input.device):
         return False
     return weight is None or (
-        weight.dim() == 1 and weight.shape[0] == input.shape[1]
+        type(weight) is Tensor and weight.dim() == 1 and weight.shape[0] == input.shape[1]
         and weight.dtype == input.dtype == torch.float32 and weight.device == input.device
     )
 
@@ -167,6 +170,14 @@ def cross_entropy(
     loss = "cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
     plain = plain_class_call(input, target, weight)
+    if not plain and holds_dtensor(input, target, weight):  # sharded logits
+        from losskit.distributed import dtensor  # lazily: distributed imports the losses
+
+        return dtensor.cross_entropy(
+            cross_entropy, input, target, weight, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
+            return_lse=return_lse, inplace=inplace,
+        )
     if not plain:
         checks.check_floating_input(loss, input)
     checks.check_more_than_one_class(loss, input, 1 if input.dim() >= 2 else 0)

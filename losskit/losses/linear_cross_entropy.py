@@ -21,6 +21,7 @@ from losskit.losses._common import (
     autocast_on,
     float32_weight,
     has_override,
+    holds_dtensor,
     mean_over_nothing_to_zero,
     no_autocast,
     result_dtype,
@@ -109,6 +110,15 @@ def linear_cross_entropy(
         True
     """
     reduction = _reduction.resolve(reduction)
+    if holds_dtensor(input, linear_weight, target, linear_bias, weight):  # FSDP2 / TP heads
+        from losskit.distributed import dtensor  # lazily: distributed imports the losses
+
+        return dtensor.linear_cross_entropy(
+            linear_cross_entropy, input, linear_weight, target, linear_bias=linear_bias,
+            weight=weight, reduction=reduction, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, options=options, lse_square_scale=lse_square_scale,
+            softcap=softcap, return_lse=return_lse, chunk_size=chunk_size,
+        )
     lce_checks.check_options(options)
     checks.check_floating_input(LOSS, input)
     if not checks.on_one_device(input, linear_weight, target, linear_bias, weight):
