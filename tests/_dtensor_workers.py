@@ -250,6 +250,36 @@ def _unsupported(mesh) -> dict:
     return messages
 
 
+def _bad_targets(mesh) -> dict:
+    """(error class name, message) of the vocab-parallel paths given targets (and a hidden) that
+    the one-process loss refuses; None where nothing was raised."""
+    hidden, weight, _, target = tp_batch()
+    logits, y, _ = logits_batch((6, VOCAB), -100)
+    h = distribute_tensor(hidden, mesh, [Replicate()])
+    w = distribute_tensor(weight, mesh, [Shard(0)])
+    x = distribute_tensor(logits, mesh, [Shard(1)])
+    attempts = {
+        "ce int32 target": lambda: LF.cross_entropy(x, y.int()),
+        "ce (N, 1) target": lambda: LF.cross_entropy(x, y[:, None]),
+        "ce short target": lambda: LF.cross_entropy(x, y[:3]),
+        "lce int32 target": lambda: LF.linear_cross_entropy(h, w, target.int()),
+        "lce (N, 1) target": lambda: LF.linear_cross_entropy(h, w, target[:, None]),
+        "lce 3-D input": lambda: LF.linear_cross_entropy(
+            distribute_tensor(hidden.reshape(2, 3, -1), mesh, [Replicate()]), w,
+            target.reshape(2, 3)),
+        "lce head of another dtype": lambda: LF.linear_cross_entropy(
+            h, distribute_tensor(weight.float(), mesh, [Shard(0)]), target),
+    }
+    out = {}
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            out[name] = None
+        except Exception as e:  # the class is what the test compares
+            out[name] = (type(e).__mro__, str(e))
+    return out
+
+
 def run_all(rank: int, world: int, out: str) -> None:
     mesh = init_device_mesh("cpu", (world,))
     results = {
@@ -260,5 +290,6 @@ def run_all(rank: int, world: int, out: str) -> None:
         "logits": [_sharded_logits(mesh, case) for case in LOGITS_CASES],
         "replicated_logits": _replicated_logits(mesh),
         "unsupported": _unsupported(mesh),
+        "bad_targets": _bad_targets(mesh),
     }
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))

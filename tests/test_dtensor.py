@@ -152,6 +152,28 @@ def test_unsupported_layouts_raise_loss_input_error_naming_the_fix(ranks, attemp
         assert expected in message and "Fix:" in message
 
 
+@pytest.mark.parametrize(
+    ("attempt", "torch_error", "words"),
+    [
+        ("ce int32 target", RuntimeError, "int64"),
+        ("ce (N, 1) target", RuntimeError, "target.squeeze(1)"),
+        ("ce short target", ValueError, "batch_size"),
+        ("lce int32 target", RuntimeError, "int64"),
+        ("lce (N, 1) target", RuntimeError, "target.squeeze(1)"),
+        ("lce 3-D input", RuntimeError, "input.flatten(0, 1)"),
+        ("lce head of another dtype", RuntimeError, "dtype"),
+    ],
+)
+def test_vocab_parallel_paths_refuse_what_one_process_refuses(ranks, attempt, torch_error, words):
+    """The sharded paths run the one-process metadata checks on the global shapes: the error
+    class is torch's (RuntimeError / ValueError, as for plain tensors) and names the fix."""
+    for r in (0, 1):
+        got = ranks[r]["bad_targets"][attempt]
+        assert got is not None, f"{attempt}: no error on rank {r}"
+        mro, message = got
+        assert torch_error in mro and words in message and "Fix" in message, message
+
+
 def test_plain_tensors_are_not_dtensors():
     """One process: the DTensor check is off the plain path and costs no import."""
     assert not holds_dtensor(torch.zeros(2), None, torch.tensor([1]))

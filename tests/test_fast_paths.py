@@ -119,6 +119,14 @@ CASES = [
     ("linear+CE negative index", LF.linear_cross_entropy, (_x(4, 2), _x(3, 2), Y4),
      (_x(4, 2), _x(3, 2), torch.tensor([0, 1, -3, 2])), {},
      ("LossIndexError", 'linear_cross_entropy: `target` holds a class index outside [0, 3): -3')),
+    ("linear+CE (N,1) target", LF.linear_cross_entropy, (_x(4, 2), _x(3, 2), Y4),
+     (_x(4, 2), _x(3, 2), Y4[:, None]), {}, ("LossRuntimeError", "target.squeeze(1)")),
+    ("gaussian negative var before a bad reduction", LF.gaussian_nll_loss,
+     (_x(4, 3), _x(4, 3), torch.ones(4, 3)), (_x(4, 3), _x(4, 3), -torch.ones(4, 3)),
+     {"reduction": None}, ("LossInputError", "var has negative entry/entries")),
+    ("gaussian negative var before a bad target shape", LF.gaussian_nll_loss,
+     (_x(4, 3), _x(4, 3), torch.ones(4, 3)), (_x(4, 3), _x(4, 1), -torch.ones(4, 3)), {},
+     ("LossInputError", "var has negative entry/entries")),
     ("linear+CE weight length", LF.linear_cross_entropy, (_x(4, 2), _x(3, 2), Y4),
      (_x(4, 2), _x(3, 2), Y4), {"weight": torch.ones(2)},
      ("LossRuntimeError", '`weight` has shape (2,)')),
@@ -210,3 +218,13 @@ def test_healthy_call_past_startup_is_torchs(case, reduction: str) -> None:
     (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_gaussian_negative_var_is_named_before_nan_during_startup() -> None:
+    """torch reads the sign before anything else; the startup's NaN check comes after it."""
+    x = torch.zeros(2, 3)
+    var = torch.tensor([[-1.0, float("nan"), 1.0]] * 2)
+    with lk.checks("always"), pytest.raises(CHECKS.LossInputError, match="negative entry"):
+        LF.gaussian_nll_loss(x, x, var)
+    with pytest.raises(ValueError, match="negative entry"):
+        F.gaussian_nll_loss(x, x, var)

@@ -39,7 +39,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from losskit.checks import LossInputError
+from losskit.checks import LossInputError, check_class_target
+from losskit.checks import linear_cross_entropy as lce_checks
 from losskit.distributed.vocab_parallel import (
     vocab_parallel_cross_entropy,
     vocab_parallel_linear_cross_entropy,
@@ -196,6 +197,15 @@ def linear_cross_entropy(
             f"takes class indices only. Fix: `target.argmax(-1)` for one-hot rows, or gather "
             f"the head (pass a plain `input`) for class probabilities."
         )
+    # The one-process metadata checks, on the global shapes (the logits never exist whole).
+    from losskit.losses.linear_cross_entropy import _check_head_dtype
+
+    lce_checks.check_hidden_dims(input)
+    lce_checks.check_head_shape(input, linear_weight)
+    _check_head_dtype(input, linear_weight, linear_bias)
+    logits_meta = torch.empty((*input.shape[:-1], linear_weight.shape[0]), device="meta",
+                              dtype=input.dtype)
+    check_class_target(loss, logits_meta, target)
     return vocab_parallel_linear_cross_entropy(
         hidden, weight_shard, target, bias_shard, group=input.device_mesh.get_group(),
         ignore_index=-100 if ignore_index is None else ignore_index, reduction=reduction,
@@ -256,6 +266,8 @@ def cross_entropy(
             f"that path takes class indices only. Fix: `target.argmax(1)` for one-hot rows, or "
             f"`input.full_tensor()` for class probabilities."
         )
+    check_class_target(loss, torch.empty(input.shape, device="meta", dtype=input.dtype),
+                       target)  # the one-process check, on the global logits' shape
     logits = input.to_local().movedim(class_dim, -1)  # (N, d1, ..., V_r), classes last
     return vocab_parallel_cross_entropy(
         logits, target, group=input.device_mesh.get_group(), ignore_index=ignore_index,

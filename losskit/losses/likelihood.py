@@ -125,9 +125,15 @@ def gaussian_nll_loss(
         if lchecks.var_sign_enabled():
             lchecks.check_var_not_negative(loss, var)
         lchecks.check_var_shape(loss, input, var)
-    reduction = _resolve(loss, reduction)
-    checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
+    try:
+        reduction = _resolve(loss, reduction)
+        checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
+    except (ValueError, TypeError, RuntimeError):
+        if lchecks.var_sign_enabled():  # torch reads the sign first: its error comes first
+            lchecks.check_var_not_negative(loss, var)
+        raise
     if checks.values_enabled(loss):
+        lchecks.check_var_not_negative(loss, var)  # before NaN: torch's order
         checks.check_finite(loss, input=input, target=target, var=var_tensor)
         lchecks.check_no_zero_var(loss, var, eps)
     try:

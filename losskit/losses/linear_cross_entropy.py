@@ -283,8 +283,9 @@ def _small(
     """:func:`_small_plain_call`'s path: ``(N, C)`` logits, then torch's cross-entropy op, with
     the checks of the chunked path (CPU index errors explained on torch's error path)."""
     logits = F.linear(h, linear_weight, linear_bias)  # (N, C)
+    # the target as given, against the logits' shape as torch would see them ((C,) unbatched)
+    checks.check_class_target(LOSS, logits.reshape(*input.shape[:-1], -1), target)
     t = target.reshape(-1)  # (N,)
-    checks.check_class_target(LOSS, logits, t)
     checks.check_class_weight(LOSS, weight, logits.shape[1], logits,
                               classes="given by dim 0 of `linear_weight`")
     if checks.values_enabled(LOSS):
