@@ -284,7 +284,7 @@ def _small(
     the checks of the chunked path (CPU index errors explained on torch's error path)."""
     logits = F.linear(h, linear_weight, linear_bias)  # (N, C)
     # the target as given, against the logits' shape as torch would see them ((C,) unbatched)
-    checks.check_class_target(LOSS, logits.reshape(*input.shape[:-1], -1), target)
+    checks.check_class_target(LOSS, logits.reshape(*input.shape[:-1], logits.shape[1]), target)
     t = target.reshape(-1)  # (N,)
     checks.check_class_weight(LOSS, weight, logits.shape[1], logits,
                               classes="given by dim 0 of `linear_weight`")
