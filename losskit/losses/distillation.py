@@ -161,10 +161,10 @@ def _distill(loss, student, teacher, div, labels, ignore_index, num_items, reduc
 def kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
+    labels: Tensor | None = None,
     *,
     temperature: float = 1.0,
     scale_by_temperature_squared: bool = True,
-    labels: Tensor | None = None,
     ignore_index: int = -100,
     num_items: Tensor | float | None = None,
     reduction: str = "batchmean",
@@ -215,10 +215,10 @@ def kd_loss(
 def jsd(
     student_logits: Tensor,
     teacher_logits: Tensor,
+    labels: Tensor | None = None,
     *,
     beta: float = 0.5,
     temperature: float = 1.0,
-    labels: Tensor | None = None,
     ignore_index: int = -100,
     num_items: Tensor | float | None = None,
     reduction: str = "batchmean",
@@ -361,6 +361,7 @@ def linear_kd_loss(
     student_weight: Tensor,
     teacher_hidden: Tensor,
     teacher_weight: Tensor,
+    labels: Tensor | None = None,
     *,
     student_bias: Tensor | None = None,
     teacher_bias: Tensor | None = None,
@@ -368,7 +369,6 @@ def linear_kd_loss(
     beta: float = 0.5,
     temperature: float = 1.0,
     scale_by_temperature_squared: bool = True,
-    labels: Tensor | None = None,
     ignore_index: int = -100,
     num_items: Tensor | float | None = None,
     reduction: str = "batchmean",
@@ -527,7 +527,7 @@ class LinearKDLoss(nn.Module):
         self.chunk_size = chunk_size
 
     def forward(self, student_hidden: Tensor, student_weight: Tensor, teacher_hidden: Tensor,
-                teacher_weight: Tensor, labels: Tensor | None = None, *,
+                teacher_weight: Tensor, labels: Tensor | None = None,
                 student_bias: Tensor | None = None, teacher_bias: Tensor | None = None,
                 num_items: Tensor | None = None) -> Tensor:
         return linear_kd_loss(
