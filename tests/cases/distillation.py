@@ -7,7 +7,6 @@ in probability space (losskit works in log space), and the fused loss as the pla
 ``F.kl_div`` in float64.
 """
 
-import torch
 
 import losskit as lk
 from cases import LossCase, randint, randn
