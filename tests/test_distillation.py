@@ -272,3 +272,18 @@ def test_bad_reduction_and_chunk_size_raise():
     with pytest.raises(lk.LossInputError, match="divergence='kld'"):
         LF.linear_kd_loss(_randn(3, 4), _randn(6, 4), _randn(3, 2), _randn(6, 2),
                           divergence="kld")
+
+
+def test_loss_sum_and_count_splits_the_mean_for_global_normalisation():
+    from losskit.distributed.normalise import loss_sum_and_count
+
+    s, t = _randn(2, 4, 6, seed=37), _randn(2, 4, 6, seed=38)
+    labels = torch.tensor([[1, 2, -100, 3], [-100, -100, 4, 5]])
+    total, count = loss_sum_and_count(lk.KDLoss(temperature=2.0), s, t, labels)
+    assert float(count) == 5.0
+    torch.testing.assert_close(total / count, LF.kd_loss(s, t, labels, temperature=2.0))
+    h, w, ht, wt = _randn(8, 3), _randn(5, 3, seed=1), _randn(8, 2, seed=2), _randn(5, 2, seed=3)
+    flat = labels.reshape(8)
+    total, count = loss_sum_and_count(lk.LinearKDLoss(), h, w, ht, wt, flat)
+    assert float(count) == 5.0
+    torch.testing.assert_close(total / count, LF.linear_kd_loss(h, w, ht, wt, flat))

@@ -555,7 +555,8 @@ def count_distilled_rows(loss_fn: nn.Module, *tensors: Tensor) -> Tensor:
     whose label, when the forward's ``labels`` is given, is not ``ignore_index``.
 
     ``tensors`` are the Module's forward arguments: ``(student_logits, teacher_logits[,
-    labels])`` or ``(student_hidden, student_weight, teacher_hidden, teacher_weight[, labels])``.
+    labels])`` or ``(student_hidden, student_weight, teacher_hidden, teacher_weight[, labels,
+    student_bias, teacher_bias])``.
 
     >>> count_distilled_rows(KDLoss(), torch.zeros(2, 3, 5), torch.zeros(2, 3, 5))
     tensor(6.)
@@ -564,7 +565,9 @@ def count_distilled_rows(loss_fn: nn.Module, *tensors: Tensor) -> Tensor:
     tensor(2.)
     """
     first = tensors[0]
-    labels = tensors[-1] if len(tensors) in (3, 5) else None
+    # the labels are the one integer tensor among the arguments (biases and heads are floats)
+    labels = next((t for t in tensors if isinstance(t, Tensor) and not t.is_floating_point()),
+                  None)
     rows = tuple(first.shape[:-1])
     return _counted(labels, loss_fn.ignore_index, rows, first)[1]
 
