@@ -62,11 +62,26 @@ def row_divergence(student: Tensor, teacher: Tensor, div: Divergence) -> Tensor:
     forward KL :math:`\mathrm{KL}(q \| p)` at :math:`\beta = 0` and reverse KL
     :math:`\mathrm{KL}(p \| q)` at :math:`\beta = 1`. Both times ``div.scale``.
     """
+    return _rows(*_log_probs(student, teacher, div), div)[0]
+
+
+def _log_probs(student: Tensor, teacher: Tensor, div: Divergence) -> tuple[Tensor, Tensor]:
+    """``log_softmax(x / T)`` of both, ``(*, V)``, in float32 for half inputs."""
     if student.dtype in HALF:
         student, teacher = student.float(), teacher.float()
     log_p = F.log_softmax(student / div.temperature, dim=-1)  # (*, V)
     log_q = F.log_softmax(teacher / div.temperature, dim=-1)  # (*, V)
-    beta = 0.0 if div.kind == "kl" else div.beta
+    return log_p, log_q
+
+
+def _beta(div: Divergence) -> float:
+    return 0.0 if div.kind == "kl" else div.beta
+
+
+def _rows(log_p: Tensor, log_q: Tensor, div: Divergence) -> tuple[Tensor, Tensor | None]:
+    r"""Per-row divergence ``(*)`` (times ``div.scale``) from the log-probabilities, and
+    :math:`\log m` ``(*, V)`` for the mixture JSD (None otherwise)."""
+    beta, log_m = _beta(div), None
     if beta == 0.0:  # forward KL(q || p)
         out = (log_q.exp() * (log_q - log_p)).sum(-1)
     elif beta == 1.0:  # reverse KL(p || q)
@@ -76,7 +91,26 @@ def row_divergence(student: Tensor, teacher: Tensor, div: Divergence) -> Tensor:
         log_m = torch.logaddexp(log_q + math.log(beta), log_p + math.log1p(-beta))
         out = (beta * (log_q.exp() * (log_q - log_m)).sum(-1)
                + (1 - beta) * (log_p.exp() * (log_p - log_m)).sum(-1))
-    return out * div.scale if div.scale != 1.0 else out
+    return (out * div.scale if div.scale != 1.0 else out), log_m
+
+
+def _rows_grad(log_p: Tensor, log_q: Tensor, log_m: Tensor | None, div: Divergence) -> Tensor:
+    r"""d(row divergence) / d(student logits), ``(n, V)``, written out (the fused path's chunks).
+
+    With :math:`p = \mathrm{softmax}(s / T)`: forward KL gives :math:`(p - q) / T`; otherwise
+    :math:`\partial l / \partial p = g` up to a constant, :math:`g = \log p - \log q`
+    (reverse KL) or :math:`(1 - \beta)(\log p - \log m)` (mixture JSD), and the softmax's
+    Jacobian gives :math:`p \odot (g - \langle p, g \rangle) / T`. Times ``div.scale``.
+    """
+    beta, p = _beta(div), log_p.exp()
+    if beta == 0.0:
+        grad = p.sub_(log_q.exp())
+    else:
+        g = log_p - (log_q if beta == 1.0 else log_m)
+        if beta != 1.0:
+            g.mul_(1 - beta)
+        grad = g.sub_((p * g).sum(-1, keepdim=True)).mul_(p)
+    return grad.mul_(div.scale / div.temperature)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,17 +313,13 @@ def distill_chunk_rows(n_rows: int, vocab: int) -> int:
 def _chunk(h, w, b, ht, wt, bt, div: Divergence, row_weight: Tensor | None):
     """One chunk's per-row loss ``(n,)`` and, given ``row_weight`` ``(n,)``, the gradient of
     ``sum(row_weight * loss)`` with respect to the student's logits ``(n, V)``."""
-    with torch.no_grad():
-        t = F.linear(ht, wt, bt)  # (n, V), the teacher: never part of a graph
-        s = F.linear(h, w, b)  # (n, V)
+    # both logits (n, V) live only until their log-softmax exists
+    log_p, log_q = _log_probs(F.linear(h, w, b), F.linear(ht, wt, bt), div)
+    loss, log_m = _rows(log_p, log_q, div)  # (n,)
     if row_weight is None:
-        with torch.no_grad():
-            return row_divergence(s, t, div), None
-    with torch.enable_grad():
-        s.requires_grad_(True)
-        loss = row_divergence(s, t, div)  # (n,)
-        (g,) = torch.autograd.grad(loss, s, row_weight.to(loss.dtype))
-    return loss.detach(), g  # (n,), (n, V)
+        return loss, None
+    grad = _rows_grad(log_p, log_q, log_m, div)  # (n, V)
+    return loss, grad.mul_(row_weight.to(grad.dtype).unsqueeze(1))
 
 
 def _pass(h, w, b, ht, wt, bt, div, row_weight, chunk, needs):
@@ -306,7 +336,8 @@ def _pass(h, w, b, ht, wt, bt, div, row_weight, chunk, needs):
     for r0 in range(0, n_rows, chunk):
         rows = slice(r0, r0 + chunk)
         weight_c = None if row_weight is None else row_weight[rows]
-        loss_c, g = _chunk(h[rows], w, b, ht[rows], wt, bt, div, weight_c)
+        with torch.no_grad():
+            loss_c, g = _chunk(h[rows], w, b, ht[rows], wt, bt, div, weight_c)
         losses.append(loss_c)
         if g is None:
             continue
