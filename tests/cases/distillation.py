@@ -33,19 +33,19 @@ def _reduce(rows, labels, ignore_index, reduction, num_items):
     return rows.sum() / (count if num_items is None else num_items)
 
 
-def kd(student, teacher, labels=None, *, temperature=1.0, scale_by_temperature_squared=True,
-       ignore_index=-100, num_items=None, reduction="batchmean"):
+def kd(student_logits, teacher_logits, labels=None, *, temperature=1.0,
+       scale_by_temperature_squared=True, ignore_index=-100, num_items=None, reduction="batchmean"):
     """Hinton et al. 2015: T^2 KL(softmax(t / T) || softmax(s / T)) per row."""
-    p, q = _softmax(student / temperature), _softmax(teacher / temperature)
+    p, q = _softmax(student_logits / temperature), _softmax(teacher_logits / temperature)
     rows = _kl(q, p) * (temperature**2 if scale_by_temperature_squared else 1.0)
     return _reduce(rows, labels, ignore_index, reduction, num_items)
 
 
-def generalised_jsd(student, teacher, labels=None, *, beta=0.5, temperature=1.0,
+def generalised_jsd(student_logits, teacher_logits, labels=None, *, beta=0.5, temperature=1.0,
                     ignore_index=-100, num_items=None, reduction="batchmean"):
     """Agarwal et al. 2024: beta KL(q || m) + (1 - beta) KL(p || m), m = beta q + (1 - beta) p;
     the forward KL(q || p) at beta = 0 and the reverse KL(p || q) at beta = 1."""
-    p, q = _softmax(student / temperature), _softmax(teacher / temperature)
+    p, q = _softmax(student_logits / temperature), _softmax(teacher_logits / temperature)
     if beta == 0.0:
         rows = _kl(q, p)
     elif beta == 1.0:
@@ -56,12 +56,13 @@ def generalised_jsd(student, teacher, labels=None, *, beta=0.5, temperature=1.0,
     return _reduce(rows, labels, ignore_index, reduction, num_items)
 
 
-def linear_distill(h, w, ht, wt, labels=None, *, student_bias=None, teacher_bias=None,
+def linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels=None,
+                   *, student_bias=None, teacher_bias=None,
                    divergence="kl", beta=0.5, temperature=1.0, scale_by_temperature_squared=True,
                    ignore_index=-100, num_items=None, reduction="batchmean", chunk_size=None):
     """The plain formula on the whole logits: s = h W^T + b, t = h_t W_t^T + b_t."""
-    s = h @ w.T + (0 if student_bias is None else student_bias)  # (*, V)
-    t = ht @ wt.T + (0 if teacher_bias is None else teacher_bias)  # (*, V)
+    s = student_hidden @ student_weight.T + (0 if student_bias is None else student_bias)
+    t = teacher_hidden @ teacher_weight.T + (0 if teacher_bias is None else teacher_bias)
     common = dict(temperature=temperature, ignore_index=ignore_index, num_items=num_items,
                   reduction=reduction)
     if divergence == "kl":
