@@ -458,6 +458,95 @@ FAMILIES = {
 }
 
 
+# Distillation: student hidden [N, H] + head [V, H], teacher hidden [N, H] + head [V, H] -------
+
+
+def _kd_inputs(size: dict):
+    gen = torch.Generator().manual_seed(0)
+    n, h, v = size["N"], size["H"], size["V"]
+    hs = torch.randn(n, h, generator=gen).requires_grad_()
+    ws = (torch.randn(v, h, generator=gen) / h**0.5).requires_grad_()
+    ht, wt = torch.randn(n, h, generator=gen), torch.randn(v, h, generator=gen) / h**0.5
+    return hs, ws, ht, wt
+
+
+def _kd_step(loss_fn: Callable, checks_name: str | None = None) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        if checks_name == "linear_kd_loss":  # hidden (4, 2) + head (3, 2), twice
+            _past_startup_checks(checks_name, *(torch.randn(n, 2) for n in (4, 3, 4, 3)))
+        elif checks_name is not None:
+            _past_startup_checks(checks_name, torch.randn(4, 3), torch.randn(4, 3))
+        hs, ws, ht, wt = _kd_inputs(size)
+
+        def step():
+            hs.grad = ws.grad = None
+            loss_fn(hs, ws, ht, wt).backward()
+
+        return Case(step, _nbytes(hs, ws, ht, wt), _nbytes(hs, ws))
+
+    return build
+
+
+def _kd_torch_eager(hs, ws, ht, wt, temperature=2.0):
+    """Hinton's KD written in plain torch: both logits, then kl_div * T^2."""
+    s = hs @ ws.T  # (N, V)
+    with torch.no_grad():
+        t = ht @ wt.T  # (N, V)
+    log_p, log_q = F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1)
+    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * temperature**2
+
+
+def _kd_plain(divergence: str) -> Callable:
+    def loss(hs, ws, ht, wt):
+        import losskit.functional as LF
+
+        s = hs @ ws.T  # (N, V)
+        with torch.no_grad():
+            t = ht @ wt.T  # (N, V)
+        if divergence == "kl":
+            return LF.kd_loss(s, t, temperature=2.0)
+        return LF.jsd(s, t, beta=0.5, temperature=2.0)
+
+    return loss
+
+
+def _kd_fused(divergence: str) -> Callable:
+    def loss(hs, ws, ht, wt):
+        import losskit.functional as LF
+
+        return LF.linear_kd_loss(hs, ws, ht, wt, divergence=divergence, temperature=2.0)
+
+    return loss
+
+
+DISTILLATION = Family(
+    "distillation",
+    [
+        Variant("torch eager kd", _kd_step(_kd_torch_eager)),
+        Variant("losskit kd_loss on logits", _kd_step(_kd_plain("kl"), "kd_loss")),
+        Variant("losskit linear_kd_loss", _kd_step(_kd_fused("kl"), "linear_kd_loss")),
+        Variant("losskit jsd on logits", _kd_step(_kd_plain("jsd"), "jsd")),
+        Variant("losskit linear_kd_loss jsd", _kd_step(_kd_fused("jsd"), "linear_kd_loss")),
+    ],
+    [
+        Target("time fused kd vs plain kd", "losskit linear_kd_loss", "losskit kd_loss on logits",
+               1.3),
+        Target("time fused kd vs torch eager kd", "losskit linear_kd_loss", "torch eager kd", 1.3),
+        Target("time fused jsd vs plain jsd", "losskit linear_kd_loss jsd",
+               "losskit jsd on logits", 1.3),
+        Target("extra memory fused kd / one logits tensor", "losskit linear_kd_loss", None, 1.0,
+               "memory"),
+        Target("extra memory fused jsd / one logits tensor", "losskit linear_kd_loss jsd", None,
+               1.0, "memory"),
+        Target("extra memory torch eager kd / one logits tensor (info)", "torch eager kd", None,
+               float("inf"), "memory"),
+    ],
+    full=[{"N": 1024, "H": 256, "V": 16000}, {"N": 2048, "H": 256, "V": 16000}],
+    quick=[{"N": 256, "H": 64, "V": 4000}],
+)
+FAMILIES[DISTILLATION.name] = DISTILLATION
+
+
 # ----------------------------------------------------------------------------------------------
 # Measuring
 
@@ -642,6 +731,8 @@ def _unit_bytes(family: Family, size: dict) -> int:
         return (2 * size["B"]) ** 2 * 4
     if family.name == "transformers":  # the float32 (B, T, V) logits of the model's own loss
         return size["B"] * size["T"] * size["V"] * 4
+    if family.name == "distillation":  # one (N, V) logits tensor
+        return size["N"] * size["V"] * _dtype(size).itemsize
     return 1
 
 

@@ -71,6 +71,7 @@ TARGET_KINDS = (
     "label-lists",  # class indices padded with -1 (multi-label margin)
     "label-sequences",  # per-sample label sequences (CTC)
     "none",  # no target (e.g. a triplet of embeddings)
+    "teacher",  # a teacher model's logits (input's shape), or hidden states + head (distillation)
 )
 
 #: How a loss's ``"mean"`` counts, for a Module and one batch: ``(loss_fn, input, target) -> n``.

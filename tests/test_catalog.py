@@ -115,7 +115,12 @@ def _segmentation(g: torch.Generator, loss: Loss) -> tuple:
 
 def _distillation(g: torch.Generator, loss: Loss) -> tuple:
     temperature = 2.0
+    if loss.module == "LinearKDLoss":  # hidden states and heads: (N, D) + (C, D), (N, Dt) + (C, Dt)
+        return (torch.randn(N, 4, generator=g), torch.randn(C, 4, generator=g),
+                torch.randn(N, 5, generator=g), torch.randn(C, 5, generator=g))
     student, teacher = torch.randn(N, C, generator=g), torch.randn(N, C, generator=g)
+    if loss.module in ("KDLoss", "JSDLoss"):  # both models' raw logits
+        return student, teacher  # (N, C), (N, C)
     log_p = torch.log_softmax(student / temperature, dim=1)  # (N, C) log-probabilities
     q = torch.softmax(teacher / temperature, dim=1)  # (N, C) probabilities
     return log_p, q

@@ -788,7 +788,56 @@ def margin(draw, name: str):
                  ("input",))
 
 
+@st.composite
+def distillation(draw, name: str):
+    """kd_loss, jsd, linear_kd_loss against the case table's formulas (tests/cases/).
+
+    Finite logits of moderate scale only: the formulas take ``softmax(x).log()``, which
+    underflows to -inf (and NaN) where losskit's log_softmax stays finite; NaN/Inf inputs are
+    tested by tests/test_cases.py (raised during the value checks). At least one row, so a mean
+    over nothing (0 here, NaN in the formula) is not drawn either.
+    """
+    from cases import distillation as cases
+
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    rows = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=2)))
+    vocab = draw(st.integers(1, 5))
+    scale = draw(st.sampled_from([(1.0,), (4.0,)]))
+    opts = dict(reduction=reduction, temperature=draw(st.sampled_from([1.0, 2.0, 0.5])))
+    if name == "linear_kd_loss":
+        h_s, h_t = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        def draw_finite(shape):
+            return draw(values(shape, dtype, scales=scale, specials=False))[0]
+
+        inputs = {"student_hidden": draw_finite((*rows, h_s)),
+                  "student_weight": draw_finite((vocab, h_s)),
+                  "teacher_hidden": draw_finite((*rows, h_t)),
+                  "teacher_weight": draw_finite((vocab, h_t))}
+        opts.update(divergence=draw(st.sampled_from(["kl", "jsd"])),
+                    beta=draw(st.sampled_from([0.0, 0.5, 1.0])), chunk_size=draw(
+                        st.sampled_from([None, 1, 3])))
+        formula, grad = cases.linear_distill, ("student_hidden", "student_weight")
+    else:
+        inputs = {"student_logits": draw(values((*rows, vocab), dtype, scales=scale,
+                                                specials=False))[0],
+                  "teacher_logits": draw(values((*rows, vocab), dtype, scales=scale,
+                                                specials=False))[0]}
+        if name == "jsd":
+            opts["beta"] = draw(st.sampled_from([0.0, 0.3, 1.0]))
+        formula, grad = {"kd_loss": cases.kd, "jsd": cases.generalised_jsd}[name], \
+            ("student_logits",)
+    lk_fn = getattr(LF, name)
+    return Call(
+        name, inputs, run=lambda **t: lk_fn(**t, **opts), ref=lambda **t: formula(**t, **opts),
+        native=None, grad=grad, checks=mode,
+        facts={"dtype": dtype, "reduction": reduction, "non_finite": False},
+    )
+
+
 GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
+    "kd_loss": lambda: distillation("kd_loss"),
+    "jsd": lambda: distillation("jsd"),
+    "linear_kd_loss": lambda: distillation("linear_kd_loss"),
     "mse_loss": lambda: regression("mse_loss"),
     "l1_loss": lambda: regression("l1_loss"),
     "huber_loss": lambda: regression("huber_loss"),

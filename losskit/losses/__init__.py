@@ -14,6 +14,7 @@ sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
 margin                   soft margin, multi-label soft margin, multi-label and multi-class hinge
 contrastive              InfoNCE / NT-Xent, CLIP, supervised contrastive (chunked, multi-rank)
+distillation             Hinton's KD, generalised JSD, and both from hidden states + heads
 =======================  ====================================================================
 
 The public paths are :mod:`losskit.functional` (functions) and :mod:`losskit` (Modules); both
@@ -23,6 +24,7 @@ re-export what the family files list in their ``__all__``.
 from losskit.losses.binary import *  # noqa: F403
 from losskit.losses.classification import *  # noqa: F403
 from losskit.losses.contrastive import *  # noqa: F403
+from losskit.losses.distillation import *  # noqa: F403
 from losskit.losses.divergence import *  # noqa: F403
 from losskit.losses.likelihood import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
