@@ -13,7 +13,7 @@ from losskit.losses._common import (
     HALF,
     result_dtype,
 )
-from losskit.losses.classification import _focal_factor, check_class_indices
+from losskit.losses.classification import check_class_indices
 
 __all__ = [
     "DiceLoss",
@@ -180,7 +180,11 @@ def focal_tversky_loss(
     seg_checks.check_tversky_weights(loss, alpha, beta)
     seg_checks.check_focal_tversky_gamma(loss, gamma)
     index = _tversky_index(loss, input, target, alpha, beta, smooth, ignore_index, reduction)
-    out = _focal_factor(1 - index, 1 / gamma)  # (C,), clamped: no inf gradient at TI = 1
+    base = 1 - index  # (C,)
+    # At TI = 1 the derivative of base ** (1 / gamma) is inf for gamma > 1, and inf times the
+    # zero inner derivative is NaN: select 0 there, from a branch kept finite by the clamp.
+    tiny = torch.finfo(base.dtype).tiny
+    out = torch.where(base > 0, base.clamp_min(tiny) ** (1 / gamma), 0.0)
     return _reduction.reduce(out, reduction).to(result_dtype(input))
 
 
@@ -321,7 +325,7 @@ def _probs_and_labels(
     if logits_check is None:
         check_class_indices(loss, input, target, None, ignore_index, reduction)
     else:
-        _check_class_indices(loss, input, target, ignore_index, logits_check)
+        _check_class_indices(loss, input, target, ignore_index, reduction, logits_check)
     counted = checks.not_ignored(target, ignore_index).unsqueeze(1)  # (N, 1, d1, ...)
     t = torch.where(counted.squeeze(1), target, 0).long()
     # Ignored positions are selected out, never multiplied by 0: the softmax of a masked
@@ -331,7 +335,7 @@ def _probs_and_labels(
     return probs, torch.where(counted, onehot, 0.0)
 
 
-def _check_class_indices(loss, input, target, ignore_index, logits_check) -> None:
+def _check_class_indices(loss, input, target, ignore_index, reduction, logits_check) -> None:
     """Class-index checks of the cross-entropy family with the caller's own softmax check."""
     checks.check_class_target(loss, input, target)
     values = checks.values_enabled(loss)
@@ -340,6 +344,8 @@ def _check_class_indices(loss, input, target, ignore_index, logits_check) -> Non
     if values:
         checks.check_finite(loss, allow_neg_inf=True, input=input)
         logits_check(loss, input, 1)
+        if reduction == "mean":
+            checks.check_not_all_ignored(loss, target, ignore_index)
 
 
 class DiceLoss(nn.Module):
