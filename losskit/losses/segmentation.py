@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -251,12 +253,12 @@ def lovasz_softmax(
         )
     probs, onehot = _probs_and_labels(loss, input, target, ignore_index, reduction,
                                       logits_check=seg_checks.check_not_softmax_before)
-    n, c = input.shape[0], input.shape[1]
-    lead = n if per_image else 1
+    n, c, pixels = input.shape[0], input.shape[1], math.prod(input.shape[2:])
+    lead, per_set = (n, pixels) if per_image else (1, n * pixels)
     # Pixels in dim 1, classes last: (B, P, C) with B = N per image, 1 for the whole batch.
-    p = probs.reshape(n, c, -1).movedim(1, -1).reshape(lead, -1, c)
-    t = onehot.reshape(n, c, -1).movedim(1, -1).reshape(lead, -1, c)
-    counted = checks.not_ignored(target, ignore_index).reshape(lead, -1, 1)  # (B, P, 1)
+    p = probs.reshape(n, c, pixels).movedim(1, -1).reshape(lead, per_set, c)
+    t = onehot.reshape(n, c, pixels).movedim(1, -1).reshape(lead, per_set, c)
+    counted = checks.not_ignored(target, ignore_index).reshape(lead, per_set, 1)  # (B, P, 1)
     errors = t * (1 - p) + (1 - t) * p  # |t - p| for 0/1 t; 0 at ignored pixels (p = t = 0)
     per_class = _lovasz_extension(errors, t, counted)  # (B, C)
     present = t.sum(1) > 0 if classes == "present" else torch.ones_like(per_class, dtype=bool)

@@ -95,9 +95,10 @@ def poly1(input, target, *, epsilon=1.0, weight=None, ignore_index=-100, reducti
         if y == ignore_index:
             terms.append(torch.zeros((), dtype=torch.float64))
             continue
-        p = torch.exp(rows[n]) / torch.exp(rows[n]).sum()
-        ce = (1 - s) * w[y] * -torch.log(p[y]) + (s / c) * sum(w[k] * -torch.log(p[k])
-                                                                for k in range(c))
+        p, logp = torch.softmax(rows[n], 0), torch.log_softmax(rows[n], 0)  # (C,), stable
+        ce = (1 - s) * w[y] * -logp[y]
+        if s > 0:  # the smoothing term (written only when there is one: 0 * inf is NaN)
+            ce = ce + (s / c) * sum(w[k] * -logp[k] for k in range(c))
         q = torch.full((c,), s / c, dtype=torch.float64)
         q[y] += 1 - s
         terms.append(ce + epsilon * w[y] * (1 - (q * p).sum()))

@@ -101,17 +101,18 @@ CASES += [
 
 def _jaccard_loss(labelled, chosen):
     """J(A) = 1 - |F \\ A| / |F u A| for the set A of the first k sorted pixels."""
-    outside = sum(1 for i in labelled if i not in chosen)
-    union = len(set(labelled) | set(chosen))
-    return 1 - outside / union if union else 0.0
+    union = len(labelled | chosen)
+    return 1 - len(labelled - chosen) / union if union else 0.0
 
 
 def _lovasz_class(errors, labelled):
-    """sum_k e_(k) (J({1..k}) - J({1..k-1})) with the errors sorted in decreasing order."""
+    """sum_k e_(k) (J({1..k}) - J({1..k-1})) with the errors sorted in decreasing order (a
+    stable sort: tied errors keep pixel order)."""
     order = sorted(range(len(errors)), key=lambda i: -float(errors[i].detach()))
-    total, previous = errors.new_zeros(()), 0.0
+    total, previous, chosen, labelled = errors.new_zeros(()), 0.0, set(), set(labelled)
     for k in range(len(order)):
-        current = _jaccard_loss(labelled, order[: k + 1])
+        chosen.add(order[k])
+        current = _jaccard_loss(labelled, chosen)
         total = total + errors[order[k]] * (current - previous)
         previous = current
     return total
@@ -152,10 +153,10 @@ def lovasz(input, target, *, per_image=False, classes="present", ignore_index=No
         if reduction == "sum":
             return per_class.sum()
         return per_class.sum() / max(sum(counted), 1)
-    per_img = torch.stack([
-        sum(l for l, k in zip(losses, counted, strict=True) if k) / max(sum(counted), 1)
-        if any(counted) else x.new_zeros(()) for losses, counted in results])
-    return _reduce(list(per_img), reduction)
+    per_img = [sum(l for l, k in zip(losses, counted, strict=True) if k) / max(sum(counted), 1)
+               if any(counted) else x.new_zeros(()) for losses, counted in results]
+    per_img = torch.stack(per_img) if per_img else x.new_zeros(0)  # (N,)
+    return {"none": per_img, "sum": per_img.sum(), "mean": per_img.mean()}[reduction]
 
 
 def _lovasz(shape, num_labels=None, **options):
