@@ -509,10 +509,11 @@ def _check_poly1_options(epsilon: float, label_smoothing: float) -> None:
     if epsilon < -1:
         raise LossInputError(
             f"poly1_cross_entropy: epsilon={epsilon} is below -1. Poly-1 is cross-entropy with "
-            f"the first coefficient of its series in 1 - p_t raised to 1 + epsilon; below -1 "
-            f"that coefficient is negative and the loss rewards a lower probability for the "
-            f"true class. Fix: use epsilon >= -1 (the paper's default is 1.0; 0 is "
-            f"cross-entropy)."
+            f"the coefficient of the first term of its series in (1 - p_t) changed from 1 to "
+            f"1 + epsilon; below -1 that coefficient is negative, and the loss is smallest at "
+            f"p_t = -1/epsilon = {-1 / epsilon:.3g}, not at p_t = 1, so the model is trained "
+            f"away from confident correct predictions. Fix: use epsilon >= -1 (the paper's "
+            f"default is 1.0; 0 is cross-entropy)."
         )
     if not 0.0 <= label_smoothing <= 1.0:
         raise LossInputError(
