@@ -589,6 +589,20 @@ def focal_loss(draw):
 
 
 @st.composite
+def segmentation_problem(draw):
+    """class_problem's logits as (N, C, d1, ...) with class indices, and an ignore_index that is
+    None (every label a class) or the drawn one."""
+    x, target, c, facts = draw(class_problem(min_classes=1))
+    if x.dim() < 3:
+        x, target = x.reshape(1, c, -1) if x.dim() == 1 else x[..., None], (
+            target.reshape(1, 1) if x.dim() == 1 else target[..., None])
+    ignore = draw(st.sampled_from([None, facts["ignore_index"]]))
+    if ignore is None:
+        target = target.clamp(0, c - 1)  # no ignore_index: every label is a class
+    return x, target, ignore, facts
+
+
+@st.composite
 def dice_loss(draw):
     mode, reduction = draw(checks_modes), draw(reductions)
     smooth = draw(st.sampled_from([1.0, 0.0, 1e-5]))
@@ -604,13 +618,7 @@ def dice_loss(draw):
             ref=lambda **t: oracle.dice_binary(**t, **opts), native=None, checks=mode,
             facts={"dtype": dtype, "reduction": reduction, "non_finite": nf, "smooth": smooth},
         )
-    x, target, c, facts = draw(class_problem(min_classes=1))
-    if x.dim() < 3:
-        x, target = x.reshape(1, c, -1) if x.dim() == 1 else x[..., None], (
-            target.reshape(1, 1) if x.dim() == 1 else target[..., None])
-    ignore = draw(st.sampled_from([None, facts["ignore_index"]]))
-    if ignore is None:
-        target = target.clamp(0, c - 1)  # no ignore_index: every label is a class
+    x, target, ignore, facts = draw(segmentation_problem())
     opts = dict(smooth=smooth, reduction=reduction, ignore_index=ignore)
     return Call(
         "dice_loss", {"input": draw(layout(x)), "target": target},
@@ -839,14 +847,7 @@ def overlap_loss(draw, name: str):
         y = draw(values(shape, dtype, low=0.0, specials=False))[0].round()
         facts.update(dtype=dtype, non_finite=nf)
     else:
-        x, y, c, drawn = draw(class_problem(min_classes=1))
-        if x.dim() < 3:
-            x, y = x.reshape(1, c, -1) if x.dim() == 1 else x[..., None], (
-                y.reshape(1, 1) if x.dim() == 1 else y[..., None])
-        ignore = draw(st.sampled_from([None, drawn["ignore_index"]]))
-        if ignore is None:
-            y = y.clamp(0, c - 1)  # no ignore_index: every label is a class
-        opts["ignore_index"] = ignore
+        x, y, opts["ignore_index"], drawn = draw(segmentation_problem())
         facts.update(drawn)
     return Call(
         name, {"input": draw(layout(x)), "target": y},
