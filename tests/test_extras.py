@@ -255,17 +255,17 @@ def test_lovasz_index_out_of_range_raises_and_ignored_255_is_fine():
 # negatives, as Salehi et al. and losskit)
 
 
-@pytest.mark.parametrize(("alpha", "beta", "smooth"), [(0.3, 0.7, 1.0), (0.5, 0.5, 1e-5),
-                                                       (1.0, 0.2, 0.0)])
-def test_tversky_matches_monai(alpha, beta, smooth):
+def test_tversky_matches_monai():
+    """One test for the three settings: importing MONAI costs several seconds of CPU, paid once."""
     monai_losses = pytest.importorskip("monai.losses")
-    x, y = _seg(c=4)
-    x.requires_grad_(True)
-    theirs = monai_losses.TverskyLoss(
-        to_onehot_y=True, softmax=True, alpha=alpha, beta=beta, smooth_nr=smooth,
-        smooth_dr=smooth, batch=True, reduction="none")(x, y[:, None])  # (C, 1, 1)
-    ours = LF.tversky_loss(x, y, alpha=alpha, beta=beta, smooth=smooth, reduction="none")
-    torch.testing.assert_close(ours, theirs.reshape(-1), rtol=1e-10, atol=1e-12)
-    g1, = torch.autograd.grad(ours.sum(), x)
-    g2, = torch.autograd.grad(theirs.sum(), x)
-    torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)
+    for alpha, beta, smooth in [(0.3, 0.7, 1.0), (0.5, 0.5, 1e-5), (1.0, 0.2, 0.0)]:
+        x, y = _seg(c=4)
+        x.requires_grad_(True)
+        theirs = monai_losses.TverskyLoss(
+            to_onehot_y=True, softmax=True, alpha=alpha, beta=beta, smooth_nr=smooth,
+            smooth_dr=smooth, batch=True, reduction="none")(x, y[:, None])  # (C, 1, 1)
+        ours = LF.tversky_loss(x, y, alpha=alpha, beta=beta, smooth=smooth, reduction="none")
+        torch.testing.assert_close(ours, theirs.reshape(-1), rtol=1e-10, atol=1e-12)
+        g1, = torch.autograd.grad(ours.sum(), x)
+        g2, = torch.autograd.grad(theirs.sum(), x)
+        torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)
