@@ -195,11 +195,15 @@ DEPARTURES = [
      "+-1, the plain formula's NaN) promises nothing for it",
      lambda c, lk, ref: bool(c.facts.get("non_finite")) and c.checks == "off"
      and c.loss in ("focal_loss", "dice_loss", "linear_cross_entropy", "log_cosh_loss",
-                    "quantile_loss")),
+                    "quantile_loss", "poly1_cross_entropy", "tversky_loss",
+                    "focal_tversky_loss", "lovasz_softmax")),
     ("ignored_row_gradient", "losskit selects ignored rows out: their gradient is 0 even when "
      "their logits are NaN/+inf/all -inf (torch's log_softmax backward gives NaN there)",
      lambda c, lk, ref: c.facts.get("ignore_index") is not None and _grads_nan_became_zero(
          c, lk, ref)),
+    ("focal_tversky_perfect_class", "focal_tversky_loss: where 1 - TI is 0 the gradient is 0 "
+     "(the limit), not 0 * inf = NaN",
+     lambda c, lk, ref: c.loss == "focal_tversky_loss" and _grads_nan_became_zero(c, lk, ref)),
     ("dice_empty_class", "dice_loss: a class with nothing predicted or labelled and smooth=0 "
      "counts as a perfect match (loss 0, zero gradient), not 0 / 0",
      lambda c, lk, ref: c.facts.get("smooth") == 0.0 and not c.facts.get("non_finite")
@@ -585,6 +589,20 @@ def focal_loss(draw):
 
 
 @st.composite
+def segmentation_problem(draw):
+    """class_problem's logits as (N, C, d1, ...) with class indices, and an ignore_index that is
+    None (every label a class) or the drawn one."""
+    x, target, c, facts = draw(class_problem(min_classes=1))
+    if x.dim() < 3:
+        x, target = x.reshape(1, c, -1) if x.dim() == 1 else x[..., None], (
+            target.reshape(1, 1) if x.dim() == 1 else target[..., None])
+    ignore = draw(st.sampled_from([None, facts["ignore_index"]]))
+    if ignore is None:
+        target = target.clamp(0, c - 1)  # no ignore_index: every label is a class
+    return x, target, ignore, facts
+
+
+@st.composite
 def dice_loss(draw):
     mode, reduction = draw(checks_modes), draw(reductions)
     smooth = draw(st.sampled_from([1.0, 0.0, 1e-5]))
@@ -600,13 +618,7 @@ def dice_loss(draw):
             ref=lambda **t: oracle.dice_binary(**t, **opts), native=None, checks=mode,
             facts={"dtype": dtype, "reduction": reduction, "non_finite": nf, "smooth": smooth},
         )
-    x, target, c, facts = draw(class_problem(min_classes=1))
-    if x.dim() < 3:
-        x, target = x.reshape(1, c, -1) if x.dim() == 1 else x[..., None], (
-            target.reshape(1, 1) if x.dim() == 1 else target[..., None])
-    ignore = draw(st.sampled_from([None, facts["ignore_index"]]))
-    if ignore is None:
-        target = target.clamp(0, c - 1)  # no ignore_index: every label is a class
+    x, target, ignore, facts = draw(segmentation_problem())
     opts = dict(smooth=smooth, reduction=reduction, ignore_index=ignore)
     return Call(
         "dice_loss", {"input": draw(layout(x)), "target": target},
@@ -834,6 +846,62 @@ def distillation(draw, name: str):
     )
 
 
+@st.composite
+def poly1_cross_entropy(draw):
+    """Poly-1 over class_problem's logits; the case table's float64 formula is the oracle. Two
+    classes at least: one class is refused (the loss is constant), as cross-entropy's."""
+    from cases import classification as classification_cases
+
+    x, target, _, facts = draw(class_problem(min_classes=2))
+    mode, reduction = draw(checks_modes), draw(reductions)
+    opts = dict(epsilon=draw(st.sampled_from([1.0, -1.0, 2.0, 0.0])), reduction=reduction,
+                ignore_index=facts["ignore_index"],
+                label_smoothing=draw(st.sampled_from([0.0, 0.1])))
+    return Call(
+        "poly1_cross_entropy", {"input": draw(layout(x)), "target": target},
+        run=lambda **t: LF.poly1_cross_entropy(**t, **opts),
+        ref=lambda **t: classification_cases.poly1(**t, **opts), native=None, checks=mode,
+        facts={**facts, "reduction": reduction},
+    )
+
+
+@st.composite
+def overlap_loss(draw, name: str):
+    """Tversky, focal Tversky (binary labels or class indices, as dice_loss) and Lovasz-softmax
+    (class indices, per batch or per image); the case table's float64 formulas are the oracles."""
+    from cases import segmentation as segmentation_cases
+
+    mode, reduction = draw(checks_modes), draw(reductions)
+    opts: dict = {"reduction": reduction}
+    facts: dict = {"reduction": reduction}
+    if name == "lovasz_softmax":
+        opts.update(per_image=draw(st.booleans()), classes=draw(st.sampled_from(["present",
+                                                                                 "all"])))
+        formula = segmentation_cases.lovasz
+    else:
+        opts.update(smooth=draw(st.sampled_from([1.0, 0.0, 1e-5])),
+                    alpha=draw(st.sampled_from([0.3, 0.5, 1.0])), beta=draw(st.sampled_from(
+                        [0.7, 0.5, 0.0])))
+        facts["smooth"] = opts["smooth"]
+        if name == "focal_tversky_loss":
+            opts["gamma"] = draw(st.sampled_from([1.0, 4 / 3, 3.0]))
+        formula = getattr(segmentation_cases, name.removesuffix("_loss"))
+    if name != "lovasz_softmax" and draw(st.booleans()):
+        dtype = draw(dtypes)
+        shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        x, nf = draw(values(shape, dtype))
+        y = draw(values(shape, dtype, low=0.0, specials=False))[0].round()
+        facts.update(dtype=dtype, non_finite=nf)
+    else:
+        x, y, opts["ignore_index"], drawn = draw(segmentation_problem())
+        facts.update(drawn)
+    return Call(
+        name, {"input": draw(layout(x)), "target": y},
+        run=lambda **t: getattr(LF, name)(**t, **opts), ref=lambda **t: formula(**t, **opts),
+        native=None, checks=mode, facts=facts,
+    )
+
+
 GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "kd_loss": lambda: distillation("kd_loss"),
     "jsd": lambda: distillation("jsd"),
@@ -864,6 +932,10 @@ GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "multilabel_soft_margin_loss": lambda: margin("multilabel_soft_margin_loss"),
     "multilabel_margin_loss": lambda: margin("multilabel_margin_loss"),
     "multi_margin_loss": lambda: margin("multi_margin_loss"),
+    "poly1_cross_entropy": poly1_cross_entropy,
+    "tversky_loss": lambda: overlap_loss("tversky_loss"),
+    "focal_tversky_loss": lambda: overlap_loss("focal_tversky_loss"),
+    "lovasz_softmax": lambda: overlap_loss("lovasz_softmax"),
 }
 
 

@@ -586,18 +586,24 @@ def check_not_all_ignored(loss: str, target: Tensor, ignore_index: int | None) -
         )
 
 
+def rows_are_distributions(input: Tensor, class_dim: int) -> bool:
+    """Whether every value of ``input`` is in [0, 1] and it sums to 1 along ``class_dim``: the
+    output of a softmax. Tiny inputs (fewer than 16 elements) and one class are never judged."""
+    if input.shape[class_dim] < 2 or input.numel() < 16:
+        return False
+    x = input.detach().float()
+    sums = x.sum(class_dim)
+    tol = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    return _within(x, 0, 1) and bool(((sums - 1).abs() <= tol).all())
+
+
 def check_not_probabilities(loss: str, input: Tensor, class_dim: int) -> None:
     """Softmax applied before cross-entropy: every row is a distribution already.
 
     Tiny inputs (fewer than 16 elements) are not judged: a hand-written logit row such as
     ``[1.0, 0.0]`` is a distribution too.
     """
-    if input.shape[class_dim] < 2 or input.numel() < 16:
-        return
-    x = input.detach().float()
-    sums = x.sum(class_dim)
-    tol = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-4
-    if _within(x, 0, 1) and bool(((sums - 1).abs() <= tol).all()):
+    if rows_are_distributions(input, class_dim):
         _warn(
             f"{loss}: `input` ({describe(input)}) looks like probabilities: every value is in "
             f"[0, 1] and each row sums to 1 along dim {class_dim}. Cross-entropy applies "

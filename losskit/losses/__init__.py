@@ -5,11 +5,11 @@ family                   losses
 =======================  ====================================================================
 regression               MSE, L1, Huber, smooth L1
 binary                   BCE on probabilities, BCE with logits
-classification           cross-entropy, NLL, focal
+classification           cross-entropy, NLL, focal, Poly-1 cross-entropy
 divergence               KL divergence
 ranking                  margin ranking, hinge and cosine embedding, triplet margin
 likelihood               Poisson NLL, Gaussian NLL
-segmentation             soft Dice
+segmentation             soft Dice, Tversky, focal Tversky, Lovasz-softmax
 sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
 margin                   soft margin, multi-label soft margin, multi-label and multi-class hinge

@@ -1,6 +1,8 @@
-"""Segmentation losses: soft Dice."""
+"""Segmentation losses: soft Dice, Tversky, focal Tversky and Lovasz-softmax."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,7 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.checks import LossInputError
+from losskit.checks import segmentation as seg_checks
 from losskit.losses import _explain as _ex
 from losskit.losses._common import (
     HALF,
@@ -17,7 +20,13 @@ from losskit.losses.classification import check_class_indices
 
 __all__ = [
     "DiceLoss",
+    "FocalTverskyLoss",
+    "LovaszSoftmaxLoss",
+    "TverskyLoss",
     "dice_loss",
+    "focal_tversky_loss",
+    "lovasz_softmax",
+    "tversky_loss",
 ]
 
 
@@ -50,12 +59,262 @@ def dice_loss(
     """
     loss = "dice_loss"
     reduction = _reduction.resolve(reduction)
+    probs, onehot = _probs_and_labels(loss, input, target, ignore_index, reduction)
+    dims = [0, *range(2, input.dim())]
+    intersection = (probs * onehot).sum(dims)  # (C,)
+    denominator = probs.sum(dims) + onehot.sum(dims) + smooth  # (C,)
+    dice = _overlap_ratio(2 * intersection + smooth, denominator)
+    return _reduction.reduce(1 - dice, reduction).to(result_dtype(input))
+
+
+def _overlap_ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator`` per class, 1 where the denominator is 0.
+
+    A class with nothing predicted, nothing labelled and smooth=0 (e.g. every target ignored)
+    is 0/0: count it as a perfect match, ratio 1, with zero gradient (the inner where keeps the
+    unused branch finite, so its gradient is 0, not NaN)."""
+    empty = denominator == 0
+    return torch.where(empty, 1.0, numerator / torch.where(empty, 1.0, denominator))
+
+
+def tversky_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 0.3,
+    beta: float = 0.7,
+    smooth: float = 1.0,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Tversky loss (Salehi et al., 2017): Dice with separate weights on the two errors.
+
+    .. math::
+        \mathrm{TI}_c = \frac{\mathrm{TP}_c + s}
+                              {\mathrm{TP}_c + \alpha\,\mathrm{FP}_c + \beta\,\mathrm{FN}_c + s},
+        \qquad l_c = 1 - \mathrm{TI}_c
+
+    with the soft counts :math:`\mathrm{TP}_c = \sum_i p_{ic} t_{ic}`,
+    :math:`\mathrm{FP}_c = \sum_i p_{ic} (1 - t_{ic})`,
+    :math:`\mathrm{FN}_c = \sum_i (1 - p_{ic}) t_{ic}` over the batch and every spatial position
+    :math:`i`. ``alpha`` weighs false positives and ``beta`` false negatives (Salehi et al.'s
+    names; Abraham & Khan swap them): ``beta > alpha`` penalises missed foreground more, the
+    usual choice for small lesions. ``alpha = beta = 0.5`` is the soft Dice loss with ``smooth``
+    halved: ``tversky_loss(x, y, alpha=0.5, beta=0.5, smooth=s) == dice_loss(x, y, smooth=2 * s)``.
+    ``alpha + beta`` need not be 1.
+
+    Inputs as :func:`dice_loss`: ``(N, C, d1, ...)`` logits with ``(N, d1, ...)`` class indices
+    (softmax over dim 1, ``ignore_index`` positions left out), or float 0./1. labels of
+    ``input``'s shape (sigmoid per element, dim 1 holds the labels).
+
+    Shape: ``"none"`` gives the ``(C,)`` per-class losses; ``"mean"`` / ``"sum"`` reduce them.
+    A class with a zero denominator (nothing predicted or labelled, ``smooth=0``) counts as a
+    perfect match.
+
+    References: Salehi et al., "Tversky loss function for image segmentation using 3D fully
+    convolutional deep networks", MLMI 2017.
+
+    Example:
+        >>> x = torch.tensor([[[4.0, -4.0, 4.0]], [[-4.0, 4.0, -4.0]]]).transpose(0, 1)
+        >>> y = torch.tensor([[0, 1, 1]])  # (1, 3): pixel 2 is labelled 1, predicted 0
+        >>> tversky_loss(x, y, smooth=0.0, reduction="none")
+        tensor([0.2310, 0.4118])
+    """
+    loss = "tversky_loss"
+    reduction = _reduction.resolve(reduction)
+    seg_checks.check_tversky_weights(loss, alpha, beta)
+    index = _tversky_index(loss, input, target, alpha, beta, smooth, ignore_index, reduction)
+    return _reduction.reduce(1 - index, reduction).to(result_dtype(input))
+
+
+def _tversky_index(loss, input, target, alpha, beta, smooth, ignore_index, reduction) -> Tensor:
+    """The ``(C,)`` Tversky indices, after the checks."""
+    probs, onehot = _probs_and_labels(loss, input, target, ignore_index, reduction,
+                                      logits_check=seg_checks.check_not_softmax_before)
+    dims = [0, *range(2, input.dim())]
+    tp = (probs * onehot).sum(dims)  # (C,)
+    fp = probs.sum(dims) - tp  # (C,): sum p (1 - t)
+    fn = onehot.sum(dims) - tp  # (C,): sum (1 - p) t
+    return _overlap_ratio(tp + smooth, tp + alpha * fp + beta * fn + smooth)
+
+
+def focal_tversky_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 0.3,
+    beta: float = 0.7,
+    gamma: float = 4 / 3,
+    smooth: float = 1.0,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Focal Tversky loss (Abraham & Khan, 2019): the Tversky loss per class raised to
+    :math:`1/\gamma`.
+
+    .. math::
+        l_c = (1 - \mathrm{TI}_c)^{1/\gamma}
+
+    with :math:`\mathrm{TI}_c` as in :func:`tversky_loss` (same ``alpha`` on false positives,
+    ``beta`` on false negatives, ``smooth``, inputs and ``ignore_index``). The exponent follows
+    the paper: :math:`1/\gamma` with :math:`\gamma \in [1, 3]` (4/3 in its experiments), an
+    exponent below 1 that raises the loss and the gradient of classes that are nearly right
+    (small structures). Some code writes :math:`(1 - \mathrm{TI})^{\gamma}` with
+    :math:`\gamma < 1` instead (e.g. 0.75 in Yeung et al.'s unified focal loss): pass the
+    reciprocal here (losskit warns for ``gamma < 1``). ``gamma = 1`` is :func:`tversky_loss`.
+    Where :math:`1 - \mathrm{TI}_c` is 0 the gradient is 0 (the limit), not inf.
+
+    Shape: ``"none"`` gives the ``(C,)`` per-class losses; ``"mean"`` / ``"sum"`` reduce them.
+
+    Departure from the paper: Abraham & Khan name the false-negative weight alpha (0.7) and the
+    false-positive weight beta (0.3); losskit keeps Salehi et al.'s names, so its defaults
+    ``alpha=0.3, beta=0.7`` are the same weighting.
+
+    References: Abraham & Khan, "A Novel Focal Tversky loss function with improved Attention
+    U-Net for lesion segmentation", ISBI 2019.
+
+    Example:
+        >>> x = torch.tensor([[[4.0, -4.0, 4.0]], [[-4.0, 4.0, -4.0]]]).transpose(0, 1)
+        >>> focal_tversky_loss(x, torch.tensor([[0, 1, 1]]), smooth=0.0, reduction="none")
+        tensor([0.3332, 0.5141])
+    """
+    loss = "focal_tversky_loss"
+    reduction = _reduction.resolve(reduction)
+    seg_checks.check_tversky_weights(loss, alpha, beta)
+    seg_checks.check_focal_tversky_gamma(loss, gamma)
+    index = _tversky_index(loss, input, target, alpha, beta, smooth, ignore_index, reduction)
+    base = 1 - index  # (C,)
+    # At TI = 1 the derivative of base ** (1 / gamma) is inf for gamma > 1, and inf times the
+    # zero inner derivative is NaN: select 0 there, from a branch kept finite by the clamp.
+    tiny = torch.finfo(base.dtype).tiny
+    out = torch.where(base > 0, base.clamp_min(tiny) ** (1 / gamma), 0.0)
+    return _reduction.reduce(out, reduction).to(result_dtype(input))
+
+
+def lovasz_softmax(
+    input: Tensor,
+    target: Tensor,
+    *,
+    per_image: bool = False,
+    classes: str = "present",
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Lovasz-softmax loss (Berman et al., 2018): a convex surrogate of the Jaccard loss (1 - IoU)
+    per class, from logits.
+
+    For class :math:`c`, with :math:`p = \mathrm{softmax}(x)` over dim 1 and the pixel errors
+    :math:`e_i = |[y_i = c] - p_{ic}|` over the counted pixels, sorted so that
+    :math:`e_{\pi_1} \ge e_{\pi_2} \ge \dots`:
+
+    .. math::
+        l_c = \sum_k e_{\pi_k}\, g_k, \qquad
+        g_k = J(\{\pi_1, \dots, \pi_k\}) - J(\{\pi_1, \dots, \pi_{k-1}\}), \qquad
+        J(A) = 1 - \frac{|F_c \setminus A|}{|F_c \cup A|}
+
+    where :math:`F_c` is the set of pixels labelled :math:`c`: :math:`l_c` is the Lovasz
+    extension of the Jaccard loss evaluated at the error vector (it equals 1 - IoU when the
+    errors are 0/1). The loss averages :math:`l_c` over the classes present in the target
+    (``classes="present"``) or all classes (``"all"``). With ``per_image=True`` this is done per
+    image and the images are averaged (an image without a counted pixel gives 0), as in the
+    paper's per-image variant; otherwise the whole batch is one set of pixels.
+
+    Args:
+        input: ``(N, C, d1, ...)`` logits (no softmax: the reference code of the paper takes
+            probabilities, losskit takes logits).
+        target: ``(N, d1, ...)`` int64 class indices; ``ignore_index`` positions are left out.
+        per_image: one loss per image (``(N,)`` for ``"none"``) instead of one over the batch.
+        classes: ``"present"`` | ``"all"``.
+        reduction: per batch, ``"none"`` gives the ``(C,)`` per-class losses (0 for a class not
+            counted), ``"mean"`` their mean over the counted classes, ``"sum"`` their sum; per
+            image, ``"none"`` gives the ``(N,)`` per-image losses, ``"mean"`` / ``"sum"`` reduce
+            them.
+
+    The loss is piecewise linear in the errors: its gradient is exact where no two errors of a
+    class tie (finite differences across a tie see a kink); at a tie the order of the stable sort
+    picks one of the one-sided gradients.
+
+    References: Berman, Rannen Triki & Blaschko, "The Lovasz-Softmax loss: A tractable surrogate
+    for the optimization of the intersection-over-union measure in neural networks", CVPR 2018.
+
+    Example:
+        >>> x = torch.tensor([[[2.0, 0.0, 0.0]], [[0.0, 1.0, 3.0]]]).transpose(0, 1)  # (1, 2, 3)
+        >>> lovasz_softmax(x, torch.tensor([[0, 1, 1]]), reduction="none")
+        tensor([0.1941, 0.1701])
+    """
+    loss = "lovasz_softmax"
+    reduction = _reduction.resolve(reduction)
+    seg_checks.check_lovasz_classes(loss, classes)
+    if target.is_floating_point():
+        checks.check_floating_input(loss, input)
+        raise LossInputError(
+            f"{loss}: `target` is {target.dtype} (shape {tuple(target.shape)}); Lovasz-softmax "
+            f"takes int64 class indices of shape (N, d1, ...). Fix: `target.argmax(1)` for "
+            f"one-hot or probability targets, `target.long()` for float labels."
+        )
+    probs, onehot = _probs_and_labels(loss, input, target, ignore_index, reduction,
+                                      logits_check=seg_checks.check_not_softmax_before)
+    n, c, pixels = input.shape[0], input.shape[1], math.prod(input.shape[2:])
+    lead, per_set = (n, pixels) if per_image else (1, n * pixels)
+    # Pixels in dim 1, classes last: (B, P, C) with B = N per image, 1 for the whole batch.
+    p = probs.reshape(n, c, pixels).movedim(1, -1).reshape(lead, per_set, c)
+    t = onehot.reshape(n, c, pixels).movedim(1, -1).reshape(lead, per_set, c)
+    counted = checks.not_ignored(target, ignore_index).reshape(lead, per_set, 1)  # (B, P, 1)
+    errors = t * (1 - p) + (1 - t) * p  # |t - p| for 0/1 t; 0 at ignored pixels (p = t = 0)
+    per_class = _lovasz_extension(errors, t, counted)  # (B, C)
+    present = t.sum(1) > 0 if classes == "present" else torch.ones_like(per_class, dtype=bool)
+    per_class = torch.where(present, per_class, 0.0)
+    if not per_image:
+        denominator = present.sum().to(per_class.dtype)
+        return _reduction.reduce(per_class[0], reduction, denominator).to(result_dtype(input))
+    per_img = per_class.sum(1) / present.sum(1).clamp_min(1)  # (N,): an empty image gives 0
+    return _reduction.reduce(per_img, reduction).to(result_dtype(input))
+
+
+def _lovasz_extension(errors: Tensor, fg: Tensor, counted: Tensor) -> Tensor:
+    """``(B, C)`` Lovasz extensions of the Jaccard loss at ``errors`` ``(B, P, C)``.
+
+    1. Sort each class's errors in decreasing order (stable); uncounted pixels go last.
+    2. The Jaccard loss of the first k sorted pixels, from the running counts of labelled
+       pixels: ``J_k = 1 - (|F| - fg_k) / (|F| + bg_k)``, fg_k / bg_k the labelled / unlabelled
+       pixels among the first k (Berman et al., Algorithm 1). The union is never 0 at a counted
+       pixel: it holds that pixel or a labelled one.
+    3. The loss is the errors dotted with the increments ``J_k - J_{k-1}``; uncounted pixels
+       have error 0 and add nothing.
+    """
+    key = torch.where(counted, errors.detach(), -1.0)  # (B, P, C)
+    order = key.argsort(dim=1, descending=True, stable=True)
+    e = errors.gather(1, order)  # (B, P, C), sorted
+    t = fg.gather(1, order)
+    total = t.sum(1, keepdim=True)  # (B, 1, C): |F|
+    intersection = total - t.cumsum(1)
+    union = total + (1 - t).cumsum(1)
+    jaccard = 1 - intersection / union.clamp_min(1)
+    increments = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+    return (e * increments).sum(1)
+
+
+def _probs_and_labels(
+    loss: str,
+    input: Tensor,
+    target: Tensor,
+    ignore_index: int | None,
+    reduction: str,
+    *,
+    logits_check=None,
+) -> tuple[Tensor, Tensor]:
+    """The checks, then ``(p, t)`` of ``input``'s shape (float32 for half input): softmax
+    probabilities and the one-hot target for class indices (zero at ignored positions), or
+    sigmoid probabilities and the float labels for a binary / multi-label target.
+
+    ``logits_check(loss, input, class_dim)`` replaces the cross-entropy family's softmax check
+    with a message written for the caller's loss (dice keeps the cross-entropy checks)."""
     checks.check_floating_input(loss, input)
     if not checks.on_one_device(input, target):
         checks.check_same_device(loss, input=input, target=target)
     if input.dim() < 2:
         raise LossInputError(
-            f"dice_loss: `input` has shape {tuple(input.shape)}; expected (N, C, d1, ...) logits "
+            f"{loss}: `input` has shape {tuple(input.shape)}; expected (N, C, d1, ...) logits "
             f"with the classes in dim 1. Fix: add the batch/class dims, e.g. `input[None, None]`."
         )
     # Half losses compute in float32: the per-class sums over 65,504+ pixels overflow float16.
@@ -64,26 +323,33 @@ def dice_loss(
         if checks.values_enabled(loss):
             checks.check_finite(loss, input=input, target=target)
             checks.check_binary_target_range(loss, target)
-        probs, onehot = torch.sigmoid(x), target.to(x.dtype)
-    else:
+            if logits_check is not None:
+                checks.check_not_sigmoid_output(loss, input)
+        return torch.sigmoid(x), target.to(x.dtype)
+    if logits_check is None:
         check_class_indices(loss, input, target, None, ignore_index, reduction)
-        counted = checks.not_ignored(target, ignore_index).unsqueeze(1)  # (N, 1, d1, ...)
-        t = torch.where(counted.squeeze(1), target, 0).long()
-        # Ignored positions are selected out, never multiplied by 0: the softmax of a masked
-        # (-inf) position is NaN, and NaN * 0 is NaN.
-        probs = torch.where(counted, torch.softmax(torch.where(counted, x, 0.0), dim=1), 0.0)
-        onehot = F.one_hot(t, input.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, C, d1, ...)
-        onehot = torch.where(counted, onehot, 0.0)
-    dims = [0, *range(2, input.dim())]
-    intersection = (probs * onehot).sum(dims)  # (C,)
-    denominator = probs.sum(dims) + onehot.sum(dims) + smooth  # (C,)
-    # A class with nothing predicted, nothing labelled and smooth=0 (e.g. every target ignored)
-    # is 0/0: count it as a perfect match, dice 1, with zero gradient (the inner where keeps
-    # the unused branch finite, so its gradient is 0, not NaN).
-    empty = denominator == 0
-    dice = (2 * intersection + smooth) / torch.where(empty, 1.0, denominator)
-    dice = torch.where(empty, 1.0, dice)
-    return _reduction.reduce(1 - dice, reduction).to(result_dtype(input))
+    else:
+        _check_class_indices(loss, input, target, ignore_index, reduction, logits_check)
+    counted = checks.not_ignored(target, ignore_index).unsqueeze(1)  # (N, 1, d1, ...)
+    t = torch.where(counted.squeeze(1), target, 0).long()
+    # Ignored positions are selected out, never multiplied by 0: the softmax of a masked
+    # (-inf) position is NaN, and NaN * 0 is NaN.
+    probs = torch.where(counted, torch.softmax(torch.where(counted, x, 0.0), dim=1), 0.0)
+    onehot = F.one_hot(t, input.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, C, d1, ...)
+    return probs, torch.where(counted, onehot, 0.0)
+
+
+def _check_class_indices(loss, input, target, ignore_index, reduction, logits_check) -> None:
+    """Class-index checks of the cross-entropy family with the caller's own softmax check."""
+    checks.check_class_target(loss, input, target)
+    values = checks.values_enabled(loss)
+    if values or checks.index_range_enabled(target):
+        checks.check_class_index_range(loss, target, input.shape[1], ignore_index)
+    if values:
+        checks.check_finite(loss, allow_neg_inf=True, input=input)
+        logits_check(loss, input, 1)
+        if reduction == "mean":
+            checks.check_not_all_ignored(loss, target, ignore_index)
 
 
 class DiceLoss(nn.Module):
@@ -108,6 +374,90 @@ class DiceLoss(nn.Module):
             smooth=self.smooth,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
+        )
+
+
+class TverskyLoss(nn.Module):
+    """Tversky loss from logits; see :func:`losskit.functional.tversky_loss`.
+
+    >>> loss = TverskyLoss(alpha=0.5, beta=0.5, smooth=0.0)
+    >>> loss(torch.zeros(1, 2, 4), torch.tensor([[0, 0, 1, 1]]))
+    tensor(0.5000)
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        smooth: float = 1.0,
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.alpha, self.beta, self.smooth = alpha, beta, smooth
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return tversky_loss(
+            input, target, alpha=self.alpha, beta=self.beta, smooth=self.smooth,
+            ignore_index=self.ignore_index, reduction=self.reduction,
+        )
+
+
+class FocalTverskyLoss(nn.Module):
+    """Focal Tversky loss from logits; see :func:`losskit.functional.focal_tversky_loss`.
+
+    >>> loss = FocalTverskyLoss(gamma=1.0, smooth=0.0)
+    >>> loss(torch.zeros(1, 2, 4), torch.tensor([[0, 0, 1, 1]]))
+    tensor(0.5000)
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        gamma: float = 4 / 3,
+        smooth: float = 1.0,
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.alpha, self.beta, self.gamma, self.smooth = alpha, beta, gamma, smooth
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return focal_tversky_loss(
+            input, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
+            smooth=self.smooth, ignore_index=self.ignore_index, reduction=self.reduction,
+        )
+
+
+class LovaszSoftmaxLoss(nn.Module):
+    """Lovasz-softmax loss from logits; see :func:`losskit.functional.lovasz_softmax`.
+
+    >>> LovaszSoftmaxLoss()(torch.zeros(1, 2, 4), torch.tensor([[0, 0, 1, 1]]))
+    tensor(0.5000)
+    """
+
+    def __init__(
+        self,
+        per_image: bool = False,
+        classes: str = "present",
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.per_image = per_image
+        self.classes = classes
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return lovasz_softmax(
+            input, target, per_image=self.per_image, classes=self.classes,
+            ignore_index=self.ignore_index, reduction=self.reduction,
         )
 
 
@@ -182,4 +532,28 @@ registry.describe(dice_loss, registry.Explain(
     robust="yes: every pixel's pull is bounded, but a pixel's pull depends on the whole batch",
     note="not a per-pixel loss: the ratio pools the batch, so one pixel's gradient depends on "
          "every other (the curve holds 9 pixels fixed)",
+))
+registry.register(registry.LossRecord(
+    function=tversky_loss, module=TverskyLoss, family="segmentation", input="logits",
+    targets=("class-indices", "binary"),
+    summary="1 - Tversky index per class: Dice with separate false-positive / negative weights",
+    mean_count=None,  # a ratio of sums over the batch, as Dice
+    aliases=("tversky",),
+    catalog=(("semantic segmentation", "alpha=0.3, beta=0.7, ignore_index=255"),),
+))
+registry.register(registry.LossRecord(
+    function=focal_tversky_loss, module=FocalTverskyLoss, family="segmentation", input="logits",
+    targets=("class-indices", "binary"),
+    summary="(1 - Tversky index) ** (1 / gamma) per class: small structures, imbalance",
+    mean_count=None,  # a ratio of sums over the batch, as Dice
+    aliases=("focal_tversky", "ftl"),
+    catalog=(("semantic segmentation", "gamma=4/3, ignore_index=255"),),
+))
+registry.register(registry.LossRecord(
+    function=lovasz_softmax, module=LovaszSoftmaxLoss, family="segmentation", input="logits",
+    targets=("class-indices",),
+    summary="convex surrogate of 1 - IoU per class (Lovasz extension of the Jaccard loss)",
+    mean_count=None,  # a mean over the present classes of sorted, weighted errors
+    aliases=("lovasz", "lovasz_softmax_loss"),
+    catalog=(("semantic segmentation", "ignore_index=255"),),
 ))

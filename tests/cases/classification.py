@@ -1,6 +1,7 @@
 """Cases for losskit/losses/classification.py."""
 
 import oracle
+import torch
 
 from cases import LossCase, rand, randint, randn
 
@@ -68,4 +69,72 @@ CASES = [
              reference=oracle.focal_multiclass),
     LossCase("focal_loss", "multiclass-(N,C,d)-alpha", _indices((2, 3, 4), gamma=1.5, alpha=0.5),
              reference=oracle.focal_multiclass),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Poly-1 cross-entropy (Leng et al., 2022), the paper's formula written plainly
+
+
+def poly1(input, target, *, epsilon=1.0, weight=None, ignore_index=-100, reduction="mean",
+          label_smoothing=0.0):
+    """Per target n with class y: q = (1 - s) onehot(y) + s / C (the paper's smoothed label),
+    CE_n = -sum_c w_c' q_c log p_c, written as torch's weighted smoothing does:
+    (1 - s) w_y (-log p_y) + (s / C) sum_c w_c (-log p_c); poly_n = eps w_y (1 - sum_c q_c p_c).
+    Ignored targets give 0; "mean" divides by the sum of w_y over the counted targets."""
+    x = input.double()
+    class_dim = 1 if x.dim() >= 2 else 0
+    c = x.shape[class_dim]
+    rows = x.movedim(class_dim, -1).reshape(-1, c)  # (M, C)
+    flat = target.reshape(-1)
+    w = torch.ones(c, dtype=torch.float64) if weight is None else weight.double()
+    s = label_smoothing
+    terms, total = [], 0.0
+    for n in range(flat.numel()):
+        y = int(flat[n])
+        if y == ignore_index:
+            terms.append(torch.zeros((), dtype=torch.float64))
+            continue
+        p, logp = torch.softmax(rows[n], 0), torch.log_softmax(rows[n], 0)  # (C,), stable
+        ce = (1 - s) * w[y] * -logp[y]
+        if s > 0:  # the smoothing term (written only when there is one: 0 * inf is NaN)
+            ce = ce + (s / c) * sum(w[k] * -logp[k] for k in range(c))
+        q = torch.full((c,), s / c, dtype=torch.float64)
+        q[y] += 1 - s
+        terms.append(ce + epsilon * w[y] * (1 - (q * p).sum()))
+        total = total + w[y]
+    out = torch.stack(terms).reshape(target.shape)
+    if reduction == "none":
+        return out
+    if reduction == "sum":
+        return out.sum()
+    return out.sum() / total if isinstance(total, torch.Tensor) else out.sum() * 0.0
+
+
+CASES += [
+    LossCase("poly1_cross_entropy", "(N,C)-eps1", _indices((6, 4), epsilon=1.0), reference=poly1),
+    LossCase("poly1_cross_entropy", "(C,)-eps-0.5", _indices((5,), epsilon=-0.5),
+             reference=poly1),
+    LossCase("poly1_cross_entropy", "(N,C)-weight-ignore-ls",
+             _indices((7, 3), weight=True, ignore_index=-1, epsilon=2.0, label_smoothing=0.2),
+             reference=poly1),
+    LossCase("poly1_cross_entropy", "(N,C,d1,d2)-ignore",
+             _indices((2, 3, 4, 2), ignore_index=1, epsilon=1.0), reference=poly1),
+]
+
+
+def _focal_alpha_per_class(shape, **options):
+    """Class indices with a (C,) alpha tensor: Lin et al.'s alpha_t = alpha[y] for C classes."""
+    inner = _indices(shape, ignore_index=-100, **options)
+
+    def make(gen):
+        (x, y), kwargs = inner(gen)
+        return (x, y), {**kwargs, "alpha": rand(gen, shape[1]) + 0.25}
+
+    return make
+
+
+CASES += [
+    LossCase("focal_loss", "multiclass-(N,C,d)-alpha-per-class",
+             _focal_alpha_per_class((3, 4, 5), gamma=2.0), reference=oracle.focal_multiclass),
 ]
