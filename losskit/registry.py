@@ -55,6 +55,7 @@ INPUT_KINDS = (
     "distances",  # non-negative distances or dissimilarities
     "embeddings",  # vectors compared by a distance or similarity
     "hidden",  # hidden states fed through a linear head inside the loss
+    "sequence-log-probabilities",  # log p(answer | prompt) per sequence, (B,) (preference losses)
 )
 TARGET_KINDS = (
     "class-indices",  # integer labels in [0, C), ignore_index allowed
@@ -66,6 +67,7 @@ TARGET_KINDS = (
     "label-lists",  # class indices padded with -1 (multi-label margin)
     "label-sequences",  # per-sample label sequences (CTC)
     "none",  # no target (e.g. a triplet of embeddings)
+    "desirability",  # bool per example, True for a desirable answer (KTO)
 )
 
 #: How a loss's ``"mean"`` counts, for a Module and one batch: ``(loss_fn, input, target) -> n``.

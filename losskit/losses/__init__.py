@@ -13,6 +13,7 @@ segmentation             soft Dice
 sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
 margin                   soft margin, multi-label soft margin, multi-label and multi-class hinge
+preference               DPO (IPO, conservative), SimPO, ORPO, KTO; fused from hidden states
 =======================  ====================================================================
 
 The public paths are :mod:`losskit.functional` (functions) and :mod:`losskit` (Modules); both
@@ -25,6 +26,7 @@ from losskit.losses.divergence import *  # noqa: F403
 from losskit.losses.likelihood import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
 from losskit.losses.margin import *  # noqa: F403
+from losskit.losses.preference import *  # noqa: F403
 from losskit.losses.ranking import *  # noqa: F403
 from losskit.losses.regression import *  # noqa: F403
 from losskit.losses.segmentation import *  # noqa: F403
