@@ -201,3 +201,17 @@ def check_pair_not_swapped(loss: str, hidden_chosen: Tensor, hidden_rejected: Te
             f"the same prompt i. Fix: one chosen and one rejected answer per prompt, in the "
             f"same order."
         )
+
+
+def check_every_answer_scored(loss: str, labels: Tensor, ignore_index: int, name: str) -> None:
+    """Each answer has a scored token (value check): an empty one has log-probability 0."""
+    empty = (labels == ignore_index).all(dim=1)  # (B,)
+    if bool(empty.any()):
+        row = int(empty.nonzero()[0, 0])
+        raise LossInputError(
+            f"{loss}: `{name}` row {row} has no token to score (every label is "
+            f"ignore_index={ignore_index}; {int(empty.sum())} such rows), so that answer's "
+            f"log-probability is 0, probability 1: the pair compares nothing (and ORPO's odds "
+            f"are infinite). Fix: label the answer's tokens (only the prompt and padding are "
+            f"ignore_index), or drop the pair."
+        )

@@ -522,6 +522,9 @@ def linear_preference_loss(
     if checks.values_enabled(name):
         checks.check_finite(name, hidden_chosen=hidden_chosen, hidden_rejected=hidden_rejected,
                             weight=weight, bias=bias)
+        pref_checks.check_every_answer_scored(name, labels_chosen, ignore_index, "labels_chosen")
+        pref_checks.check_every_answer_scored(name, labels_rejected, ignore_index,
+                                              "labels_rejected")
     b, hid = hidden_chosen.shape[0], hidden_chosen.shape[2]
     hidden = torch.cat([hidden_chosen.reshape(-1, hid), hidden_rejected.reshape(-1, hid)])
     labels = torch.cat([labels_chosen.reshape(-1), labels_rejected.reshape(-1)])

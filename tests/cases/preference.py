@@ -146,7 +146,7 @@ def _linear(b, s_w, s_l, hid, vocab, *, refs, padded, **options):
         if padded:  # a prompt of 2 tokens and right padding of varying length
             yc[:, :2] = -100
             yr[:, :2] = -100
-            yc[0, -2:] = -100
+            yc[0, -1:] = -100
             yr[1, -1:] = -100
         args = (hc, hr, w, yc, yr)
         if refs:
