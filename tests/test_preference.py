@@ -204,8 +204,13 @@ def test_reference_that_requires_grad_warns_and_detached_is_silent():
     pc, pr = _logps(-5.0, -6.0).requires_grad_(), _logps(-7.0, -6.5).requires_grad_()
     rc, rr = _logps(-5.5, -6.0), _logps(-6.0, -6.0)
     with lk.checks("always"), pytest.warns(lk.LossWarning, match=r"`ref_chosen_logps` requires "
-                                           r"grad.*Fix: .*torch.no_grad\(\)"):
+                                           r"grad.*Fix: .*torch.no_grad\(\)") as caught:
         LF.dpo_loss(pc, pr, rc.requires_grad_(), rr)
+    assert len([w for w in caught if w.category is lk.LossWarning]) == 1
+    with lk.checks("always"), pytest.warns(lk.LossWarning, match=r"`ref_chosen_logps` and "
+                                           r"`ref_rejected_logps` require grad") as caught:
+        LF.dpo_loss(pc, pr, rc, rr.clone().requires_grad_())
+    assert len([w for w in caught if w.category is lk.LossWarning]) == 1
     _silent(LF.dpo_loss, pc, pr, rc.detach(), rr)
     with torch.no_grad():  # under no_grad nothing trains: silent too
         _silent(LF.dpo_loss, pc, pr, rc, rr)

@@ -90,15 +90,17 @@ def check_reference_detached(loss: str, **refs: Tensor | None) -> None:
     """Reference log-probabilities that require grad: the reference model would be trained."""
     if not torch.is_grad_enabled():
         return
-    for name, t in refs.items():
-        if t is not None and t.requires_grad:
-            _warn(
-                f"{loss}: `{name}` requires grad, so backward also trains the reference model "
-                f"(or whatever produced these log-probabilities). The reference must stay "
-                f"fixed: the loss measures how far the policy moves away from it. Fix: compute "
-                f"them under `torch.no_grad()` (and `ref_model.eval()`), or pass "
-                f"`{name}.detach()`."
-            )
+    names = [name for name, t in refs.items() if t is not None and t.requires_grad]
+    if not names:
+        return
+    listed = " and ".join(f"`{n}`" for n in names)
+    detached = ", ".join(f"`{n}.detach()`" for n in names)
+    _warn(
+        f"{loss}: {listed} require{'s' * (len(names) == 1)} grad, so backward also trains the "
+        f"reference model (or whatever produced these log-probabilities). The reference must "
+        f"stay fixed: the loss measures how far the policy moves away from it. Fix: compute "
+        f"them under `torch.no_grad()` (and `ref_model.eval()`), or pass {detached}."
+    )
 
 
 def check_beta(loss: str, beta: float, *, name: str = "beta") -> None:

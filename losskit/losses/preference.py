@@ -670,23 +670,24 @@ def count_pairs(loss_fn: nn.Module, *tensors: Tensor) -> Tensor:
 
 
 _SEQ = "sequence-log-probabilities"
-for _fn, _module, _targets, _summary, _aliases in (
+_TASK = "preference optimisation (RLHF / alignment)"
+for _fn, _module, _targets, _summary, _aliases, _args in (
     (dpo_loss, DPOLoss, ("none",),
      "direct preference optimisation on chosen/rejected pairs against a frozen reference "
-     "(sigmoid, IPO, conservative DPO)", ("dpo", "ipo", "cdpo", "rlhf", "preference")),
+     "(sigmoid, IPO, conservative DPO)", ("dpo", "ipo", "cdpo", "rlhf", "preference"), "beta=0.1"),
     (simpo_loss, SimPOLoss, ("none",),
      "reference-free DPO on length-normalised log-probabilities with a target margin",
-     ("simpo",)),
+     ("simpo",), "beta=2.0, gamma=1.0"),
     (orpo_loss, ORPOLoss, ("none",),
      "SFT on the chosen answer plus an odds-ratio preference term, no reference model",
-     ("orpo",)),
+     ("orpo",), "lambda_=0.1"),
     (kto_loss, KTOLoss, ("desirability",),
      "unpaired desirable/undesirable answers against a frozen reference (prospect theory)",
-     ("kto",)),
+     ("kto",), "beta=0.1"),
 ):
     registry.register(registry.LossRecord(
         function=_fn, module=_module, family="preference", input=_SEQ, targets=_targets,
-        summary=_summary, mean_count=count_pairs, aliases=_aliases,
+        summary=_summary, mean_count=count_pairs, aliases=_aliases, catalog=((_TASK, _args),),
     ))
 
 registry.register(registry.LossRecord(
@@ -695,4 +696,5 @@ registry.register(registry.LossRecord(
     summary="DPO/SimPO/ORPO from hidden states and the head, chosen and rejected in one chunked "
     "pass, without the [tokens, vocab] logits",
     mean_count=count_pairs, aliases=("fused_dpo", "linear_dpo"),
+    catalog=((_TASK, 'loss="dpo"'),),
 ))
