@@ -16,7 +16,9 @@ from cases import LossCase, rand, randint, randn
 def _reduce(terms, reduction):
     if reduction == "none":
         return terms
-    total = sum(terms[i] for i in range(terms.shape[0]))
+    total = terms.new_zeros(())  # 0-d; a mean over no pair is 0 / 0 = NaN, as torch's
+    for i in range(terms.shape[0]):
+        total = total + terms[i]
     return total / terms.shape[0] if reduction == "mean" else total
 
 
@@ -41,7 +43,7 @@ def dpo_reference(pc, pr, rc, rr, *, beta=0.1, label_smoothing=0.0, loss_type="s
             u = beta * chosen_ratio - beta * rejected_ratio
             terms.append(-(1 - label_smoothing) * _log_sigmoid(u)
                          - label_smoothing * _log_sigmoid(-u))
-    return _reduce(torch.stack(terms), reduction)
+    return _reduce(torch.stack(terms) if terms else pc.new_zeros(0), reduction)
 
 
 # Meng et al. 2024 eq. 6 (with label smoothing as in the authors' trainer)
@@ -71,7 +73,7 @@ def kto_reference(policy, ref, labels, kl=None, *, beta=0.1, desirable_weight=1.
             terms.append(desirable_weight - desirable_weight * _sigmoid(beta * (r - z_ref)))
         else:
             terms.append(undesirable_weight - undesirable_weight * _sigmoid(beta * (z_ref - r)))
-    return _reduce(torch.stack(terms), reduction)
+    return _reduce(torch.stack(terms) if terms else policy.new_zeros(0), reduction)
 
 
 def _plain_logps(hidden, weight, labels, bias, ignore_index, average):
