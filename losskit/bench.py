@@ -487,6 +487,37 @@ def _kd_step(loss_fn: Callable, checks_name: str | None = None) -> Callable[[dic
     return build
 
 
+# Preference (DPO) from hidden states ----------------------------------------------------------
+
+
+def _pref_inputs(size: dict):
+    """Chosen and rejected hidden states (B, S, H), the head (V, H), labels with a 16-token
+    prompt ignored, and fixed reference log-probabilities."""
+    gen = torch.Generator().manual_seed(0)
+    b, s, d, v = size["B"], size["S"], size["H"], size["V"]
+    hc = torch.randn(b, s, d, generator=gen).requires_grad_()
+    hr = torch.randn(b, s, d, generator=gen).requires_grad_()
+    w = (torch.randn(v, d, generator=gen) / d**0.5).requires_grad_()
+    yc, yr = (torch.randint(0, v, (b, s), generator=gen) for _ in range(2))
+    yc[:, :16] = -100
+    yr[:, :16] = -100
+    refs = (-torch.rand(b, generator=gen) * s * 10, -torch.rand(b, generator=gen) * s * 10)
+    return hc, hr, w, yc, yr, refs
+
+
+def _pref_step(loss_fn: Callable) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        hc, hr, w, yc, yr, refs = _pref_inputs(size)
+
+        def step():
+            hc.grad = hr.grad = w.grad = None
+            loss_fn(hc, hr, w, yc, yr, *refs).backward()
+
+        return Case(step, _nbytes(hc, hr, w), _nbytes(hc, hr, w))
+
+    return build
+
+
 def _kd_torch_eager(hs, ws, ht, wt, temperature=2.0):
     """Hinton's KD written in plain torch: both logits, then kl_div * T^2."""
     s = hs @ ws.T  # (N, V)
@@ -545,6 +576,72 @@ DISTILLATION = Family(
     quick=[{"N": 256, "H": 64, "V": 4000}],
 )
 FAMILIES[DISTILLATION.name] = DISTILLATION
+
+
+def _pref_torch(hc, hr, w, yc, yr, ref_c, ref_r, beta=0.1):
+    """Plain torch: both answers' logits at once, log_softmax, gather, mask, the DPO formula."""
+    b = hc.shape[0]
+    logits = torch.cat([hc, hr]) @ w.T  # (2B, S, V)
+    y = torch.cat([yc, yr])  # (2B, S)
+    token = torch.log_softmax(logits, -1).gather(-1, y.clamp(min=0)[..., None])[..., 0]
+    logps = (token * (y != -100)).sum(-1)  # (2B,)
+    h = (logps[:b] - ref_c) - (logps[b:] - ref_r)
+    return -F.logsigmoid(beta * h).mean()
+
+
+def _pref_losskit_plain(hc, hr, w, yc, yr, ref_c, ref_r):
+    """losskit on materialised logits: per-token cross-entropy, sums, then dpo_loss."""
+    import losskit.functional as LF
+
+    b = hc.shape[0]
+    logits = torch.cat([hc, hr]) @ w.T  # (2B, S, V)
+    y = torch.cat([yc, yr])  # (2B, S)
+    logps = -LF.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+    logps = logps.view(y.shape).sum(-1)  # (2B,)
+    return LF.dpo_loss(logps[:b], logps[b:], ref_c, ref_r)
+
+
+def _pref_losskit_fused(hc, hr, w, yc, yr, ref_c, ref_r):
+    import losskit.functional as LF
+
+    return LF.linear_preference_loss(hc, hr, w, yc, yr, ref_c, ref_r)
+
+
+def _pref_build(fn: Callable) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        hc, hr, w, yc, yr, refs = _pref_inputs({**size, "B": 1, "S": 20, "V": 50, "H": 4})
+        for _ in range(_checks_module().STARTUP_CALLS + 1):  # past the startup value checks
+            fn(hc, hr, w, yc, yr, *refs)
+        return _pref_step(fn)(size)
+
+    return build
+
+
+def _checks_module():
+    return importlib.import_module("losskit.checks")  # `losskit.checks` is also a function
+
+
+PREFERENCE = Family(
+    "preference",
+    [
+        Variant("torch eager (logits)", _pref_step(_pref_torch)),
+        Variant("losskit plain (logits)", _pref_build(_pref_losskit_plain)),
+        Variant("losskit fused", _pref_build(_pref_losskit_fused)),
+    ],
+    [
+        Target("time vs losskit plain", "losskit fused", "losskit plain (logits)", 1.3),
+        Target("time vs torch eager", "losskit fused", "torch eager (logits)", 1.3),
+        Target("extra memory / logits (fused)", "losskit fused", None, 1.0, "memory"),
+        Target("extra memory / logits (torch eager, info)", "torch eager (logits)", None,
+               float("inf"), "memory"),
+    ],
+    # 1024 and 2048 tokens of logits (125 and 250 MiB); the fused chunk is 512 tokens (64 MiB).
+    full=[{"B": 2, "S": 256, "H": 128, "V": 32000}, {"B": 4, "S": 256, "H": 128, "V": 32000}],
+    quick=[{"B": 2, "S": 64, "H": 64, "V": 4000}],
+)
+
+
+FAMILIES[PREFERENCE.name] = PREFERENCE
 
 
 # ----------------------------------------------------------------------------------------------
@@ -733,6 +830,8 @@ def _unit_bytes(family: Family, size: dict) -> int:
         return size["B"] * size["T"] * size["V"] * 4
     if family.name == "distillation":  # one (N, V) logits tensor
         return size["N"] * size["V"] * _dtype(size).itemsize
+    if family.name == "preference":  # chosen and rejected logits, (2B, S, V)
+        return 2 * size["B"] * size["S"] * size["V"] * _dtype(size).itemsize
     return 1
 
 

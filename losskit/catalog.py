@@ -297,6 +297,26 @@ CATALOG: tuple[TaskLosses, ...] = (
             "shapes or one transposed (losskit raises)."
         ),
     ),
+    TaskLosses(
+        task="preference optimisation (RLHF / alignment)",
+        output=(
+            "per-sequence log-probabilities (B,) of the chosen and the rejected answer: summed "
+            "over the answer's tokens (DPO, KTO) or their mean (SimPO, ORPO); or hidden states "
+            "(B, S, H) with the head (V, H)"
+        ),
+        target=(
+            "none: the chosen answer comes first; the frozen reference model's log-probabilities "
+            "(B,) for DPO and KTO; KTO: bool (B,), True = desirable"
+        ),
+        losses=(),  # from the records (losskit/losses/preference.py)
+        notes=(
+            "DPO needs a frozen reference model; SimPO and ORPO need none (ORPO adds the SFT "
+            "loss, so it can start from a base model); KTO takes unpaired thumbs-up/down data. "
+            "LinearPreferenceLoss takes hidden states and never builds the (B, S, V) logits. "
+            "Pitfall: reference log-probs that require grad (losskit warns), per-token (B, S) "
+            "log-probs or probabilities instead of log-probabilities (losskit raises)."
+        ),
+    ),
 )
 
 

@@ -60,6 +60,7 @@ INPUT_KINDS = (
     "distances",  # non-negative distances or dissimilarities
     "embeddings",  # vectors compared by a distance or similarity
     "hidden",  # hidden states fed through a linear head inside the loss
+    "sequence-log-probabilities",  # log p(answer | prompt) per sequence, (B,) (preference losses)
 )
 TARGET_KINDS = (
     "class-indices",  # integer labels in [0, C), ignore_index allowed
@@ -72,6 +73,7 @@ TARGET_KINDS = (
     "label-sequences",  # per-sample label sequences (CTC)
     "none",  # no target (e.g. a triplet of embeddings)
     "teacher",  # a teacher model's logits (input's shape), or hidden states + head (distillation)
+    "desirability",  # bool per example, True for a desirable answer (KTO)
 )
 
 #: How a loss's ``"mean"`` counts, for a Module and one batch: ``(loss_fn, input, target) -> n``.

@@ -180,6 +180,24 @@ def _contrastive(g: torch.Generator, loss: Loss) -> tuple:
     return z1, z2
 
 
+def _preference(g: torch.Generator, loss: Loss) -> tuple:
+    def logps(scale):  # (N,) negative: summed (scale > 1) or mean (scale < 1) log-probabilities
+        return -scale * (0.2 + torch.rand(N, generator=g))
+
+    if loss.module in ("SimPOLoss", "ORPOLoss"):
+        return logps(1.0), logps(1.5)  # (N,) means per token
+    if loss.module == "KTOLoss":
+        policy = logps(20.0)
+        return policy, policy + torch.randn(N, generator=g), torch.rand(N, generator=g) < 0.5
+    if loss.module == "LinearPreferenceLoss":
+        S, H, V = 5, 4, 11
+        hc, hr = torch.randn(N, S, H, generator=g), torch.randn(N, S, H, generator=g)
+        yc, yr = torch.randint(0, V, (N, S), generator=g), torch.randint(0, V, (N, S), generator=g)
+        yc[:, :2], yr[:, :2] = -100, -100  # the prompt
+        return hc, hr, torch.randn(V, H, generator=g), yc, yr, logps(12.0), logps(12.0)
+    return logps(20.0), logps(25.0), logps(20.0), logps(25.0)  # policy then reference, (N,) each
+
+
 EXAMPLES = {
     "regression": _regression,
     "regression with outliers": _regression,
@@ -198,6 +216,7 @@ EXAMPLES = {
     "predictive uncertainty": _uncertainty,
     "margin classification (hinge, SVM-style)": _margin,
     "contrastive representation learning": _contrastive,
+    "preference optimisation (RLHF / alignment)": _preference,
 }
 
 

@@ -902,6 +902,66 @@ def overlap_loss(draw, name: str):
     )
 
 
+@st.composite
+def preference(draw, name: str):
+    """Preference losses on finite, negative log-probabilities ((B,), B may be 0) against the
+    papers' formulas in tests/cases/preference.py; the fused loss on small hidden states."""
+    from cases import preference as cases
+
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    b = draw(st.integers(0, 4))
+    scale = draw(st.sampled_from([1.0, 10.0, 100.0]))
+
+    def logps():  # (B,) log-probabilities below 0
+        return (-(torch.rand(b, generator=g, dtype=torch.float64) + 1e-3) * scale).to(dtype)
+
+    facts = {"dtype": dtype, "reduction": reduction, "non_finite": False}
+    opts: dict = {"reduction": reduction}
+    if name == "linear_preference_loss":
+        b, s, h, v = max(b, 1), draw(st.integers(2, 4)), 3, 7
+        hidden = {k: (torch.randn(b, s, h, generator=g) * 0.5).to(dtype) for k in ("hc", "hr")}
+        labels = [torch.randint(0, v, (b, s), generator=g) for _ in range(2)]
+        for y in labels:
+            y[:, 0] = -100  # the prompt
+        loss = draw(st.sampled_from(["dpo", "simpo", "orpo"]))
+        inputs = {"hidden_chosen": hidden["hc"], "hidden_rejected": hidden["hr"],
+                  "weight": torch.randn(v, h, generator=g).to(dtype)}
+        refs = (logps(), logps()) if loss == "dpo" else ()
+        refs = tuple(r.reshape(b) if r.numel() == b else -torch.ones(b, dtype=dtype) for r in
+                     refs)
+        return Call(
+            name, inputs,
+            run=lambda **t: LF.linear_preference_loss(*t.values(), *labels, *refs, loss=loss,
+                                                      **opts),
+            ref=lambda **t: cases.linear_preference_reference(
+                *t.values(), *labels, *(r.double() for r in refs), loss=loss, **opts),
+            native=None, grad=tuple(inputs), checks=mode, facts=facts,
+        )
+    if name == "kto_loss":
+        labels = torch.rand(b, generator=g) < 0.5
+        opts.update(beta=draw(st.sampled_from([0.1, 1.0])))
+        return Call(
+            name, {"policy_logps": logps(), "ref_logps": logps()},
+            run=lambda **t: LF.kto_loss(*t.values(), labels, **opts),
+            ref=lambda **t: cases.kto_reference(*t.values(), labels, **opts), native=None,
+            grad=("policy_logps",), checks=mode, facts=facts,
+        )
+    names = ["policy_chosen_logps", "policy_rejected_logps"]
+    if name == "dpo_loss":
+        names += ["ref_chosen_logps", "ref_rejected_logps"]
+        opts.update(beta=draw(st.sampled_from([0.1, 0.5])),
+                    loss_type=draw(st.sampled_from(["sigmoid", "ipo"])))
+    formula = {"dpo_loss": cases.dpo_reference, "simpo_loss": cases.simpo_reference,
+               "orpo_loss": cases.orpo_reference}[name]
+    lk_fn = getattr(LF, name)
+    return Call(
+        name, {n: logps() for n in names}, run=lambda **t: lk_fn(**t, **opts),
+        ref=lambda **t: formula(*t.values(), **opts), native=None, grad=tuple(names[:2]),
+        checks=mode, facts=facts,
+    )
+
+
 GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "kd_loss": lambda: distillation("kd_loss"),
     "jsd": lambda: distillation("jsd"),
@@ -936,6 +996,11 @@ GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "tversky_loss": lambda: overlap_loss("tversky_loss"),
     "focal_tversky_loss": lambda: overlap_loss("focal_tversky_loss"),
     "lovasz_softmax": lambda: overlap_loss("lovasz_softmax"),
+    "dpo_loss": lambda: preference("dpo_loss"),
+    "simpo_loss": lambda: preference("simpo_loss"),
+    "orpo_loss": lambda: preference("orpo_loss"),
+    "kto_loss": lambda: preference("kto_loss"),
+    "linear_preference_loss": lambda: preference("linear_preference_loss"),
 }
 
 

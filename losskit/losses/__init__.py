@@ -15,6 +15,7 @@ linear_cross_entropy     cross-entropy of a linear head without the logits
 margin                   soft margin, multi-label soft margin, multi-label and multi-class hinge
 contrastive              InfoNCE / NT-Xent, CLIP, supervised contrastive (chunked, multi-rank)
 distillation             Hinton's KD, generalised JSD, and both from hidden states + heads
+preference               DPO (IPO, conservative), SimPO, ORPO, KTO; fused from hidden states
 =======================  ====================================================================
 
 The public paths are :mod:`losskit.functional` (functions) and :mod:`losskit` (Modules); both
@@ -29,6 +30,7 @@ from losskit.losses.divergence import *  # noqa: F403
 from losskit.losses.likelihood import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403
 from losskit.losses.margin import *  # noqa: F403
+from losskit.losses.preference import *  # noqa: F403
 from losskit.losses.ranking import *  # noqa: F403
 from losskit.losses.regression import *  # noqa: F403
 from losskit.losses.segmentation import *  # noqa: F403

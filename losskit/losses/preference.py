@@ -1,0 +1,700 @@
+r"""Preference optimisation: DPO (and IPO, conservative DPO), SimPO, ORPO and KTO.
+
+Each loss reads per-sequence log-probabilities ``(B,)``: for an answer :math:`y` to a prompt
+:math:`x`, :math:`\log \pi(y \mid x) = \sum_t \log \pi(y_t \mid x, y_{<t})` over the answer's
+tokens (DPO, KTO), or its mean over those tokens (SimPO, ORPO: "length-normalised").
+:func:`sequence_logps` computes them from hidden states and the head without the
+``(B, S, V)`` logits, and :func:`linear_preference_loss` runs chosen and rejected answers through
+the head in one chunked pass and then one of the pair losses.
+
+Each function returns the loss only (``"none"``: one term per pair or example); the implicit
+rewards that DPO logs come from :func:`dpo_rewards`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losskit import _reduction, checks, registry
+from losskit.checks import LossInputError
+from losskit.checks import preference as pref_checks
+from losskit.losses.linear_cross_entropy import linear_cross_entropy
+
+__all__ = [
+    "DPOLoss",
+    "KTOLoss",
+    "LinearPreferenceLoss",
+    "ORPOLoss",
+    "SimPOLoss",
+    "dpo_loss",
+    "dpo_rewards",
+    "kto_loss",
+    "linear_preference_loss",
+    "orpo_loss",
+    "sequence_logps",
+    "simpo_loss",
+]
+
+LOSS_TYPES = ("sigmoid", "ipo")
+
+
+def _check_logps(loss: str, refs: dict[str, Tensor] | None = None, **policy: Tensor) -> None:
+    """Metadata checks on every log-probability tensor; value checks in the checks mode."""
+    refs = refs or {}
+    pref_checks.check_logps_tensors(loss, **policy, **refs)
+    pref_checks.check_reference_detached(loss, **refs)
+    if checks.values_enabled(loss):
+        pref_checks.check_logps_values(loss, **policy, **refs)
+
+
+def _smoothed_logsigmoid_loss(h: Tensor, label_smoothing: float) -> Tensor:
+    r""":math:`-(1 - \varepsilon) \log\sigma(h) - \varepsilon \log\sigma(-h)` per element."""
+    loss = -F.logsigmoid(h)
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * F.logsigmoid(-h)
+    return loss
+
+
+# ----------------------------------------------------------------------------------------------
+# DPO, IPO and conservative DPO
+
+
+def dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    loss_type: str = "sigmoid",
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Direct Preference Optimisation loss of chosen/rejected pairs.
+
+    With the log-ratio margin of pair :math:`i`
+
+    .. math::
+        h_i = \big(\log\pi(y^w_i) - \log\pi_\text{ref}(y^w_i)\big)
+              - \big(\log\pi(y^l_i) - \log\pi_\text{ref}(y^l_i)\big)
+
+    ``loss_type="sigmoid"`` (DPO; conservative DPO with :math:`\varepsilon` =
+    ``label_smoothing`` > 0):
+
+    .. math::
+        l_i = -(1 - \varepsilon) \log\sigma(\beta h_i) - \varepsilon \log\sigma(-\beta h_i)
+
+    ``loss_type="ipo"``: :math:`l_i = \big(h_i - \tfrac{1}{2\beta}\big)^2` (no label smoothing).
+
+    Args:
+        policy_chosen_logps: ``(B,)`` summed log-probabilities of the chosen answers under the
+            policy being trained.
+        policy_rejected_logps: ``(B,)`` the same for the rejected answers.
+        ref_chosen_logps: ``(B,)`` chosen answers under the frozen reference model (no grad).
+        ref_rejected_logps: ``(B,)`` rejected answers under the reference model (no grad).
+        beta: :math:`\beta > 0`, how strongly the policy is tied to the reference.
+        label_smoothing: :math:`\varepsilon \in [0, 0.5]`, the assumed probability that a pair's
+            preference is flipped (conservative DPO).
+        loss_type: ``"sigmoid"`` | ``"ipo"``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the pairs.
+
+    Shape: ``(B,)`` for ``"none"``, else a scalar.
+
+    Departures from TRL's ``DPOTrainer``: ``"ipo"`` uses the log-probabilities you pass (TRL
+    divides them by the answer lengths first: pass ``sequence_logps(..., average=True)`` for
+    that); the loss is returned alone (rewards: :func:`dpo_rewards`).
+
+    References: Rafailov et al., 2023, "Direct Preference Optimization: Your Language Model is
+    Secretly a Reward Model"; Azar et al., 2023, "A General Theoretical Paradigm to Understand
+    Learning from Human Preferences" (IPO); Mitchell, 2023, "A note on DPO with noisy
+    preferences" (conservative DPO).
+
+    Example:
+        >>> pc, pr = torch.tensor([-5.0, -7.0]), torch.tensor([-6.0, -6.0])
+        >>> rc, rr = torch.tensor([-5.5, -6.5]), torch.tensor([-5.5, -6.5])
+        >>> dpo_loss(pc, pr, rc, rr, beta=1.0, reduction="none")  # margins h = 1, -1
+        tensor([0.3133, 1.3133])
+    """
+    loss = "dpo_loss"
+    reduction = _reduction.resolve(reduction)
+    pref_checks.check_beta(loss, beta)
+    if loss_type not in LOSS_TYPES:
+        raise LossInputError(
+            f"{loss}: loss_type={loss_type!r} is not one of {LOSS_TYPES}. Fix: "
+            f"loss_type='sigmoid' (DPO) or 'ipo'; for SimPO or ORPO call simpo_loss / orpo_loss."
+        )
+    pref_checks.check_label_smoothing(loss, label_smoothing)
+    if loss_type == "ipo" and label_smoothing:
+        raise LossInputError(
+            f"{loss}: label_smoothing={label_smoothing!r} with loss_type='ipo': IPO's squared "
+            f"loss has no label smoothing (it already regularises towards a finite margin). "
+            f"Fix: label_smoothing=0.0, or loss_type='sigmoid' for conservative DPO."
+        )
+    _check_logps(
+        loss, refs=dict(ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps),
+        policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
+    )
+    h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    if loss_type == "ipo":
+        per_pair = (h - 1 / (2 * beta)).square()
+    else:
+        per_pair = _smoothed_logsigmoid_loss(beta * h, label_smoothing)
+    return _reduction.reduce(per_pair, reduction)
+
+
+def dpo_rewards(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    *,
+    beta: float = 0.1,
+) -> tuple[Tensor, Tensor]:
+    r"""DPO's implicit rewards, detached, for logging: ``(chosen, rejected)``, each ``(B,)``.
+
+    :math:`r^w_i = \beta(\log\pi(y^w_i) - \log\pi_\text{ref}(y^w_i))` and the same for the
+    rejected answer; the reward accuracy is ``(chosen > rejected).float().mean()``.
+
+    Example:
+        >>> chosen, rejected = dpo_rewards(torch.tensor([-5.0]), torch.tensor([-6.0]),
+        ...                                torch.tensor([-5.5]), torch.tensor([-5.5]), beta=0.5)
+        >>> chosen, rejected
+        (tensor([0.2500]), tensor([-0.2500]))
+    """
+    pref_checks.check_beta("dpo_rewards", beta)
+    pref_checks.check_logps_tensors(
+        "dpo_rewards", policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps, ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
+    chosen = beta * (policy_chosen_logps - ref_chosen_logps)
+    rejected = beta * (policy_rejected_logps - ref_rejected_logps)
+    return chosen.detach(), rejected.detach()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference-free: SimPO and ORPO (length-normalised log-probabilities)
+
+
+def simpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    *,
+    beta: float = 2.0,
+    gamma: float = 1.0,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Simple Preference Optimisation: a reference-free DPO on length-normalised log-probs.
+
+    With :math:`\bar{\ell}(y) = \frac{1}{|y|} \log\pi(y \mid x)` (the mean over the answer's
+    tokens), the margin :math:`h_i = \beta(\bar\ell(y^w_i) - \bar\ell(y^l_i)) - \gamma` and
+    :math:`\varepsilon` = ``label_smoothing``:
+
+    .. math::
+        l_i = -(1 - \varepsilon) \log\sigma(h_i) - \varepsilon \log\sigma(-h_i)
+
+    Args:
+        policy_chosen_logps: ``(B,)`` mean log-probability per token of the chosen answers
+            (``sequence_logps(..., average=True)``).
+        policy_rejected_logps: ``(B,)`` the same for the rejected answers.
+        beta: :math:`\beta > 0`, the reward scale (the paper uses 2.0 to 2.5).
+        gamma: :math:`\gamma`, the target reward margin (the paper: ``gamma / beta`` about 0.5).
+        label_smoothing: :math:`\varepsilon \in [0, 0.5]`.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the pairs.
+
+    Shape: ``(B,)`` for ``"none"``, else a scalar.
+
+    Departure from the authors' code: ``gamma`` is the margin itself, not ``gamma / beta``.
+
+    Reference: Meng, Xia and Chen, 2024, "SimPO: Simple Preference Optimization with a
+    Reference-Free Reward".
+
+    Example:
+        >>> simpo_loss(torch.tensor([-0.5]), torch.tensor([-1.5]), beta=2.0, gamma=1.0)
+        tensor(0.3133)
+    """
+    loss = "simpo_loss"
+    reduction = _reduction.resolve(reduction)
+    pref_checks.check_beta(loss, beta)
+    pref_checks.check_label_smoothing(loss, label_smoothing)
+    _check_logps(loss, policy_chosen_logps=policy_chosen_logps,
+                 policy_rejected_logps=policy_rejected_logps)
+    h = beta * (policy_chosen_logps - policy_rejected_logps) - gamma
+    return _reduction.reduce(_smoothed_logsigmoid_loss(h, label_smoothing), reduction)
+
+
+def _log_odds(mean_logps: Tensor) -> Tensor:
+    r""":math:`\log\frac{p}{1 - p}` from :math:`\log p` (:math:`\log(1 - p)` via ``expm1``)."""
+    return mean_logps - torch.log(-torch.expm1(mean_logps))
+
+
+def orpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    *,
+    lambda_: float = 0.1,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Odds Ratio Preference Optimisation: supervised fine-tuning plus an odds-ratio term.
+
+    With :math:`\bar\ell(y)` the mean log-probability per token of answer :math:`y`,
+    :math:`p = e^{\bar\ell}` and :math:`\mathrm{odds}(y) = p / (1 - p)`:
+
+    .. math::
+        l_i = -\bar\ell(y^w_i)
+              - \lambda \log\sigma\big(\log\mathrm{odds}(y^w_i) - \log\mathrm{odds}(y^l_i)\big)
+
+    Args:
+        policy_chosen_logps: ``(B,)`` mean log-probability per token of the chosen answers
+            (``sequence_logps(..., average=True)``), all below 0.
+        policy_rejected_logps: ``(B,)`` the same for the rejected answers.
+        lambda_: :math:`\lambda \ge 0`, the weight of the odds-ratio term (TRL calls it beta).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the pairs.
+
+    Shape: ``(B,)`` for ``"none"``, else a scalar.
+
+    Departure from TRL's ``ORPOTrainer``: the NLL term is each chosen answer's mean over its
+    tokens, so ``"mean"`` weighs every pair alike (TRL averages over all chosen tokens of the
+    batch, so long answers weigh more).
+
+    Reference: Hong, Lee and Thorne, 2024, "ORPO: Monolithic Preference Optimization without
+    Reference Model".
+
+    Example:
+        >>> chosen, rejected = torch.tensor([-0.5]), torch.tensor([-1.5])
+        >>> orpo_loss(chosen, rejected, lambda_=0.0)  # lambda 0: plain NLL of the chosen answer
+        tensor(0.5000)
+    """
+    loss = "orpo_loss"
+    reduction = _reduction.resolve(reduction)
+    if not lambda_ >= 0.0:
+        raise LossInputError(
+            f"{loss}: lambda_={lambda_!r}, but the odds-ratio weight must be >= 0 (a negative "
+            f"weight trains towards the rejected answers). Fix: e.g. lambda_=0.1."
+        )
+    _check_logps(loss, policy_chosen_logps=policy_chosen_logps,
+                 policy_rejected_logps=policy_rejected_logps)
+    ratio = _log_odds(policy_chosen_logps) - _log_odds(policy_rejected_logps)
+    per_pair = -policy_chosen_logps - lambda_ * F.logsigmoid(ratio)
+    return _reduction.reduce(per_pair, reduction)
+
+
+# ----------------------------------------------------------------------------------------------
+# KTO: unpaired desirable / undesirable examples
+
+
+def kto_loss(
+    policy_logps: Tensor,
+    ref_logps: Tensor,
+    labels: Tensor,
+    kl: Tensor | float | None = None,
+    *,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Kahneman-Tversky Optimisation loss of unpaired desirable and undesirable answers.
+
+    With :math:`r_i = \log\pi(y_i) - \log\pi_\text{ref}(y_i)` and the reference point
+    :math:`z_0 = \max(0, \overline{\mathrm{kl}})` (detached):
+
+    .. math::
+        l_i = \begin{cases}
+            \lambda_D \big(1 - \sigma(\beta (r_i - z_0))\big) & y_i \text{ desirable} \\
+            \lambda_U \big(1 - \sigma(\beta (z_0 - r_i))\big) & y_i \text{ undesirable}
+        \end{cases}
+
+    Args:
+        policy_logps: ``(B,)`` summed log-probabilities of the answers under the policy.
+        ref_logps: ``(B,)`` the same under the frozen reference model (no grad).
+        labels: ``(B,)`` bool, True where the answer is desirable.
+        kl: the estimate of :math:`\mathrm{KL}(\pi \| \pi_\text{ref})`: log-ratios
+            :math:`\log\pi(y'_j) - \log\pi_\text{ref}(y'_j)` of mismatched pairs (answers
+            :math:`y'_j` to other prompts of the batch), any shape, averaged; or a number. It
+            is clamped at 0 and never differentiated; None: 0.
+        beta: :math:`\beta > 0`.
+        desirable_weight: :math:`\lambda_D`.
+        undesirable_weight: :math:`\lambda_U`; the paper keeps
+            :math:`\lambda_D n_D / (\lambda_U n_U)` in [1, 4/3].
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the examples.
+
+    Shape: ``(B,)`` for ``"none"``, else a scalar.
+
+    The paper writes :math:`\lambda_y - v(x, y)`, the same terms. Across ranks the KL estimate
+    should be averaged (``all_reduce``) before the call, as TRL does.
+
+    Reference: Ethayarajh et al., 2024, "KTO: Model Alignment as Prospect Theoretic
+    Optimization".
+
+    Example:
+        >>> policy, ref = torch.tensor([-4.0, -4.0]), torch.tensor([-5.0, -5.0])
+        >>> kto_loss(policy, ref, torch.tensor([True, False]), beta=1.0, reduction="none")
+        tensor([0.2689, 0.7311])
+    """
+    loss = "kto_loss"
+    reduction = _reduction.resolve(reduction)
+    pref_checks.check_beta(loss, beta)
+    _check_logps(loss, refs=dict(ref_logps=ref_logps), policy_logps=policy_logps)
+    pref_checks.check_kto_labels(loss, labels, policy_logps)
+    checks.check_same_device(loss, policy_logps=policy_logps, labels=labels)
+    if kl is None:
+        z0 = 0.0
+    elif isinstance(kl, Tensor):
+        z0 = kl.detach().to(policy_logps.dtype).mean().clamp(min=0)
+    else:
+        z0 = max(float(kl), 0.0)
+    r = policy_logps - ref_logps
+    desirable = desirable_weight * (1 - torch.sigmoid(beta * (r - z0)))
+    undesirable = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r)))
+    return _reduction.reduce(torch.where(labels, desirable, undesirable), reduction)
+
+
+# ----------------------------------------------------------------------------------------------
+# Log-probabilities from hidden states, without the logits
+
+
+def _token_logps_sums(
+    hidden: Tensor, weight: Tensor, labels: Tensor, *, bias: Tensor | None, ignore_index: int,
+    chunk_size: int | None,
+) -> tuple[Tensor, Tensor]:
+    """Per-sequence sums of the label tokens' log-probabilities, and their token counts.
+
+    ``hidden`` ``(B, S, H)``, ``labels`` ``(B, S)`` -> two ``(B,)`` tensors. The per-token
+    log-probability is minus the per-token cross-entropy, so the chunked linear+CE kernel with
+    ``reduction="none"`` computes it (0 at ignored positions) without the ``(B*S, V)`` logits,
+    and its backward recomputes the logits chunk by chunk.
+    """
+    b, s, h = hidden.shape
+    ce = linear_cross_entropy(
+        hidden.reshape(b * s, h), weight, labels.reshape(b * s), linear_bias=bias,
+        ignore_index=ignore_index, reduction="none", chunk_size=chunk_size,
+    )  # (B*S,)
+    counts = (labels != ignore_index).sum(dim=1)  # (B,)
+    return -ce.reshape(b, s).sum(dim=1), counts
+
+
+def _mean_per_token(sums: Tensor, counts: Tensor) -> Tensor:
+    """Sum / token count; a sequence without a counted token gives 0."""
+    return sums / counts.clamp(min=1).to(sums.dtype)
+
+
+def sequence_logps(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    *,
+    bias: Tensor | None = None,
+    ignore_index: int = -100,
+    average: bool = False,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Per-sequence log-probabilities of the label tokens, from hidden states and the head,
+    without the ``(B, S, V)`` logits.
+
+    .. math::
+        \log\pi(y_b) = \sum_{t:\, y_{b,t} \ne \text{ignore}}
+            \log\mathrm{softmax}(W h_{b,t} + c)_{y_{b,t}}
+
+    and with ``average=True`` that sum divided by the number of counted tokens (0 for a sequence
+    without one). The logits are computed chunk by chunk (``chunk_size`` tokens per chunk,
+    default chosen from the shapes) by :func:`losskit.functional.linear_cross_entropy`; backward
+    recomputes them chunk by chunk, so the extra memory is one chunk of logits.
+
+    Args:
+        hidden: ``(B, S, H)`` hidden states before the head.
+        weight: ``(V, H)`` the head (``lm_head.weight``).
+        labels: ``(B, S)`` token ids that each position predicts (for a causal model shift once:
+            ``hidden[:, :-1]`` with ``labels[:, 1:]``); prompt and padding = ``ignore_index``.
+        bias: optional ``(V,)``.
+        ignore_index: label value that is not scored.
+        average: mean over the counted tokens instead of the sum (SimPO, ORPO).
+        chunk_size: tokens per chunk.
+
+    Shape: ``(B,)``.
+
+    Example:
+        >>> h, W = torch.randn(2, 5, 8), torch.randn(50, 8)
+        >>> y = torch.tensor([[3, 7, 1, -100, -100], [4, 4, 4, 4, 9]])
+        >>> plain = torch.log_softmax(h @ W.T, -1).gather(-1, y.clamp(min=0)[..., None])[..., 0]
+        >>> expected = (plain * (y != -100)).sum(-1)
+        >>> bool(torch.allclose(sequence_logps(h, W, y), expected, atol=1e-5))
+        True
+    """
+    loss = "sequence_logps"
+    pref_checks.check_hidden_and_labels(loss, hidden, labels, weight, ("hidden", "labels"))
+    checks.check_same_device(loss, hidden=hidden, weight=weight, labels=labels, bias=bias)
+    checks.check_chunk_size(loss, chunk_size)
+    sums, counts = _token_logps_sums(hidden, weight, labels, bias=bias,
+                                     ignore_index=ignore_index, chunk_size=chunk_size)
+    return _mean_per_token(sums, counts) if average else sums
+
+
+# Pair losses the fused path can finish with: (function, wants reference log-probs, averages).
+PAIR_LOSSES = {
+    "dpo": (dpo_loss, True, False),
+    "simpo": (simpo_loss, False, True),
+    "orpo": (orpo_loss, False, True),
+}
+
+
+def linear_preference_loss(
+    hidden_chosen: Tensor,
+    hidden_rejected: Tensor,
+    weight: Tensor,
+    labels_chosen: Tensor,
+    labels_rejected: Tensor,
+    ref_chosen_logps: Tensor | None = None,
+    ref_rejected_logps: Tensor | None = None,
+    *,
+    loss: str = "dpo",
+    bias: Tensor | None = None,
+    ignore_index: int = -100,
+    chunk_size: int | None = None,
+    reduction: str = "mean",
+    **options: float | str,
+) -> Tensor:
+    r"""A pair loss (DPO, SimPO or ORPO) straight from hidden states, without the logits.
+
+    Chosen and rejected tokens go through the head in one chunked pass (concatenated along the
+    tokens), :func:`sequence_logps` style: summed log-probabilities for ``"dpo"``, means per
+    token for ``"simpo"`` and ``"orpo"``. Then the pair loss, with ``options`` (``beta``,
+    ``label_smoothing``, ``loss_type``, ``gamma``, ``lambda_``) passed on:
+
+    .. math::
+        \text{loss} = f\big(\log\pi(y^w), \log\pi(y^l)\,[, \log\pi_\text{ref}(y^w),
+        \log\pi_\text{ref}(y^l)]\big)
+
+    Args:
+        hidden_chosen: ``(B, S_w, H)`` policy hidden states of the chosen answers.
+        hidden_rejected: ``(B, S_l, H)`` the same for the rejected answers.
+        weight: ``(V, H)`` the policy's head.
+        labels_chosen: ``(B, S_w)`` token ids (prompt and padding = ``ignore_index``).
+        labels_rejected: ``(B, S_l)``.
+        ref_chosen_logps, ref_rejected_logps: ``(B,)`` reference log-probabilities (sums),
+            for ``"dpo"`` only.
+        loss: ``"dpo"`` | ``"simpo"`` | ``"orpo"``.
+        bias, ignore_index, chunk_size: as :func:`sequence_logps`.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the pairs.
+
+    Shape: ``(B,)`` for ``"none"``, else a scalar.
+
+    Example:
+        >>> hc, hr, W = torch.randn(2, 4, 8), torch.randn(2, 3, 8), torch.randn(30, 8)
+        >>> yc, yr = torch.randint(0, 30, (2, 4)), torch.randint(0, 30, (2, 3))
+        >>> ref_c, ref_r = sequence_logps(hc, W, yc), sequence_logps(hr, W, yr)
+        >>> linear_preference_loss(hc, hr, W, yc, yr, ref_c, ref_r, beta=0.1)  # policy = ref
+        tensor(0.6931)
+    """
+    name = "linear_preference_loss"
+    if loss not in PAIR_LOSSES:
+        raise LossInputError(
+            f"{name}: loss={loss!r} is not one of {tuple(PAIR_LOSSES)}. Fix: loss='dpo' (with "
+            f"reference log-probabilities), 'simpo' or 'orpo'; KTO takes unpaired examples: "
+            f"sequence_logps then kto_loss."
+        )
+    pair_loss, wants_refs, average = PAIR_LOSSES[loss]
+    refs = (ref_chosen_logps, ref_rejected_logps)
+    if wants_refs == (None in refs) or (wants_refs and refs.count(None) == 1):
+        raise LossInputError(
+            f"{name}: loss={loss!r} "
+            + ("needs `ref_chosen_logps` and `ref_rejected_logps` (the frozen reference "
+               "model's summed log-probabilities). Fix: compute them under torch.no_grad() "
+               "with `sequence_logps(ref_hidden, ref_weight, labels)`."
+               if wants_refs else
+               "is reference-free, but reference log-probabilities were given. Fix: drop "
+               "them, or loss='dpo'.")
+        )
+    pref_checks.check_pair_not_swapped(name, hidden_chosen, hidden_rejected, labels_chosen,
+                                       labels_rejected)
+    for h, y, names in ((hidden_chosen, labels_chosen, ("hidden_chosen", "labels_chosen")),
+                        (hidden_rejected, labels_rejected,
+                         ("hidden_rejected", "labels_rejected"))):
+        pref_checks.check_hidden_and_labels(name, h, y, weight, names)
+    checks.check_same_device(
+        name, hidden_chosen=hidden_chosen, hidden_rejected=hidden_rejected, weight=weight,
+        labels_chosen=labels_chosen, labels_rejected=labels_rejected, bias=bias,
+    )
+    checks.check_chunk_size(name, chunk_size)
+    if checks.values_enabled(name):
+        checks.check_finite(name, hidden_chosen=hidden_chosen, hidden_rejected=hidden_rejected,
+                            weight=weight, bias=bias)
+        pref_checks.check_every_answer_scored(name, labels_chosen, ignore_index, "labels_chosen")
+        pref_checks.check_every_answer_scored(name, labels_rejected, ignore_index,
+                                              "labels_rejected")
+    b, hid = hidden_chosen.shape[0], hidden_chosen.shape[2]
+    hidden = torch.cat([hidden_chosen.reshape(-1, hid), hidden_rejected.reshape(-1, hid)])
+    labels = torch.cat([labels_chosen.reshape(-1), labels_rejected.reshape(-1)])
+    # One pass over the head for both answers: a (1, S_w*B + S_l*B, H) "sequence", split after.
+    ce = linear_cross_entropy(hidden, weight, labels, linear_bias=bias, ignore_index=ignore_index,
+                              reduction="none", chunk_size=chunk_size)  # (B*S_w + B*S_l,)
+    n_chosen = labels_chosen.numel()
+    logps = []
+    for part, y in ((ce[:n_chosen], labels_chosen), (ce[n_chosen:], labels_rejected)):
+        sums = -part.reshape(b, -1).sum(dim=1) if y.shape[1] else part.new_zeros(b)  # (B,)
+        counts = (y != ignore_index).sum(dim=1)
+        logps.append(_mean_per_token(sums, counts) if average else sums)
+    args = (*logps, *refs) if wants_refs else logps
+    return pair_loss(*args, reduction=reduction, **options)
+
+
+# ----------------------------------------------------------------------------------------------
+# Modules
+
+
+class DPOLoss(nn.Module):
+    """DPO / IPO / conservative DPO; see :func:`losskit.functional.dpo_loss`.
+
+    >>> loss = DPOLoss(beta=1.0)
+    >>> loss(torch.tensor([-5.0]), torch.tensor([-6.0]), torch.tensor([-5.5]), torch.tensor([-5.5]))
+    tensor(0.3133)
+    """
+
+    def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0,
+                 loss_type: str = "sigmoid", reduction: str = "mean") -> None:
+        super().__init__()
+        self.beta, self.label_smoothing, self.loss_type = beta, label_smoothing, loss_type
+        self.reduction = reduction
+
+    def forward(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
+                ref_chosen_logps: Tensor, ref_rejected_logps: Tensor) -> Tensor:
+        return dpo_loss(
+            policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+            beta=self.beta, label_smoothing=self.label_smoothing, loss_type=self.loss_type,
+            reduction=self.reduction,
+        )
+
+
+class SimPOLoss(nn.Module):
+    """SimPO; see :func:`losskit.functional.simpo_loss`.
+
+    >>> SimPOLoss(beta=2.0, gamma=1.0)(torch.tensor([-0.5]), torch.tensor([-1.5]))
+    tensor(0.3133)
+    """
+
+    def __init__(self, beta: float = 2.0, gamma: float = 1.0, label_smoothing: float = 0.0,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        self.beta, self.gamma, self.label_smoothing = beta, gamma, label_smoothing
+        self.reduction = reduction
+
+    def forward(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor) -> Tensor:
+        return simpo_loss(policy_chosen_logps, policy_rejected_logps, beta=self.beta,
+                          gamma=self.gamma, label_smoothing=self.label_smoothing,
+                          reduction=self.reduction)
+
+
+class ORPOLoss(nn.Module):
+    """ORPO; see :func:`losskit.functional.orpo_loss`.
+
+    >>> ORPOLoss(lambda_=0.0)(torch.tensor([-0.5]), torch.tensor([-1.5]))
+    tensor(0.5000)
+    """
+
+    def __init__(self, lambda_: float = 0.1, reduction: str = "mean") -> None:
+        super().__init__()
+        self.lambda_, self.reduction = lambda_, reduction
+
+    def forward(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor) -> Tensor:
+        return orpo_loss(policy_chosen_logps, policy_rejected_logps, lambda_=self.lambda_,
+                         reduction=self.reduction)
+
+
+class KTOLoss(nn.Module):
+    """KTO; see :func:`losskit.functional.kto_loss`.
+
+    >>> loss = KTOLoss(beta=1.0, reduction="sum")
+    >>> loss(torch.tensor([-4.0, -4.0]), torch.tensor([-5.0, -5.0]), torch.tensor([True, False]))
+    tensor(1.)
+    """
+
+    def __init__(self, beta: float = 0.1, desirable_weight: float = 1.0,
+                 undesirable_weight: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__()
+        self.beta, self.reduction = beta, reduction
+        self.desirable_weight, self.undesirable_weight = desirable_weight, undesirable_weight
+
+    def forward(self, policy_logps: Tensor, ref_logps: Tensor, labels: Tensor,
+                kl: Tensor | float | None = None) -> Tensor:
+        return kto_loss(policy_logps, ref_logps, labels, kl, beta=self.beta,
+                        desirable_weight=self.desirable_weight,
+                        undesirable_weight=self.undesirable_weight, reduction=self.reduction)
+
+
+class LinearPreferenceLoss(nn.Module):
+    """A pair loss from hidden states without the logits; see
+    :func:`losskit.functional.linear_preference_loss`. The head is passed to ``forward`` (it is
+    the policy's ``lm_head.weight``, which the model owns).
+
+    >>> hc, hr, W = torch.randn(2, 4, 8), torch.randn(2, 3, 8), torch.randn(30, 8)
+    >>> yc, yr = torch.randint(0, 30, (2, 4)), torch.randint(0, 30, (2, 3))
+    >>> loss = LinearPreferenceLoss("simpo", beta=2.0, gamma=0.0)
+    >>> same = linear_preference_loss(hc, hr, W, yc, yr, loss="simpo", beta=2.0, gamma=0.0)
+    >>> bool(loss(hc, hr, W, yc, yr) == same)
+    True
+    """
+
+    def __init__(self, loss: str = "dpo", *, bias: Tensor | None = None,
+                 ignore_index: int = -100, chunk_size: int | None = None,
+                 reduction: str = "mean", **options: float | str) -> None:
+        super().__init__()
+        self.loss, self.bias, self.ignore_index = loss, bias, ignore_index
+        self.chunk_size, self.reduction, self.options = chunk_size, reduction, options
+
+    def forward(self, hidden_chosen: Tensor, hidden_rejected: Tensor, weight: Tensor,
+                labels_chosen: Tensor, labels_rejected: Tensor,
+                ref_chosen_logps: Tensor | None = None,
+                ref_rejected_logps: Tensor | None = None) -> Tensor:
+        return linear_preference_loss(
+            hidden_chosen, hidden_rejected, weight, labels_chosen, labels_rejected,
+            ref_chosen_logps, ref_rejected_logps, loss=self.loss, bias=self.bias,
+            ignore_index=self.ignore_index, chunk_size=self.chunk_size,
+            reduction=self.reduction, **self.options,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+
+def count_pairs(loss_fn: nn.Module, *tensors: Tensor) -> Tensor:
+    """``"mean"`` divides by the number of pairs (or KTO examples): dim 0 of the first tensor.
+
+    >>> count_pairs(DPOLoss(), *[torch.zeros(3)] * 4)
+    tensor(3.)
+    """
+    return registry.count_full(tensors[0], tensors[0].shape[0])
+
+
+_SEQ = "sequence-log-probabilities"
+_TASK = "preference optimisation (RLHF / alignment)"
+for _fn, _module, _targets, _summary, _aliases, _args in (
+    (dpo_loss, DPOLoss, ("none",),
+     "direct preference optimisation on chosen/rejected pairs against a frozen reference "
+     "(sigmoid, IPO, conservative DPO)", ("dpo", "ipo", "cdpo", "rlhf", "preference"), "beta=0.1"),
+    (simpo_loss, SimPOLoss, ("none",),
+     "reference-free DPO on length-normalised log-probabilities with a target margin",
+     ("simpo",), "beta=2.0, gamma=1.0"),
+    (orpo_loss, ORPOLoss, ("none",),
+     "SFT on the chosen answer plus an odds-ratio preference term, no reference model",
+     ("orpo",), "lambda_=0.1"),
+    (kto_loss, KTOLoss, ("desirability",),
+     "unpaired desirable/undesirable answers against a frozen reference (prospect theory)",
+     ("kto",), "beta=0.1"),
+):
+    registry.register(registry.LossRecord(
+        function=_fn, module=_module, family="preference", input=_SEQ, targets=_targets,
+        summary=_summary, mean_count=count_pairs, aliases=_aliases, catalog=((_TASK, _args),),
+    ))
+
+registry.register(registry.LossRecord(
+    function=linear_preference_loss, module=LinearPreferenceLoss, family="preference",
+    input="hidden", targets=("class-indices",),
+    summary="DPO/SimPO/ORPO from hidden states and the head, chosen and rejected in one chunked "
+    "pass, without the [tokens, vocab] logits",
+    mean_count=count_pairs, aliases=("fused_dpo", "linear_dpo"),
+    catalog=((_TASK, 'loss="dpo"'),),
+))

@@ -1,0 +1,324 @@
+"""Preference losses beyond the case table: the fused path against the plain one (the chunked
+kernel, ignore_index padding, a last chunk of one row, sequences with no counted token), known
+values, and each guardrail with its healthy twin."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+
+import pytest
+import torch
+from cases.preference import _plain_logps, linear_preference_reference
+
+import losskit as lk
+import losskit.functional as LF
+import losskit.kernels as kernels
+
+chunked = importlib.import_module("losskit.kernels.linear_cross_entropy")
+# float32 through the chunked kernel against the float64 plain path (test_cases.TOLERANCE)
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def chunk_calls(monkeypatch):
+    """(kept tokens, chunk size) of each pass of the chunked kernel; every float32 size is
+    sent there (forward, and for "none" the backward's recomputation: one pass each)."""
+    calls = []
+    original = chunked._chunked_pass
+
+    def spy(hidden, *args, chunk, **kwargs):
+        calls.append((hidden.shape[0], chunk))
+        return original(hidden, *args, chunk=chunk, **kwargs)
+
+    monkeypatch.setattr(chunked, "_chunked_pass", spy)
+    monkeypatch.setattr(kernels, "MIN_FUSED_ELEMENTS", 0)
+    return calls
+
+
+def _silent(fn, *args, **kwargs):
+    """Under checks("always"), any LossWarning fails (the healthy twin of a mistake)."""
+    with lk.checks("always"), warnings.catch_warnings():
+        warnings.simplefilter("error", lk.LossWarning)
+        return fn(*args, **kwargs)
+
+
+def _padded_batch(gen, b, s, hid, vocab):
+    hidden = torch.randn(b, s, hid, generator=gen)
+    labels = torch.randint(0, vocab, (b, s), generator=gen)
+    labels[:, :2] = -100  # the prompt
+    labels[1, -2:] = -100  # right padding
+    return hidden, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# sequence_logps: chunked kernel vs the materialised float64 logits
+
+
+@pytest.mark.parametrize("average", [False, True])
+def test_sequence_logps_chunked_matches_plain(gen, chunk_calls, average):
+    """3 x 7 positions, 8 counted tokens, chunk_size=7: chunks of 7 and a last of 1 row;
+    sequence 2 has no counted token (its log-probability is 0, its gradient 0)."""
+    hid, vocab = 6, 13
+    hidden, labels = _padded_batch(gen, 3, 7, hid, vocab)
+    labels[2] = -100
+    assert int((labels != -100).sum()) == 8
+    weight = torch.randn(vocab, hid, generator=gen) / math.sqrt(hid)
+    bias = torch.randn(vocab, generator=gen)
+    params = [p.clone().requires_grad_() for p in (hidden, weight, bias)]
+    refs = [p.detach().double().requires_grad_() for p in params]
+    ours = LF.sequence_logps(params[0], params[1], labels, bias=params[2], average=average,
+                             chunk_size=7)
+    theirs = _plain_logps(refs[0], refs[1], labels, refs[2], -100, average)
+    assert set(chunk_calls) == {(8, 7)}  # 8 kept tokens in chunks of 7: 7 + 1
+    upstream = torch.tensor([0.7, -1.3, 2.0], dtype=torch.float64)
+    (ours * upstream.float()).sum().backward()
+    (theirs * upstream).sum().backward()
+    torch.testing.assert_close(ours.double(), theirs, rtol=RTOL, atol=ATOL)
+    assert ours[2].item() == 0.0
+    for p, r in zip(params, refs, strict=True):
+        torch.testing.assert_close(p.grad.double(), r.grad, rtol=RTOL, atol=ATOL)
+    assert torch.count_nonzero(params[0].grad[2]) == 0
+
+
+def test_sequence_logps_all_ignored(gen, chunk_calls):
+    hidden = torch.randn(2, 4, 5, generator=gen, requires_grad=True)
+    weight = torch.randn(7, 5, generator=gen, requires_grad=True)
+    out = LF.sequence_logps(hidden, weight, torch.full((2, 4), -100), average=True)
+    out.sum().backward()
+    assert out.tolist() == [0.0, 0.0]
+    assert torch.count_nonzero(hidden.grad) == 0 and torch.count_nonzero(weight.grad) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# linear_preference_loss: one chunked pass for chosen and rejected
+
+
+@pytest.mark.parametrize(("loss", "options"), [
+    ("dpo", dict(beta=0.5)),
+    ("dpo", dict(beta=0.5, loss_type="ipo")),
+    ("simpo", dict(beta=2.0, gamma=0.5)),
+    ("orpo", dict(lambda_=0.5)),
+])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_fused_matches_plain(gen, chunk_calls, loss, options, reduction):
+    """Chosen (2, 6) and rejected (2, 5) with prompts and padding: 6 + 4 counted tokens go
+    through the head in ONE kernel call, chunk_size=3: chunks of 3, 3, 3 and a last of 1 row."""
+    hid, vocab = 8, 17
+    hc, yc = _padded_batch(gen, 2, 6, hid, vocab)
+    hr, yr = _padded_batch(gen, 2, 5, hid, vocab)
+    assert int((yc != -100).sum() + (yr != -100).sum()) == 10
+    weight = torch.randn(vocab, hid, generator=gen) / math.sqrt(hid)
+    refs_logps = ()
+    if loss == "dpo":
+        refs_logps = (-20 * torch.rand(2, generator=gen, dtype=torch.float64) - 5,
+                      -20 * torch.rand(2, generator=gen, dtype=torch.float64) - 5)
+    params = [p.clone().requires_grad_() for p in (hc, hr, weight)]
+    doubles = [p.detach().double().requires_grad_() for p in params]
+    ours = LF.linear_preference_loss(*params, yc, yr, *(r.float() for r in refs_logps),
+                                     loss=loss, chunk_size=3, reduction=reduction, **options)
+    theirs = linear_preference_reference(*doubles, yc, yr, *refs_logps, loss=loss,
+                                         reduction=reduction, **options)
+    upstream = torch.randn(theirs.shape, generator=gen, dtype=torch.float64)
+    (ours * upstream.float()).sum().backward()
+    (theirs * upstream).sum().backward()
+    assert set(chunk_calls) == {(10, 3)}  # 10 kept tokens: 3 + 3 + 3 + 1, in every pass
+    torch.testing.assert_close(ours.double(), theirs, rtol=RTOL, atol=ATOL)
+    for p, r in zip(params, doubles, strict=True):
+        torch.testing.assert_close(p.grad.double(), r.grad, rtol=RTOL, atol=ATOL)
+
+
+def test_fused_equals_separate_calls_float64(gen):
+    """The concatenated pass equals sequence_logps on each side, then dpo_loss (float64)."""
+    hc, yc = _padded_batch(gen, 3, 5, 4, 9)
+    hr, yr = _padded_batch(gen, 3, 4, 4, 9)
+    hc, hr = hc.double(), hr.double()
+    w = torch.randn(9, 4, generator=gen, dtype=torch.float64)
+    ref_c = torch.tensor([-9.0, -8.0, -7.0], dtype=torch.float64)
+    ref_r = torch.tensor([-6.0, -8.5, -7.0], dtype=torch.float64)
+    fused = LF.linear_preference_loss(hc, hr, w, yc, yr, ref_c, ref_r, beta=0.2,
+                                      reduction="none")
+    separate = LF.dpo_loss(LF.sequence_logps(hc, w, yc), LF.sequence_logps(hr, w, yr), ref_c,
+                           ref_r, beta=0.2, reduction="none")
+    torch.testing.assert_close(fused, separate, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Known values
+
+
+def test_dpo_at_the_reference_is_ln2_and_its_gradient_is_beta_over_two():
+    pc = torch.tensor([-4.0, -9.0], requires_grad=True)
+    pr = torch.tensor([-6.0, -3.0], requires_grad=True)
+    loss = LF.dpo_loss(pc, pr, pc.detach(), pr.detach(), beta=0.3)
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(2))
+    # d/dh -log sigmoid(beta h) at h = 0 is -beta/2, and "mean" over 2 pairs halves it
+    torch.testing.assert_close(pc.grad, torch.full((2,), -0.3 / 4))
+    torch.testing.assert_close(pr.grad, torch.full((2,), 0.3 / 4))
+
+
+def test_ipo_is_minimal_at_margin_one_over_two_beta():
+    beta = 0.25  # the IPO optimum is at h = 1 / (2 beta) = 2
+    pc = torch.tensor([-3.0], requires_grad=True)
+    loss = LF.dpo_loss(pc, torch.tensor([-5.0]), torch.tensor([-4.0]), torch.tensor([-4.0]),
+                       beta=beta, loss_type="ipo")
+    loss.backward()
+    assert loss.item() == 0.0 and pc.grad.item() == 0.0
+
+
+def test_kto_kl_estimate_is_clamped_and_not_differentiated():
+    kl = torch.tensor([-0.5, -0.1], requires_grad=True)  # mean < 0: clamped to 0
+    policy, ref = torch.tensor([-4.0, -4.0]), torch.tensor([-5.0, -5.0])
+    labels = torch.tensor([True, False])
+    with_kl = LF.kto_loss(policy, ref, labels, kl, beta=1.0, reduction="none")
+    without = LF.kto_loss(policy, ref, labels, beta=1.0, reduction="none")
+    assert torch.equal(with_kl, without) and not with_kl.requires_grad
+    # r = 1: desirable 1 - sigmoid(1), undesirable 1 - sigmoid(-1)
+    torch.testing.assert_close(without, torch.tensor([1 - 1 / (1 + math.exp(-1)),
+                                                      1 - 1 / (1 + math.exp(1))]))
+
+
+def test_dpo_rewards_are_detached():
+    pc = torch.tensor([-5.0], requires_grad=True)
+    chosen, rejected = LF.dpo_rewards(pc, torch.tensor([-6.0]), torch.tensor([-5.5]),
+                                      torch.tensor([-5.0]), beta=2.0)
+    assert chosen.item() == 1.0 and rejected.item() == -2.0 and not chosen.requires_grad
+
+
+# ----------------------------------------------------------------------------------------------
+# Guardrails, each with its healthy twin
+
+
+def _logps(*values):
+    return torch.tensor(values)
+
+
+def test_reference_that_requires_grad_warns_and_detached_is_silent():
+    pc, pr = _logps(-5.0, -6.0).requires_grad_(), _logps(-7.0, -6.5).requires_grad_()
+    rc, rr = _logps(-5.5, -6.0), _logps(-6.0, -6.0)
+    with lk.checks("always"), pytest.warns(lk.LossWarning, match=r"`ref_chosen_logps` requires "
+                                           r"grad.*Fix: .*torch.no_grad\(\)") as caught:
+        LF.dpo_loss(pc, pr, rc.requires_grad_(), rr)
+    assert len([w for w in caught if w.category is lk.LossWarning]) == 1
+    with lk.checks("always"), pytest.warns(lk.LossWarning, match=r"`ref_chosen_logps` and "
+                                           r"`ref_rejected_logps` require grad") as caught:
+        LF.dpo_loss(pc, pr, rc, rr.clone().requires_grad_())
+    assert len([w for w in caught if w.category is lk.LossWarning]) == 1
+    _silent(LF.dpo_loss, pc, pr, rc.detach(), rr)
+    with torch.no_grad():  # under no_grad nothing trains: silent too
+        _silent(LF.dpo_loss, pc, pr, rc, rr)
+
+
+def test_kto_reference_that_requires_grad_warns():
+    with lk.checks("always"), pytest.warns(lk.LossWarning, match=r"`ref_logps` requires grad"):
+        LF.kto_loss(_logps(-3.0), _logps(-4.0).requires_grad_(), torch.tensor([True]))
+    _silent(LF.kto_loss, _logps(-3.0), _logps(-4.0), torch.tensor([True]))
+
+
+@pytest.mark.parametrize("fn", [LF.simpo_loss, LF.orpo_loss])
+def test_per_token_logps_raise_and_per_sequence_pass(fn, gen):
+    token_logps = -torch.rand(4, 9, generator=gen)  # (B, S)
+    with pytest.raises(lk.LossInputError, match=r"shape \(4, 9\): per-token.*shape \(4,\)"):
+        fn(token_logps, token_logps)
+    _silent(fn, token_logps.mean(-1), token_logps.mean(-1) - 0.1)
+
+
+def test_pairs_of_different_lengths_raise():
+    with pytest.raises(lk.LossInputError, match=r"differ in length.*`ref_rejected_logps` \(3,\)"):
+        LF.dpo_loss(_logps(-1.0, -2.0), _logps(-1.0, -2.0), _logps(-1.0, -2.0),
+                    _logps(-1.0, -2.0, -3.0))
+    _silent(LF.dpo_loss, _logps(-1.0, -2.0), _logps(-1.0, -2.0), _logps(-1.0, -2.0),
+            _logps(-1.0, -2.0))
+
+
+def test_probabilities_and_logits_raise_with_fitting_fixes():
+    with lk.checks("always"):
+        with pytest.raises(lk.LossInputError, match=r"in \[0, 1\]: probabilities.*\.log\(\)"):
+            LF.simpo_loss(_logps(0.2, 0.9), _logps(-0.5, -1.0))
+        with pytest.raises(lk.LossInputError, match=r"`policy_rejected_logps` holds positive.*"
+                                                    r"logits, rewards"):
+            LF.dpo_loss(_logps(-1.0), _logps(3.5), _logps(-1.0), _logps(-2.0))
+    _silent(LF.simpo_loss, _logps(0.2, 0.9).log(), _logps(-0.5, -1.0))
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.1, float("nan")])
+def test_non_positive_beta_raises(beta):
+    for call in (lambda b: LF.dpo_loss(*[_logps(-1.0)] * 4, beta=b),
+                 lambda b: LF.simpo_loss(_logps(-1.0), _logps(-2.0), beta=b),
+                 lambda b: LF.kto_loss(_logps(-1.0), _logps(-1.0), torch.tensor([True]), beta=b)):
+        with pytest.raises(lk.LossInputError, match=r"`beta`=.*positive finite.*Fix: e.g."):
+            call(beta)
+        _silent(call, 0.1)
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([1.0, 0.0]), torch.tensor([1, 0]),
+                                    torch.tensor([1, -1])])
+def test_kto_labels_must_be_bool(labels):
+    with pytest.raises(lk.LossInputError, match=r"`labels` has .*dtype.*Fix: `labels.bool\(\)`"):
+        LF.kto_loss(_logps(-1.0, -2.0), _logps(-1.5, -2.5), labels)
+    _silent(LF.kto_loss, _logps(-1.0, -2.0), _logps(-1.5, -2.5), labels > 0)
+
+
+def test_option_errors_name_the_fix():
+    pairs = [_logps(-1.0)] * 4
+    with pytest.raises(lk.LossInputError, match=r"loss_type='simpo'.*Fix:"):
+        LF.dpo_loss(*pairs, loss_type="simpo")
+    with pytest.raises(lk.LossInputError, match=r"with loss_type='ipo'.*Fix: label_smoothing=0"):
+        LF.dpo_loss(*pairs, loss_type="ipo", label_smoothing=0.1)
+    with pytest.raises(lk.LossInputError, match=r"label_smoothing=0.7.*\[0, 0.5\]"):
+        LF.dpo_loss(*pairs, label_smoothing=0.7)
+    with pytest.raises(lk.LossInputError, match=r"lambda_=-1.0.*Fix"):
+        LF.orpo_loss(_logps(-1.0), _logps(-2.0), lambda_=-1.0)
+
+
+def _fused_batch(gen):
+    hc, yc = _padded_batch(gen, 2, 6, 4, 9)
+    hr, yr = _padded_batch(gen, 2, 5, 4, 9)
+    return hc, hr, torch.randn(9, 4, generator=gen), yc, yr
+
+
+def test_fused_swapped_labels_raise_and_the_right_order_passes(gen):
+    hc, hr, w, yc, yr = _fused_batch(gen)
+    with pytest.raises(lk.LossInputError, match=r"the labels are swapped.*Fix: pass "
+                                                r"labels_chosen="):
+        LF.linear_preference_loss(hc, hr, w, yr, yc, loss="simpo")
+    _silent(LF.linear_preference_loss, hc, hr, w, yc, yr, loss="simpo")
+
+
+def test_fused_reference_arguments_must_fit_the_loss(gen):
+    hc, hr, w, yc, yr = _fused_batch(gen)
+    with pytest.raises(lk.LossInputError, match=r"needs `ref_chosen_logps`.*Fix"):
+        LF.linear_preference_loss(hc, hr, w, yc, yr, loss="dpo")
+    with pytest.raises(lk.LossInputError, match=r"reference-free.*Fix: drop"):
+        LF.linear_preference_loss(hc, hr, w, yc, yr, _logps(-1.0, -1.0), _logps(-1.0, -1.0),
+                                  loss="orpo")
+    with pytest.raises(lk.LossInputError, match=r"loss='kto'.*Fix"):
+        LF.linear_preference_loss(hc, hr, w, yc, yr, loss="kto")
+
+
+def test_fused_shape_errors_name_the_argument(gen):
+    hc, hr, w, yc, yr = _fused_batch(gen)
+    with pytest.raises(lk.LossInputError, match=r"`labels_rejected` has shape \(2, 6\).*"
+                                                r"hidden\[:, :-1\]"):
+        LF.linear_preference_loss(hc, hr, w, yc, yc, loss="orpo")
+    with pytest.raises(lk.LossInputError, match=r"`weight` has shape \(4, 9\).*lm_head"):
+        LF.linear_preference_loss(hc, hr, w.T, yc, yr, loss="orpo")
+    with pytest.raises(lk.LossInputError, match=r"holds 2 sequences but `hidden_rejected` holds 1"):
+        LF.linear_preference_loss(hc, hr[:1], w, yc, yr[:1], loss="orpo")
+    with pytest.raises(lk.LossInputError, match=r"`labels_chosen` has .*float.*\.long\(\)"):
+        LF.linear_preference_loss(hc, hr, w, yc.float(), yr, loss="orpo")
+
+
+def test_fused_answer_without_a_scored_token_raises(gen):
+    hc, hr, w, yc, yr = _fused_batch(gen)
+    yr[1] = -100
+    with lk.checks("always"), pytest.raises(lk.LossInputError, match=r"`labels_rejected` row 1 "
+                                                                   r"has no token.*Fix"):
+        LF.linear_preference_loss(hc, hr, w, yc, yr, loss="orpo")
