@@ -94,8 +94,8 @@ def _check_first_order() -> None:
 
 
 def _float32_as_written(q: Tensor):
-    """The backward in the forward's precision: under ``torch.autocast`` (which a backward
-    inside the autocast region sees) the tile matmuls would drop to half precision."""
+    """The tiles in ``q``'s own dtype: under ``torch.autocast`` (which a backward run inside
+    the autocast region sees too) the tile matmuls would drop to half precision."""
     if torch._C._is_any_autocast_enabled() and torch.is_autocast_enabled(q.device.type):
         return torch.autocast(q.device.type, enabled=False)
     return contextlib.nullcontext()
@@ -106,7 +106,8 @@ class ChunkedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, scale, skip, chunk):  # type: ignore[override]
-        lse = _forward(q, k, scale, skip, chunk)
+        with _float32_as_written(q):  # forward and backward in one precision
+            lse = _forward(q, k, scale, skip, chunk)
         ctx.save_for_backward(q, k, scale, skip, lse)
         ctx.chunk = chunk
         return lse
