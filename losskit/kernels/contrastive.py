@@ -20,10 +20,12 @@ FlashAttention's backward (Dao et al., 2022, https://arxiv.org/abs/2205.14135).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
-from losskit.kernels.backward import check_first_order
+from losskit.checks import LossRuntimeError
 
 __all__ = ["DEFAULT_CHUNK", "chunked_logsumexp"]
 
@@ -78,22 +80,45 @@ def _backward(
 
 
 # 3. The autograd.Function.
+def _check_first_order() -> None:
+    """The backward is hand-written tile by tile and keeps no graph: refuse create_graph=True
+    (grad mode is on inside backward then) rather than return a wrong second derivative."""
+    if torch.is_grad_enabled():
+        raise LossRuntimeError(
+            "chunked contrastive log-sum-exp: a second derivative (create_graph=True) was "
+            "requested through the chunked path (chunk_size set), whose tile-by-tile backward "
+            "is not itself differentiable, so the result would be wrong. Fix: pass "
+            "`chunk_size=None` (the whole similarity matrix, plain autograd ops) for double "
+            "backward."
+        )
+
+
+def _float32_as_written(q: Tensor):
+    """The tiles in ``q``'s own dtype: under ``torch.autocast`` (which a backward run inside
+    the autocast region sees too) the tile matmuls would drop to half precision."""
+    if torch._C._is_any_autocast_enabled() and torch.is_autocast_enabled(q.device.type):
+        return torch.autocast(q.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class ChunkedLogSumExp(torch.autograd.Function):
     """``lse_i = log sum_{j != skip_i} exp(scale * q_i . k_j)`` without the (N, M) matrix."""
 
     @staticmethod
     def forward(ctx, q, k, scale, skip, chunk):  # type: ignore[override]
-        lse = _forward(q, k, scale, skip, chunk)
+        with _float32_as_written(q):  # forward and backward in one precision
+            lse = _forward(q, k, scale, skip, chunk)
         ctx.save_for_backward(q, k, scale, skip, lse)
         ctx.chunk = chunk
         return lse
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        check_first_order("chunked contrastive log-sum-exp")
+        _check_first_order()
         q, k, scale, skip, lse = ctx.saved_tensors
-        dq, dk, dscale = _backward(grad, q, k, scale, skip, lse, ctx.chunk,
-                                   ctx.needs_input_grad[2])
+        with _float32_as_written(q):
+            dq, dk, dscale = _backward(grad.to(q.dtype), q, k, scale, skip, lse, ctx.chunk,
+                                       ctx.needs_input_grad[2])
         return dq, dk, dscale.reshape(scale.shape), None, None
 
 

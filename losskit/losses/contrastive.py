@@ -21,11 +21,15 @@ so three options work the same way for all three:
   rank losses do.
 * ``normalize=True`` (default): cosine similarity (each row divided by its norm first).
 
-Inputs in float16/bfloat16 are computed in float32; the loss has the input's dtype.
+Inputs in float16/bfloat16 are computed in float32; the loss has the input's dtype. Two
+inputs of different dtypes follow torch's promotion (float32 with float64 gives float64).
+Under ``torch.autocast`` the losses run in float32 and return float32, as torch's do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import torch
@@ -35,7 +39,7 @@ from torch import Tensor, nn
 from losskit import _reduction, checks, registry
 from losskit.checks import contrastive as cchecks
 from losskit.kernels.contrastive import chunked_logsumexp
-from losskit.losses._common import HALF
+from losskit.losses._common import HALF, autocast_on, no_autocast
 
 __all__ = [
     "ClipLoss",
@@ -47,15 +51,28 @@ __all__ = [
 ]
 
 CLIP_INIT = math.log(1 / 0.07)  # CLIP's initial logit_scale: a scale of 14.3
-CLIP_MAX_SCALE = 100.0  # CLIP keeps exp(logit_scale) at or below 100
+CLIP_MAX_SCALE = cchecks.MAX_SCALE  # CLIP keeps exp(logit_scale) at or below 100
 
 
 # ----------------------------------------------------------------------------------------------
 # Shared steps
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float32 if x.dtype in HALF else x.dtype
+def _dtypes(*tensors: Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """``(compute, result)`` dtypes: torch's promotion of the inputs' dtypes; float32 for the
+    result under ``torch.autocast`` (float64 stays, as autocast leaves it); halves computed in
+    float32."""
+    result = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
+    if result != torch.float64 and any(autocast_on(t) for t in tensors):
+        result = torch.float32
+    return (torch.float32 if result in HALF else result), result
+
+
+def _as_written(*tensors: Tensor):
+    """The loss's math in its own precision inside ``torch.autocast`` (whose matmuls would
+    otherwise run in half precision)."""
+    on = [t for t in tensors if autocast_on(t)]
+    return no_autocast(on[0]) if on else contextlib.nullcontext()
 
 
 def _unit(x: Tensor, normalize: bool, dtype: torch.dtype) -> Tensor:
@@ -109,7 +126,7 @@ def _common_checks(
         if t is not None and name != "labels":
             _check_floating(loss, name, t)
     checks.check_same_device(loss, **tensors)
-    checks.check_chunk_size(loss, chunk_size)
+    cchecks.check_tile_size(loss, chunk_size)
     if temperature is not None:
         cchecks.check_temperature(loss, temperature)
     return reduction
@@ -124,10 +141,12 @@ def _check_floating(loss: str, name: str, t: Tensor) -> None:
 
 
 def _value_checks(loss: str, normalize: bool, temperature: float | Tensor | None,
-                  **views: Tensor) -> None:
+                  module: str | None = None, **views: Tensor) -> None:
     checks.check_finite(loss, **views)
+    if temperature is not None:
+        cchecks.check_temperature_value(loss, temperature)
     if temperature is not None and normalize:
-        cchecks.check_cosine_temperature(loss, temperature)
+        cchecks.check_cosine_temperature(loss, temperature, module)
     if not normalize:
         cchecks.check_normalized_rows(loss, **views)
 
@@ -192,8 +211,15 @@ def info_nce(
     if not _gathering(gather, group):
         cchecks.check_negatives_exist(loss, z1.shape[0], "`z1`")
     if checks.values_enabled(loss):
-        _value_checks(loss, normalize, temperature, z1=z1, z2=z2)
-    dtype = _compute_dtype(z1)
+        _value_checks(loss, normalize, temperature, "InfoNCELoss", z1=z1, z2=z2)
+    dtype, result = _dtypes(z1, z2)
+    with _as_written(z1, z2):
+        out = _info_nce(z1, z2, temperature, normalize, chunk_size, gather, group, dtype)
+    return _reduction.reduce(out, reduction).to(result)
+
+
+def _info_nce(z1, z2, temperature, normalize, chunk_size, gather, group, dtype) -> Tensor:
+    """The (2B,) rows of :func:`info_nce`, after its checks."""
     a, b = _unit(z1, normalize, dtype), _unit(z2, normalize, dtype)  # (B, D) each
     scale = _scale_from_temperature(temperature, a)
     n = a.shape[0]
@@ -207,8 +233,7 @@ def info_nce(
     else:
         k, skip = q, torch.arange(2 * n, device=a.device)
     positive = (a * b).sum(1) * scale  # (B,)
-    out = _lse(q, k, scale, skip, chunk_size) - torch.cat([positive, positive])  # (2B,)
-    return _reduction.reduce(out, reduction).to(z1.dtype)
+    return _lse(q, k, scale, skip, chunk_size) - torch.cat([positive, positive])  # (2B,)
 
 
 class InfoNCELoss(nn.Module):
@@ -277,7 +302,8 @@ def clip_loss(
     r"""The symmetric CLIP loss: cross-entropy over image-to-text and text-to-image logits.
 
     With :math:`a, b` the image and text rows (unit norm when ``normalize``) and
-    :math:`s = \min(e^{\text{logit\_scale}}, 100)`, logits :math:`L = s\, a b^\top` (B, B):
+    :math:`s = e^{\min(\text{logit\_scale},\, \log 100)}`, logits :math:`L = s\, a b^\top`
+    (B, B):
 
     .. math::
         l_i = \tfrac12 \Big( -\log \mathrm{softmax}(L_{i,:})_i
@@ -292,8 +318,13 @@ def clip_loss(
     Shape: ``"none"`` gives ``(B,)``: the mean of pair i's two cross-entropy terms.
 
     Departure from CLIP: CLIP clamps the ``logit_scale`` parameter itself to at most log(100)
-    after each optimizer step; here ``exp(logit_scale)`` is clamped at 100 inside the loss, so
-    beyond it the scale stays 100 with zero gradient, and the parameter is left alone.
+    after each optimizer step and uses ``exp(logit_scale)``; here the parameter is left alone
+    and the loss uses ``min(logit_scale, log 100)``, with log(100) rounded to the parameter's
+    dtype (CLIP's parked float32 parameter, whose exp is 100.0000076, is used as is), and passes
+    the gradient straight through the min. So up to log(100) value and gradient are CLIP's
+    (:math:`\partial l / \partial \text{logit\_scale} = s\, \partial l / \partial s`); beyond
+    it the scale is 100 and the gradient is CLIP's at its clamped parameter, never 0 (a
+    parameter past the cap is not stuck: the gradient can bring it back).
 
     Reference: Radford et al., "Learning Transferable Visual Models From Natural Language
     Supervision" (CLIP), 2021.
@@ -307,39 +338,48 @@ def clip_loss(
     reduction = _common_checks(loss, reduction, chunk_size, None, image_embeds=image_embeds,
                                text_embeds=text_embeds)
     cchecks.check_pair_shapes(loss, "image_embeds", image_embeds, "text_embeds", text_embeds)
-    _check_logit_scale_metadata(logit_scale)
+    cchecks.check_logit_scale_metadata(loss, logit_scale)
     if not _gathering(gather, group):
         cchecks.check_negatives_exist(loss, image_embeds.shape[0], "`image_embeds`")
     if checks.values_enabled(loss):
         _value_checks(loss, normalize, None, image_embeds=image_embeds, text_embeds=text_embeds)
         cchecks.check_logit_scale(loss, logit_scale, normalize)
-    dtype = _compute_dtype(image_embeds)
+    dtype, result = _dtypes(image_embeds, text_embeds)
+    with _as_written(image_embeds, text_embeds):
+        out = _clip_rows(image_embeds, text_embeds, logit_scale, normalize, chunk_size, gather,
+                         group, dtype)
+    return _reduction.reduce(out, reduction).to(result)
+
+
+def _clip_rows(image_embeds, text_embeds, logit_scale, normalize, chunk_size, gather, group,
+               dtype) -> Tensor:
+    """The (B,) rows of :func:`clip_loss`, after its checks."""
     a, b = _unit(image_embeds, normalize, dtype), _unit(text_embeds, normalize, dtype)
-    if isinstance(logit_scale, Tensor):
-        scale = logit_scale.to(dtype).exp().clamp(max=CLIP_MAX_SCALE)
-    else:
-        scale = torch.tensor(min(math.exp(logit_scale), CLIP_MAX_SCALE), dtype=dtype,
-                             device=a.device)
+    scale = _clip_scale(logit_scale, dtype, a.device)
     ka, _ = _keys(a, gather, group)  # (B_all, D)
     kb, _ = _keys(b, gather, group)
     none = torch.full((a.shape[0],), -1, dtype=torch.long, device=a.device)  # skip nothing
     positive = (a * b).sum(1) * scale  # (B,)
     out = 0.5 * (_lse(a, kb, scale, none, chunk_size) + _lse(b, ka, scale, none, chunk_size))
-    return _reduction.reduce(out - positive, reduction).to(image_embeds.dtype)
+    return out - positive
 
 
-def _check_logit_scale_metadata(logit_scale: float | Tensor) -> None:
-    ok = (logit_scale.dim() == 0 and logit_scale.is_floating_point()
-          if isinstance(logit_scale, Tensor)
-          else isinstance(logit_scale, (int, float)) and math.isfinite(logit_scale))
-    if not ok:
-        got = checks.describe(logit_scale) if isinstance(logit_scale, Tensor) else repr(
-            logit_scale)
-        raise checks.LossInputError(
-            f"clip_loss: `logit_scale` is {got}, but it must be one finite number, the log of "
-            f"the scale. Fix: pass a float such as math.log(1 / 0.07), or a 0-d floating "
-            f"tensor (a learnt parameter)."
-        )
+def _clip_scale(logit_scale: float | Tensor, dtype: torch.dtype, device) -> Tensor:
+    r""":math:`s = e^{\min(p,\, \log 100)}` as a 0-d tensor of ``dtype``, log(100) rounded to
+    ``p``'s dtype, with :math:`\partial s / \partial p = s` everywhere: the min passes the
+    gradient straight through (``held + (p - p.detach())`` is ``held`` exactly, gradient 1).
+
+    >>> p = torch.tensor(math.log(100.0), dtype=torch.float32, requires_grad=True)  # CLIP's cap
+    >>> s = _clip_scale(p, torch.float32, "cpu"); s.backward()
+    >>> s.item(), p.grad.item()  # exp(p) and its gradient, as CLIP's parked parameter gives
+    (100.00000762939453, 100.00000762939453)
+    """
+    if not isinstance(logit_scale, Tensor):  # min first: exp(1000.0) overflows a float
+        held = min(float(logit_scale), cchecks.log_max_scale(torch.float64))
+        return torch.tensor(min(math.exp(held), CLIP_MAX_SCALE), dtype=dtype, device=device)
+    p = logit_scale.to(dtype)
+    held = p.detach().clamp(max=cchecks.log_max_scale(logit_scale.dtype))
+    return (held + (p - p.detach())).exp()
 
 
 class ClipLoss(nn.Module):
@@ -365,6 +405,7 @@ class ClipLoss(nn.Module):
         group=None,
     ) -> None:
         super().__init__()
+        cchecks.check_logit_scale_metadata("ClipLoss", logit_scale)
         if learn_logit_scale:
             self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
         else:
@@ -419,6 +460,9 @@ def supcon_loss(
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``; an anchor with no positive (V = 1
             and a class seen once) counts 0 and is left out of ``"mean"``'s count.
 
+    With V = 1 only labels give positives: ``labels=None`` raises, and labels that are all
+    different warn (LossWarning; the loss is 0 with no gradient, as a mean over nothing).
+
     Shape: ``"none"`` gives ``(B, V)``.
 
     Departure from the authors' code: no ``temperature / base_temperature`` factor (the
@@ -433,12 +477,27 @@ def supcon_loss(
     reduction = _common_checks(loss, reduction, chunk_size, temperature, features=features,
                                labels=labels)
     cchecks.check_supcon_shapes(loss, features, labels)
+    cchecks.check_supcon_has_positives(loss, features.shape[1], labels)
     if not _gathering(gather, group):
         cchecks.check_negatives_exist(loss, features.shape[0], "`features`")
-    if checks.values_enabled(loss):
+    values = checks.values_enabled(loss)
+    if values:
         _value_checks(loss, normalize, temperature, features=features)
+    dtype, result = _dtypes(features)
+    with _as_written(features):
+        out, counted = _supcon_rows(features, labels, temperature, normalize, chunk_size,
+                                    gather, group, dtype, values)
+    if reduction == "none":
+        return out.reshape(features.shape[1], features.shape[0]).T.to(result)  # (B, V)
+    return _reduction.reduce(out, reduction, counted).to(result)
+
+
+def _supcon_rows(features, labels, temperature, normalize, chunk_size, gather, group, dtype,
+                 values) -> tuple[Tensor, Tensor]:
+    """The (V*B,) anchor losses of :func:`supcon_loss` (view-major) and how many anchors have
+    a positive, after its checks; ``values``: run the class-count value check."""
+    loss = "supcon_loss"
     bsz, views, d = features.shape
-    dtype = _compute_dtype(features)
     x = _unit(features.transpose(0, 1).reshape(views * bsz, d), normalize, dtype)  # (V*B, D)
     scale = _scale_from_temperature(temperature, x)
     k, start = _keys(x, gather, group)  # (V*B_all, D) when gathering
@@ -449,16 +508,15 @@ def supcon_loss(
     classes, inverse = torch.unique(y, return_inverse=True)
     sums = torch.zeros(len(classes), d, dtype=dtype, device=x.device).index_add(0, inverse, k)
     counts = torch.bincount(inverse, minlength=len(classes))  # (K,)
+    if values and views == 1:  # unique has read the labels already (a GPU sync): no new one
+        cchecks.check_supcon_class_counts(loss, counts)
     mine = inverse[start : start + n]  # (V*B,): each anchor's class
     positives = sums[mine] - x  # (V*B, D): sum over P(i)
     n_pos = counts[mine] - 1  # (V*B,)
     skip = torch.arange(n, device=x.device) + start
     mean_pos = (x * positives).sum(1) * scale / n_pos.clamp(min=1).to(dtype)
     out = torch.where(n_pos > 0, _lse(x, k, scale, skip, chunk_size) - mean_pos, 0.0)
-    if reduction == "none":
-        return out.reshape(views, bsz).T.to(features.dtype)  # (B, V)
-    counted = (n_pos > 0).sum().to(dtype)
-    return _reduction.reduce(out, reduction, counted).to(features.dtype)
+    return out, (n_pos > 0).sum().to(dtype)
 
 
 class SupConLoss(nn.Module):
@@ -480,6 +538,7 @@ class SupConLoss(nn.Module):
         group=None,
     ) -> None:
         super().__init__()
+        cchecks.check_temperature("SupConLoss", temperature)
         self.temperature = temperature
         self.normalize = normalize
         self.reduction = reduction
