@@ -433,8 +433,8 @@ def _print_registry(catalog: Any) -> None:
     from rich.console import Console
 
     width = shutil.get_terminal_size((80, 24)).columns
-    if width >= 120:
-        Console(width=width).print(catalog.registry_table())
+    if width >= catalog.table_min_width(catalog.registry_table()):
+        Console(width=width).print(catalog.registry_table(width))
         return
     for line in catalog.format_registry().splitlines():
         print(textwrap.fill(line, width=width - 1, subsequent_indent="    ",
