@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # download a multi-GB CUDA build. On a GPU machine: `make TORCH=torch test`.
 TORCH ?= torch==2.13.0
 
-.PHONY: train test lint docs screenshots fuzz mutate
+.PHONY: train test lint typecheck docs screenshots fuzz mutate
 
 $(BIN)/losskit: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(BIN)/losskit
 
 lint: $(BIN)/losskit
 	$(BIN)/ruff check .
+
+# mypy on losskit/ with check_untyped_defs ([tool.mypy] in pyproject.toml).
+typecheck: $(BIN)/losskit
+	$(BIN)/mypy
 
 # The documentation site into site/ (open site/index.html), offline, strict: a broken link or
 # cross-reference, or a docstring that fails to render, fails the build.

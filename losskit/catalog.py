@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io  # noqa: F401  (doctest namespace)
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,7 +350,7 @@ def build_table(task: str | None = None, width: int | None = None) -> Table:
     return _sized_table("Which loss for which task", columns, cells, width, lines_fit=(3,))
 
 
-def _sized_table(title: str, columns: list[tuple[str, int]], cells: list[tuple[str, ...]],
+def _sized_table(title: str, columns: list[tuple[str, int]], cells: Sequence[Sequence[str]],
                  width: int | None, lines_fit: tuple[int, ...] = ()) -> Table:
     """A table whose column ``i`` is its longest word wide (its longest line for ``i`` in
     ``lines_fit``) plus its ratio's share of whatever ``width`` leaves over.

@@ -234,6 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                   resume=args.resume, **kwargs)
     keys = ["val_loss", f"val_{MAIN_METRIC[task_data.task]}"]
     best, final = history.best, history.final
+    if final is None:  # fit runs at least one epoch
+        raise RunFailed(f"training recorded no epoch; the run's files are in {out}.")
     if best is None:  # no epoch had a finite validation loss: the run diverged
         raise RunFailed(f"no epoch had a finite validation loss (epoch {final['epoch']}: "
                         f"val_loss {final.get('val_loss')}); the run's files are in {out}. "
@@ -386,7 +388,8 @@ def _load_setup(spec: str) -> tuple[Any, Any, Any]:
     sys.modules[name] = module  # as an import would: dataclasses and pickle look it up there
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # its sibling imports work
     try:
-        _user_code(lambda: module_spec.loader.exec_module(module), f"importing {path}", path)
+        loader = module_spec.loader
+        _user_code(lambda: loader.exec_module(module), f"importing {path}", path)
         fn = getattr(module, func, None)
         if not callable(fn):
             found = sorted(n for n, v in vars(module).items() if not n.startswith("_")
