@@ -104,14 +104,14 @@ def count_rows(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
 class LossRecord:
     """What losskit knows about one loss. See the module docstring for each field."""
 
-    function: Callable[..., Tensor]
+    function: Callable[..., Tensor | tuple[Tensor, Tensor]]  # (loss, lse) with return_lse
     module: type[nn.Module]
     family: str  # the file in losskit/losses/ that holds it
     input: str
     targets: tuple[str, ...]
     summary: str
     mean_count: MeanCount | None = None  # None: "mean" is not a plain mean of counted terms
-    torch_function: Callable[..., Tensor] | None = None
+    torch_function: Callable[..., Tensor | tuple[Tensor, Tensor]] | None = None
     torch_module: type[nn.Module] | None = None
     cli: str | None = None  # name for `losskit train --loss`, when a built-in task fits
     estimates: str | None = None  # what the minimiser is: "mean", "median", "probabilities", ...
