@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # download a multi-GB CUDA build. On a GPU machine: `make TORCH=torch test`.
 TORCH ?= torch==2.13.0
 
-.PHONY: train test lint typecheck docs screenshots fuzz mutate
+.PHONY: train test lint typecheck docs screenshots fuzz mutate gallery
 
 $(BIN)/losskit: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -54,3 +54,7 @@ mutate: $(BIN)/losskit
 	$(BIN)/pip install -q "cosmic-ray>=8.4"
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mutate.py --budget $(MUTATE_BUDGET) \
 		--per-module $(MUTATE_PER_MODULE) --workers 2
+
+# Every loss's curves by family, and docs/gallery.md, from the registry (commit the result).
+gallery: $(BIN)/losskit
+	$(BIN)/losskit gallery

@@ -10,13 +10,14 @@ from types import ModuleType
 
 import torch
 
-# (page, module, what the page is about). losskit.integrations joins once it exists.
+# (page, module, what the page is about). A module that does not exist gets a page saying so.
 PAGES = [
     ("api/losskit.md", "losskit", "Loss Modules, errors and warnings, checks, doctor, fit"),
     ("api/functional.md", "losskit.functional", "every loss as a function"),
     ("api/distributed.md", "losskit.distributed", "one loss across ranks and micro-batches"),
     ("api/registry.md", "losskit.registry", "the record of each loss"),
-    ("api/integrations.md", "losskit.integrations", "optional integrations"),
+    ("api/integrations.md", "losskit.integrations.transformers",
+     "Hugging Face models with the fused loss"),
 ]
 
 

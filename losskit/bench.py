@@ -34,6 +34,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import importlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +87,7 @@ class Family:
     targets: list[Target]
     full: list[dict]  # sizes for the benchmark scripts
     quick: list[dict]  # sizes for `losskit bench`
+    requires: str | None = None  # an optional package it needs; "all" skips it when missing
 
 
 def _nbytes(*tensors: torch.Tensor) -> int:
@@ -338,7 +340,124 @@ ELEMENTWISE = Family(
     quick=[{"numel": 1_000_000}],
 )
 
-FAMILIES = {f.name: f for f in (CROSS_ENTROPY, LINEAR_CROSS_ENTROPY, ELEMENTWISE)}
+
+# Contrastive (NT-Xent) ----------------------------------------------------------------------------
+
+
+def _nt_xent_torch(z1, z2, t=0.1):
+    """NT-Xent in plain torch, as usually written by hand: the full (2B, 2B) matrix."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D)
+    sim = (z @ z.T / t).fill_diagonal_(float("-inf"))  # (2B, 2B)
+    b = z1.shape[0]
+    positives = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])
+    return F.cross_entropy(sim, positives)
+
+
+def _contrastive_build(chunk: int | None, library: str) -> Callable[[dict], Case]:
+    def build(size: dict) -> Case:
+        import losskit.functional as LF
+
+        gen = torch.Generator().manual_seed(0)
+        z1 = torch.randn(size["B"], size["D"], generator=gen).requires_grad_()
+        z2 = torch.randn(size["B"], size["D"], generator=gen).requires_grad_()
+        fn: Callable[..., Any]
+        if library == "torch":
+            fn = _nt_xent_torch
+        else:
+            _past_startup_checks("info_nce", torch.randn(4, 3), torch.randn(4, 3))
+            def fn(a, b):
+                return LF.info_nce(a, b, chunk_size=chunk)
+
+        def step():
+            z1.grad = z2.grad = None
+            fn(z1, z2).backward()
+
+        return Case(step, _nbytes(z1, z2), _nbytes(z1, z2))
+
+    return build
+
+
+# A Hugging Face causal LM's training step (losskit.integrations.transformers) -------------------
+
+
+def _hf_build(fused: bool) -> Callable[[dict], Case]:
+    """One forward+backward of a ``layers``-deep Llama with the full ``V`` vocabulary on
+    ``(B, T)`` tokens: its own loss (logits, then ``F.cross_entropy``) or ``fuse_loss``'s."""
+
+    def build(size: dict) -> Case:
+        import transformers
+
+        from losskit.integrations.transformers import fuse_loss
+
+        torch.manual_seed(0)
+        heads = max(1, size["D"] // 64)
+        config = transformers.LlamaConfig(
+            vocab_size=size["V"], hidden_size=size["D"], intermediate_size=2 * size["D"],
+            num_hidden_layers=size["layers"], num_attention_heads=heads,
+            num_key_value_heads=heads, max_position_embeddings=size["T"],
+            tie_word_embeddings=False,
+        )
+        model = transformers.LlamaForCausalLM(config).train()
+        if fused:
+            fuse_loss(model)
+            _past_startup_checks("linear_cross_entropy", torch.randn(4, 2), torch.randn(3, 2),
+                                 torch.tensor([0, 1, 2, 0]))
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(size["V"], (size["B"], size["T"]), generator=gen)
+        params = list(model.parameters())
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            model(input_ids=ids, labels=ids).loss.backward()
+
+        return Case(step, _nbytes(*params), _nbytes(*params))
+
+    return build
+
+
+CONTRASTIVE = Family(
+    "contrastive",
+    [
+        Variant("torch NT-Xent", _contrastive_build(None, "torch")),
+        Variant("losskit plain", _contrastive_build(None, "losskit")),
+        Variant("losskit chunked", _contrastive_build(512, "losskit")),
+    ],
+    [
+        Target("time chunked vs plain", "losskit chunked", "losskit plain", 1.3),
+        Target("time plain vs torch NT-Xent", "losskit plain", "torch NT-Xent", 1.1),
+        Target("extra memory chunked / one (2B, 2B) matrix", "losskit chunked", None, 0.25,
+               "memory"),
+        Target("extra memory chunked vs plain (info)", "losskit chunked", "losskit plain",
+               float("inf"), "memory"),
+    ],
+    full=[{"B": b, "D": 128} for b in (1024, 2048, 4096)],
+    quick=[{"B": b, "D": 128} for b in (512, 1024)],
+)
+
+
+TRANSFORMERS = Family(
+    "transformers",
+    [
+        Variant("own loss (transformers)", _hf_build(False)),
+        Variant("fuse_loss (losskit)", _hf_build(True)),
+    ],
+    [
+        Target("time fused / own", "fuse_loss (losskit)", "own loss (transformers)", 1.10),
+        Target("extra memory / logits (fused)", "fuse_loss (losskit)", None, 1.0, "memory"),
+        Target("extra memory / logits (own, info)", "own loss (transformers)", None,
+               float("inf"), "memory"),
+        Target("extra memory fused / own (info)", "fuse_loss (losskit)",
+               "own loss (transformers)", float("inf"), "memory"),
+    ],
+    full=[{"V": 32000, "D": 256, "layers": 1, "B": 2, "T": 512},
+          {"V": 128256, "D": 256, "layers": 1, "B": 2, "T": 512}],
+    quick=[{"V": 8000, "D": 128, "layers": 1, "B": 2, "T": 128}],
+    requires="transformers",
+)
+
+FAMILIES = {
+    f.name: f for f in (CROSS_ENTROPY, LINEAR_CROSS_ENTROPY, ELEMENTWISE, CONTRASTIVE, TRANSFORMERS)
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -521,6 +640,10 @@ def _unit_bytes(family: Family, size: dict) -> int:
     """Bytes of the logits (cross-entropy) that memory targets are expressed in."""
     if family.name == "cross_entropy":
         return size["N"] * size["C"] * _dtype(size).itemsize
+    if family.name == "contrastive":  # the (2B, 2B) float32 similarity matrix
+        return (2 * size["B"]) ** 2 * 4
+    if family.name == "transformers":  # the float32 (B, T, V) logits of the model's own loss
+        return size["B"] * size["T"] * size["V"] * 4
     return 1
 
 
@@ -639,7 +762,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen families, print the tables, optionally append them; returns 0."""
-    names = list(FAMILIES) if args.family == "all" else [args.family]
+    names = [args.family] if args.family != "all" else [
+        name for name, f in FAMILIES.items()
+        if f.requires is None or importlib.util.find_spec(f.requires) is not None
+    ]
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the memory children inherit it

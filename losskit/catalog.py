@@ -286,6 +286,20 @@ CATALOG: tuple[TaskLosses, ...] = (
             "(N, 1) targets for MultiMarginLoss (losskit raises, with the conversion)."
         ),
     ),
+    TaskLosses(
+        task="contrastive representation learning",
+        output="(N, D) float embeddings of two views (or image and text); SupCon: (N, V, D)",
+        target="none (row i of each view is a positive pair); SupCon: int64 labels (N,) or none",
+        losses=(),  # InfoNCELoss, ClipLoss, SupConLoss join from their records (contrastive.py)
+        notes=(
+            "InfoNCE / NT-Xent (SimCLR) contrasts two augmented views, the other 2N - 2 rows "
+            "being negatives; ClipLoss is the symmetric image-text form with a learnt scale; "
+            "SupConLoss makes same-label samples positives. Bigger batches give more negatives: "
+            "chunk_size=1024 keeps memory flat in N, gather=True uses every rank's rows. "
+            "Pitfall: temperature 1 on cosine similarities (losskit warns), views of different "
+            "shapes or one transposed (losskit raises)."
+        ),
+    ),
 )
 
 

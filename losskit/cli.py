@@ -7,6 +7,8 @@
     losskit doctor my_setup.py[:FUNC]   # FUNC() -> (model, loss_fn, (inputs, targets))
     losskit doctor --task sequence
     losskit losses [--task TASK]
+    losskit explain huber [--out DIR] [--format svg]   # formula, derivative, example, HUBER.png
+    losskit gallery                     # every loss's curves by family -> docs/gallery.md
     losskit bench ...
 
 Exit codes: 0 success; 1 the work ran but failed (the doctor found a failing check, training
@@ -277,8 +279,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if _rank() == 0:
         rows = _compare_rows(histories, seconds, main)
         _write_compare(out, rows, histories, main, task_data.name)
+        _write_loss_curves(out, names)
         _print_compare(rows, task_data.name)
-        _print(f"wrote compare.png, compare.csv and one run directory per loss to {out}")
+        _print(f"wrote compare.png, loss-curves.png, compare.csv and one run directory per loss "
+               f"to {out}")
     return EXIT_OK
 
 
@@ -321,6 +325,18 @@ def _write_compare(out: str, rows: list, histories: dict, main: str, dataset: st
     fig.tight_layout()
     fig.savefig(os.path.join(out, "compare.png"), dpi=110)
     plt.close(fig)
+
+
+def _write_loss_curves(out: str, names: list[str]) -> None:
+    """loss-curves.png beside compare.png: each compared loss and its gradient (as in
+    ``losskit explain``), so a training curve can be read against the shape that made it."""
+    from losskit import explain
+
+    records = [explain.resolve(name) for name in names]
+    records = [r for r in records if r.explain is not None]
+    if records:
+        explain.plot_side_by_side(records, os.path.join(out, "loss-curves.png"),
+                                  title="the compared losses (top) and their gradients (bottom)")
 
 
 def _print_compare(rows: list, dataset: str) -> None:
@@ -450,6 +466,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
     if args.all:
         _print_registry(catalog)
+        print(GALLERY_NOTE)
         return 0
     task = args.task
     if task in data.DATASETS:  # a dataset name: its task kind
@@ -461,6 +478,48 @@ def cmd_losses(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     catalog.print_table(task=task)
+    print(GALLERY_NOTE)
+    return EXIT_OK
+
+
+GALLERY_NOTE = ("Pictures of every loss and its gradient, by family: docs/gallery.md "
+                "(`losskit explain LOSS` for one loss).")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Print a loss's formula, derivative, properties and a worked example; write LOSS.png (the
+    loss and its gradient against the residual, logit or margin, its options overlaid)."""
+    from losskit import explain
+
+    try:
+        record = explain.resolve(args.loss)
+        text, example = explain.explain_text(record.name)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    print(text)
+    if not example.matches:
+        raise RunFailed(f"{record.name}: the worked example by hand differs from the loss's own "
+                        f"output. Fix: report it; one of the two is wrong.")
+    if not args.no_plot:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"{record.name}.{args.format}")
+        explain.plot_curves(record, path=path, fmt=args.format)
+        _print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    """Draw every registered loss and its gradient, one picture per family, and the docs page
+    linking them (from the loss registry, never by hand)."""
+    from losskit import explain
+
+    page = args.page
+    images = args.out or os.path.join(os.path.dirname(page) or ".", explain.GALLERY_IMAGES)
+    try:
+        paths = explain.write_gallery(images, page, notes=explain.GALLERY_NOTES)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    _print(f"wrote {len(paths)} pictures to {images} and the page {page}")
     return EXIT_OK
 
 
@@ -564,6 +623,23 @@ def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="every loss losskit has, by family, with its input and target kinds")
     p.set_defaults(run=cmd_losses)
+
+    p = sub.add_parser("explain", help="a loss's formula, derivative, worked example and curves",
+                       description=cmd_explain.__doc__)
+    p.add_argument("loss", metavar="LOSS", help="function, Module or CLI name (cross_entropy, "
+                                                "CrossEntropyLoss, cross-entropy)")
+    p.add_argument("--out", metavar="DIR", default=".", help="where LOSS.png goes (default .)")
+    p.add_argument("--format", choices=("png", "svg"), default="png", help="(default png)")
+    p.add_argument("--no-plot", action="store_true", help="print only, write no picture")
+    p.set_defaults(run=cmd_explain)
+
+    p = sub.add_parser("gallery", help="every loss's curves by family, and docs/gallery.md",
+                       description=cmd_gallery.__doc__)
+    p.add_argument("--page", metavar="FILE.md", default=os.path.join("docs", "gallery.md"),
+                   help="the Markdown page to write (default docs/gallery.md)")
+    p.add_argument("--out", metavar="DIR",
+                   help="picture directory (default images/gallery beside the page)")
+    p.set_defaults(run=cmd_gallery)
 
     p = sub.add_parser("bench", help="benchmark the loss kernels",
                        description=cmd_bench.__doc__)

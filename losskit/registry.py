@@ -17,6 +17,8 @@ A record says:
   normalisation across micro-batches and ranks, :mod:`losskit.distributed.normalise`).
 * ``torch_module`` / ``torch_function``: the twin in ``torch.nn``, if any.
 * ``cli``: the name ``losskit train --loss`` uses, ``summary``: its line in ``losskit losses``.
+* ``explain``: an :class:`Explain` (formula, closed-form derivative, properties, worked example,
+  curve) for ``losskit explain`` and the gallery; added by the family file with :func:`describe`.
 
 >>> import losskit as lk
 >>> record = lookup(lk.CrossEntropyLoss())
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,9 +40,12 @@ from torch import Tensor, nn
 __all__ = [
     "INPUT_KINDS",
     "TARGET_KINDS",
+    "Curve",
+    "Explain",
     "LossRecord",
     "count_elements",
     "count_rows",
+    "describe",
     "get",
     "lookup",
     "records",
@@ -101,6 +107,47 @@ def count_rows(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """How ``losskit explain`` draws a loss: the loss and its gradient against one scalar ``t``.
+
+    ``loss(t, **option)`` maps a 1-D float64 grid ``t`` to the loss at each point, shape ``t``'s,
+    by calling the loss itself (one sample per grid point); the gradient is autograd's
+    ``d loss / d t``. ``options`` are the settings overlaid, ``(label, option kwargs)`` each.
+    """
+
+    axis: str  # the x label, e.g. "residual x - y", "logit of the true class"
+    loss: Callable[..., Tensor]
+    options: tuple[tuple[str, dict], ...] = (("", {}),)
+    span: tuple[float, float] = (-3.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Explain:
+    """What ``losskit explain`` prints and draws for one loss (see docs/design.md, "What a record
+    needs for explain").
+
+    ``example()`` returns ``(args, kwargs)``: a few float64 numbers the loss accepts.
+    ``steps(*args, **kwargs)`` computes the loss on them by hand, as ``(label, value)`` pairs,
+    the last being the loss under ``kwargs``'s reduction. ``gradient(*args, **kwargs)`` is the
+    closed-form derivative of the ``reduction="sum"`` loss with respect to ``args[0]``, the same
+    shape; the test suite checks it against autograd in float64.
+    """
+
+    formula: str  # plain text, per element / per sample
+    latex: str
+    derivative: str  # with respect to the first argument, plain text
+    derivative_latex: str
+    gradient: Callable[..., Tensor]
+    example: Callable[[], tuple[tuple, dict]]
+    steps: Callable[..., list[tuple[str, Tensor]]]
+    curve: Curve
+    convex: bool  # in the first argument
+    bounded_gradient: bool
+    robust: str  # to outliers / wrong labels: "yes: ...", "no: ...", "partly: ..."
+    note: str = ""  # where the derivative is given at a coarser level, caveats
+
+
+@dataclass(frozen=True)
 class LossRecord:
     """What losskit knows about one loss. See the module docstring for each field."""
 
@@ -119,6 +166,7 @@ class LossRecord:
     # Rows of the `losskit losses` table (losskit/catalog.py) this loss also belongs to, with the
     # constructor arguments to show there: (("regression with outliers", "delta=1.0"),).
     catalog: tuple[tuple[str, str], ...] = field(default=())
+    explain: Explain | None = None
 
     def __post_init__(self) -> None:
         if self.input not in INPUT_KINDS:
@@ -160,6 +208,16 @@ def register(record: LossRecord) -> LossRecord:
     if record.name in _RECORDS:
         raise ValueError(f"{record.name} is registered twice")
     _RECORDS[record.name] = record
+    return record
+
+
+def describe(function: Callable[..., Any], explain: Explain) -> LossRecord:
+    """Give the registered record of ``function`` its :class:`Explain` (a family file calls
+    this after its ``register`` calls, so the records themselves stay short)."""
+    import dataclasses
+
+    record = dataclasses.replace(_RECORDS[function.__name__], explain=explain)
+    _RECORDS[function.__name__] = record
     return record
 
 

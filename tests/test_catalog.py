@@ -166,6 +166,15 @@ def _margin(g: torch.Generator, loss: Loss) -> tuple:
     return scores, (torch.rand(N, C, generator=g) < 0.5).float()  # (N, C) float 0./1.
 
 
+def _contrastive(g: torch.Generator, loss: Loss) -> tuple:
+    D = 8
+    z1 = torch.randn(N, D, generator=g)  # (N, D): first view (or images)
+    z2 = z1 + 0.5 * torch.randn(N, D, generator=g)  # (N, D): second view (or captions)
+    if loss.module == "SupConLoss":
+        return torch.stack([z1, z2], dim=1), torch.randint(0, C, (N,), generator=g)  # (N, 2, D)
+    return z1, z2
+
+
 EXAMPLES = {
     "regression": _regression,
     "regression with outliers": _regression,
@@ -183,6 +192,7 @@ EXAMPLES = {
     "count prediction": _counts,
     "predictive uncertainty": _uncertainty,
     "margin classification (hinge, SVM-style)": _margin,
+    "contrastive representation learning": _contrastive,
 }
 
 

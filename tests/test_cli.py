@@ -85,6 +85,8 @@ BAD_IN_A_PROCESS = {  # name -> (argv, pieces the one-line message must contain)
                            ["has no function 'nofunc'", "Fix: define nofunc()", "softmax_head"]),
     "losses-unknown-task": (["losses", "--task", "nope"],
                             ["task='nope' matches no task", "Fix: pass part of one"]),
+    "explain-unknown-loss": (["explain", "hubber"],
+                             ["no loss named 'hubber'", "Close matches: huber", "Fix: use a name"]),
     "bench-unknown-family": (["bench", "--family", "nope"],
                              ["argument --family: invalid choice: 'nope'", "elementwise",
                               "(see losskit bench --help)"]),
@@ -106,6 +108,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "compare": ["compare", "--task", "iris", "--losses", "cross-entropy,focal", "--epochs",
                     "2", "--out", str(base / "cmp"), "--no-progress"],
         "losses": ["losses"],
+        "explain": ["explain", "CrossEntropyLoss", "--out", str(base / "exp"), "--format", "svg"],
         "bench": ["bench", "--family", "elementwise", "--repeats", "1", "--warmup", "0",
                   "--no-compile", "--no-memory"],
     })
@@ -158,6 +161,7 @@ def test_compare_overlays_every_loss(ran: dict) -> None:
     assert all(0 <= float(r["final_val_accuracy"]) <= 1 for r in summary)
     assert all(r["best_epoch"] in ("1", "2") for r in summary)
     assert (out / "compare.png").stat().st_size > 0
+    assert (out / "loss-curves.png").stat().st_size > 0  # the compared losses' shapes
     for name in ("cross-entropy", "focal"):
         assert len(rows(out / name / "history.csv")) == 2
     table = [line for line in result.stdout.splitlines() if "│" in line]
@@ -170,6 +174,17 @@ def test_losses_prints_the_table(ran: dict) -> None:
     assert result.returncode == 0, result.stderr
     for name in ("CrossEntropyLoss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss"):
         assert name in result.stdout
+    assert "docs/gallery.md" in result.stdout
+
+
+def test_explain_prints_the_worked_example_and_writes_the_picture(ran: dict) -> None:
+    result = ran["explain"]
+    assert result.returncode == 0, result.stderr
+    for piece in ("cross_entropy (CrossEntropyLoss", "derivative", "softmax(z)_c - q_c",
+                  "convex in the input:  yes", "worked example", "(equal)"):
+        assert piece in result.stdout, piece
+    picture = ran["dir"] / "exp" / "cross_entropy.svg"
+    assert picture.read_text().lstrip().startswith("<?xml")
 
 
 def test_bench_times_the_elementwise_family(ran: dict) -> None:

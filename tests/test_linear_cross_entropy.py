@@ -314,7 +314,9 @@ def test_options_batch_chunk_size_is_losskits_chunk_size(gen, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(kernels, "linear_cross_entropy", spy)
-    h, w = torch.randn(8, 4, generator=gen), torch.randn(6, 4, generator=gen)
+    # 8 x 8192 logits: one fused block or more, so the chunked kernel runs (smaller calls
+    # compute their logits, as torch does)
+    h, w = torch.randn(8, 4, generator=gen), torch.randn(8192, 4, generator=gen)
     y = torch.arange(8) % 6
     LF.linear_cross_entropy(h, w, y, options=nn.LinearCrossEntropyOptions(batch_chunk_size=3))
     assert seen["chunk_size"] == 3

@@ -235,6 +235,16 @@ def check_floating_input(loss: str, input: Tensor, *, allow_complex: bool = Fals
         )
 
 
+def on_one_device(first: Tensor, *others: Tensor | None) -> bool:
+    """Whether every tensor given is on ``first``'s device: the cheap test that decides whether
+    :func:`check_same_device` (which builds its message, and exempts 0-d CPU tensors) runs."""
+    device = first.device
+    for t in others:  # noqa: SIM110 (a plain loop: all() over a generator costs twice as much)
+        if t is not None and t.device != device:
+            return False
+    return True
+
+
 def check_same_device(loss: str, **tensors: Tensor | None) -> None:
     """Every tensor on the first one's device. A 0-d CPU tensor is exempt: torch treats it as a
     scalar beside tensors on any device (``target=torch.tensor(1.)`` with CUDA inputs)."""

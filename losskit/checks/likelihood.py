@@ -83,6 +83,11 @@ def _torch_accepts_var_shape(input_shape: torch.Size, var_shape: torch.Size) -> 
     return sum(v for i, v in zip(input_shape, var_shape, strict=True) if i != v) == 1
 
 
+def var_shape_accepted(input: Tensor, var: Tensor) -> bool:
+    """Whether torch takes ``var``'s shape for ``input`` (see :func:`check_var_shape`)."""
+    return _torch_accepts_var_shape(input.shape, var.shape)
+
+
 def _var_shape_fix(input: Tensor, var: Tensor) -> str:
     if tuple(var.shape) == (*input.shape, 1):
         return "`var.squeeze(-1)`"

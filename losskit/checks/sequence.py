@@ -213,6 +213,40 @@ def _sample(index: Tensor) -> int:
     return int(torch.nonzero(index)[0, 0])
 
 
+#: Up to this many target entries, :func:`small_lengths_and_labels_clear` reads them in Python
+#: (a few microseconds) rather than running the dozen tensor ops of the general test.
+SMALL_TARGETS = 256
+
+
+def _as_list(lengths: Lengths) -> list[int]:
+    if isinstance(lengths, Tensor):
+        return lengths.reshape(-1).tolist()
+    return [int(v) for v in lengths]
+
+
+def small_lengths_and_labels_clear(
+    log_probs: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
+    blank: int,
+) -> bool:
+    """:func:`lengths_and_labels_clear` for CPU targets of at most :data:`SMALL_TARGETS`
+    entries, on Python lists (the lengths as given, tensor or sequence). Any doubt returns
+    False, and the detailed checks run."""
+    frames, classes = log_probs.shape[0], log_probs.shape[-1]
+    il, tl = _as_list(input_lengths), _as_list(target_lengths)
+    if any(n < 0 or n > frames for n in il) or any(n < 0 for n in tl):
+        return False
+    rows = targets.tolist()
+    if targets.dim() == 2:  # (N, S) padded: the first target_lengths[n] entries are labels
+        if len(tl) != targets.shape[0] or any(n > targets.shape[1] for n in tl):
+            return False
+        labels = [v for row, n in zip(rows, tl, strict=True) for v in row[:n]]
+    elif sum(tl) == targets.numel():  # 1-D concatenated: every entry is a label
+        labels = rows if targets.dim() == 1 else [rows]
+    else:
+        return False
+    return all(0 <= v < classes and v != blank for v in labels)
+
+
 def lengths_and_labels_clear(
     log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int
 ) -> bool:

@@ -13,6 +13,7 @@ segmentation             soft Dice
 sequence                 CTC
 linear_cross_entropy     cross-entropy of a linear head without the logits
 margin                   soft margin, multi-label soft margin, multi-label and multi-class hinge
+contrastive              InfoNCE / NT-Xent, CLIP, supervised contrastive (chunked, multi-rank)
 =======================  ====================================================================
 
 The public paths are :mod:`losskit.functional` (functions) and :mod:`losskit` (Modules); both
@@ -21,6 +22,7 @@ re-export what the family files list in their ``__all__``.
 
 from losskit.losses.binary import *  # noqa: F403
 from losskit.losses.classification import *  # noqa: F403
+from losskit.losses.contrastive import *  # noqa: F403
 from losskit.losses.divergence import *  # noqa: F403
 from losskit.losses.likelihood import *  # noqa: F403
 from losskit.losses.linear_cross_entropy import *  # noqa: F403

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
+from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 from torch import Tensor
 
 from losskit import checks
+
+if TYPE_CHECKING:  # imported at run time only once a DTensor can exist (see is_dtensor)
+    from torch.distributed.tensor import DTensor
 
 # ----------------------------------------------------------------------------------------------
 # Mixed precision: under torch.autocast, torch runs every loss in float32 (losses are on its
@@ -67,6 +72,14 @@ REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2}  # torch.nn._reduction.get_enu
 has_override = torch._C._has_torch_function_variadic  # (*tensors or None) -> bool
 
 
+def op_runs_directly(
+    size_average: bool | None, reduce: bool | None, *tensors: Tensor | None
+) -> bool:
+    """Whether torch's op can run without its Python wrapper: no legacy arguments (the wrapper
+    warns about them) and no tensor subclass whose ``__torch_function__`` must run."""
+    return size_average is None and reduce is None and not has_override(*tensors)
+
+
 def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | None) -> Tensor:
     """A ``"mean"`` of CE / NLL over no counted target is 0 (torch's is 0 / 0 = NaN; its gradient
     is already 0 there). ``out`` is torch's 0-d mean.
@@ -80,3 +93,33 @@ def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | N
         return out
     counted = checks.not_ignored(target, ignore_index)
     return torch.where(counted.any(), out, torch.zeros_like(out))
+
+
+# ----------------------------------------------------------------------------------------------
+# DTensor arguments (FSDP2, tensor parallel) are routed to losskit.distributed.dtensor
+
+
+_NOT_DTENSOR = frozenset({torch.Tensor, torch.nn.Parameter, type(None)})
+
+
+def is_dtensor(t: object) -> TypeGuard[DTensor]:
+    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (without importing it: no DTensor
+    can exist before that module is loaded).
+
+    >>> is_dtensor(torch.zeros(2))
+    False
+    """
+    if type(t) in _NOT_DTENSOR:  # the common case, without DTensor's slower isinstance
+        return False
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def holds_dtensor(*tensors: object) -> bool:
+    """Whether any of ``tensors`` is a DTensor.
+
+    >>> holds_dtensor(torch.zeros(2), None)
+    False
+    """
+    # Runs on every cross-entropy call: one C-level set test for the plain case.
+    return not _NOT_DTENSOR.issuperset(map(type, tensors)) and any(map(is_dtensor, tensors))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
+from losskit.losses import _explain as _ex
 from losskit.losses._common import REDUCTION_ENUM, has_override
 
 __all__ = [
@@ -178,4 +179,64 @@ registry.register(registry.LossRecord(
     summary="binary / multi-label cross-entropy on logits, stable for any logit",
     mean_count=registry.count_elements, torch_function=F.binary_cross_entropy_with_logits,
     torch_module=nn.BCEWithLogitsLoss, cli="bce-with-logits", estimates="probabilities",
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+
+def _bce_steps(p, y, reduction="mean"):
+    rows = [("log p", p.log()), ("log(1 - p)", (1 - p).log()),
+            ("l = -(y log p + (1 - y) log(1 - p))", -(y * p.log() + (1 - y) * (1 - p).log()))]
+    return rows + _ex.reduce_step(rows[-1][1], reduction)
+
+
+def _bce_logits_steps(x, y, reduction="mean"):
+    # softplus(-x) = log(1 + e^-x) = -log sigmoid(x), written stably as torch does.
+    softplus = x.clamp(min=0) - x + (1 + (-x.abs()).exp()).log()
+    rows = [("p = sigmoid(x)", torch.sigmoid(x)), ("-log p = softplus(-x)", softplus),
+            ("l = (1 - y) x + softplus(-x)", (1 - y) * x + softplus)]
+    return rows + _ex.reduce_step(rows[-1][1], reduction)
+
+
+def _ones_target(function):
+    def loss(t, y=1.0, **option):
+        return function(t, torch.full_like(t, y), reduction="none", **option)
+    return loss
+
+
+registry.describe(binary_cross_entropy, registry.Explain(
+    formula="l = -(y log p + (1 - y) log(1 - p))  (each log clamped at -100, as torch)",
+    latex=r"\ell = -\bigl(y \log p + (1 - y)\log(1 - p)\bigr)",
+    derivative="dl/dp = (p - y) / (p (1 - p))",
+    derivative_latex=r"\partial\ell/\partial p = \frac{p - y}{p(1 - p)}",
+    gradient=lambda p, y, **kw: (p - y) / (p * (1 - p)),
+    example=_ex.example([0.9, 0.2, 0.6], [1.0, 0.0, 0.0]), steps=_bce_steps,
+    curve=registry.Curve("predicted probability p (target y)", _ones_target(binary_cross_entropy),
+                         (("y=1", {"y": 1.0}), ("y=0.9", {"y": 0.9})), span=(0.02, 0.98)),
+    convex=True, bounded_gradient=False,
+    robust="no: a confident wrong probability costs without bound (-log p)",
+    note="the gradient blows up as p nears 0 or 1; BCE with logits cancels the sigmoid's "
+         "p (1 - p) and is the stable choice",
+))
+registry.describe(binary_cross_entropy_with_logits, registry.Explain(
+    formula="l = -(y log sigmoid(x) + (1 - y) log(1 - sigmoid(x)))"
+            " = (1 - y) x + softplus(-x);  with pos_weight c: c y softplus(-x) + (1 - y)(x + "
+            "softplus(-x))",
+    latex=r"\ell = (1 - y)\,x + \bigl(1 + (c - 1)y\bigr)\operatorname{softplus}(-x)",
+    derivative="dl/dx = sigmoid(x) - y  (with pos_weight c: (1 + (c - 1) y)(sigmoid(x) - 1) + "
+               "1 - y)",
+    derivative_latex=r"\partial\ell/\partial x = \sigma(x) - y",
+    gradient=lambda x, y, pos_weight=None, **kw: (
+        torch.sigmoid(x) - y if pos_weight is None
+        else (1 + (pos_weight - 1) * y) * (torch.sigmoid(x) - 1) + 1 - y),
+    example=_ex.example([2.0, -1.0, 0.5], [1.0, 0.0, 0.0]), steps=_bce_logits_steps,
+    curve=registry.Curve(
+        "logit x (target y = 1)", _ones_target(binary_cross_entropy_with_logits),
+        tuple((f"pos_weight={c}", {"pos_weight": torch.tensor(c, dtype=torch.float64)})
+              for c in (1.0, 3.0)), span=(-6.0, 6.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: a wrong label's pull is capped at 1, but its loss grows linearly",
 ))

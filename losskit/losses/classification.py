@@ -10,12 +10,14 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, kernels, registry
 from losskit.checks import LossInputError, LossRuntimeError
+from losskit.losses import _explain as _ex
 from losskit.losses._common import (
     HALF,
     REDUCTION_ENUM,
     autocast_on,
     float32_weight,
     has_override,
+    holds_dtensor,
     mean_over_nothing_to_zero,
     no_autocast,
     result_dtype,
@@ -36,6 +38,24 @@ def _num_classes(input: Tensor) -> int:
     return input.shape[1] if input.dim() >= 2 else input.shape[0]
 
 
+def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
+    """The common call in a few attribute reads: ``(N, C)`` float32/float64 logits, ``(N,)``
+    int64 indices and an optional ``(C,)`` class weight of the logits' dtype, all plain tensors
+    (no DTensor or other subclass) on one device.
+    Such a call passes every metadata check of class-index losses (floating input, devices,
+    target layout and dtype, weight shape and dtype, under autocast too), so those checks run
+    only when this says no."""
+    if not (type(input) is Tensor and type(target) is Tensor  # no DTensor, no subclass
+            and input.dim() == 2 and target.dim() == 1 and target.dtype == torch.int64
+            and input.dtype in _TORCH_OP_DTYPES and target.shape[0] == input.shape[0]
+            and target.device == input.device):
+        return False
+    return weight is None or (
+        type(weight) is Tensor and weight.dim() == 1 and weight.shape[0] == input.shape[1]
+        and weight.dtype == input.dtype == torch.float32 and weight.device == input.device
+    )
+
+
 def check_class_indices(
     loss: str,
     input: Tensor,
@@ -46,16 +66,18 @@ def check_class_indices(
     *,
     weight_name: str = "weight",
     range_on_error: bool = False,
+    plain: bool = False,
 ) -> None:
     """Metadata checks, then value checks. The index range check also runs outside the startup
     calls on CPU, where torch checks it too and it costs no sync; with ``range_on_error`` the
     caller's CPU kernel raises for an out-of-range index itself, and the caller runs
     :func:`explain_index_error` on that error path instead (no pass over the targets per call)."""
-    checks.check_class_target(loss, input, target)
-    if weight is not None:
-        checks.check_class_weight(
-            loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name
-        )
+    if not plain:  # see plain_class_call
+        checks.check_class_target(loss, input, target)
+        if weight is not None:
+            checks.check_class_weight(
+                loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name
+            )
     values = checks.values_enabled(loss)
     if values or (not range_on_error and checks.index_range_enabled(target)):
         checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
@@ -149,9 +171,19 @@ def cross_entropy(
     """
     loss = "cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    checks.check_floating_input(loss, input)
+    plain = plain_class_call(input, target, weight)
+    if not plain and holds_dtensor(input, target, weight):  # sharded logits
+        from losskit.distributed import dtensor  # lazily: distributed imports the losses
+
+        return dtensor.cross_entropy(
+            cross_entropy, input, target, weight, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
+            return_lse=return_lse, inplace=inplace,
+        )
+    if not plain:
+        checks.check_floating_input(loss, input)
     checks.check_more_than_one_class(loss, input, 1 if input.dim() >= 2 else 0)
-    if target.device != input.device or (weight is not None and weight.device != input.device):
+    if not plain and not checks.on_one_device(input, target, weight):
         checks.check_same_device(loss, input=input, target=target, weight=weight)
     if label_smoothing > 1.0:
         raise LossRuntimeError(
@@ -161,7 +193,7 @@ def cross_entropy(
     label_smoothing = max(label_smoothing, 0.0)  # torch treats a negative value as 0
     if softcap is not None:
         checks.check_softcap(loss, softcap)
-    if target.shape == input.shape:
+    if not plain and target.shape == input.shape:
         return _cross_entropy_probabilities(
             input, target, weight, ignore_index, reduction, label_smoothing,
             extras=lse_square_scale != 0.0 or softcap is not None or return_lse or inplace,
@@ -171,15 +203,15 @@ def cross_entropy(
     # inplace may overwrite the logits chunk by chunk before a later chunk meets a bad index:
     # check the indices first there.
     check_class_indices(loss, input, target, weight, ignore_index, reduction,
-                        range_on_error=not inplace)
+                        range_on_error=not inplace, plain=plain)
     extras = lse_square_scale != 0.0 or softcap is not None or return_lse or inplace
     try:
         if not extras and _torch_op_computes(input, target, weight):
-            plain = torch._C._nn.cross_entropy_loss(
+            torch_out = torch._C._nn.cross_entropy_loss(
                 input, target, weight, REDUCTION_ENUM[reduction], ignore_index, label_smoothing  # type: ignore[arg-type]  # the op takes the enum
             )
-            return mean_over_nothing_to_zero(plain, target, ignore_index) if (
-                reduction == "mean") else plain
+            return mean_over_nothing_to_zero(torch_out, target, ignore_index) if (
+                reduction == "mean") else torch_out
         out = _cross_entropy_kernel(
             input, target, weight, ignore_index, reduction, label_smoothing,
             lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
@@ -309,12 +341,15 @@ def nll_loss(
     """
     loss = "nll_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    checks.check_floating_input(loss, input)
-    if target.device != input.device or (weight is not None and weight.device != input.device):
-        checks.check_same_device(loss, input=input, target=target, weight=weight)
-    if weight is not None:
-        weight = float32_weight(input, weight)
-    check_class_indices(loss, input, target, weight, ignore_index, reduction, range_on_error=True)
+    plain = plain_class_call(input, target, weight)
+    if not plain:
+        checks.check_floating_input(loss, input)
+        if not checks.on_one_device(input, target, weight):
+            checks.check_same_device(loss, input=input, target=target, weight=weight)
+        if weight is not None:
+            weight = float32_weight(input, weight)
+    check_class_indices(loss, input, target, weight, ignore_index, reduction, range_on_error=True,
+                        plain=plain)
     legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
     try:
         if not legacy and not has_override(input, target, weight):
@@ -369,7 +404,8 @@ def focal_loss(
         raise LossInputError(f"focal_loss: gamma={gamma} is negative. Fix: use gamma >= 0 (2.0).")
     checks.check_floating_input(loss, input)
     alpha_t = alpha if isinstance(alpha, Tensor) else None
-    checks.check_same_device(loss, input=input, target=target, alpha=alpha_t)
+    if not checks.on_one_device(input, target, alpha_t):
+        checks.check_same_device(loss, input=input, target=target, alpha=alpha_t)
     if target.shape == input.shape and target.is_floating_point():
         return _binary_focal(input, target, alpha, gamma, reduction)
     alpha_t = float32_weight(input, alpha_t)
@@ -578,4 +614,104 @@ registry.register(registry.LossRecord(
     targets=("class-indices", "binary"),
     summary="cross-entropy scaled down on easy examples (dense detection, imbalance)",
     mean_count=_count_focal, cli="focal",
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+_LOGITS, _LABELS = [[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], torch.tensor([0, 2])
+
+
+def _ce_steps(z, y, reduction="mean", label_smoothing=0.0):
+    rows = _ex.softmax_steps(z, y, label_smoothing)
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "rows")
+
+
+def _nll_steps(logp, y, reduction="mean"):
+    rows = [("log p_y picked per row", logp.gather(1, y[:, None])[:, 0])]
+    rows.append(("l = -log p_y", -rows[0][1]))
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "rows")
+
+
+def _focal_steps(x, y, reduction="mean", gamma=2.0):
+    p = torch.sigmoid(x)
+    pt = p * y + (1 - p) * (1 - y)
+    rows = [("p = sigmoid(x)", p), ("p_t = p y + (1 - p)(1 - y)", pt),
+            (f"(1 - p_t)^gamma, gamma={gamma}", (1 - pt) ** gamma), ("-log p_t", -pt.log()),
+            ("l = -(1 - p_t)^gamma log p_t", -((1 - pt) ** gamma) * pt.log())]
+    return rows + _ex.reduce_step(rows[-1][1], reduction)
+
+
+def _focal_gradient(x, y, gamma=2.0, **kw):
+    """Binary focal loss without alpha: dl/dx = (2y - 1) p (1 - p) dl/dp_t."""
+    p = torch.sigmoid(x)
+    pt = p * y + (1 - p) * (1 - y)
+    dl_dpt = gamma * (1 - pt) ** (gamma - 1) * pt.log() - (1 - pt) ** gamma / pt
+    return (2 * y - 1) * p * (1 - p) * dl_dpt
+
+
+def _nll_curve(t):
+    """Rows of log-probabilities: the true class at ``t``, the rest share ``1 - e^t``."""
+    rest = ((1 - t.exp()) / 2).log()[:, None]
+    rows = torch.cat([t[:, None], rest, rest], dim=1)
+    return nll_loss(rows, torch.zeros(t.shape[0], dtype=torch.long), reduction="none")
+
+
+def _rows_curve(function):
+    def loss(t, **option):
+        return function(_ex.true_class_rows(t), torch.zeros(t.shape[0], dtype=torch.long),
+                        reduction="none", **option)
+    return loss
+
+
+registry.describe(cross_entropy, registry.Explain(
+    formula="l = -log softmax(z)_y = logsumexp(z) - z_y;  with label smoothing eps: "
+            "(1 - eps)(lse - z_y) + eps (lse - mean_c z_c)",
+    latex=r"\ell = (1-\varepsilon)\bigl(\log\textstyle\sum_c e^{z_c} - z_y\bigr) + "
+          r"\varepsilon\bigl(\log\sum_c e^{z_c} - \tfrac1C\sum_c z_c\bigr)",
+    derivative="dl/dz_c = softmax(z)_c - q_c,  q = (1 - eps) onehot(y) + eps / C",
+    derivative_latex=r"\partial\ell/\partial z_c = \operatorname{softmax}(z)_c - q_c",
+    gradient=lambda z, y, label_smoothing=0.0, **kw: _ex.softmax_gradient(z, y, label_smoothing),
+    example=_ex.example(_LOGITS, _LABELS, label_smoothing=0.1), steps=_ce_steps,
+    curve=registry.Curve(
+        "true-class logit z_0 (3 classes, the others at 0)", _rows_curve(cross_entropy),
+        tuple((f"label_smoothing={e}", {"label_smoothing": e}) for e in (0.0, 0.1, 0.3)),
+        span=(-6.0, 6.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: a wrong label's pull per logit is capped at 1, but its loss grows linearly",
+))
+registry.describe(nll_loss, registry.Explain(
+    formula="l = -x_y  (x: log-probabilities, log_softmax output)", latex=r"\ell = -x_y",
+    derivative="dl/dx_c = -1 if c = y else 0  (the softmax part lives in log_softmax before it)",
+    derivative_latex=r"\partial\ell/\partial x_c = -\mathbb 1[c = y]",
+    gradient=lambda x, y, **kw: -torch.nn.functional.one_hot(y, x.shape[1]).to(x.dtype),
+    example=_ex.example(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]).log().double(),
+                        _LABELS),
+    steps=_nll_steps,
+    curve=registry.Curve("log-probability of the true class x_y (3 classes)", _nll_curve,
+                         span=(-5.0, -0.01)),
+    convex=True, bounded_gradient=True,
+    robust="no: with log_softmax before it, it is cross-entropy (see cross_entropy)",
+    note="linear in its input; the curve of log_softmax + NLL is cross_entropy's",
+))
+registry.describe(focal_loss, registry.Explain(
+    formula="l = -alpha_t (1 - p_t)^gamma log p_t;  binary: p = sigmoid(x), p_t = p y + "
+            "(1 - p)(1 - y); multi-class: p_t = softmax(x)_y",
+    latex=r"\ell = -\alpha_t (1 - p_t)^\gamma \log p_t",
+    derivative="binary, no alpha: dl/dx = (2y - 1) p (1 - p) [gamma (1 - p_t)^(gamma - 1) "
+               "log p_t - (1 - p_t)^gamma / p_t]",
+    derivative_latex=r"\frac{\partial\ell}{\partial x} = (2y-1)p(1-p)\Bigl[\gamma(1-p_t)"
+                     r"^{\gamma-1}\log p_t - \frac{(1-p_t)^\gamma}{p_t}\Bigr]",
+    gradient=_focal_gradient,
+    example=_ex.example([2.0, -1.0, 0.5], [1.0, 0.0, 1.0], gamma=2.0), steps=_focal_steps,
+    curve=registry.Curve(
+        "logit x (binary, target y = 1)",
+        lambda t, **o: focal_loss(t, torch.ones_like(t), reduction="none", **o),
+        tuple((f"gamma={g}", {"gamma": g}) for g in (0.0, 1.0, 2.0, 5.0)), span=(-6.0, 6.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: easy examples are scaled down, a confidently wrong one keeps its full pull",
+    note="the derivative shown and checked is the binary form without alpha (alpha_t scales it); "
+         "the multi-class form is the same with p_t = softmax(x)_y through the softmax",
 ))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
+from losskit.losses import _explain as _ex
 from losskit.losses._common import REDUCTION_ENUM, has_override
 
 __all__ = [
@@ -89,4 +90,48 @@ registry.register(registry.LossRecord(
     summary="KL(target || input) from log-probabilities; use reduction='batchmean'",
     mean_count=_count_kl, torch_function=F.kl_div, torch_module=nn.KLDivLoss,
     estimates="probabilities",
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+
+def _kl_steps(x, p, reduction="mean", log_target=False):
+    logp = p if log_target else p.log()
+    p = logp.exp()
+    terms = p * (logp - x)
+    rows = [("log p (target)", logp), ("p (log p - x) per class", terms),
+            ("l per row = sum over classes", terms.sum(dim=1))]
+    if reduction == "batchmean":
+        return [*rows, (f"batchmean: sum / {x.shape[0]} rows", terms.sum() / x.shape[0])]
+    return rows + _ex.reduce_step(terms, reduction)
+
+
+def _kl_curve(t, p0=0.7):
+    x = torch.stack([t, torch.zeros_like(t)], dim=1).log_softmax(dim=1)  # (n, 2)
+    p = torch.tensor([p0, 1 - p0], dtype=t.dtype).expand_as(x)
+    return kl_div(x, p, reduction="none").sum(dim=1)
+
+
+registry.describe(kl_div, registry.Explain(
+    formula="l = sum_c p_c (log p_c - x_c)  (x: model log-probabilities, p: target "
+            "probabilities; 0 where p_c = 0)",
+    latex=r"\ell = \sum_c p_c(\log p_c - x_c)",
+    derivative="dl/dx_c = -p_c  (log_target: -exp(y_c))",
+    derivative_latex=r"\partial\ell/\partial x_c = -p_c",
+    gradient=lambda x, p, log_target=False, **kw: -(p.exp() if log_target else p),
+    example=_ex.example(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]]).double().log(),
+                        [[0.4, 0.4, 0.2], [0.2, 0.5, 0.3]],
+                        reduction="batchmean"),
+    steps=_kl_steps,
+    curve=registry.Curve("logit z_0 of 2 classes (input = log_softmax([z_0, 0]))", _kl_curve,
+                         tuple((f"target p_0={v}", {"p0": v}) for v in (0.5, 0.7, 0.9)),
+                         span=(-5.0, 5.0)),
+    convex=True, bounded_gradient=True,
+    robust="no: a class the model gives probability near 0 but the target does not costs "
+           "without bound",
+    note="linear in its input x; through log_softmax it is soft-target cross-entropy minus the "
+         "target's entropy, the curve drawn",
 ))

@@ -2,11 +2,13 @@ r"""Likelihood losses: negative log-likelihoods of Poisson counts and Gaussian o
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.checks import likelihood as lchecks
+from losskit.losses import _explain as _ex
 
 __all__ = [
     "GaussianNLLLoss",
@@ -64,7 +66,8 @@ def poisson_nll_loss(
     loss = "poisson_nll_loss"
     resolved = _resolve(loss, reduction, size_average, reduce)
     checks.check_floating_input(loss, input)
-    checks.check_same_device(loss, input=input, target=target)
+    if not checks.on_one_device(input, target):
+        checks.check_same_device(loss, input=input, target=target)
     checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target)
@@ -115,16 +118,26 @@ def gaussian_nll_loss(
     loss = "gaussian_nll_loss"
     checks.check_floating_input(loss, input)
     var_tensor = var if isinstance(var, Tensor) else None
-    checks.check_same_device(loss, input=input, target=target, var=var_tensor)
-    if lchecks.var_sign_enabled():  # torch's first check, on every call
-        lchecks.check_var_not_negative(loss, var)
-    lchecks.check_var_shape(loss, input, var)
+    if not checks.on_one_device(input, target, var_tensor):
+        checks.check_same_device(loss, input=input, target=target, var=var_tensor)
+    if var_tensor is None or not lchecks.var_shape_accepted(input, var_tensor):
+        # torch checks the sign before the size: a negative var of the wrong size is "negative"
+        if lchecks.var_sign_enabled():
+            lchecks.check_var_not_negative(loss, var)
+        lchecks.check_var_shape(loss, input, var)
     reduction = _resolve(loss, reduction)
     checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
     if checks.values_enabled(loss):
         checks.check_finite(loss, input=input, target=target, var=var_tensor)
         lchecks.check_no_zero_var(loss, var, eps)
-    return F.gaussian_nll_loss(input, target, var, full=full, eps=eps, reduction=reduction)
+    try:
+        return F.gaussian_nll_loss(input, target, var, full=full, eps=eps, reduction=reduction)
+    except ValueError:
+        # torch reads var's sign on every call; the detailed message only on its error path,
+        # so the sign is not read twice.
+        if lchecks.var_sign_enabled():
+            lchecks.check_var_not_negative(loss, var)
+        raise
 
 
 class PoissonNLLLoss(nn.PoissonNLLLoss):
@@ -178,4 +191,62 @@ registry.register(registry.LossRecord(
     summary="Gaussian NLL with a predicted variance: regression that learns its own uncertainty",
     mean_count=_count_gaussian, torch_function=F.gaussian_nll_loss,
     torch_module=nn.GaussianNLLLoss, estimates="mean and variance",
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+
+def _poisson_steps(x, y, reduction="mean", log_input=True, eps=1e-8):
+    rate = x.exp() if log_input else x
+    log_rate = x if log_input else (x + eps).log()
+    rows = [("rate = exp(x)" if log_input else "rate = x", rate),
+            ("y log(rate)", y * log_rate), ("l = rate - y log(rate)", rate - y * log_rate)]
+    return rows + _ex.reduce_step(rows[-1][1], reduction)
+
+
+def _gaussian_steps(x, y, var, reduction="mean", eps=1e-6):
+    v = var.clamp(min=eps)
+    d = x - y
+    rows = [("v = max(var, eps)", v), ("d = x - y", d), ("d^2 / v", d**2 / v),
+            ("l = (log v + d^2 / v) / 2", 0.5 * (v.log() + d**2 / v))]
+    return rows + _ex.reduce_step(rows[-1][1], reduction)
+
+
+registry.describe(poisson_nll_loss, registry.Explain(
+    formula="l = exp(x) - y x  (log_input=True, x the log-rate);  log_input=False: "
+            "x - y log(x + eps);  full=True adds Stirling's log(y!) term",
+    latex=r"\ell = e^{x} - y\,x",
+    derivative="dl/dx = exp(x) - y  (log_input=False: 1 - y / (x + eps))",
+    derivative_latex=r"\partial\ell/\partial x = e^{x} - y",
+    gradient=lambda x, y, log_input=True, eps=1e-8, **kw: (
+        x.exp() - y if log_input else 1 - y / (x + eps)),
+    example=_ex.example([0.0, 1.0, 2.0], [1.0, 3.0, 5.0]), steps=_poisson_steps,
+    curve=registry.Curve(
+        "log-rate x (target count y)",
+        lambda t, y=3.0: poisson_nll_loss(t, torch.full_like(t, y), reduction="none"),
+        tuple((f"y={y}", {"y": y}) for y in (1.0, 3.0, 6.0)), span=(-2.0, 3.0)),
+    convex=True, bounded_gradient=False,
+    robust="no: a large count pulls the log-rate with force y, a too-high rate with exp(x)",
+))
+registry.describe(gaussian_nll_loss, registry.Explain(
+    formula="l = (log max(var, eps) + (x - y)^2 / max(var, eps)) / 2  (full=True adds "
+            "log(2 pi) / 2)",
+    latex=r"\ell = \tfrac12\Bigl(\log v + \frac{(x - y)^2}{v}\Bigr),\ v = \max(\sigma^2, "
+          r"\epsilon)",
+    derivative="dl/dx = (x - y) / max(var, eps)  (with respect to the mean; d/dvar = "
+               "(1 - d^2 / var) / (2 var))",
+    derivative_latex=r"\partial\ell/\partial x = (x - y)/v",
+    gradient=lambda x, y, var, eps=1e-6, **kw: (x - y) / var.clamp(min=eps),
+    example=_ex.example([1.0, 2.0, 3.0], [1.5, 2.0, 1.0], [0.5, 1.0, 2.0]),
+    steps=_gaussian_steps,
+    curve=registry.Curve(
+        "residual d = x - y (fixed variance)",
+        lambda t, var=1.0: gaussian_nll_loss(t, torch.zeros_like(t), torch.full_like(t, var),
+                                             reduction="none"),
+        tuple((f"var={v}", {"var": v}) for v in (0.25, 1.0, 4.0))),
+    convex=True, bounded_gradient=False,
+    robust="no in the mean: MSE scaled by 1/var; a learned var can grow to absorb outliers",
 ))

@@ -16,9 +16,14 @@ from torch import Tensor, nn
 from losskit import _reduction, checks, kernels, registry
 from losskit.checks import LossInputError, LossRuntimeError
 from losskit.checks import linear_cross_entropy as lce_checks
+from losskit.losses import _explain as _ex
 from losskit.losses._common import (
+    REDUCTION_ENUM,
     autocast_on,
     float32_weight,
+    has_override,
+    holds_dtensor,
+    mean_over_nothing_to_zero,
     no_autocast,
     result_dtype,
     weight_dtype_ref,
@@ -106,12 +111,22 @@ def linear_cross_entropy(
         True
     """
     reduction = _reduction.resolve(reduction)
+    if holds_dtensor(input, linear_weight, target, linear_bias, weight):  # FSDP2 / TP heads
+        from losskit.distributed import dtensor  # lazily: distributed imports the losses
+
+        return dtensor.linear_cross_entropy(
+            linear_cross_entropy, input, linear_weight, target, linear_bias=linear_bias,
+            weight=weight, reduction=reduction, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, options=options, lse_square_scale=lse_square_scale,
+            softcap=softcap, return_lse=return_lse, chunk_size=chunk_size,
+        )
     lce_checks.check_options(options)
     checks.check_floating_input(LOSS, input)
-    checks.check_same_device(
-        LOSS, input=input, linear_weight=linear_weight, target=target, linear_bias=linear_bias,
-        weight=weight,
-    )
+    if not checks.on_one_device(input, linear_weight, target, linear_bias, weight):
+        checks.check_same_device(
+            LOSS, input=input, linear_weight=linear_weight, target=target,
+            linear_bias=linear_bias, weight=weight,
+        )
     lce_checks.check_hidden_dims(input)
     lce_checks.check_head_shape(input, linear_weight)
     classes = tuple(linear_weight.shape[:-1])  # (C, d1, ..., dK)
@@ -198,6 +213,11 @@ def _chunked(
     else:
         _check_head_dtype(input, linear_weight, linear_bias)
     lce_checks.check_target_rows(input, target)
+    if _small_plain_call(h, linear_weight, linear_bias, target, weight, return_lse,
+                         kernel_options):
+        return _small(input, h, linear_weight, target, linear_bias, weight=weight,
+                      reduction=reduction, ignore_index=ignore_index,
+                      label_smoothing=kernel_options["label_smoothing"])
     # The (N, C) logits never exist: check the targets against a stand-in of their metadata.
     logits_meta = torch.empty(
         (*input.shape[:-1], num_classes), device="meta", dtype=input.dtype
@@ -224,6 +244,66 @@ def _chunked(
     if reduction == "none":
         value = value.reshape(target.shape)
     return (value, lse.reshape(target.shape)) if lse is not None else value
+
+
+def _small_plain_call(
+    h: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    return_lse: bool,
+    kernel_options: dict,
+) -> bool:
+    """A tiny CPU call with torch's options only (no z-loss, softcap, lse, chunk size, autocast
+    or tensor subclass), in float32/float64: its logits are smaller than one fused block, so they
+    are computed, as torch's own linear_cross_entropy does at that size."""
+    return (
+        h.is_cpu and h.shape[0] * linear_weight.shape[0] < kernels.MIN_FUSED_ELEMENTS
+        and linear_weight.shape[0] > 0  # no class at all: the kernel's own message
+        and h.dtype in (torch.float32, torch.float64)
+        and not return_lse and kernel_options["lse_square_scale"] == 0.0
+        and kernel_options["softcap"] is None and kernel_options["chunk_size"] is None
+        and not autocast_on(h) and not has_override(h, linear_weight, linear_bias, target, weight)
+        and (weight is None or not weight.requires_grad)
+    )
+
+
+def _small(
+    input: Tensor,
+    h: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    *,
+    weight: Tensor | None,
+    reduction: str,
+    ignore_index: int,
+    label_smoothing: float,
+) -> Tensor:
+    """:func:`_small_plain_call`'s path: ``(N, C)`` logits, then torch's cross-entropy op, with
+    the checks of the chunked path (CPU index errors explained on torch's error path)."""
+    logits = F.linear(h, linear_weight, linear_bias)  # (N, C)
+    t = target.reshape(-1)  # (N,)
+    checks.check_class_target(LOSS, logits, t)
+    checks.check_class_weight(LOSS, weight, logits.shape[1], logits,
+                              classes="given by dim 0 of `linear_weight`")
+    if checks.values_enabled(LOSS):
+        checks.check_class_index_range(LOSS, t, logits.shape[1], ignore_index)
+        checks.check_finite(LOSS, input=input, linear_weight=linear_weight,
+                            linear_bias=linear_bias)
+        if reduction == "mean":
+            checks.check_not_all_ignored(LOSS, t, ignore_index)
+    try:
+        out = torch._C._nn.cross_entropy_loss(
+            logits, t.long(), weight, REDUCTION_ENUM[reduction], ignore_index, label_smoothing  # type: ignore[arg-type]  # the op takes the enum
+        )
+    except (IndexError, RuntimeError):  # the error path: the detailed message, checks on or off
+        checks.check_class_index_range(LOSS, t, logits.shape[1], ignore_index)
+        raise
+    if reduction == "none":
+        return out.reshape(target.shape)
+    return mean_over_nothing_to_zero(out, t, ignore_index) if reduction == "mean" else out
 
 
 def _check_head_dtype(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | None) -> None:
@@ -330,4 +410,43 @@ registry.register(registry.LossRecord(
     mean_count=count_rows_or_targets,
     torch_function=F.linear_cross_entropy, torch_module=nn.LinearCrossEntropyLoss,
     estimates="probabilities",
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+
+def _lce_steps(h, w, y, reduction="mean", label_smoothing=0.0):
+    z = h @ w.T  # (N, C)
+    rows = [("logits z = h W^T", z), *_ex.softmax_steps(z, y, label_smoothing)]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "rows")
+
+
+def _lce_curve(t, **option):
+    h = torch.stack([t, torch.zeros_like(t)], dim=1)  # (n, 2): along the true class's row
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=t.dtype)  # (C=3, D=2)
+    return linear_cross_entropy(h, w, torch.zeros(t.shape[0], dtype=torch.long),
+                                reduction="none", **option)
+
+
+registry.describe(linear_cross_entropy, registry.Explain(
+    formula="l = cross_entropy(z, y),  z = h W^T (+ b): cross-entropy of a linear head",
+    latex=r"\ell = \log\textstyle\sum_c e^{z_c} - z_y,\ z = W h",
+    derivative="dl/dh = (softmax(z) - q) W,  q = (1 - eps) onehot(y) + eps / C  (and dl/dW = "
+               "(softmax(z) - q)^T h)",
+    derivative_latex=r"\partial\ell/\partial h = (\operatorname{softmax}(z) - q)\,W",
+    gradient=lambda h, w, y, label_smoothing=0.0, **kw: (
+        _ex.softmax_gradient(h @ w.T, y, label_smoothing) @ w),
+    example=_ex.example([[1.0, -0.5], [0.2, 0.8]], [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+                        torch.tensor([0, 2])),
+    steps=_lce_steps,
+    curve=registry.Curve(
+        "hidden h along the true class's weight row (W = [e1, e2, 0])", _lce_curve,
+        tuple((f"label_smoothing={e}", {"label_smoothing": e}) for e in (0.0, 0.1, 0.3)),
+        span=(-6.0, 6.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: as cross_entropy (a wrong label's pull is capped, its loss grows linearly)",
+    note="convex in h for a fixed W (not jointly in h and W); the gradient's bound scales with W",
 ))

@@ -25,6 +25,8 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.checks import ranking as ranking_checks
+from losskit.losses import _explain as _ex
+from losskit.losses._common import REDUCTION_ENUM, op_runs_directly
 
 __all__ = [
     "CosineEmbeddingLoss",
@@ -44,8 +46,40 @@ def _check_signed(loss: str, target: Tensor, **inputs: Tensor) -> None:
     """Metadata checks shared by the losses with -1/+1 labels (shapes are checked by each)."""
     # mypy cannot rule out a key named like the checks' keyword-only flags.
     ranking_checks.check_floating_inputs(loss, **inputs)  # type: ignore[arg-type]
-    checks.check_same_device(loss, **inputs, target=target)
+    if not checks.on_one_device(target, *inputs.values()):
+        checks.check_same_device(loss, **inputs, target=target)
     ranking_checks.check_sign_target_dtype(loss, target)
+
+
+_UNSIGNED_LABELS = (torch.bool, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+
+
+def _signed_call_ok(target: Tensor, *inputs: Tensor) -> bool:
+    """The common call in a few attribute reads: floating inputs of the target's shape, on its
+    device, and a label dtype that can hold -1. When it says no, every detailed metadata check
+    runs (and passes the calls this accepts), so a fast call skips no check."""
+    shape, device = target.shape, target.device
+    if target.dtype in _UNSIGNED_LABELS:
+        return False
+    for t in inputs:
+        if t.shape != shape or t.device != device or not t.is_floating_point():
+            return False
+    return True
+
+
+def _cosine_call_ok(input1: Tensor, input2: Tensor, target: Tensor) -> bool:
+    """:func:`_signed_call_ok` for pairs of embeddings: ``(N, D)`` inputs with an ``(N,)``
+    target, or one ``(D,)`` pair with a 0-d target."""
+    device = target.device
+    if (
+        target.dtype in _UNSIGNED_LABELS or input1.shape != input2.shape
+        or input1.device != device or input2.device != device
+        or not (input1.is_floating_point() and input2.is_floating_point())
+    ):
+        return False
+    if target.dim() == 1:
+        return input1.dim() == 2 and input1.shape[0] == target.shape[0]
+    return target.dim() == 0 and input1.dim() == 1
 
 
 def _check_signed_values(loss: str, target: Tensor, **inputs: Tensor) -> None:
@@ -84,10 +118,14 @@ def margin_ranking_loss(
     """
     loss = "margin_ranking_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    _check_signed(loss, target, input1=input1, input2=input2)
-    ranking_checks.check_same_shapes(loss, same_dim=True, input1=input1, input2=input2,
-                                     target=target)
+    if not _signed_call_ok(target, input1, input2):
+        _check_signed(loss, target, input1=input1, input2=input2)
+        ranking_checks.check_same_shapes(loss, same_dim=True, input1=input1, input2=input2,
+                                         target=target)
     _check_signed_values(loss, target, input1=input1, input2=input2)
+    if op_runs_directly(size_average, reduce, input1, input2, target):
+        return torch.margin_ranking_loss(input1, input2, target, margin,
+                                         REDUCTION_ENUM[reduction])
     return F.margin_ranking_loss(input1, input2, target, margin, size_average, reduce,
                                  reduction=reduction)
 
@@ -122,9 +160,12 @@ def hinge_embedding_loss(
     """
     loss = "hinge_embedding_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    _check_signed(loss, target, input=input)
-    ranking_checks.check_same_shapes(loss, same_dim=False, input=input, target=target)
+    if not _signed_call_ok(target, input):
+        _check_signed(loss, target, input=input)
+        ranking_checks.check_same_shapes(loss, same_dim=False, input=input, target=target)
     _check_signed_values(loss, target, input=input)
+    if op_runs_directly(size_average, reduce, input, target):
+        return torch.hinge_embedding_loss(input, target, margin, REDUCTION_ENUM[reduction])
     return F.hinge_embedding_loss(input, target, margin, size_average, reduce,
                                   reduction=reduction)
 
@@ -168,9 +209,13 @@ def cosine_embedding_loss(
     """
     loss = "cosine_embedding_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
-    _check_signed(loss, target, input1=input1, input2=input2)
-    ranking_checks.check_cosine_shapes(loss, input1, input2, target)
+    if not _cosine_call_ok(input1, input2, target):
+        _check_signed(loss, target, input1=input1, input2=input2)
+        ranking_checks.check_cosine_shapes(loss, input1, input2, target)
     _check_signed_values(loss, target, input1=input1, input2=input2)
+    if op_runs_directly(size_average, reduce, input1, input2, target):
+        return torch.cosine_embedding_loss(input1, input2, target, margin,
+                                           REDUCTION_ENUM[reduction])
     return F.cosine_embedding_loss(input1, input2, target, margin, size_average, reduce,
                                    reduction=reduction)
 
@@ -184,7 +229,8 @@ def _check_triplet(loss: str, anchor: Tensor, positive: Tensor, negative: Tensor
     # Embeddings are floating (complex is fine: the p-norm of a complex difference is real) and
     # on one device, whatever the distance function.
     ranking_checks.check_floating_inputs(loss, allow_complex=True, **triplet)
-    checks.check_same_device(loss, **triplet)
+    if not checks.on_one_device(anchor, positive, negative):
+        checks.check_same_device(loss, **triplet)
     if pairwise:
         ranking_checks.check_same_shapes(loss, same_dim=True, **triplet)
     else:
@@ -396,3 +442,188 @@ for _fn, _module, _torch_fn, _torch_module, _input, _targets, _count, _summary i
         summary=_summary, mean_count=_count, torch_function=_torch_fn,
         torch_module=_torch_module, cli=None, estimates=None,
     ))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+
+_COS_EPS = 1e-12  # torch's cosine_embedding_loss epsilon
+
+
+def _margin_ranking_steps(x1, x2, y, reduction="mean", margin=0.0):
+    h = -y * (x1 - x2) + margin
+    rows = [("x1 - x2", x1 - x2), ("h = -y (x1 - x2) + margin", h),
+            ("l = max(0, h)", h.clamp(min=0))]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "pairs")
+
+
+def _hinge_embedding_steps(x, y, reduction="mean", margin=1.0):
+    rows = [("y = +1: x", torch.where(y == 1, x, 0.0)),
+            ("y = -1: max(0, margin - x)", torch.where(y == -1, (margin - x).clamp(min=0), 0.0))]
+    rows.append(("l = sum of the two", rows[0][1] + rows[1][1]))
+    return rows + _ex.reduce_step(rows[-1][1], reduction)
+
+
+def _cosine(a, b):
+    na, nb = (a * a).sum(-1) + _COS_EPS, (b * b).sum(-1) + _COS_EPS
+    return (a * b).sum(-1) / (na * nb).sqrt(), na, nb
+
+
+def _cosine_steps(a, b, y, reduction="mean", margin=0.0):
+    cos, na, nb = _cosine(a, b)
+    rows = [("<a, b>", (a * b).sum(-1)), ("|a|^2 + eps", na), ("|b|^2 + eps", nb),
+            ("cos = <a, b> / sqrt(product)", cos),
+            ("l = 1 - cos if y = 1 else max(0, cos - margin)",
+             torch.where(y == 1, 1 - cos, (cos - margin).clamp(min=0)))]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "pairs")
+
+
+def _cosine_gradient(a, b, y, margin=0.0, **kw):
+    cos, na, nb = _cosine(a, b)
+    dcos = b / (na * nb).sqrt()[:, None] - cos[:, None] * a / na[:, None]  # d cos / d a
+    scale = torch.where(y == 1, -1.0, (cos > margin).to(a.dtype)).to(a.dtype)
+    return scale[:, None] * dcos
+
+
+def _distance_gradient(u, v, p=2.0, eps=1e-6):
+    """d ||u - v + eps||_p / d u = sign(w) |w|^(p-1) / ||w||_p^(p-1), w = u - v + eps."""
+    w = u - v + eps
+    norm = w.abs().pow(p).sum(-1, keepdim=True).pow(1 / p)
+    return w.sign() * w.abs().pow(p - 1) / norm.pow(p - 1)
+
+
+def _triplet_steps(a, pos, neg, reduction="mean", margin=1.0, p=2.0, eps=1e-6, **kw):
+    d_ap = (a - pos + eps).norm(p=p, dim=-1)
+    d_an = (a - neg + eps).norm(p=p, dim=-1)
+    rows = [("d(a, p) = ||a - p + eps||", d_ap), ("d(a, n) = ||a - n + eps||", d_an),
+            ("l = max(0, d(a, p) - d(a, n) + margin)", (d_ap - d_an + margin).clamp(min=0))]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "triplets")
+
+
+def _triplet_gradient(a, pos, neg, margin=1.0, p=2.0, eps=1e-6, **kw):
+    d_ap = (a - pos + eps).norm(p=p, dim=-1)
+    d_an = (a - neg + eps).norm(p=p, dim=-1)
+    active = (d_ap - d_an + margin > 0).to(a.dtype)[:, None]
+    return active * (_distance_gradient(a, pos, p, eps) - _distance_gradient(a, neg, p, eps))
+
+
+def _triplet_distance_gradient(a, pos, neg, distance_function=None, margin=1.0, **kw):
+    """The hinge and its activity in closed form; the distance's own gradient is Euclidean's
+    closed form for the default, autograd of ``distance_function`` otherwise."""
+    if distance_function is None:
+        return _triplet_gradient(a, pos, neg, margin=margin)
+
+    def d_grad(v):
+        u = a.detach().clone().requires_grad_(True)
+        d = distance_function(u, v)
+        return d.detach(), torch.autograd.grad(d.sum(), u)[0]
+
+    (d_ap, g_ap), (d_an, g_an) = d_grad(pos), d_grad(neg)
+    return (d_ap - d_an + margin > 0).to(a.dtype)[:, None] * (g_ap - g_an)
+
+
+def _triplet_curve(function):
+    def loss(t, **option):
+        anchor = torch.stack([t, torch.full_like(t, 0.5)], dim=1)  # (n, 2), off the line
+        positive = torch.zeros_like(anchor)
+        negative = torch.tensor([2.0, 0.0], dtype=t.dtype).expand_as(anchor)
+        return function(anchor, positive, negative, reduction="none", **option)
+    return loss
+
+
+_TRIPLET = ([[0.0, 0.0], [1.0, 1.0]], [[1.0, 0.0], [1.0, 2.0]], [[0.0, 1.5], [3.5, 1.0]])
+_TRIPLET_AXIS = "anchor (t, 0.5); positive at (0, 0), negative at (2, 0)"
+
+registry.describe(margin_ranking_loss, registry.Explain(
+    formula="l = max(0, -y (x1 - x2) + margin),  y in {-1, 1}",
+    latex=r"\ell = \max(0, -y(x_1 - x_2) + m)",
+    derivative="dl/dx1 = -y [-y (x1 - x2) + margin > 0]  (dl/dx2 = -dl/dx1)",
+    derivative_latex=r"\partial\ell/\partial x_1 = -y\,\mathbb 1[-y(x_1 - x_2) + m > 0]",
+    gradient=lambda x1, x2, y, margin=0.0, **kw: -y * (-y * (x1 - x2) + margin > 0),
+    example=_ex.example([1.2, 2.0, 0.5], [0.5, 2.5, 0.2], [1.0, 1.0, -1.0], margin=0.5),
+    steps=_margin_ranking_steps,
+    curve=registry.Curve(
+        "score gap x1 - x2 (y = 1: x1 should rank higher)",
+        lambda t, **o: margin_ranking_loss(t, torch.zeros_like(t), torch.ones_like(t),
+                                           reduction="none", **o),
+        tuple((f"margin={m}", {"margin": m}) for m in (0.0, 0.5, 1.0))),
+    convex=True, bounded_gradient=True, robust="yes: a pair's pull is 1 or 0",
+))
+registry.describe(hinge_embedding_loss, registry.Explain(
+    formula="l = x if y = 1, max(0, margin - x) if y = -1  (x: a distance)",
+    latex=r"\ell = \begin{cases}x & y = 1\\ \max(0, m - x) & y = -1\end{cases}",
+    derivative="dl/dx = 1 if y = 1, -[margin - x > 0] if y = -1",
+    derivative_latex=r"\partial\ell/\partial x = \mathbb 1[y=1] - \mathbb 1[y=-1,\ x < m]",
+    gradient=lambda x, y, margin=1.0, **kw: torch.where(
+        y == 1, 1.0, -(margin - x > 0).to(x.dtype)).to(x.dtype),
+    example=_ex.example([0.3, 1.5, 0.4], [1.0, -1.0, -1.0]), steps=_hinge_embedding_steps,
+    curve=registry.Curve(
+        "distance x",
+        lambda t, y=1.0, **o: hinge_embedding_loss(t, torch.full_like(t, y), reduction="none",
+                                                   **o),
+        (("y=+1", {"y": 1.0}), ("y=-1, margin=1", {"y": -1.0}),
+         ("y=-1, margin=2", {"y": -1.0, "margin": 2.0})), span=(0.0, 3.0)),
+    convex=True, bounded_gradient=True, robust="yes: the pull is 1 or 0",
+))
+registry.describe(cosine_embedding_loss, registry.Explain(
+    formula="l = 1 - cos(a, b) if y = 1, max(0, cos(a, b) - margin) if y = -1;  cos = <a, b> / "
+            "sqrt((|a|^2 + eps)(|b|^2 + eps)), eps = 1e-12",
+    latex=r"\ell = \begin{cases}1 - \cos(a, b) & y = 1\\ \max(0, \cos(a, b) - m) & y = -1"
+          r"\end{cases}",
+    derivative="dcos/da = b / sqrt((|a|^2 + eps)(|b|^2 + eps)) - cos a / (|a|^2 + eps);  "
+               "dl/da = -dcos/da if y = 1, [cos > margin] dcos/da if y = -1",
+    derivative_latex=r"\frac{\partial\cos}{\partial a} = \frac{b}{\lVert a\rVert\lVert b\rVert}"
+                     r" - \cos\frac{a}{\lVert a\rVert^2}",
+    gradient=_cosine_gradient,
+    example=_ex.example([[1.0, 0.0], [1.0, 1.0], [0.5, 2.0]],
+                        [[1.0, 1.0], [1.0, 0.5], [-1.0, 0.1]], [1.0, -1.0, -1.0], margin=0.2),
+    steps=_cosine_steps,
+    curve=registry.Curve(
+        "angle between a = (cos t, sin t) and b = (1, 0), radians",
+        lambda t, y=1.0, **o: cosine_embedding_loss(
+            torch.stack([t.cos(), t.sin()], dim=1),
+            torch.tensor([[1.0, 0.0]], dtype=t.dtype).expand(t.shape[0], 2),
+            torch.full_like(t, y), reduction="none", **o),
+        (("y=+1", {"y": 1.0}), ("y=-1, margin=0", {"y": -1.0}),
+         ("y=-1, margin=0.5", {"y": -1.0, "margin": 0.5})), span=(0.0, 3.14159)),
+    convex=False, bounded_gradient=False,
+    robust="yes in angle (the loss stays in [0, 2]); the gradient scales with 1/|a|",
+    note="the gradient is unbounded only as |a| nears 0; along the angle it is sin t",
+))
+registry.describe(triplet_margin_loss, registry.Explain(
+    formula="l = max(0, d(a, p) - d(a, n) + margin),  d(u, v) = ||u - v + eps||_p",
+    latex=r"\ell = \max(0, d(a, p) - d(a, n) + m)",
+    derivative="dl/da = [l > 0] (dd(a, p)/da - dd(a, n)/da),  dd(u, v)/du = sign(w) |w|^(p-1) "
+               "/ ||w||_p^(p-1), w = u - v + eps  (p = 2: w / ||w||)",
+    derivative_latex=r"\partial\ell/\partial a = \mathbb 1[\ell > 0]\Bigl(\frac{a - p}{d(a,p)} - "
+                     r"\frac{a - n}{d(a,n)}\Bigr)",
+    gradient=_triplet_gradient, example=_ex.example(*_TRIPLET), steps=_triplet_steps,
+    curve=registry.Curve(_TRIPLET_AXIS, _triplet_curve(triplet_margin_loss),
+                         tuple((f"margin={m}", {"margin": m}) for m in (0.5, 1.0, 2.0)),
+                         span=(-1.0, 3.0)),
+    convex=False, bounded_gradient=True,
+    robust="yes: the pull on the anchor is at most 2 (two unit vectors, p = 2)",
+    note="the swap option (use d(p, n) when smaller) is left out of the derivative shown",
+))
+registry.describe(triplet_margin_with_distance_loss, registry.Explain(
+    formula="l = max(0, d(a, p) - d(a, n) + margin),  d = distance_function (default: "
+            "pairwise_distance, ||u - v + 1e-6||_2)",
+    latex=r"\ell = \max(0, d(a, p) - d(a, n) + m)",
+    derivative="dl/da = [l > 0] (dd(a, p)/da - dd(a, n)/da): closed form for the default "
+               "Euclidean distance ((a - v + eps) / d(a, v)); for a user's distance, its own "
+               "gradient",
+    derivative_latex=r"\partial\ell/\partial a = \mathbb 1[\ell > 0]\bigl(\nabla_a d(a,p) - "
+                     r"\nabla_a d(a,n)\bigr)",
+    gradient=_triplet_distance_gradient, example=_ex.example(*_TRIPLET),
+    steps=lambda a, pos, neg, **kw: _triplet_steps(a, pos, neg, **kw),
+    curve=registry.Curve(
+        _TRIPLET_AXIS, _triplet_curve(triplet_margin_with_distance_loss),
+        (("euclidean", {}), ("L1 distance", {"distance_function": nn.PairwiseDistance(p=1)}),
+         ("euclidean, margin=2", {"margin": 2.0})), span=(-1.0, 3.0)),
+    convex=False, bounded_gradient=True,
+    robust="yes for the default distance (pull at most 2); depends on distance_function",
+    note="the derivative is closed-form only for the default distance; for any other it is the "
+         "chain rule around that distance's own gradient (autograd)",
+))

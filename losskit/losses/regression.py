@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.checks import LossInputError
+from losskit.losses import _explain as _ex
 from losskit.losses._common import REDUCTION_ENUM, has_override
 
 __all__ = [
@@ -337,3 +338,90 @@ registry.register(registry.LossRecord(
     mean_count=registry.count_elements, cli="quantile", estimates="quantile",
     catalog=(("regression", "quantile=0.9"),),
 ))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py. One example for the family: d = x - y = (-0.5, 0.5, 0, 3),
+# the last an outlier.
+
+_X, _Y = [2.5, 0.0, 2.0, 8.0], [3.0, -0.5, 2.0, 5.0]
+
+
+def _describe(fn, formula, latex, derivative, derivative_latex, gradient, per_element, *,
+              convex, bounded, robust, options=(("", {}),), **kwargs):
+    """Describe an elementwise regression loss: ``per_element(d, **kwargs) -> [(label, l)]``
+    writes the hand computation from the residual ``d = x - y``."""
+
+    def steps(x, y, reduction="mean", **kw):
+        d = x - y
+        rows = [("residual d = x - y", d), *per_element(d, **kw)]
+        return rows + _ex.reduce_step(rows[-1][1], reduction)
+
+    registry.describe(fn, registry.Explain(
+        formula=formula, latex=latex, derivative=derivative, derivative_latex=derivative_latex,
+        gradient=lambda x, y, **kw: gradient(x - y, **{k: v for k, v in kw.items()
+                                                        if k != "reduction"}),
+        example=_ex.example(_X, _Y, **kwargs), steps=steps,
+        curve=registry.Curve("residual d = x - y", _ex.residual_curve(fn), options),
+        convex=convex, bounded_gradient=bounded, robust=robust,
+    ))
+
+
+def _huber_steps(d, delta=1.0):
+    a = d.abs()
+    return [("|d|", a), ("quadratic 0.5 d^2 (used where |d| < delta)", 0.5 * d**2),
+            ("linear delta (|d| - delta/2) (elsewhere)", delta * (a - delta / 2)),
+            ("l", torch.where(a < delta, 0.5 * d**2, delta * (a - delta / 2)))]
+
+
+def _smooth_l1_steps(d, beta=1.0):
+    a = d.abs()
+    return [("|d|", a), ("0.5 d^2 / beta (used where |d| < beta)", 0.5 * d**2 / beta),
+            ("|d| - beta/2 (elsewhere)", a - beta / 2),
+            ("l", torch.where(a < beta, 0.5 * d**2 / beta, a - beta / 2))]
+
+
+def _quantile_steps(d, quantile=0.5):
+    u = -d  # y - x: positive when the prediction is under the target
+    return [("u = y - x = -d", u), ("q u (under-prediction)", quantile * u),
+            ("(q - 1) u (over-prediction)", (quantile - 1) * u),
+            ("l = max of the two", torch.maximum(quantile * u, (quantile - 1) * u))]
+
+
+_describe(mse_loss, "l = (x - y)^2", r"\ell = (x - y)^2", "dl/dx = 2 (x - y)",
+          r"\partial\ell/\partial x = 2(x - y)", lambda d: 2 * d,
+          lambda d: [("l = d^2", d**2)], convex=True, bounded=False,
+          robust="no: an outlier's gradient grows with its error, so a few dominate the mean")
+_describe(l1_loss, "l = |x - y|", r"\ell = |x - y|", "dl/dx = sign(x - y) (0 at x = y)",
+          r"\partial\ell/\partial x = \operatorname{sign}(x - y)", torch.sign,
+          lambda d: [("l = |d|", d.abs())], convex=True, bounded=True,
+          robust="yes: every point pulls with the same force 1, however far")
+_describe(huber_loss, "l = d^2/2 if |d| < delta else delta (|d| - delta/2),  d = x - y",
+          r"\ell = \begin{cases}\tfrac12 d^2 & |d| < \delta \\ \delta(|d| - \tfrac12\delta) "
+          r"& \text{else}\end{cases}",
+          "dl/dx = d if |d| < delta else delta sign(d)  (d clipped to [-delta, delta])",
+          r"\partial\ell/\partial x = \operatorname{clip}(d, -\delta, \delta)",
+          lambda d, delta=1.0: d.clamp(-delta, delta), _huber_steps, convex=True, bounded=True,
+          robust="yes: beyond delta the pull is capped at delta",
+          options=tuple((f"delta={v}", {"delta": v}) for v in (0.5, 1.0, 2.0)), delta=1.0)
+_describe(smooth_l1_loss, "l = d^2/(2 beta) if |d| < beta else |d| - beta/2,  d = x - y",
+          r"\ell = \begin{cases}d^2/(2\beta) & |d| < \beta \\ |d| - \tfrac12\beta "
+          r"& \text{else}\end{cases}",
+          "dl/dx = d/beta if |d| < beta else sign(d)  (clip(d/beta, -1, 1))",
+          r"\partial\ell/\partial x = \operatorname{clip}(d/\beta, -1, 1)",
+          lambda d, beta=1.0: (d / beta).clamp(-1, 1), _smooth_l1_steps, convex=True,
+          bounded=True, robust="yes: beyond beta the pull is capped at 1",
+          options=tuple((f"beta={v}", {"beta": v}) for v in (0.5, 1.0, 2.0)), beta=1.0)
+_describe(log_cosh_loss, "l = log(cosh(x - y))", r"\ell = \log\cosh(x - y)",
+          "dl/dx = tanh(x - y)", r"\partial\ell/\partial x = \tanh(x - y)", torch.tanh,
+          lambda d: [("cosh(d)", torch.cosh(d)), ("l = log cosh(d)", torch.cosh(d).log())],
+          convex=True, bounded=True, robust="yes: the pull tanh(d) saturates at 1")
+_describe(quantile_loss, "l = max(q u, (q - 1) u),  u = y - x",
+          r"\ell = \max(q u, (q - 1) u),\ u = y - x",
+          "dl/dx = -q if x < y, 1 - q if x > y, 0 at x = y",
+          r"\partial\ell/\partial x = \mathbb 1[x > y] - q \ (0 \text{ at } x = y)",
+          lambda d, quantile=0.5: ((d > 0).to(d.dtype) - quantile) * (d != 0),
+          _quantile_steps, convex=True, bounded=True,
+          robust="yes: the pull is q or 1 - q, however far",
+          options=tuple((f"q={v}", {"quantile": v}) for v in (0.1, 0.5, 0.9)), quantile=0.9)

@@ -5,11 +5,13 @@ The guardrails are in :mod:`losskit.checks.sequence`.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.checks import sequence as seq_checks
+from losskit.losses import _explain as _ex
 from losskit.losses._common import autocast_on
 
 __all__ = ["CTCLoss", "ctc_loss"]
@@ -36,6 +38,11 @@ def _check_ctc(
     seq_checks.check_ctc_targets(loss, log_probs, targets)
     values = checks.values_enabled(loss)
     if not (values or seq_checks.host_checks_enabled(targets, input_lengths, target_lengths)):
+        return
+    small = (not values and targets.is_cpu and targets.numel() <= seq_checks.SMALL_TARGETS)
+    if small and seq_checks.small_lengths_and_labels_clear(
+        log_probs, targets, input_lengths, target_lengths, blank
+    ):
         return
     il = seq_checks.as_lengths(input_lengths, targets.device)  # (N,) int64
     tl = seq_checks.as_lengths(target_lengths, targets.device)  # (N,) int64
@@ -156,4 +163,109 @@ registry.register(registry.LossRecord(
     # not one total over a count: no mean_count.
     mean_count=None, torch_function=F.ctc_loss, torch_module=nn.CTCLoss, cli=None,
     estimates="probabilities",
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py.
+
+
+def _ctc_alpha_beta(lp, labels, blank):
+    """Forward and backward variables of one sample, in probability space (small examples only):
+    ``alpha[t, s]``, ``beta[t, s]`` over the extended label ``(blank, l1, blank, ..., blank)``,
+    both including frame t's probability (Graves et al., 2006, eqs. 6-10)."""
+    y = lp.exp()  # (T, C)
+    ext = [blank]
+    for c in labels:
+        ext += [c, blank]
+    steps, size = y.shape[0], len(ext)
+    skip = [s >= 2 and ext[s] != blank and ext[s] != ext[s - 2] for s in range(size)]
+    alpha = [[y.new_zeros(()) for _ in range(size)] for _ in range(steps)]
+    beta = [[y.new_zeros(()) for _ in range(size)] for _ in range(steps)]
+    alpha[0][0], alpha[0][1] = y[0, ext[0]], y[0, ext[1]]
+    for t in range(1, steps):
+        for s in range(size):
+            a = alpha[t - 1][s] + (alpha[t - 1][s - 1] if s else 0)
+            a = a + (alpha[t - 1][s - 2] if skip[s] else 0)
+            alpha[t][s] = a * y[t, ext[s]]
+    beta[-1][-1], beta[-1][-2] = y[-1, ext[-1]], y[-1, ext[-2]]
+    for t in range(steps - 2, -1, -1):
+        for s in range(size):
+            b = beta[t + 1][s] + (beta[t + 1][s + 1] if s + 1 < size else 0)
+            b = b + (beta[t + 1][s + 2] if s + 2 < size and skip[s + 2] else 0)
+            beta[t][s] = b * y[t, ext[s]]
+    stack = lambda rows: torch.stack([torch.stack(r) for r in rows])  # noqa: E731
+    return ext, stack(alpha), stack(beta), y
+
+
+def _ctc_samples(lp, targets, input_lengths, target_lengths):
+    for n in range(lp.shape[1]):
+        steps, size = int(input_lengths[n]), int(target_lengths[n])
+        yield n, lp[:steps, n], targets[n, :size].tolist()
+
+
+def _ctc_steps(lp, targets, input_lengths, target_lengths, reduction="mean", blank=0):
+    rows, losses = [], []
+    for n, lp_n, labels in _ctc_samples(lp, targets, input_lengths, target_lengths):
+        ext, alpha, _, _ = _ctc_alpha_beta(lp_n, labels, blank)
+        prob = alpha[-1, -1] + alpha[-1, -2]
+        rows += [(f"sample {n}: extended label l' (blanks around each label)", torch.tensor(ext)),
+                 (f"sample {n}: alpha_t(s), one row per frame", alpha),
+                 (f"sample {n}: p(l|x) = alpha_T(last) + alpha_T(last - 1)", prob),
+                 (f"sample {n}: -log p(l|x)", -prob.log())]
+        losses.append(-prob.log())
+    nll = torch.stack(losses)
+    if reduction == "mean":
+        per = nll / target_lengths.to(nll.dtype)
+        return [*rows, ("each divided by its target length", per),
+                (f"mean over the {len(losses)} samples", per.mean())]
+    return rows + _ex.reduce_step(nll, reduction, "samples")
+
+
+def _ctc_gradient(lp, targets, input_lengths, target_lengths, blank=0, **kw):
+    """torch's gradient for log_probs: y_t(k) - gamma_t(k), gamma the occupancy of class k."""
+    grad = torch.zeros_like(lp)
+    for n, lp_n, labels in _ctc_samples(lp, targets, input_lengths, target_lengths):
+        ext, alpha, beta, y = _ctc_alpha_beta(lp_n, labels, blank)
+        prob = alpha[-1, -1] + alpha[-1, -2]
+        occupancy = torch.zeros_like(y)  # (T, C)
+        for s, k in enumerate(ext):
+            occupancy[:, k] += alpha[:, s] * beta[:, s] / (y[:, k] * prob)
+        grad[: y.shape[0], n] = y - occupancy
+    return grad
+
+
+def _ctc_curve(t, frames=2):
+    """Two classes (blank 0, label 1), target "1", every frame's label logit at ``t``."""
+    logits = torch.stack([torch.zeros_like(t), t], dim=-1)  # (n, 2)
+    lp = logits.log_softmax(-1).expand(frames, -1, -1)  # (T, n, 2)
+    n = t.shape[0]
+    return ctc_loss(lp, torch.ones(n, 1, dtype=torch.long), torch.full((n,), frames),
+                    torch.ones(n, dtype=torch.long), reduction="none")
+
+
+registry.describe(ctc_loss, registry.Explain(
+    formula="l = -log p(l|x),  p(l|x) = sum over the alignments that collapse to l (repeats "
+            "merged, blanks removed) of prod_t y_t(path_t), by the forward recursion alpha",
+    latex=r"\ell = -\log\sum_{\pi\in\mathcal B^{-1}(l)}\prod_t y_t^{\pi_t}",
+    derivative="dl/d log y_t(k) as torch returns it: y_t(k) - gamma_t(k), gamma_t(k) = "
+               "sum_{s: l'_s = k} alpha_t(s) beta_t(s) / (y_t(k) p(l|x)) (the forward-backward "
+               "occupancy of class k at frame t)",
+    derivative_latex=r"\frac{\partial\ell}{\partial\log y_t^k} = y_t^k - \frac{1}{p(l|x)\,y_t^k}"
+                     r"\sum_{s:\,l'_s = k}\alpha_t(s)\beta_t(s)",
+    gradient=_ctc_gradient,
+    example=_ex.example(torch.tensor([[[1.0, 0.5, -0.5]], [[0.2, 1.5, 0.1]], [[0.3, 0.2, 1.2]],
+                                      [[1.0, -0.2, 0.8]]]).double().log_softmax(-1),
+                        torch.tensor([[1, 2]]), torch.tensor([4]), torch.tensor([2])),
+    steps=_ctc_steps,
+    curve=registry.Curve("label logit at every frame (2 classes, target '1')", _ctc_curve,
+                         tuple((f"T={f} frames", {"frames": f}) for f in (1, 2, 4)),
+                         span=(-6.0, 6.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: a wrong transcript's pull per frame is bounded, its loss grows linearly",
+    note="not a short closed form: the gradient is given through the forward-backward "
+         "occupancies. The exact derivative with respect to log_probs is -gamma; torch returns "
+         "y - gamma, the gradient of the logits under log_softmax, and the two agree after "
+         "log_softmax's backward (sum_k gamma_t(k) = 1). The check is against torch's.",
 ))

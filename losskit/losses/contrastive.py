@@ -1,0 +1,548 @@
+r"""Contrastive losses: InfoNCE / NT-Xent (SimCLR), the symmetric CLIP loss, supervised
+contrastive (SupCon).
+
+Each is a positive similarity per query minus a log-sum-exp over keys (the other samples, the
+negatives, and the positive itself),
+
+.. math::
+    l_i = \log \sum_{j \ne i} e^{s\, q_i \cdot k_j} - s\, \mathrm{pos}_i,
+
+so three options work the same way for all three:
+
+* ``chunk_size=n``: the log-sum-exp is computed in ``n x n`` tiles with the gradient computed
+  tile by tile (:mod:`losskit.kernels.contrastive`): the ``B x B`` similarity matrix never
+  exists, and the scratch memory is independent of the batch size. ``None`` (the default)
+  computes the whole matrix, which is faster for small batches.
+* ``gather=True`` (with ``group=``, default the world): the keys are every rank's embeddings,
+  gathered with :func:`losskit.distributed.gather.all_gather_rows`, which carries the gradient
+  back to the rank that owns them (``torch.distributed.all_gather`` does not: a silent bug).
+  Each rank's loss covers its own queries; under DDP (which averages gradients over ranks) a
+  ``"mean"`` step equals one process on the gathered batch, and with ``"sum"`` the summed
+  rank losses do.
+* ``normalize=True`` (default): cosine similarity (each row divided by its norm first).
+
+Inputs in float16/bfloat16 are computed in float32; the loss has the input's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losskit import _reduction, checks, registry
+from losskit.checks import contrastive as cchecks
+from losskit.kernels.contrastive import chunked_logsumexp
+from losskit.losses._common import HALF
+
+__all__ = [
+    "ClipLoss",
+    "InfoNCELoss",
+    "SupConLoss",
+    "clip_loss",
+    "info_nce",
+    "supcon_loss",
+]
+
+CLIP_INIT = math.log(1 / 0.07)  # CLIP's initial logit_scale: a scale of 14.3
+CLIP_MAX_SCALE = 100.0  # CLIP keeps exp(logit_scale) at or below 100
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared steps
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in HALF else x.dtype
+
+
+def _unit(x: Tensor, normalize: bool, dtype: torch.dtype) -> Tensor:
+    """Rows in the compute dtype, divided by their norm when ``normalize``."""
+    x = x.to(dtype)
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+def _keys(x: Tensor, gather: bool, group) -> tuple[Tensor, int]:
+    """Every rank's rows of ``x`` (with gradient) and where this rank's start; ``(x, 0)``
+    without ``gather``. Imported here: the losses sit below :mod:`losskit.distributed`."""
+    if not gather:
+        return x, 0
+    from losskit.distributed.gather import all_gather_rows
+
+    return all_gather_rows(x, group=group)
+
+
+def _gathering(gather: bool, group) -> bool:
+    """Whether ``gather`` will see other ranks (then the local batch may be a single row)."""
+    if not gather:
+        return False
+    from losskit.distributed.group import world_size
+
+    return world_size(group) > 1
+
+
+def _lse(q: Tensor, k: Tensor, scale: Tensor, skip: Tensor, chunk_size: int | None) -> Tensor:
+    r""":math:`\log \sum_{j \ne skip_i} e^{s\, q_i \cdot k_j}` per row of ``q`` (N, D) over
+    ``k`` (M, D): the whole (N, M) matrix, or tile by tile with ``chunk_size``."""
+    if chunk_size is not None:
+        return chunked_logsumexp(q, k, scale=scale, skip=skip, chunk=chunk_size)
+    cols = torch.arange(k.shape[0], device=q.device)  # (M,)
+    logits = (q @ k.T) * scale  # (N, M)
+    return logits.masked_fill(cols[None, :] == skip[:, None], float("-inf")).logsumexp(1)
+
+
+def _scale_from_temperature(temperature: float | Tensor, like: Tensor) -> Tensor:
+    """``1 / temperature`` as a 0-d tensor of ``like``'s dtype (differentiable for a tensor)."""
+    if isinstance(temperature, Tensor):
+        return 1.0 / temperature.to(like.dtype)
+    return torch.tensor(1.0 / temperature, dtype=like.dtype, device=like.device)
+
+
+def _common_checks(
+    loss: str, reduction: str, chunk_size: int | None, temperature: float | Tensor | None,
+    **tensors: Tensor | None,
+) -> str:
+    reduction = _reduction.resolve(reduction)
+    for name, t in tensors.items():
+        if t is not None and name != "labels":
+            _check_floating(loss, name, t)
+    checks.check_same_device(loss, **tensors)
+    checks.check_chunk_size(loss, chunk_size)
+    if temperature is not None:
+        cchecks.check_temperature(loss, temperature)
+    return reduction
+
+
+def _check_floating(loss: str, name: str, t: Tensor) -> None:
+    if not t.is_floating_point():
+        raise checks.LossNotImplementedError(
+            f"{loss}: `{name}` has {checks.describe(t)}, but embeddings must be floating "
+            f"point. Fix: pass the model output, or `{name}.float()`."
+        )
+
+
+def _value_checks(loss: str, normalize: bool, temperature: float | Tensor | None,
+                  **views: Tensor) -> None:
+    checks.check_finite(loss, **views)  # type: ignore[arg-type]  # no key named allow_neg_inf
+    if temperature is not None and normalize:
+        cchecks.check_cosine_temperature(loss, temperature)
+    if not normalize:
+        cchecks.check_normalized_rows(loss, **views)
+
+
+# ----------------------------------------------------------------------------------------------
+# InfoNCE / NT-Xent
+
+
+def info_nce(
+    z1: Tensor,
+    z2: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    normalize: bool = True,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+    gather: bool = False,
+    group=None,
+) -> Tensor:
+    r"""InfoNCE over two views, as SimCLR's NT-Xent (normalised temperature-scaled
+    cross-entropy).
+
+    With :math:`z = [z^{(1)}; z^{(2)}]` (2B rows, each divided by its norm when ``normalize``),
+    :math:`s_{ij} = z_i \cdot z_j / \tau` and :math:`p(i)` the other view of sample i:
+
+    .. math::
+        l_i = -\log \frac{e^{s_{i,p(i)}}}{\sum_{j \ne i} e^{s_{ij}}},
+        \qquad i = 1 \dots 2B
+
+    so each row has one positive and 2B - 2 negatives (the other samples' views).
+
+    Args:
+        z1: ``(B, D)`` embeddings of the first view. z2: ``(B, D)``, row i the second view
+            of sample i.
+        temperature: :math:`\tau > 0`, a float or a 0-d tensor (e.g. ``log_t.exp()`` learnt,
+            as :class:`InfoNCELoss` does with ``learn_temperature=True``).
+        normalize: cosine similarity (True) or plain dot products of the rows as given.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the 2B rows.
+        chunk_size: tile side: compute without the (2B, 2B) matrix (see the module docs).
+        gather: use every rank's rows as negatives (``torch.distributed``), with gradient.
+        group: the process group for ``gather`` (None: the world).
+
+    Shape: ``"none"`` gives ``(2B,)``: the rows of ``z1``, then those of ``z2``.
+
+    One-direction InfoNCE with explicit negatives (query, positive key, negative keys) is not a
+    separate signature: with in-batch negatives it is
+    ``cross_entropy(q @ k.T / t, arange(B))``, and :func:`clip_loss` is its symmetric form.
+
+    Reference: Chen et al., "A Simple Framework for Contrastive Learning of Visual
+    Representations" (SimCLR), 2020; van den Oord et al., "Representation Learning with
+    Contrastive Predictive Coding" (InfoNCE), 2018. Same value as pytorch-metric-learning's
+    ``NTXentLoss`` on ``cat([z1, z2])`` with labels ``cat([arange(B), arange(B)])``.
+
+    Example:
+        >>> z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> info_nce(z1, z1, temperature=0.5)  # two aligned views: -log(e^2 / (e^2 + 2))
+        tensor(0.2395)
+    """
+    loss = "info_nce"
+    reduction = _common_checks(loss, reduction, chunk_size, temperature, z1=z1, z2=z2)
+    cchecks.check_pair_shapes(loss, "z1", z1, "z2", z2)
+    if not _gathering(gather, group):
+        cchecks.check_negatives_exist(loss, z1.shape[0], "`z1`")
+    if checks.values_enabled(loss):
+        _value_checks(loss, normalize, temperature, z1=z1, z2=z2)
+    dtype = _compute_dtype(z1)
+    a, b = _unit(z1, normalize, dtype), _unit(z2, normalize, dtype)  # (B, D) each
+    scale = _scale_from_temperature(temperature, a)
+    n = a.shape[0]
+    q = torch.cat([a, b])  # (2B, D): the queries, this rank's rows
+    if gather:
+        k1, start = _keys(a, gather, group)  # (B_all, D)
+        k2, _ = _keys(b, gather, group)
+        k = torch.cat([k1, k2])  # (2 B_all, D)
+        rows = torch.arange(n, device=a.device) + start
+        skip = torch.cat([rows, rows + k1.shape[0]])  # (2B,): each query's own column
+    else:
+        k, skip = q, torch.arange(2 * n, device=a.device)
+    positive = (a * b).sum(1) * scale  # (B,)
+    out = _lse(q, k, scale, skip, chunk_size) - torch.cat([positive, positive])  # (2B,)
+    return _reduction.reduce(out, reduction).to(z1.dtype)
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE / NT-Xent over two views; see :func:`losskit.functional.info_nce`.
+
+    With ``learn_temperature=True`` the Module holds ``log_temperature``, a Parameter
+    initialised at ``log(temperature)`` (learnt in log space, as CLIP learns its scale) and
+    passes ``temperature=log_temperature.exp()``; give the loss's parameters to the optimizer.
+
+    >>> loss = InfoNCELoss(temperature=0.5)
+    >>> z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> loss(z1, z1)
+    tensor(0.2395)
+    >>> learnt = InfoNCELoss(temperature=0.5, learn_temperature=True)
+    >>> round(learnt.log_temperature.exp().item(), 4), learnt(z1, z1).requires_grad
+    (0.5, True)
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        *,
+        learn_temperature: bool = False,
+        normalize: bool = True,
+        reduction: str = "mean",
+        chunk_size: int | None = None,
+        gather: bool = False,
+        group=None,
+    ) -> None:
+        super().__init__()
+        cchecks.check_temperature("InfoNCELoss", temperature)
+        if learn_temperature:
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+        else:
+            self.temperature = temperature
+        self.learn_temperature = learn_temperature
+        self.normalize = normalize
+        self.reduction = reduction
+        self.chunk_size = chunk_size
+        self.gather = gather
+        self.group = group
+
+    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        t = self.log_temperature.exp() if self.learn_temperature else self.temperature
+        return info_nce(
+            z1, z2, temperature=t, normalize=self.normalize, reduction=self.reduction,
+            chunk_size=self.chunk_size, gather=self.gather, group=self.group,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# CLIP
+
+
+def clip_loss(
+    image_embeds: Tensor,
+    text_embeds: Tensor,
+    *,
+    logit_scale: float | Tensor = CLIP_INIT,
+    normalize: bool = True,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+    gather: bool = False,
+    group=None,
+) -> Tensor:
+    r"""The symmetric CLIP loss: cross-entropy over image-to-text and text-to-image logits.
+
+    With :math:`a, b` the image and text rows (unit norm when ``normalize``) and
+    :math:`s = \min(e^{\text{logit\_scale}}, 100)`, logits :math:`L = s\, a b^\top` (B, B):
+
+    .. math::
+        l_i = \tfrac12 \Big( -\log \mathrm{softmax}(L_{i,:})_i
+                             -\log \mathrm{softmax}(L_{:,i})_i \Big)
+
+    Args:
+        image_embeds: ``(B, D)``. text_embeds: ``(B, D)``, row i the caption of image i.
+        logit_scale: the **log** of the scale (a float, or a 0-d tensor to learn it, as CLIP
+            does); CLIP's initial value log(1/0.07) = 2.659 is the default.
+        normalize, reduction, chunk_size, gather, group: as :func:`info_nce`.
+
+    Shape: ``"none"`` gives ``(B,)``: the mean of pair i's two cross-entropy terms.
+
+    Departure from CLIP: CLIP clamps the ``logit_scale`` parameter itself to at most log(100)
+    after each optimizer step; here ``exp(logit_scale)`` is clamped at 100 inside the loss, so
+    beyond it the scale stays 100 with zero gradient, and the parameter is left alone.
+
+    Reference: Radford et al., "Learning Transferable Visual Models From Natural Language
+    Supervision" (CLIP), 2021.
+
+    Example:
+        >>> a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> clip_loss(a, a, logit_scale=0.0, normalize=False)  # log(1 + e^-1)
+        tensor(0.3133)
+    """
+    loss = "clip_loss"
+    reduction = _common_checks(loss, reduction, chunk_size, None, image_embeds=image_embeds,
+                               text_embeds=text_embeds)
+    cchecks.check_pair_shapes(loss, "image_embeds", image_embeds, "text_embeds", text_embeds)
+    _check_logit_scale_metadata(logit_scale)
+    if not _gathering(gather, group):
+        cchecks.check_negatives_exist(loss, image_embeds.shape[0], "`image_embeds`")
+    if checks.values_enabled(loss):
+        _value_checks(loss, normalize, None, image_embeds=image_embeds, text_embeds=text_embeds)
+        cchecks.check_logit_scale(loss, logit_scale, normalize)
+    dtype = _compute_dtype(image_embeds)
+    a, b = _unit(image_embeds, normalize, dtype), _unit(text_embeds, normalize, dtype)
+    if isinstance(logit_scale, Tensor):
+        scale = logit_scale.to(dtype).exp().clamp(max=CLIP_MAX_SCALE)
+    else:
+        scale = torch.tensor(min(math.exp(logit_scale), CLIP_MAX_SCALE), dtype=dtype,
+                             device=a.device)
+    ka, _ = _keys(a, gather, group)  # (B_all, D)
+    kb, _ = _keys(b, gather, group)
+    none = torch.full((a.shape[0],), -1, dtype=torch.long, device=a.device)  # skip nothing
+    positive = (a * b).sum(1) * scale  # (B,)
+    out = 0.5 * (_lse(a, kb, scale, none, chunk_size) + _lse(b, ka, scale, none, chunk_size))
+    return _reduction.reduce(out - positive, reduction).to(image_embeds.dtype)
+
+
+def _check_logit_scale_metadata(logit_scale: float | Tensor) -> None:
+    ok = (logit_scale.dim() == 0 and logit_scale.is_floating_point()
+          if isinstance(logit_scale, Tensor)
+          else isinstance(logit_scale, (int, float)) and math.isfinite(logit_scale))
+    if not ok:
+        got = checks.describe(logit_scale) if isinstance(logit_scale, Tensor) else repr(
+            logit_scale)
+        raise checks.LossInputError(
+            f"clip_loss: `logit_scale` is {got}, but it must be one finite number, the log of "
+            f"the scale. Fix: pass a float such as math.log(1 / 0.07), or a 0-d floating "
+            f"tensor (a learnt parameter)."
+        )
+
+
+class ClipLoss(nn.Module):
+    """The symmetric CLIP loss; see :func:`losskit.functional.clip_loss`.
+
+    With ``learn_logit_scale=True`` the Module holds ``logit_scale``, a Parameter initialised
+    at the given value (CLIP learns it); otherwise the float is used as is.
+
+    >>> a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> ClipLoss(logit_scale=0.0, normalize=False)(a, a)
+    tensor(0.3133)
+    """
+
+    def __init__(
+        self,
+        logit_scale: float = CLIP_INIT,
+        *,
+        learn_logit_scale: bool = False,
+        normalize: bool = True,
+        reduction: str = "mean",
+        chunk_size: int | None = None,
+        gather: bool = False,
+        group=None,
+    ) -> None:
+        super().__init__()
+        self.logit_scale: nn.Parameter | float
+        if learn_logit_scale:
+            self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+        else:
+            self.logit_scale = logit_scale
+        self.learn_logit_scale = learn_logit_scale
+        self.normalize = normalize
+        self.reduction = reduction
+        self.chunk_size = chunk_size
+        self.gather = gather
+        self.group = group
+
+    def forward(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
+        return clip_loss(
+            image_embeds, text_embeds, logit_scale=self.logit_scale, normalize=self.normalize,
+            reduction=self.reduction, chunk_size=self.chunk_size, gather=self.gather,
+            group=self.group,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Supervised contrastive
+
+
+def supcon_loss(
+    features: Tensor,
+    labels: Tensor | None = None,
+    *,
+    temperature: float | Tensor = 0.1,
+    normalize: bool = True,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+    gather: bool = False,
+    group=None,
+) -> Tensor:
+    r"""Supervised contrastive loss, :math:`\mathcal{L}^{sup}_{out}` (Khosla et al., 2020).
+
+    Every view of every sample is an anchor i (N = B V anchors); its positives :math:`P(i)` are
+    the other views with the same label, and with :math:`s_{ij} = z_i \cdot z_j / \tau`:
+
+    .. math::
+        l_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)}
+              \log \frac{e^{s_{ip}}}{\sum_{j \ne i} e^{s_{ij}}}
+
+    (the "out" form, the mean outside the log, which the paper found better). With
+    ``labels=None`` each sample is its own class: SimCLR's loss over V views (for V = 2 equal
+    to :func:`info_nce`).
+
+    Args:
+        features: ``(B, V, D)``: V views (augmentations) of each of B samples.
+        labels: ``(B,)`` integer classes, or None (unsupervised).
+        temperature, normalize, chunk_size, gather, group: as :func:`info_nce`.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``; an anchor with no positive (V = 1
+            and a class seen once) counts 0 and is left out of ``"mean"``'s count.
+
+    Shape: ``"none"`` gives ``(B, V)``.
+
+    Departure from the authors' code: no ``temperature / base_temperature`` factor (the
+    paper's formula has none; with their defaults 0.07 / 0.07 it is 1).
+
+    Example:
+        >>> f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+        >>> supcon_loss(f, torch.tensor([0, 1]), temperature=0.5)  # as info_nce's example
+        tensor(0.2395)
+    """
+    loss = "supcon_loss"
+    reduction = _common_checks(loss, reduction, chunk_size, temperature, features=features,
+                               labels=labels)
+    cchecks.check_supcon_shapes(loss, features, labels)
+    if not _gathering(gather, group):
+        cchecks.check_negatives_exist(loss, features.shape[0], "`features`")
+    if checks.values_enabled(loss):
+        _value_checks(loss, normalize, temperature, features=features)
+    bsz, views, d = features.shape
+    dtype = _compute_dtype(features)
+    x = _unit(features.transpose(0, 1).reshape(views * bsz, d), normalize, dtype)  # (V*B, D)
+    scale = _scale_from_temperature(temperature, x)
+    k, start = _keys(x, gather, group)  # (V*B_all, D) when gathering
+    if labels is None:
+        labels = torch.arange(bsz, device=x.device) + start // views  # unique across ranks
+    y, _ = _keys(labels.repeat(views), gather, group)  # (V*B_all,) no gradient
+    n = x.shape[0]
+    classes, inverse = torch.unique(y, return_inverse=True)
+    sums = torch.zeros(len(classes), d, dtype=dtype, device=x.device).index_add(0, inverse, k)
+    counts = torch.bincount(inverse, minlength=len(classes))  # (K,)
+    mine = inverse[start : start + n]  # (V*B,): each anchor's class
+    positives = sums[mine] - x  # (V*B, D): sum over P(i)
+    n_pos = counts[mine] - 1  # (V*B,)
+    skip = torch.arange(n, device=x.device) + start
+    mean_pos = (x * positives).sum(1) * scale / n_pos.clamp(min=1).to(dtype)
+    out = torch.where(n_pos > 0, _lse(x, k, scale, skip, chunk_size) - mean_pos, 0.0)
+    if reduction == "none":
+        return out.reshape(views, bsz).T.to(features.dtype)  # (B, V)
+    counted = (n_pos > 0).sum().to(dtype)
+    return _reduction.reduce(out, reduction, counted).to(features.dtype)
+
+
+class SupConLoss(nn.Module):
+    """Supervised contrastive loss; see :func:`losskit.functional.supcon_loss`.
+
+    >>> f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    >>> SupConLoss(temperature=0.5)(f, torch.tensor([0, 1]))
+    tensor(0.2395)
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        *,
+        normalize: bool = True,
+        reduction: str = "mean",
+        chunk_size: int | None = None,
+        gather: bool = False,
+        group=None,
+    ) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.normalize = normalize
+        self.reduction = reduction
+        self.chunk_size = chunk_size
+        self.gather = gather
+        self.group = group
+
+    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
+        return supcon_loss(
+            features, labels, temperature=self.temperature, normalize=self.normalize,
+            reduction=self.reduction, chunk_size=self.chunk_size, gather=self.gather,
+            group=self.group,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+
+def count_view_rows(loss_fn: nn.Module, z1: Tensor, *rest: Tensor) -> Tensor:
+    """``"mean"`` of :func:`info_nce` divides by the 2B rows of both views.
+
+    >>> count_view_rows(None, torch.zeros(3, 4), torch.zeros(3, 4))
+    tensor(6.)
+    """
+    return registry.count_full(z1, 2 * z1.shape[0])
+
+
+def count_anchors_with_positives(
+    loss_fn: nn.Module, features: Tensor, labels: Tensor | None = None
+) -> Tensor:
+    """``"mean"`` of :func:`supcon_loss` divides by the anchors (B V of them) that have a
+    positive: all of them when V >= 2.
+
+    >>> count_anchors_with_positives(None, torch.zeros(3, 1, 2), torch.tensor([0, 0, 1]))
+    tensor(2.)
+    """
+    bsz, views = features.shape[:2]
+    if labels is None or views > 1:
+        return registry.count_full(features, bsz * views if views > 1 else 0)
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    return (counts[inverse] > 1).sum().to(registry.count_full(features, 0).dtype)
+
+
+registry.register(registry.LossRecord(
+    function=info_nce, module=InfoNCELoss, family="contrastive", input="embeddings",
+    targets=("none",),
+    summary="InfoNCE / NT-Xent over two views (SimCLR); chunked and multi-rank paths",
+    mean_count=count_view_rows, aliases=("nt_xent", "NTXentLoss", "simclr", "infonce"),
+    catalog=(("contrastive representation learning", "temperature=0.1"),),
+))
+registry.register(registry.LossRecord(
+    function=clip_loss, module=ClipLoss, family="contrastive", input="embeddings",
+    targets=("none",),
+    summary="symmetric image-text cross-entropy (CLIP) with a learnable logit scale",
+    mean_count=registry.count_rows, aliases=("clip", "contrastive_image_text"),
+    catalog=(("contrastive representation learning", ""),),
+))
+registry.register(registry.LossRecord(
+    function=supcon_loss, module=SupConLoss, family="contrastive", input="embeddings",
+    targets=("class-indices",),
+    summary="supervised contrastive (SupCon, L_out): same-label views are positives",
+    mean_count=count_anchors_with_positives, aliases=("supcon", "supervised_contrastive"),
+    catalog=(("contrastive representation learning", "temperature=0.1"),),
+))

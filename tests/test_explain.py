@@ -1,0 +1,127 @@
+"""`losskit explain` and the gallery: every registered loss has explain data, its closed-form
+derivative equals autograd's in float64, its worked example equals the loss's own output, and its
+curves draw."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from losskit import explain, registry
+
+RECORDS = list(registry.records())
+IDS = [r.name for r in RECORDS]
+
+
+def _input_noise(record, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``x`` moved a little, kept where the loss accepts it (probabilities in (0, 1), distances
+    non-negative, log-probabilities normalised)."""
+    g = torch.Generator().manual_seed(seed)
+    moved = x + 0.3 * torch.randn(x.shape, generator=g, dtype=x.dtype)
+    if record.input == "probabilities":
+        return moved.clamp(0.05, 0.95)
+    if record.input == "distances":
+        return moved.abs()
+    if record.input == "log-probabilities":
+        return moved.log_softmax(dim=-1)
+    return moved
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_every_record_has_explain_data(record):
+    assert record.explain is not None, (
+        f"{record.name} has no explain data: add registry.describe({record.name}, ...) in "
+        f"losskit/losses/{record.family}.py (docs/design.md, 'What a record needs for explain')")
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+@pytest.mark.parametrize("seed", [None, 0, 1])
+def test_closed_form_derivative_equals_autograd(record, seed):
+    """The printed derivative's callable against autograd of the loss itself (reduction "sum"),
+    float64, at the worked example and at two nearby inputs."""
+    info = record.explain
+    args, kwargs = info.example()
+    if seed is not None:
+        args = (_input_noise(record, args[0], seed), *args[1:])
+    x = args[0].clone().requires_grad_(True)
+    loss = record.function(x, *args[1:], **{**kwargs, "reduction": "sum"})
+    (auto,) = torch.autograd.grad(loss, x)
+    closed = info.gradient(args[0], *args[1:], **kwargs)
+    torch.testing.assert_close(closed, auto, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_worked_example_equals_the_loss(record):
+    text, example = explain.explain_text(record.name)
+    assert example.by_hand.dtype == torch.float64
+    torch.testing.assert_close(example.by_hand, example.by_loss, rtol=1e-12, atol=1e-14)
+    assert "(equal)" in text
+    printed = text.split(f"{record.name}(...) returns: ")[1].split(" (")[0]
+    assert printed == explain._fmt(record.function(*record.explain.example()[0],
+                                                   **record.explain.example()[1]))
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_curve_claims(record):
+    """The curve is finite; a loss that claims convexity has no negative curvature along it
+    (second differences of the loss); a bounded gradient stays within 10 along it."""
+    _, t, lines = explain.gradient_curves(record, points=121)
+    step = float(t[1] - t[0])
+    for label, loss, grad in lines:
+        assert torch.isfinite(loss).all() and torch.isfinite(grad).all(), label
+        if record.explain.convex:
+            curvature = (loss[2:] - 2 * loss[1:-1] + loss[:-2]) / step**2
+            assert curvature.min() > -1e-6, (label, curvature.min())
+        if record.explain.bounded_gradient:
+            assert grad.abs().max() < 10, label
+
+
+def test_names_resolve_by_function_module_cli_and_torch_name():
+    assert explain.resolve("CrossEntropyLoss").name == "cross_entropy"
+    assert explain.resolve("cross-entropy").name == "cross_entropy"
+    assert explain.resolve("smooth_l1").name == "smooth_l1_loss"
+    assert explain.resolve("bceloss").name == "binary_cross_entropy"
+
+
+def test_unknown_name_names_close_matches():
+    with pytest.raises(KeyError) as info:
+        explain.resolve("focall")
+    message = info.value.args[0]
+    assert "no loss named 'focall'" in message and "focal" in message and "Fix:" in message
+
+
+def test_explain_cli_writes_the_png(tmp_path, capsys):
+    from losskit.cli import main
+
+    assert main(["explain", "huber", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "huber_loss(...) returns: 0.6875 (equal)" in out  # 4 hand-checked terms, mean
+    assert (tmp_path / "huber_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gallery_has_a_picture_for_every_record(tmp_path):
+    page = tmp_path / "gallery.md"
+    paths = explain.write_gallery(tmp_path / "images", page, notes=explain.GALLERY_NOTES)
+    text = page.read_text()
+    families = {r.family for r in RECORDS}
+    assert sorted(os.path.basename(p) for p in paths) == sorted(f"{f}.png" for f in families)
+    for record in RECORDS:
+        section = text.split(f"## {record.family}\n")[1].split("\n## ")[0]
+        assert f"`{record.name}`" in section and f"images/{record.family}.png" in section
+    for path in paths:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_committed_gallery_page_lists_every_record():
+    """docs/gallery.md is `losskit gallery`'s output for today's registry (rerun `make gallery`
+    after adding a loss)."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "gallery.md").read_text()
+    for record in RECORDS:
+        assert f"`{record.name}`" in text, f"{record.name}: run `make gallery`"
+        assert (docs / "images" / "gallery" / f"{record.family}.png").exists()
