@@ -466,7 +466,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
     if args.all:
         _print_registry(catalog)
-        print(GALLERY_NOTE)
+        _print_wrapped(GALLERY_NOTE)
         return 0
     task = args.task
     if task in data.DATASETS:  # a dataset name: its task kind
@@ -478,8 +478,18 @@ def cmd_losses(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     catalog.print_table(task=task)
-    print(GALLERY_NOTE)
+    _print_wrapped(GALLERY_NOTE)
     return EXIT_OK
+
+
+def _print_wrapped(text: str) -> None:
+    """``text`` wrapped to the terminal between words (COLUMNS when set, as rich reads it)."""
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    print(textwrap.fill(text, width=max(width - 1, 20), break_long_words=False,
+                        break_on_hyphens=False))
 
 
 GALLERY_NOTE = ("Pictures of every loss and its gradient, by family: docs/gallery.md "

@@ -19,7 +19,7 @@ CHROME = "Which loss for which task Every losskit loss task model output target 
 
 
 def _vocabulary() -> set[str]:
-    text = [CHROME, catalog.format_table(), catalog.format_registry()]
+    text = [CHROME, catalog.format_table(), catalog.format_registry(), cli.GALLERY_NOTE]
     for row in catalog.CATALOG:
         text += [catalog._losses_cell(row), *(str(loss) for loss in row.losses)]
     for cells in catalog._registry_rows():
