@@ -71,18 +71,25 @@ def object_page(page: str, path: str) -> str:
     return f"{page.removesuffix('.md')}/{path.rsplit('.', 1)[-1]}.md"
 
 
-def _summary(path: str) -> str:
-    """The first line of an object's docstring, for the module page's index."""
+def _summary(path: str, known: dict[str, str]) -> str:
+    """The first paragraph of an object's docstring as one Markdown line, for the module page's
+    index (roles turned into links as on the object's own page)."""
+    from docsgen.rst_roles import rst_to_markdown
+
     module, _, name = path.rpartition(".")
     doc = inspect.getdoc(getattr(importlib.import_module(module), name)) or ""
-    return doc.strip().split("\n", 1)[0].replace("|", "\\|")
+    first = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    return rst_to_markdown(first, known).replace("|", "\\|")
 
 
 def generated_pages() -> dict[str, str]:
     """Every API page's path -> its Markdown: one per module (its docstring and an index) and
     one per public object."""
+    from docsgen.rst_roles import documented_paths
+
     pages = {}
     found = dict(api_objects())
+    known = documented_paths()
     for page, name, about in PAGES:
         lines = [f"# `{name}`: {about}", ""]
         if page not in found:
@@ -98,7 +105,7 @@ def generated_pages() -> dict[str, str]:
             lines += [f"## {group}", "", "| name | |", "| --- | --- |"]
             for path in paths:
                 link = object_page(page, path).removeprefix("api/")
-                lines.append(f"| [`{path.rsplit('.', 1)[-1]}`]({link}) | {_summary(path)} |")
+                lines.append(f"| [`{path.rsplit('.', 1)[-1]}`]({link}) | {_summary(path, known)} |")
                 entry = f"::: {path}\n    options:\n      heading_level: 1\n"
                 pages[object_page(page, path)] = entry
             lines.append("")
