@@ -18,7 +18,9 @@ if grep -E "DeprecationWarning|BuildBackendWarning|is deprecated|Please be caref
   exit 1
 fi
 ls "$work/dist"/losskit-*.whl "$work/dist"/losskit-*.tar.gz > /dev/null
-unzip -l "$work/dist"/losskit-*.whl | grep -q "losskit/py.typed" \
+# (a listing in a file: `unzip | grep -q` would fail under pipefail when grep exits first)
+unzip -l "$work/dist"/losskit-*.whl > "$work/wheel.txt"
+grep -q "losskit/py.typed" "$work/wheel.txt" \
   || { echo "smoke: the wheel lacks losskit/py.typed" >&2; exit 1; }
 
 "$PY" -m venv "$work/venv"
