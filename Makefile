@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # download a multi-GB CUDA build. On a GPU machine: `make TORCH=torch test`.
 TORCH ?= torch==2.13.0
 
-.PHONY: train test lint fuzz mutate gallery
+.PHONY: train test lint typecheck docs screenshots fuzz mutate gallery
 
 $(BIN)/losskit: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,19 @@ test: $(BIN)/losskit
 
 lint: $(BIN)/losskit
 	$(BIN)/ruff check .
+
+# mypy on losskit/ with check_untyped_defs ([tool.mypy] in pyproject.toml).
+typecheck: $(BIN)/losskit
+	$(BIN)/mypy
+
+# The documentation site into site/ (open site/index.html), offline, strict: a broken link or
+# cross-reference, or a docstring that fails to render, fails the build.
+docs: $(BIN)/losskit
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=. $(BIN)/mkdocs build --strict --quiet
+
+# Retake docs/images/api-cross-entropy.png and loss-table.png (needs Debian's chromium; not in CI).
+screenshots: docs
+	bash docsgen/screenshots.sh
 
 # Differential fuzzing against torch, long budget: LOSSKIT_FUZZ_EXAMPLES calls per loss through
 # pytest (shrinks the first failure), then a survey that counts every outcome without stopping.

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from losskit import functional, modules, registry
+import torch
+
+from losskit._torch_version import require_torch
+
+require_torch(torch.__version__)  # before any losskit module touches a 2.13-era API
+
+from losskit import functional, modules, registry  # noqa: E402
 
 # `lk.checks` is the context manager (docs/design.md); it shadows the submodule of the same name as
 # an attribute, so reach the module with `from losskit.checks import ...`, not `lk.checks.X`.
-from losskit.checks import (
+from losskit.checks import (  # noqa: E402
     LossIndexError,
     LossInputError,
     LossRuntimeError,
@@ -23,8 +29,8 @@ from losskit.checks import (
     get_checks,
     set_checks,
 )
-from losskit.doctor import Report, doctor
-from losskit.modules import *  # noqa: F403
+from losskit.doctor import Report, doctor  # noqa: E402
+from losskit.modules import *  # noqa: E402, F403
 
 __version__ = "0.1.0"
 

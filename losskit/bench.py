@@ -44,6 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +149,7 @@ def _ce_losskit(inplace: bool) -> Callable[[dict], Case]:
 
             def step():
                 x.grad = None
-                LF.cross_entropy(x, y).backward()
+                cast(torch.Tensor, LF.cross_entropy(x, y)).backward()
 
             return Case(step, _nbytes(x), 0)
         # In place needs non-leaf logits (as an lm head's output is). They are made once, by an op
@@ -359,6 +360,7 @@ def _contrastive_build(chunk: int | None, library: str) -> Callable[[dict], Case
         gen = torch.Generator().manual_seed(0)
         z1 = torch.randn(size["B"], size["D"], generator=gen).requires_grad_()
         z2 = torch.randn(size["B"], size["D"], generator=gen).requires_grad_()
+        fn: Callable[..., Any]
         if library == "torch":
             fn = _nt_xent_torch
         else:
@@ -686,9 +688,9 @@ def _fresh_context():
 def run_fresh(fn: Callable, *args):
     """``fn(*args)`` in a fresh process; returns its result (``fn`` and the result are pickled,
     so ``fn`` is a module-level function and its arguments plain data)."""
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=1, mp_context=_fresh_context(), max_tasks_per_child=1
-    ) as pool:
+    # One executor per call runs one task, so its one worker is always fresh (no
+    # max_tasks_per_child: Python 3.10, which losskit supports, lacks it).
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=_fresh_context()) as pool:
         return pool.submit(fn, *args).result()
 
 
@@ -844,7 +846,7 @@ def ratios(family: Family, size: dict, rows: list[Row]) -> list[tuple[str, float
         if a is None:
             continue
         if t.kind == "time":
-            b = by.get(t.denominator)
+            b = by.get(t.denominator) if t.denominator is not None else None
             if b is None:
                 continue
             value = a.seconds / b.seconds

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import io  # noqa: F401  (doctest namespace)
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 __all__ = [
-    "CATALOG", "Loss", "TaskLosses", "build_table", "format_registry", "format_table",
-    "print_table", "registry_table", "select",
+    "CATALOG", "Loss", "TaskLosses", "build_blocks", "build_table", "format_registry",
+    "format_table", "print_table", "registry_table", "select", "table_min_width",
 ]
 
 
@@ -362,22 +365,84 @@ def select(task: str | None = None) -> tuple[TaskLosses, ...]:
     return rows
 
 
-def build_table(task: str | None = None) -> Table:
-    """The rows as a :class:`rich.table.Table` (one loss per line in the loss column)."""
-    table = Table(title="Which loss for which task", show_lines=True, expand=True)
-    # The task column takes its longest word ("classification"); the others share the rest.
-    # Long identifiers fold onto the next line rather than being cut off.
-    table.add_column("task", min_width=14, max_width=14, overflow="fold")
-    table.add_column("model output", ratio=3, overflow="fold")
-    table.add_column("target", ratio=3, overflow="fold")
-    table.add_column("loss", ratio=4, overflow="fold")
-    table.add_column("notes", ratio=6, overflow="fold")
-    for row in select(task):
-        losses = "\n".join(line for loss in row.losses for line in _loss_lines(loss))
-        cells = (row.task, row.output, row.target, losses, row.notes)
+def _longest_word(cells: list[str]) -> int:
+    """Width of the longest space-free run in ``cells``: the narrowest a column may get before
+    rich has to break a word."""
+    return max(len(word) for cell in cells for word in cell.split())
+
+
+def build_table(task: str | None = None, width: int | None = None) -> Table:
+    """The rows as a :class:`rich.table.Table` (one loss per line in the loss column), sized for
+    a console ``width`` columns wide (None: the narrowest that breaks no word).
+
+    Every column is at least as wide as its longest word (the loss column: its longest line), so
+    rich wraps between words and never inside one; below :func:`table_min_width` columns use
+    :func:`build_blocks`.
+    """
+    cells = [(r.task, r.output, r.target, _losses_cell(r), r.notes) for r in select(task)]
+    columns = [("task", 2), ("model output", 3), ("target", 3), ("loss", 4), ("notes", 6)]
+    return _sized_table("Which loss for which task", columns, cells, width, lines_fit=(3,))
+
+
+def _sized_table(title: str, columns: list[tuple[str, int]], cells: Sequence[Sequence[str]],
+                 width: int | None, lines_fit: tuple[int, ...] = ()) -> Table:
+    """A table whose column ``i`` is its longest word wide (its longest line for ``i`` in
+    ``lines_fit``) plus its ratio's share of whatever ``width`` leaves over.
+
+    Widths are set here, not by rich's ratios: rich gives a ratio column its share even below
+    that column's ``min_width``, and then breaks words.
+    """
+    mins = []
+    for i, _ in enumerate(columns):
+        column = [row[i] for row in cells]
+        lines = "\n".join(column).splitlines() if i in lines_fit else []
+        mins.append(max([_longest_word(column), *map(len, lines)]))
+    spare = max(0, (width or 0) - _table_width(mins))
+    total = sum(ratio for _, ratio in columns)
+    table = Table(title=title, show_lines=True)
+    for (name, ratio), least in zip(columns, mins, strict=True):
+        table.add_column(name, width=least + spare * ratio // total, overflow="fold")
+    for row in cells:
         # Text, not markup: "w[y]" must not be read as a rich style tag.
-        table.add_row(*(Text(cell) for cell in cells))
+        table.add_row(*(Text(cell) for cell in row))
     return table
+
+
+def _table_width(widths: list[int]) -> int:
+    """Console columns a table with these column widths takes: one space of padding each side
+    of every column, and the borders (one more than the columns)."""
+    return sum(w + 3 for w in widths) + 1
+
+
+def table_min_width(table: Table) -> int:
+    """The narrowest console that shows ``table`` (built with ``width=None``) without breaking a
+    word."""
+    return _table_width([column.width or 0 for column in table.columns])
+
+
+def build_blocks(task: str | None = None) -> Group:
+    """The rows for a narrow terminal: one block per task, a label column beside wrapped text.
+
+    >>> console = Console(file=io.StringIO(), width=60)
+    >>> console.print(build_blocks("distillation"))
+    >>> print(console.file.getvalue().splitlines()[0])
+    distribution matching / distillation
+    """
+    blocks: list[Any] = []
+    for row in select(task):
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True)  # the labels
+        grid.add_column(ratio=1)
+        grid.add_row("model output", Text(row.output))
+        grid.add_row("target", Text(row.target))
+        grid.add_row("loss", Text("\n".join(str(loss) for loss in row.losses)))
+        grid.add_row("notes", Text(row.notes))
+        blocks += [Text(row.task, style="bold underline"), Padding(grid, (0, 0, 1, 2))]
+    return Group(*blocks)
+
+
+def _losses_cell(row: TaskLosses) -> str:
+    return "\n".join(line for loss in row.losses for line in _loss_lines(loss))
 
 
 def _loss_lines(loss: Loss) -> list[str]:
@@ -387,14 +452,20 @@ def _loss_lines(loss: Loss) -> list[str]:
 
 
 def print_table(console: Console | None = None, task: str | None = None) -> None:
-    """Print the table (all tasks, or those matching ``task``) to ``console`` (stdout by default).
+    """Print the rows (all tasks, or those matching ``task``) to ``console`` (stdout by default):
+    the table where the console is wide enough for it (:func:`table_min_width`, about 150
+    columns for every task), one block per task below that. No layout breaks a word.
 
     >>> console = Console(file=io.StringIO(), width=160)
     >>> print_table(console, task="distillation")
     >>> "KLDivLoss" in console.file.getvalue()
     True
     """
-    (console or Console()).print(build_table(task))
+    console = console or Console()
+    if console.width >= table_min_width(build_table(task)):
+        console.print(build_table(task, console.width))
+    else:
+        console.print(build_blocks(task))
 
 
 def format_table(task: str | None = None) -> str:
@@ -423,7 +494,7 @@ def format_table(task: str | None = None) -> str:
 # Every loss, from the registry (``losskit losses --all``)
 
 
-def _registry_rows() -> list[tuple[str, str, str, str, str]]:
+def _registry_rows() -> list[tuple[str, ...]]:
     from losskit import registry
 
     return [
@@ -433,17 +504,11 @@ def _registry_rows() -> list[tuple[str, str, str, str, str]]:
     ]
 
 
-def registry_table() -> Table:
-    """Every registered loss, family by family: its names, input and target kinds, summary."""
-    table = Table(title="Every losskit loss", show_lines=True, expand=True)
-    table.add_column("family", min_width=10, max_width=14, overflow="fold")
-    table.add_column("loss", ratio=4, overflow="fold")
-    table.add_column("input", ratio=2, overflow="fold")
-    table.add_column("target", ratio=3, overflow="fold")
-    table.add_column("what it is", ratio=6, overflow="fold")
-    for row in _registry_rows():
-        table.add_row(*(Text(cell) for cell in row))
-    return table
+def registry_table(width: int | None = None) -> Table:
+    """Every registered loss, family by family: its names, input and target kinds, summary;
+    sized as :func:`build_table`."""
+    columns = [("family", 1), ("loss", 3), ("input", 2), ("target", 3), ("what it is", 6)]
+    return _sized_table("Every losskit loss", columns, _registry_rows(), width, lines_fit=(1,))
 
 
 def format_registry() -> str:

@@ -236,6 +236,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                   resume=args.resume, **kwargs)
     keys = ["val_loss", f"val_{MAIN_METRIC[task_data.task]}"]
     best, final = history.best, history.final
+    if final is None:  # fit runs at least one epoch
+        raise RunFailed(f"training recorded no epoch; the run's files are in {out}.")
     if best is None:  # no epoch had a finite validation loss: the run diverged
         raise RunFailed(f"no epoch had a finite validation loss (epoch {final['epoch']}: "
                         f"val_loss {final.get('val_loss')}); the run's files are in {out}. "
@@ -402,7 +404,8 @@ def _load_setup(spec: str) -> tuple[Any, Any, Any]:
     sys.modules[name] = module  # as an import would: dataclasses and pickle look it up there
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # its sibling imports work
     try:
-        _user_code(lambda: module_spec.loader.exec_module(module), f"importing {path}", path)
+        loader = module_spec.loader
+        _user_code(lambda: loader.exec_module(module), f"importing {path}", path)
         fn = getattr(module, func, None)
         if not callable(fn):
             found = sorted(n for n, v in vars(module).items() if not n.startswith("_")
@@ -449,8 +452,8 @@ def _print_registry(catalog: Any) -> None:
     from rich.console import Console
 
     width = shutil.get_terminal_size((80, 24)).columns
-    if width >= 120:
-        Console(width=width).print(catalog.registry_table())
+    if width >= catalog.table_min_width(catalog.registry_table()):
+        Console(width=width).print(catalog.registry_table(width))
         return
     for line in catalog.format_registry().splitlines():
         print(textwrap.fill(line, width=width - 1, subsequent_indent="    ",
@@ -463,7 +466,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
     if args.all:
         _print_registry(catalog)
-        print(GALLERY_NOTE)
+        _print_wrapped(GALLERY_NOTE)
         return 0
     task = args.task
     if task in data.DATASETS:  # a dataset name: its task kind
@@ -475,8 +478,18 @@ def cmd_losses(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     catalog.print_table(task=task)
-    print(GALLERY_NOTE)
+    _print_wrapped(GALLERY_NOTE)
     return EXIT_OK
+
+
+def _print_wrapped(text: str) -> None:
+    """``text`` wrapped to the terminal between words (COLUMNS when set, as rich reads it)."""
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    print(textwrap.fill(text, width=max(width - 1, 20), break_long_words=False,
+                        break_on_hyphens=False))
 
 
 GALLERY_NOTE = ("Pictures of every loss and its gradient, by family: docs/gallery.md "

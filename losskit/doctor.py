@@ -420,6 +420,8 @@ def _token_floor(
             and tokens.shape == target.shape and output.dim() == 3):
         return None
     ideal = _ideal_input(family, output, target, loss_fn)
+    if ideal is None:  # no ideal input for this loss: no floor to raise
+        return None
     floor = max(_quiet(loss_fn, ideal, target), 0.0)
     c = ideal.shape[1]
     flat = ideal.movedim(1, -1).reshape(-1, c)  # (B*T, C)
@@ -470,7 +472,7 @@ def _isolated(model: nn.Module, loss_fn: Callable) -> Iterator[tuple[nn.Module, 
             with torch.no_grad():
                 for m, k, b, saved in buffers:
                     m._buffers[k] = b
-                    if b is not None:
+                    if b is not None and saved is not None:  # saved is b's clone
                         b.copy_(saved)
                 for m, state in zip(owners, states, strict=True):
                     for k, v in m.state_dict(keep_vars=True).items():
@@ -797,7 +799,7 @@ _ZERO_CAUSES = (
 )
 
 
-def _loss_parameters(loss_fn: Callable) -> list[tuple[str, nn.Parameter]]:
+def _loss_parameters(loss_fn: Callable | None) -> list[tuple[str, nn.Parameter]]:
     """A loss's own trainable parameters (``LinearCrossEntropyLoss``'s head, a learned
     temperature): ``fit`` trains them with the model, so the doctor checks them too."""
     if not isinstance(loss_fn, nn.Module):
@@ -908,7 +910,7 @@ def _check_overfit(
         least = MIN_BATCHNORM_ROWS if batch_norm else 1
         n = min(samples, max(least, OVERFIT_TARGETS // per_sample))
         inputs, target = _take(inputs, n), _take(target, n)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
     params += [p for _, p in _loss_parameters(loss_fn)]
     if not params:
         return CheckResult(name, "fail", "no trainable parameters to fit (see 'gradients'). "

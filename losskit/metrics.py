@@ -24,6 +24,8 @@ The model's output is turned into probabilities according to what the loss expec
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torchmetrics
 from torch import Tensor
@@ -135,12 +137,13 @@ class TaskMetrics:
         self.target_std = target_std
         made = self._make(task, num_outputs)
         self.names = list(made)  # report in this order (MetricCollection sorts its keys)
-        self.metrics = torchmetrics.MetricCollection(made, compute_groups=False)
+        metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = dict(made)
+        self.metrics = torchmetrics.MetricCollection(metrics, compute_groups=False)
 
     @staticmethod
     def _make(task: str, n: int) -> dict[str, torchmetrics.Metric]:
         if task == "multiclass":
-            kw = {"num_classes": n, "ignore_index": IGNORE_INDEX}
+            kw: dict[str, Any] = {"num_classes": n, "ignore_index": IGNORE_INDEX}
             return {
                 "accuracy": tmc.MulticlassAccuracy(average="micro", **kw),
                 "precision": tmc.MulticlassPrecision(average="macro", **kw),

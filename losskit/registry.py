@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -153,14 +154,14 @@ class Explain:
 class LossRecord:
     """What losskit knows about one loss. See the module docstring for each field."""
 
-    function: Callable[..., Tensor]
+    function: Callable[..., Tensor | tuple[Tensor, Tensor]]  # (loss, lse) with return_lse
     module: type[nn.Module]
     family: str  # the file in losskit/losses/ that holds it
     input: str
     targets: tuple[str, ...]
     summary: str
     mean_count: MeanCount | None = None  # None: "mean" is not a plain mean of counted terms
-    torch_function: Callable[..., Tensor] | None = None
+    torch_function: Callable[..., Tensor | tuple[Tensor, Tensor]] | None = None
     torch_module: type[nn.Module] | None = None
     cli: str | None = None  # name for `losskit train --loss`, when a built-in task fits
     estimates: str | None = None  # what the minimiser is: "mean", "median", "probabilities", ...
@@ -213,7 +214,7 @@ def register(record: LossRecord) -> LossRecord:
     return record
 
 
-def describe(function: Callable[..., Tensor], explain: Explain) -> LossRecord:
+def describe(function: Callable[..., Any], explain: Explain) -> LossRecord:
     """Give the registered record of ``function`` its :class:`Explain` (a family file calls
     this after its ``register`` calls, so the records themselves stay short)."""
     import dataclasses

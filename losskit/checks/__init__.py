@@ -28,6 +28,7 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from types import FrameType
 
 import torch
 from torch import Tensor
@@ -214,7 +215,8 @@ _INTERNAL = (
 
 def _warn(message: str) -> None:
     """Warn with the caller's line: the first frame outside losskit and torch.nn's Modules."""
-    frame, level = sys._getframe(1), 2  # stacklevel 2 is _warn's caller
+    frame: FrameType | None = sys._getframe(1)
+    level = 2  # stacklevel 2 is _warn's caller
     while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, LossWarning, stacklevel=level)
@@ -512,8 +514,8 @@ def check_class_target(loss: str, input: Tensor, target: Tensor) -> None:
         if input.dim() == 3:
             what = f"sequence logits (B={input.shape[0]}, T={input.shape[1]}, C={c})"
         else:  # (N, d1, ..., dk, C): channels-last images or volumes
-            dims = ", ".join(f"d{i}={d}" for i, d in enumerate(input.shape[1:-1], 1))
-            what = f"channels-last logits (N={input.shape[0]}, {dims}, C={c})"
+            sizes = ", ".join(f"d{i}={d}" for i, d in enumerate(input.shape[1:-1], 1))
+            what = f"channels-last logits (N={input.shape[0]}, {sizes}, C={c})"
         raise LossRuntimeError(
             f"{loss}: `input` has shape {tuple(input.shape)} and `target` {tuple(target.shape)}: "
             f"this looks like {what} with the classes last, but torch reads dim 1 as the class "

@@ -166,8 +166,8 @@ def check_normalized_rows(loss: str, **views: Tensor) -> None:
     not cosine similarities; their scale then acts as an unintended temperature."""
     for name, x in views.items():
         norms = x.detach().float().norm(dim=-1)
-        low, high = torch.aminmax(norms)
-        low, high = low.item(), high.item()
+        low_t, high_t = torch.aminmax(norms)
+        low, high = low_t.item(), high_t.item()
         if low < 0.5 or high > 2.0:
             _warn(
                 f"{loss}: normalize=False, but the rows of `{name}` have norms from "

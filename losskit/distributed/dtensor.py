@@ -35,6 +35,7 @@ the gather path is right there too, it only costs the full ``(V, D)`` head on ev
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import torch
 from torch import Tensor
@@ -47,10 +48,13 @@ from losskit.distributed.vocab_parallel import (
 )
 from losskit.losses._common import is_dtensor
 
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
+
 __all__ = ["cross_entropy", "linear_cross_entropy"]
 
 
-def _layout(t: Tensor) -> str:
+def _layout(t: DTensor) -> str:
     """How ``t`` is laid out, for messages: "a DTensor with placements (S(0)) on a mesh of
     shape (2,)"."""
     placements = ", ".join(str(p) for p in t.placements)
@@ -93,6 +97,10 @@ def _gathered_parameter(loss: str, name: str, t: Tensor | None) -> Tensor | None
     return _ScaleGrad.apply(full, 1.0 / mesh.size()) if t.requires_grad else full
 
 
+@overload
+def _constant(loss: str, name: str, t: Tensor) -> Tensor: ...
+@overload
+def _constant(loss: str, name: str, t: None) -> None: ...
 def _constant(loss: str, name: str, t: Tensor | None) -> Tensor | None:
     """A DTensor that takes no gradient (class weights, targets), whole on this rank."""
     if not is_dtensor(t):
@@ -126,7 +134,7 @@ def _refuse_vocab_parallel_options(loss: str, gather: str, **given: bool) -> Non
     )
 
 
-def _vocab_parallel_head(loss: str, input: Tensor, linear_weight: Tensor,
+def _vocab_parallel_head(loss: str, input: DTensor, linear_weight: Tensor,
                          linear_bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Local hidden, weight shard and bias shard of a tensor-parallel head, or a LossInputError
     naming the layout that would work."""
@@ -152,12 +160,13 @@ def _vocab_parallel_head(loss: str, input: Tensor, linear_weight: Tensor,
                 f"(Shard(dim=0),), on the same 1-D mesh. Fix: {fix}."
             )
     hidden = input.redistribute(mesh, [Replicate()]).to_local()  # (N, D) on every rank
-    bias = None if linear_bias is None else linear_bias.to_local()  # (V_r,)
-    return hidden, linear_weight.to_local(), bias  # weight: (V_r, D)
+    # Both were checked above to be DTensors sharded over the vocabulary.
+    bias = None if linear_bias is None else cast("DTensor", linear_bias).to_local()  # (V_r,)
+    return hidden, cast("DTensor", linear_weight).to_local(), bias  # weight: (V_r, D)
 
 
 def linear_cross_entropy(
-    plain: Callable[..., Tensor],
+    plain: Callable[..., Any],
     input: Tensor,
     linear_weight: Tensor,
     target: Tensor,
@@ -218,7 +227,7 @@ def linear_cross_entropy(
 
 
 def cross_entropy(
-    plain: Callable[..., Tensor],
+    plain: Callable[..., Any],
     input: Tensor,
     target: Tensor,
     weight: Tensor | None,

@@ -43,12 +43,12 @@ def _gather(x: Tensor, sizes: list[int], group) -> Tensor:
 
 class _AllGatherRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, sizes, group):  # type: ignore[override]
+    def forward(ctx, x, sizes, group):
         ctx.sizes, ctx.group = sizes, group
         return _gather(x, sizes, group)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)  # every rank's loss
         start = sum(ctx.sizes[: dist.get_rank(ctx.group)])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,7 +40,7 @@ __all__ = ["GlobalMean", "count_targets", "global_denominator", "loss_sum_and_co
 
 def _with_reduction(loss_fn: nn.Module, reduction: str) -> nn.Module:
     """A shallow copy of ``loss_fn`` that reduces with ``reduction`` (buffers are shared)."""
-    twin = copy.copy(loss_fn)
+    twin: Any = copy.copy(loss_fn)  # a loss Module: its `reduction` is a str attribute
     twin.reduction = reduction
     return twin
 

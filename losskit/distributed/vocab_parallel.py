@@ -32,6 +32,8 @@ Model Parallelism", 2019 (section 3, parallel output embedding and cross-entropy
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -62,7 +64,7 @@ _DTYPES = sorted({v for v in vars(torch).values() if isinstance(v, torch.dtype)}
 _CHECKSUM_PRIME = 2**31 - 1
 
 
-def _all_reduce(t: Tensor, op: dist.ReduceOp, group: dist.ProcessGroup | None) -> None:
+def _all_reduce(t: Tensor, op: dist.ReduceOp.RedOpType, group: dist.ProcessGroup | None) -> None:
     if world_size(group) > 1:
         dist.all_reduce(t, op=op, group=group)
 
@@ -294,7 +296,8 @@ def vocab_parallel_cross_entropy(
         options = (ignore_index, float(label_smoothing), reduction)
         vocab_start, vocab_size = _shard_layout(x, t, options, group)
     if values_enabled(_LOSS) or index_range_enabled(t):
-        check_class_index_range(_LOSS, t, vocab_size, ignore_index)
+        # vocab_size comes with vocab_start or from _shard_layout above.
+        check_class_index_range(_LOSS, t, cast(int, vocab_size), ignore_index)
         if reduction == "mean":
             check_not_all_ignored(_LOSS, t, ignore_index)
     rows = _VocabParallelCrossEntropy.apply(

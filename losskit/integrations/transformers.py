@@ -58,7 +58,7 @@ import importlib
 import importlib.util
 import inspect
 import types
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,10 @@ import losskit.functional as LF
 from losskit.checks import LossInputError
 
 __all__ = ["fuse_loss", "is_fused", "unfuse_loss"]
+
+# A transformers PreTrainedModel or a PEFT model around one: duck-typed (get_decoder,
+# get_output_embeddings, config, ...), since transformers is an optional dependency.
+HFModel = Any
 
 STATE = "_losskit_fused"  # the attribute that holds a fused model's FusedLoss
 # Arguments the fused forward consumes itself: the rest go to the decoder.
@@ -181,7 +185,8 @@ def is_fused(model: nn.Module) -> bool:
     >>> is_fused(torch.nn.Linear(2, 2))
     False
     """
-    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    base = getattr(model, "get_base_model", None)  # a PEFT model's
+    inner = base() if callable(base) else model
     return STATE in inner.__dict__
 
 
@@ -198,7 +203,7 @@ def _require_transformers() -> types.ModuleType:
     return importlib.import_module("transformers")
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
+def _causal_lm(model: HFModel) -> Any:
     """The transformers model to change: ``model`` itself, or the one inside a PEFT model."""
     transformers = _require_transformers()
     inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
@@ -213,7 +218,7 @@ def _causal_lm(model: nn.Module) -> nn.Module:
     return inner
 
 
-def _head(model: nn.Module) -> nn.Module:
+def _head(model: HFModel) -> Any:
     """The output embedding, a module with a ``(V, D)`` weight and an optional ``(V,)`` bias."""
     head = model.get_output_embeddings()
     weight = getattr(head, "weight", None)
@@ -228,7 +233,7 @@ def _head(model: nn.Module) -> nn.Module:
     return head
 
 
-def _decoder(model: nn.Module) -> nn.Module:
+def _decoder(model: HFModel) -> Any:
     """The module that turns the model's inputs into the hidden states the head reads."""
     decoder = model.base_model
     if decoder is model:
@@ -267,7 +272,7 @@ def _restore(model: nn.Module, name: str, previous: Any) -> None:
 # The fused forward
 
 
-def _forward_with_signature(cls: type) -> Any:
+def _forward_with_signature(cls: type[nn.Module]) -> Any:
     """The fused forward as a function of ``self``, showing the class forward's signature (Trainer
     reads it to choose the dataset columns)."""
 
@@ -278,7 +283,7 @@ def _forward_with_signature(cls: type) -> Any:
     return forward
 
 
-def _fused_forward(model: nn.Module, *args, **kwargs) -> Any:
+def _fused_forward(model: HFModel, *args, **kwargs) -> Any:
     state: FusedLoss = model.__dict__[STATE]
     arguments = _arguments(model, args, kwargs)
     labels, shift_labels = arguments.get("labels"), arguments.get("shift_labels")
@@ -298,13 +303,13 @@ def _fused_forward(model: nn.Module, *args, **kwargs) -> Any:
     return result if return_dict else result.to_tuple()
 
 
-def _own_forward(model: nn.Module, state: FusedLoss) -> Any:
+def _own_forward(model: HFModel, state: FusedLoss) -> Any:
     if state.previous_forward is not None:
         return state.previous_forward
     return types.MethodType(type(model).forward, model)
 
 
-def _arguments(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+def _arguments(model: HFModel, args: tuple, kwargs: dict) -> dict[str, Any]:
     """The call's explicitly given arguments by name (``**kwargs`` flattened in)."""
     signature = inspect.signature(type(model).forward)
     bound = signature.bind(model, *args, **kwargs).arguments
@@ -326,7 +331,7 @@ def _arguments(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
 
 def _loss(
     state: FusedLoss,
-    head: nn.Module,
+    head: Any,  # the model's output embeddings: .weight (V, D) and maybe .bias
     hidden: Tensor,
     *,
     labels: Tensor | None,
@@ -338,6 +343,8 @@ def _loss(
     ``ForCausalLMLoss`` computes it on the logits."""
     ignore_index = -100 if ignore_index is None else ignore_index
     if shift_labels is None:  # position t predicts label t + 1; the last position predicts nothing
+        if labels is None:
+            raise ValueError("losskit bug: the fused loss was called without labels")
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]  # (B, T)
     h = hidden.reshape(-1, hidden.shape[-1])  # (B*T, D)
     y = shift_labels.reshape(-1).to(h.device)  # (B*T,)
@@ -345,11 +352,11 @@ def _loss(
     if state.scale != 1.0:  # a (W h + b) = W (a h) + a b
         h = h * state.scale
         bias = None if bias is None else bias * state.scale
-    loss = LF.linear_cross_entropy(
+    loss = cast(Tensor, LF.linear_cross_entropy(  # no return_lse: one tensor
         h, weight, y, linear_bias=bias, ignore_index=ignore_index,
         reduction="mean" if num_items_in_batch is None else "sum",
         softcap=state.softcap, chunk_size=state.chunk_size,
-    )
+    ))
     if num_items_in_batch is None:
         return loss
     if isinstance(num_items_in_batch, Tensor):
@@ -357,7 +364,7 @@ def _loss(
     return loss / num_items_in_batch
 
 
-def _logits(state: FusedLoss, head: nn.Module, hidden: Tensor, keep: int | Tensor) -> Tensor:
+def _logits(state: FusedLoss, head: Any, hidden: Tensor, keep: int | Tensor) -> Tensor:
     """The model's logits ``(B, T', V)``, for ``keep_logits=True``."""
     rows = slice(-keep, None) if isinstance(keep, int) else keep
     logits = F.linear(hidden[:, rows, :], head.weight, getattr(head, "bias", None))
@@ -383,7 +390,7 @@ def _output(output_type: type | None, outputs: Any, loss: Tensor, logits: Tensor
 # The wrap-time check
 
 
-def _probe(model: nn.Module) -> tuple[Tensor, Tensor]:
+def _probe(model: HFModel) -> tuple[Tensor, Tensor]:
     """A tiny batch: token ids and labels, a few of them -100."""
     embeddings = model.get_input_embeddings()
     vocab = min(embeddings.weight.shape[0], _head(model).weight.shape[0])
@@ -395,7 +402,7 @@ def _probe(model: nn.Module) -> tuple[Tensor, Tensor]:
     return ids.to(device), labels.to(device)
 
 
-def _verify(model: nn.Module, state: FusedLoss) -> None:
+def _verify(model: HFModel, state: FusedLoss) -> None:
     """Refuse (LossInputError) unless the fused loss equals the model's own on a tiny batch."""
     ids, labels = _probe(model)
     training = model.training
@@ -419,7 +426,7 @@ def _verify(model: nn.Module, state: FusedLoss) -> None:
     state.output_type = type(own)
 
 
-def _check_agreement(model: nn.Module, own: Any, fused: Tensor) -> None:
+def _check_agreement(model: HFModel, own: Any, fused: Tensor) -> None:
     own_loss = getattr(own, "loss", None)
     if own_loss is None:
         raise LossInputError(

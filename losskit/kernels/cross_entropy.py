@@ -25,6 +25,8 @@ and with softcap ``s`` the logits are ``s tanh(x / s)`` first, so the chain rule
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -88,13 +90,14 @@ def ce_chunk(
     if needs_work and work is None:
         work = torch.empty((scratch_count(softcap), n, num_classes), dtype=torch.float32,
                            device=x.device)
+    buf = cast(Tensor, work)  # read below only where needs_work holds: allocated by then
     # Step 1: float32 working logits (a scratch copy for low precision), softcapped if asked.
     xf, tanh = x, None  # (n, C)
     if softcap is not None:
-        tanh = torch.div(x, softcap, out=work[-2, :n]).tanh_()  # kept for the chain rule
-        xf = torch.mul(tanh, softcap, out=work[-1, :n])
+        tanh = torch.div(x, softcap, out=buf[-2, :n]).tanh_()  # kept for the chain rule
+        xf = torch.mul(tanh, softcap, out=buf[-1, :n])
     elif x.dtype != torch.float32:
-        xf = work[-1, :n].copy_(x)
+        xf = buf[-1, :n].copy_(x)
     # Step 2: everything the loss reads from the logits, before they may be overwritten. Every
     # per-row value is taken relative to the row max m (0 for an all -inf row): the loss is
     # built from x_y - m and log sum exp(x - m), numbers of its own size, so its error does not
@@ -106,8 +109,8 @@ def ce_chunk(
     if grad is not None and grad.dtype == torch.float32:
         p = grad
     else:
-        p = xf if xf is not x else work[-1, :n]
-    x_w = None
+        p = xf if xf is not x else buf[-1, :n]
+    x_w: Tensor | float = 0.0  # sum_c w_c (x_c - m), read only with smoothing
     if eps > 0.0:
         # sum_c w_c (x_c - m), from the shifted row itself (sum_c w_c x_c - W m would cancel).
         shifted = torch.sub(xf, m[:, None], out=p)  # (n, C) in the gradient's buffer
@@ -129,6 +132,7 @@ def ce_chunk(
     loss = torch.where(ignored, 0.0, loss)
     if grad is None:
         return loss, lse
+    scale = cast(Tensor, scale)  # given whenever grad is
     # Step 5: the gradient, coef * p minus the one-hot and smoothing terms, scaled per row.
     coef = (1.0 - eps) * w_y + (eps / num_classes) * weight_sum  # scale is 0 at ignored rows
     if z != 0.0:
@@ -218,7 +222,7 @@ class FusedCrossEntropy(torch.autograd.Function):
     """Forward computes loss, lse and the gradient; backward scales the stored gradient."""
 
     @staticmethod
-    def forward(ctx, logits, target, weight, options):  # type: ignore[override]
+    def forward(ctx, logits, target, weight, options):
         value, lse, grad = _forward(logits, target, weight, **options)
         ctx.grad = grad  # a plain attribute so backward can drop the reference and hand it over
         ctx.reduction = options["reduction"]
@@ -228,7 +232,7 @@ class FusedCrossEntropy(torch.autograd.Function):
         return value, lse
 
     @staticmethod
-    def backward(ctx, grad_value, grad_lse):  # type: ignore[override]
+    def backward(ctx, grad_value, grad_lse):
         del grad_lse  # lse is returned detached
         check_first_order("cross_entropy")
         check_single_backward(ctx, "cross_entropy")

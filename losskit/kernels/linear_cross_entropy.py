@@ -27,6 +27,7 @@ with softcap).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -166,7 +167,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Forward: loss (and for scalar reductions the gradients); backward: scale or recompute."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, target, bias, class_weight, options):  # type: ignore[override]
+    def forward(ctx, hidden, weight, target, bias, class_weight, options):
         reduction, needs = options["reduction"], options["needs"]
         counted, t, counted_f, cw, w_y = _prepare(target, class_weight, options["ignore_index"])
         keep = _kept_rows(counted)
@@ -186,9 +187,9 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         loss, lse, dh, dw, db = _chunked_pass(
             h_k, weight, bias, t_k, c_k, w_k, c_k / denom if grads_now else None, **kwargs
         )
-        loss_full, lse_full = _scatter_rows(loss, keep, hidden.shape[0]), _scatter_rows(
-            lse, keep, hidden.shape[0]
-        )
+        # loss and lse are always computed, so their scattered rows are tensors.
+        loss_full = cast(Tensor, _scatter_rows(loss, keep, hidden.shape[0]))
+        lse_full = cast(Tensor, _scatter_rows(lse, keep, hidden.shape[0]))
         ctx.reduction, ctx.kwargs, ctx.dtypes = reduction, kwargs, (weight.dtype, hidden.dtype)
         if grads_now:
             ctx.grads = [_scatter_rows(dh, keep, hidden.shape[0]), dw, db]
@@ -203,7 +204,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return value.to(options["out_dtype"]), lse_full
 
     @staticmethod
-    def backward(ctx, grad_value, grad_lse):  # type: ignore[override]
+    def backward(ctx, grad_value, grad_lse):
         del grad_lse  # lse is returned detached
         check_first_order("linear_cross_entropy")
         w_dtype, h_dtype = ctx.dtypes

@@ -6,11 +6,15 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 from torch import Tensor
 
 from losskit import checks
+
+if TYPE_CHECKING:  # imported at run time only once a DTensor can exist (see is_dtensor)
+    from torch.distributed.tensor import DTensor
 
 # ----------------------------------------------------------------------------------------------
 # Mixed precision: under torch.autocast, torch runs every loss in float32 (losses are on its
@@ -98,7 +102,7 @@ def mean_over_nothing_to_zero(out: Tensor, target: Tensor, ignore_index: int | N
 _NOT_DTENSOR = frozenset({torch.Tensor, torch.nn.Parameter, type(None)})
 
 
-def is_dtensor(t: object) -> bool:
+def is_dtensor(t: object) -> TypeGuard[DTensor]:
     """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (without importing it: no DTensor
     can exist before that module is loaded).
 

@@ -79,7 +79,7 @@ def binary_cross_entropy(
     try:
         if weight is None and not legacy and not has_override(input, target):
             # torch's own op; its Python wrapper would only re-check the sizes.
-            return torch._C._nn.binary_cross_entropy(input, target, None, REDUCTION_ENUM[reduction])
+            return torch._C._nn.binary_cross_entropy(input, target, None, REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
         return F.binary_cross_entropy(input, target, weight, size_average, reduce, reduction)
     except RuntimeError as error:
         if "between 0 and 1" not in str(error):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -207,11 +209,11 @@ def cross_entropy(
     extras = lse_square_scale != 0.0 or softcap is not None or return_lse or inplace
     try:
         if not extras and _torch_op_computes(input, target, weight):
-            out = torch._C._nn.cross_entropy_loss(
-                input, target, weight, REDUCTION_ENUM[reduction], ignore_index, label_smoothing
+            torch_out = torch._C._nn.cross_entropy_loss(
+                input, target, weight, REDUCTION_ENUM[reduction], ignore_index, label_smoothing  # type: ignore[arg-type]  # the op takes the enum
             )
-            return mean_over_nothing_to_zero(out, target, ignore_index) if (
-                reduction == "mean") else out
+            return mean_over_nothing_to_zero(torch_out, target, ignore_index) if (
+                reduction == "mean") else torch_out
         out = _cross_entropy_kernel(
             input, target, weight, ignore_index, reduction, label_smoothing,
             lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
@@ -220,10 +222,10 @@ def cross_entropy(
     except (IndexError, RuntimeError):
         explain_index_error(loss, input, target, ignore_index)
         raise
-    value, lse = out if return_lse else (out, None)
+    value, lse = cast(tuple[Tensor, Tensor], out) if return_lse else (cast(Tensor, out), None)
     if reduction == "none":
         value = value.reshape(target.shape)
-    return (value, lse.reshape(target.shape)) if return_lse else value
+    return (value, lse.reshape(target.shape)) if lse is not None else value
 
 
 _TORCH_OP_DTYPES = (torch.float32, torch.float64)
@@ -304,7 +306,7 @@ def _cross_entropy_probabilities(
     # Class probabilities: torch promotes a class weight of another float dtype (the index path
     # needs them equal), so only the weight's length is checked against the input here.
     floating = weight is not None and weight.is_floating_point()
-    dtype_ref = weight if floating else weight_dtype_ref(input)
+    dtype_ref = weight if floating and weight is not None else weight_dtype_ref(input)
     checks.check_class_weight(loss, weight, _num_classes(input), dtype_ref)
     if checks.values_enabled(loss):
         class_dim = 1 if input.dim() >= 2 else 0
@@ -355,7 +357,7 @@ def nll_loss(
         if not legacy and not has_override(input, target, weight):
             # torch's own op; its Python wrapper adds nothing after the checks.
             out = torch._C._nn.nll_loss_nd(
-                input, target, weight, REDUCTION_ENUM[reduction], ignore_index
+                input, target, weight, REDUCTION_ENUM[reduction], ignore_index  # type: ignore[arg-type]  # the op takes the enum
             )
         else:
             out = F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
@@ -586,7 +588,7 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
         self.softcap = softcap
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return cross_entropy(
+        return cast(Tensor, cross_entropy(
             input,
             target,
             self.weight,
@@ -595,7 +597,7 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
             label_smoothing=self.label_smoothing,
             lse_square_scale=self.lse_square_scale,
             softcap=self.softcap,
-        )
+        ))
 
 
 class NLLLoss(nn.NLLLoss):
@@ -712,7 +714,7 @@ def _count_indices(input: Tensor, target: Tensor, weight: Tensor | None, ignore_
     return n.to(torch.promote_types(torch.promote_types(n.dtype, input.dtype), torch.float32))
 
 
-def _count_classes(loss_fn: nn.Module, input: Tensor, target: Tensor) -> Tensor:
+def _count_classes(loss_fn: Any, input: Tensor, target: Tensor) -> Tensor:
     """Rows for probability targets; the weighted non-ignored targets for class indices."""
     if target.is_floating_point() and target.shape == input.shape:
         class_dim = 1 if input.dim() >= 2 else 0

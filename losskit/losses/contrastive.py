@@ -142,7 +142,7 @@ def _check_floating(loss: str, name: str, t: Tensor) -> None:
 
 def _value_checks(loss: str, normalize: bool, temperature: float | Tensor | None,
                   module: str | None = None, **views: Tensor) -> None:
-    checks.check_finite(loss, **views)
+    checks.check_finite(loss, **views)  # type: ignore[arg-type]  # no key named allow_neg_inf
     if temperature is not None:
         cchecks.check_temperature_value(loss, temperature)
     if temperature is not None and normalize:
@@ -406,6 +406,7 @@ class ClipLoss(nn.Module):
     ) -> None:
         super().__init__()
         cchecks.check_logit_scale_metadata("ClipLoss", logit_scale)
+        self.logit_scale: nn.Parameter | float
         if learn_logit_scale:
             self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
         else:

@@ -7,6 +7,7 @@ chunked kernels (:mod:`losskit.kernels.linear_cross_entropy`) whatever ``options
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -239,10 +240,10 @@ def _chunked(
             reduction=reduction, class_weight=weight, return_lse=return_lse,
             out_dtype=result_dtype(input), **kernel_options,
         )
-    value, lse = out if return_lse else (out, None)
+    value, lse = cast(tuple[Tensor, Tensor], out) if return_lse else (cast(Tensor, out), None)
     if reduction == "none":
         value = value.reshape(target.shape)
-    return (value, lse.reshape(target.shape)) if return_lse else value
+    return (value, lse.reshape(target.shape)) if lse is not None else value
 
 
 def _small_plain_call(
@@ -296,7 +297,7 @@ def _small(
             checks.check_not_all_ignored(LOSS, t, ignore_index)
     try:
         out = torch._C._nn.cross_entropy_loss(
-            logits, t.long(), weight, REDUCTION_ENUM[reduction], ignore_index, label_smoothing
+            logits, t.long(), weight, REDUCTION_ENUM[reduction], ignore_index, label_smoothing  # type: ignore[arg-type]  # the op takes the enum
         )
     except (IndexError, RuntimeError):  # the error path: the detailed message, checks on or off
         checks.check_class_index_range(LOSS, t, logits.shape[1], ignore_index)
@@ -370,21 +371,21 @@ class LinearCrossEntropyLoss(nn.LinearCrossEntropyLoss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         head = (self.num_classes, *self.out_features)  # (C, d1, ..., dK)
         bias = self.linear.bias
-        return linear_cross_entropy(
+        return cast(Tensor, linear_cross_entropy(
             input, self.linear.weight.reshape(*head, self.linear.in_features), target,
             linear_bias=None if bias is None else bias.reshape(head), weight=self.weight,
             reduction=self.reduction, ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing, options=self.options,
             lse_square_scale=self.lse_square_scale, softcap=self.softcap,
             chunk_size=self.chunk_size,
-        )
+        ))
 
 
 # ----------------------------------------------------------------------------------------------
 # Records
 
 
-def count_rows_or_targets(loss_fn: nn.Module, *tensors: Tensor) -> Tensor:
+def count_rows_or_targets(loss_fn: Any, *tensors: Tensor) -> Tensor:
     """The denominator of ``"mean"``, from ``(input, target)`` (the Module's forward) or
     ``(input, linear_weight, target)`` (the function's): the class-weighted count of counted
     targets (torch's weighted mean), or the rows of class-probability targets.

@@ -160,7 +160,7 @@ def multilabel_margin_loss(
         return _empty_batch(loss, input, reduction)
     try:
         if op_runs_directly(size_average, reduce, input, target):
-            return torch._C._nn.multilabel_margin_loss(input, target, REDUCTION_ENUM[reduction])
+            return torch._C._nn.multilabel_margin_loss(input, target, REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # the op takes the enum
         return F.multilabel_margin_loss(input, target, size_average, reduce, reduction)
     except RuntimeError:
         # torch checks the range itself on the CPU, so the detailed check runs only when
@@ -232,7 +232,7 @@ def multi_margin_loss(
     try:
         if op_runs_directly(size_average, reduce, input, target, weight):
             return torch._C._nn.multi_margin_loss(input, target, p, margin, weight,
-                                                  REDUCTION_ENUM[reduction])
+                                                  REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # the op takes the enum
         return F.multi_margin_loss(input, target, p, margin, weight, size_average, reduce,
                                    reduction)
     except RuntimeError:  # torch checks the range on the CPU: the detailed message after it

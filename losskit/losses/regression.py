@@ -78,8 +78,9 @@ def mse_loss(
     legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
     if weight is None and not legacy and not has_override(input, target):
         # torch's own op; its Python wrapper would only re-check the sizes and broadcast them.
-        return torch._C._nn.mse_loss(input, target, REDUCTION_ENUM[reduction])
-    return F.mse_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
+        return torch._C._nn.mse_loss(input, target, REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
+    return F.mse_loss(  # type: ignore[call-arg]  # functional.pyi lags: 2.13 takes weight
+        input, target, size_average, reduce, reduction=reduction, weight=weight)
 
 
 def l1_loss(
@@ -103,8 +104,9 @@ def l1_loss(
     _check_regression("l1_loss", input, target, weight)
     legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
     if weight is None and not legacy and not has_override(input, target):
-        return torch._C._nn.l1_loss(input, target, REDUCTION_ENUM[reduction])
-    return F.l1_loss(input, target, size_average, reduce, reduction=reduction, weight=weight)
+        return torch._C._nn.l1_loss(input, target, REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
+    return F.l1_loss(  # type: ignore[call-arg]  # functional.pyi lags: 2.13 takes weight
+        input, target, size_average, reduce, reduction=reduction, weight=weight)
 
 
 def huber_loss(
@@ -132,8 +134,8 @@ def huber_loss(
     reduction = _reduction.resolve(reduction)
     _check_regression("huber_loss", input, target, weight)
     if weight is None and not has_override(input, target):
-        return torch._C._nn.huber_loss(input, target, REDUCTION_ENUM[reduction], delta)
-    return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
+        return torch._C._nn.huber_loss(input, target, REDUCTION_ENUM[reduction], delta)  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
+    return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)  # type: ignore[call-arg]  # functional.pyi lags: torch 2.13 takes weight
 
 
 def smooth_l1_loss(
@@ -156,8 +158,8 @@ def smooth_l1_loss(
     _check_regression("smooth_l1_loss", input, target, None)
     if size_average is None and reduce is None and not has_override(input, target):
         if beta == 0.0:  # torch's rule: exactly l1_loss
-            return torch._C._nn.l1_loss(input, target, REDUCTION_ENUM[reduction])
-        return torch._C._nn.smooth_l1_loss(input, target, REDUCTION_ENUM[reduction], beta)
+            return torch._C._nn.l1_loss(input, target, REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
+        return torch._C._nn.smooth_l1_loss(input, target, REDUCTION_ENUM[reduction], beta)  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
     return F.smooth_l1_loss(input, target, size_average, reduce, reduction=reduction, beta=beta)
 
 

@@ -122,8 +122,9 @@ def ctc_loss(
     """
     reduction = _reduction.resolve(reduction)
     _check_ctc(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
+    # torch takes tuples of lengths too (its docs); its stub says Tensor.
     return F.ctc_loss(
-        log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity
+        log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity  # type: ignore[arg-type]
     )
 
 

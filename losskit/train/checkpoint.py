@@ -19,7 +19,7 @@ import os
 import pickle
 import random
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def remove_stale_temps(directory: str | os.PathLike, name: str) -> None:
+def remove_stale_temps(directory: str | os.PathLike[str], name: str) -> None:
     """Delete temp files an interrupted :func:`save_atomic` of ``name`` left in ``directory``."""
     prefix = f".{name}."
     for entry in os.scandir(directory):
@@ -100,7 +100,9 @@ def rng_state() -> dict[str, Any]:
 
     numpy's and Python's states are converted to tensors and lists so ``weights_only`` loads them.
     """
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # The legacy form (the default): a tuple, not the dict of get_state(legacy=False).
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, gauss = legacy
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

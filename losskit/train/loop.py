@@ -29,14 +29,15 @@ is per rank. Checkpoints hold the unwrapped model, so they resume on any number 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -135,7 +136,7 @@ def _as_dataset(data: Any, name: str) -> Dataset | DataLoader:
                 f"index, so fit cannot shard, shuffle by seed or resume it exactly. Fix: use a "
                 f"map-style Dataset (__len__ and __getitem__), e.g. a TensorDataset of its rows."
             )
-        if len(dataset) == 0:
+        if len(cast(Sized, dataset)) == 0:  # map-style (checked above): it has __len__
             raise ValueError(f"{name} has 0 rows. Fix: pass a non-empty {name} set.")
         return data
     is_pair = isinstance(data, (tuple, list)) and len(data) == 2
@@ -180,7 +181,7 @@ def _train_loader(data: Dataset | DataLoader, batch_size: int, seed: int) -> Dat
             )
         return data
     # One sampler for one and many processes: the order of epoch e depends on (seed, e) only.
-    sampler = DistributedSampler(
+    sampler: DistributedSampler = DistributedSampler(
         data, num_replicas=D.world_size(), rank=D.rank(), shuffle=True, seed=seed, drop_last=False
     )
     return DataLoader(data, batch_size=batch_size, sampler=sampler)
@@ -189,7 +190,7 @@ def _train_loader(data: Dataset | DataLoader, batch_size: int, seed: int) -> Dat
 def _val_loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
     if isinstance(data, DataLoader):
         return data
-    sampler = _Shard(len(data), D.rank(), D.world_size())
+    sampler = _Shard(len(cast(Sized, data)), D.rank(), D.world_size())
     return DataLoader(data, batch_size=batch_size, sampler=sampler)
 
 
@@ -252,12 +253,38 @@ def _maybe_init_process_group() -> bool:
 # The loop.
 
 
+@dataclasses.dataclass(eq=False)
 class _Loop:
     """One fit call's state; methods in the order they run."""
 
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
-        self.global_step = 0
+    model: nn.Module
+    ddp: Any  # the DistributedDataParallel wrapper of `model` under torch.distributed, else None
+    loss_fn: Any  # a loss Module (whose state fit checkpoints) or any callable
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    out: str | None
+    scheduler: Any  # a torch LR scheduler or None
+    stopper: EarlyStopping | None
+    metrics: Any  # a torchmetrics MetricCollection, TaskMetrics, or None
+    auto_metrics: bool
+    task: str | None
+    main_metric: str | None
+    history: History
+    settings: dict[str, Any]
+    batch_size: int
+    grad_accum_steps: int
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    amp: bool
+    shuffle_seed: int
+    params: list[Tensor]
+    last_saved_epoch: int
+    reporter: Reporter
+    train: Any  # what fit was given: Dataset, DataLoader or (inputs, targets)
+    val: Any
+    train_loader: DataLoader = dataclasses.field(init=False)  # set by _run before the epochs
+    val_loader: DataLoader | None = dataclasses.field(init=False, default=None)
+    global_step: int = 0
+    lr_note: str | None = None  # set when a resumed run changes the learning rate
 
     def batches(self, loader: DataLoader) -> Iterable[tuple[Tensor, Tensor]]:
         for batch in loader:
@@ -339,6 +366,8 @@ class _Loop:
         self.model.eval()
         acc_dtype = torch.float64 if self.device.type != "mps" else torch.float32
         totals = torch.zeros(2, dtype=acc_dtype, device=self.device)
+        if self.val_loader is None:
+            raise RuntimeError("losskit bug: evaluate() called without a validation loader")
         for x, y in self.batches(self.val_loader):
             out, loss_sum, count = self.forward_loss(self.model, x, y)
             totals += torch.stack([loss_sum.to(acc_dtype), count.to(acc_dtype)])
@@ -386,6 +415,8 @@ class _Loop:
 
     def restore(self, state: dict[str, Any]) -> int:
         """Check the checkpoint's settings against this run's, load it; return its epoch."""
+        if self.out is None:
+            raise RuntimeError("losskit bug: restore() called for a run without an output folder")
         stored = state.get("settings", {})
         check_settings(stored, self.settings, self.out)
         check_model(state["model"], self.model, self.out)
@@ -643,7 +674,7 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
         loop.last_saved_epoch = done
         start = done + 1
         loop.reporter.note(f"resuming from {path} after epoch {done}")
-        if getattr(loop, "lr_note", None):
+        if loop.lr_note:
             loop.reporter.note(loop.lr_note)
     elif a["resume"]:
         loop.reporter.note(f"no checkpoint at {path}; starting from scratch")

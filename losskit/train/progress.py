@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 _WIDTH = 12  # characters per table column: fits "val_accuracy" and -1.2345e+06
 
@@ -20,7 +27,7 @@ class Reporter:
         self.enabled, self.epochs, self.notes = enabled, epochs, notes
         self.columns: list[str] | None = None
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         if enabled:
             self.progress = Progress(
                 TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),

@@ -172,8 +172,9 @@ def make_loss(name: str, data: TaskData) -> nn.Module:
     module: type[nn.Module] = record.module
     # A recipe model outputs logits: a loss that wants probabilities or log-probabilities gets
     # the activation applied inside the loss (see the module docstring).
-    wrapper = {"probabilities": SigmoidBCELoss, "log-probabilities": LogSoftmaxNLLLoss}.get(
-        record.input)
+    wrappers: dict[str, type[nn.Module]] = {
+        "probabilities": SigmoidBCELoss, "log-probabilities": LogSoftmaxNLLLoss}
+    wrapper = wrappers.get(record.input)
     if wrapper is not None:
         if not issubclass(wrapper, module):  # a new loss on probabilities needs its own wrapper
             raise NotImplementedError(f"no logits wrapper for {module.__name__}")

@@ -20,7 +20,8 @@ history's ``lr`` column shows the change.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Sized
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -93,7 +94,7 @@ def data_signature(data: Dataset | DataLoader | None) -> dict[str, Any] | None:
     if data is None:
         return None
     dataset = data.dataset if isinstance(data, DataLoader) else data
-    sig: dict[str, Any] = {"rows": len(dataset), "sha1": None}
+    sig: dict[str, Any] = {"rows": len(cast(Sized, dataset)), "sha1": None}
     if isinstance(dataset, TensorDataset):
         tensors = dataset.tensors
         if sum(t.numel() * t.element_size() for t in tensors) <= _HASH_LIMIT:

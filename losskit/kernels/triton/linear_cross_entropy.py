@@ -46,6 +46,8 @@ out_dtype=torch.float32)`` where torch supports it, else through a weight-dtype 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -121,14 +123,15 @@ def _chunked_pass(hidden, weight, bias, target, class_weight, opts, row_scale, w
             softcap=opts["softcap"], grad=logits if any(want) else None, grad_scale=scale,
         )
         grad_logits = logits  # (n, V) now dl/dlogits, scaled
+        # Each buffer below exists exactly when its `want` flag is set.
         if want[0]:
-            torch.mm(grad_logits, weight, out=grad_h[rows])  # (n, D)
-        if want[1] and grad_w.dtype == torch.float32:
-            _accumulate_fp32_(grad_w, grad_logits.T, h)  # (V, D)
+            torch.mm(grad_logits, weight, out=cast(Tensor, grad_h)[rows])  # (n, D)
+        if want[1] and cast(Tensor, grad_w).dtype == torch.float32:
+            _accumulate_fp32_(cast(Tensor, grad_w), grad_logits.T, h)  # (V, D)
         elif want[1]:
-            grad_w.addmm_(grad_logits.T, h)  # (V, D) in the weight's dtype
+            cast(Tensor, grad_w).addmm_(grad_logits.T, h)  # (V, D) in the weight's dtype
         if want[2]:
-            grad_b += grad_logits.sum(0, dtype=torch.float32)  # (V,)
+            cast(Tensor, grad_b).add_(grad_logits.sum(0, dtype=torch.float32))  # (V,)
     grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
     grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
     return loss, lse, grad_h, grad_w, grad_b

@@ -1,0 +1,1 @@
+"""Build-time helpers of the documentation site (mkdocs.yml): not part of the losskit package."""
