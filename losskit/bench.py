@@ -598,7 +598,8 @@ def _pref_losskit_plain(hc, hr, w, yc, yr, ref_c, ref_r):
     b = hc.shape[0]
     logits = torch.cat([hc, hr]) @ w.T  # (2B, S, V)
     y = torch.cat([yc, yr])  # (2B, S)
-    logps = -LF.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+    ce = cast(torch.Tensor, LF.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none"))
+    logps = -ce
     logps = logps.view(y.shape).sum(-1)  # (2B,)
     return LF.dpo_loss(logps[:b], logps[b:], ref_c, ref_r)
 

@@ -105,7 +105,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
     """``lse_i = log sum_{j != skip_i} exp(scale * q_i . k_j)`` without the (N, M) matrix."""
 
     @staticmethod
-    def forward(ctx, q, k, scale, skip, chunk):  # type: ignore[override]
+    def forward(ctx, q, k, scale, skip, chunk):
         with _float32_as_written(q):  # forward and backward in one precision
             lse = _forward(q, k, scale, skip, chunk)
         ctx.save_for_backward(q, k, scale, skip, lse)
@@ -113,7 +113,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
         return lse
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         _check_first_order()
         q, k, scale, skip, lse = ctx.saved_tensors
         with _float32_as_written(q):

@@ -665,6 +665,7 @@ class Poly1CrossEntropyLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        self.weight: Tensor | None
         self.register_buffer("weight", weight)
         self.epsilon = epsilon
         self.ignore_index = ignore_index

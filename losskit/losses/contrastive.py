@@ -378,8 +378,8 @@ def _clip_scale(logit_scale: float | Tensor, dtype: torch.dtype, device) -> Tens
         held = min(float(logit_scale), cchecks.log_max_scale(torch.float64))
         return torch.tensor(min(math.exp(held), CLIP_MAX_SCALE), dtype=dtype, device=device)
     p = logit_scale.to(dtype)
-    held = p.detach().clamp(max=cchecks.log_max_scale(logit_scale.dtype))
-    return (held + (p - p.detach())).exp()
+    held_log: Tensor = p.detach().clamp(max=cchecks.log_max_scale(logit_scale.dtype))
+    return (held_log + (p - p.detach())).exp()
 
 
 class ClipLoss(nn.Module):

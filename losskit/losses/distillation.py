@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +107,9 @@ def _rows_grad(log_p: Tensor, log_q: Tensor, log_m: Tensor | None, div: Divergen
     if beta == 0.0:
         grad = p.sub_(log_q.exp())
     else:
-        g = log_p - (log_q if beta == 1.0 else log_m)
+        other = log_q if beta == 1.0 else log_m
+        assert other is not None  # the mixture's log_m exists whenever 0 < beta < 1
+        g = log_p - other
         if beta != 1.0:
             g.mul_(1 - beta)
         grad = g.sub_((p * g).sum(-1, keepdim=True)).mul_(p)
@@ -357,7 +360,7 @@ class FusedLinearDistill(torch.autograd.Function):
     gradient. The teacher gets no gradient."""
 
     @staticmethod
-    def forward(ctx, h, w, b, ht, wt, bt, row_weight, settings):  # type: ignore[override]
+    def forward(ctx, h, w, b, ht, wt, bt, row_weight, settings):
         div, chunk, reduction, keep, needs = settings
         if keep is not None:  # only counted rows enter the matmuls
             h_k, ht_k = h.index_select(0, keep), ht.index_select(0, keep)
@@ -368,6 +371,7 @@ class FusedLinearDistill(torch.autograd.Function):
         loss_k, dh, dw, db = _pass(h_k, w, b, ht_k, wt, bt, div, rw_k if grads_now else None,
                                    chunk, needs)
         per_row = _scatter_rows(loss_k, keep, h.shape[0])  # (N,), 0 at skipped rows
+        assert per_row is not None  # loss_k is a tensor, so its scatter is one
         ctx.settings, ctx.n_rows, ctx.head_dtype = settings, h.shape[0], w.dtype
         if grads_now:
             ctx.grads = (_scatter_rows(dh, keep, h.shape[0]), dw, db)
@@ -378,7 +382,7 @@ class FusedLinearDistill(torch.autograd.Function):
         return (per_row * row_weight.to(per_row.dtype)).sum()
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out):
         check_first_order("linear_kd_loss")
         div, chunk, reduction, keep, needs = ctx.settings
         if reduction == "none":
@@ -600,11 +604,15 @@ def count_distilled_rows(loss_fn: nn.Module, *tensors: Tensor) -> Tensor:
     labels = next((t for t in tensors if isinstance(t, Tensor) and not t.is_floating_point()),
                   None)
     rows = tuple(first.shape[:-1])
-    return _counted(labels, loss_fn.ignore_index, rows, first)[1]
+    ignore_index = loss_fn.ignore_index
+    assert isinstance(ignore_index, int)  # the distillation Modules hold it as an int
+    return _counted(labels, ignore_index, rows, first)[1]
 
 
-_COMMON = dict(family="distillation", targets=("teacher",), mean_count=count_distilled_rows,
-               estimates="probabilities")
+_COMMON: dict[str, Any] = dict(
+    family="distillation", targets=("teacher",), mean_count=count_distilled_rows,
+    estimates="probabilities",
+)
 registry.register(registry.LossRecord(
     function=kd_loss, module=KDLoss, input="logits",
     summary="Hinton's KD: T^2 KL(teacher || student) of softened logits, mean over rows",

@@ -13,6 +13,9 @@ rewards that DPO logs come from :func:`dpo_rewards`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -341,6 +344,7 @@ def kto_loss(
     _check_logps(loss, refs=dict(ref_logps=ref_logps), policy_logps=policy_logps)
     pref_checks.check_kto_labels(loss, labels, policy_logps)
     checks.check_same_device(loss, policy_logps=policy_logps, labels=labels)
+    z0: float | Tensor
     if kl is None:
         z0 = 0.0
     elif isinstance(kl, Tensor):
@@ -369,10 +373,10 @@ def _token_logps_sums(
     and its backward recomputes the logits chunk by chunk.
     """
     b, s, h = hidden.shape
-    ce = linear_cross_entropy(
+    ce = cast(Tensor, linear_cross_entropy(  # one tensor: no return_lse
         hidden.reshape(b * s, h), weight, labels.reshape(b * s), linear_bias=bias,
         ignore_index=ignore_index, reduction="none", chunk_size=chunk_size,
-    )  # (B*S,)
+    ))  # (B*S,)
     counts = (labels != ignore_index).sum(dim=1)  # (B,)
     return -ce.reshape(b, s).sum(dim=1), counts
 
@@ -434,7 +438,7 @@ def sequence_logps(
 
 
 # Pair losses the fused path can finish with: (function, wants reference log-probs, averages).
-PAIR_LOSSES = {
+PAIR_LOSSES: dict[str, tuple[Callable[..., Tensor], bool, bool]] = {
     "dpo": (dpo_loss, True, False),
     "simpo": (simpo_loss, False, True),
     "orpo": (orpo_loss, False, True),
@@ -529,8 +533,10 @@ def linear_preference_loss(
     hidden = torch.cat([hidden_chosen.reshape(-1, hid), hidden_rejected.reshape(-1, hid)])
     labels = torch.cat([labels_chosen.reshape(-1), labels_rejected.reshape(-1)])
     # One pass over the head for both answers: a (1, S_w*B + S_l*B, H) "sequence", split after.
-    ce = linear_cross_entropy(hidden, weight, labels, linear_bias=bias, ignore_index=ignore_index,
-                              reduction="none", chunk_size=chunk_size)  # (B*S_w + B*S_l,)
+    ce = cast(Tensor, linear_cross_entropy(  # one tensor: no return_lse
+        hidden, weight, labels, linear_bias=bias, ignore_index=ignore_index, reduction="none",
+        chunk_size=chunk_size,
+    ))  # (B*S_w + B*S_l,)
     n_chosen = labels_chosen.numel()
     logps = []
     for part, y in ((ce[:n_chosen], labels_chosen), (ce[n_chosen:], labels_rejected)):

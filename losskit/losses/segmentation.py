@@ -262,7 +262,7 @@ def lovasz_softmax(
     counted = checks.not_ignored(target, ignore_index).reshape(lead, per_set, 1)  # (B, P, 1)
     errors = t * (1 - p) + (1 - t) * p  # |t - p| for 0/1 t; 0 at ignored pixels (p = t = 0)
     per_class = _lovasz_extension(errors, t, counted)  # (B, C)
-    present = t.sum(1) > 0 if classes == "present" else torch.ones_like(per_class, dtype=bool)
+    present = t.sum(1) > 0 if classes == "present" else torch.ones_like(per_class, dtype=torch.bool)
     per_class = torch.where(present, per_class, 0.0)
     if not per_image:
         denominator = present.sum().to(per_class.dtype)
