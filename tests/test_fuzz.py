@@ -962,6 +962,50 @@ def preference(draw, name: str):
     )
 
 
+@st.composite
+def contrastive(draw, name: str):
+    """info_nce, clip_loss and supcon_loss, plain and chunked, against the papers' formulas in
+    tests/cases/contrastive.py. Finite views of moderate scale under cosine similarity (the
+    unnormalised path's norm warning and a temperature of 1 or more are guardrails, tested with
+    their healthy twins in tests/test_contrastive.py); SupCon with two views, so every anchor has
+    a positive."""
+    from cases import contrastive as cases
+
+    dtype, mode, reduction = draw(dtypes), draw(checks_modes), draw(reductions)
+    # D >= 2: with D = 1 every cosine is +-1 and the true gradient is 0, which float32 only
+    # approximates (a 1e-5 residue against a zero oracle)
+    b, d = draw(st.integers(2, 5)), draw(st.integers(2, 4))
+    opts: dict = {"reduction": reduction, "chunk_size": draw(st.sampled_from([None, 1, 3]))}
+
+    def view(shape):
+        return draw(values(shape, dtype, scales=(1.0, 10.0), specials=False))[0]
+
+    facts = {"dtype": dtype, "reduction": reduction, "non_finite": False}
+    if name == "supcon_loss":
+        seed = draw(st.integers(0, 2**16))
+        labels = (None if draw(st.booleans()) else
+                  torch.randint(0, 3, (b,), generator=torch.Generator().manual_seed(seed)))
+        opts["temperature"] = draw(st.sampled_from([0.1, 0.5]))
+        return Call(
+            name, {"features": view((b, 2, d))},
+            run=lambda **t: LF.supcon_loss(t["features"], labels, **opts),
+            ref=lambda **t: cases.supcon(t["features"], labels, **opts),
+            native=None, grad=("features",), checks=mode, facts=facts,
+        )
+    if name == "clip_loss":
+        opts["logit_scale"] = draw(st.sampled_from([cases.CLIP_INIT, 0.0, 4.0]))
+        inputs, formula = {"image_embeds": view((b, d)), "text_embeds": view((b, d))}, cases.clip
+    else:
+        opts["temperature"] = draw(st.sampled_from([0.1, 0.5]))
+        inputs, formula = {"z1": view((b, d)), "z2": view((b, d))}, cases.nt_xent
+    fn = getattr(LF, name)
+    return Call(
+        name, inputs, run=lambda **t: fn(*t.values(), **opts),
+        ref=lambda **t: formula(*t.values(), **opts), native=None, grad=tuple(inputs),
+        checks=mode, facts=facts,
+    )
+
+
 GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "kd_loss": lambda: distillation("kd_loss"),
     "jsd": lambda: distillation("jsd"),
@@ -1001,6 +1045,9 @@ GENERATORS: dict[str, Callable[[], st.SearchStrategy[Call]]] = {
     "orpo_loss": lambda: preference("orpo_loss"),
     "kto_loss": lambda: preference("kto_loss"),
     "linear_preference_loss": lambda: preference("linear_preference_loss"),
+    "info_nce": lambda: contrastive("info_nce"),
+    "clip_loss": lambda: contrastive("clip_loss"),
+    "supcon_loss": lambda: contrastive("supcon_loss"),
 }
 
 
