@@ -824,7 +824,8 @@ registry.describe(nll_loss, registry.Explain(
     curve=registry.Curve("log-probability of the true class x_y (3 classes)", _nll_curve,
                          span=(-5.0, -0.01)),
     convex=True, bounded_gradient=True,
-    robust="no: with log_softmax before it, it is cross-entropy (see cross_entropy)",
+    robust="partly: with log_softmax before it, it is cross_entropy: a wrong label's pull is "
+           "capped at 1, but its loss grows linearly",
     note="linear in its input; the curve of log_softmax + NLL is cross_entropy's",
 ))
 registry.describe(focal_loss, registry.Explain(
