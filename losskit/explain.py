@@ -172,7 +172,7 @@ def plot_curves(record: registry.LossRecord, axes=None, path: str | os.PathLike 
     for label, loss, grad in lines:
         axes[0].plot(t, loss, label=label or None)
         axes[1].plot(t, grad, label=label or None)
-    axis = textwrap.fill(axis, width=55)  # a long label must not run off a 4-inch panel
+    axis = textwrap.fill(axis, width=42)  # a long label must not run off a 3.5-inch panel
     axes[0].set(title=f"{record.name}", xlabel=axis, ylabel="loss")
     axes[1].set(title="gradient", xlabel=axis, ylabel="d loss / d (x axis)")
     for ax in axes:
@@ -182,7 +182,7 @@ def plot_curves(record: registry.LossRecord, axes=None, path: str | os.PathLike 
             ax.legend(fontsize=7)
     if fig is not None:
         fig.tight_layout()
-        fig.savefig(path, format=fmt, dpi=90)
+        fig.savefig(path, format=fmt, dpi=90, bbox_inches="tight", pad_inches=0.08)
         plt.close(fig)
 
 
