@@ -607,14 +607,14 @@ def _explain_reduce(loss: Tensor, reduction: str, what: str):
     return [(f"mean over the {loss.numel()} {what}", loss.mean())]
 
 
-def _clip_scale(logit_scale: float) -> float:
+def _explain_clip_scale(logit_scale: float) -> float:
     return min(math.exp(logit_scale), CLIP_MAX_SCALE)
 
 
 def _clip_gradient(image, text, logit_scale=CLIP_INIT, normalize=True, **kw):
     """L = s a b^T; dl/dL = (softmax_row(L) + softmax_col(L)) / 2 - I (G); dl/da = s G b."""
     a, b = _explain_unit(image, normalize), _explain_unit(text, normalize)
-    scale = _clip_scale(logit_scale)
+    scale = _explain_clip_scale(logit_scale)
     logits = scale * a @ b.T
     g = 0.5 * (logits.softmax(dim=1) + logits.softmax(dim=0)) - torch.eye(len(a), dtype=a.dtype)
     return _explain_unnormalize(image, scale * g @ b, normalize)
@@ -622,7 +622,7 @@ def _clip_gradient(image, text, logit_scale=CLIP_INIT, normalize=True, **kw):
 
 def _clip_steps(image, text, reduction="mean", logit_scale=CLIP_INIT, normalize=True):
     a, b = _explain_unit(image, normalize), _explain_unit(text, normalize)
-    scale = _clip_scale(logit_scale)
+    scale = _explain_clip_scale(logit_scale)
     logits = scale * a @ b.T
     rows_ce = logits.logsumexp(dim=1) - logits.diagonal()
     cols_ce = logits.logsumexp(dim=0) - logits.diagonal()
