@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import textwrap
 from dataclasses import dataclass
 from typing import cast
 
@@ -107,7 +108,8 @@ def _explain(record: registry.LossRecord) -> registry.Explain:
 def _fmt(value: object) -> str:
     if isinstance(value, Tensor):
         if value.is_floating_point():
-            text = repr(value.detach().double().numpy().round(6).tolist())
+            # + 0.0 turns -0.0 (a tiny negative rounded, or an exact -0.0) into 0.0
+            text = repr((value.detach().double().numpy().round(6) + 0.0).tolist())
         else:
             text = repr(value.tolist())
         return text.replace("\n", " ")
@@ -171,6 +173,7 @@ def plot_curves(record: registry.LossRecord, axes=None, path: str | os.PathLike 
     for label, loss, grad in lines:
         axes[0].plot(t, loss, label=label or None)
         axes[1].plot(t, grad, label=label or None)
+    axis = textwrap.fill(axis, width=42)  # a long label must not run off a 3.5-inch panel
     axes[0].set(title=f"{record.name}", xlabel=axis, ylabel="loss")
     axes[1].set(title="gradient", xlabel=axis, ylabel="d loss / d (x axis)")
     for ax in axes:
@@ -180,7 +183,7 @@ def plot_curves(record: registry.LossRecord, axes=None, path: str | os.PathLike 
             ax.legend(fontsize=7)
     if fig is not None:
         fig.tight_layout()
-        fig.savefig(path, format=fmt, dpi=90)
+        fig.savefig(path, format=fmt, dpi=90, bbox_inches="tight", pad_inches=0.08)
         plt.close(fig)
 
 
@@ -201,12 +204,17 @@ def plot_side_by_side(records: list[registry.LossRecord], path: str | os.PathLik
             ax.xaxis.label.set_fontsize(7)
             ax.yaxis.label.set_fontsize(8)
             ax.tick_params(labelsize=7)
+        # A long axis label wider than its column ran off the figure's right edge: wrap it to
+        # the column (about 0.06 inch per character at 7 points).
+        label = axes[1][column].get_xlabel()
+        axes[1][column].set_xlabel(textwrap.fill(label, width=int(2.6 / 0.06)))
     if title:
         fig.suptitle(title)
-    # Fixed margins: tight_layout costs seconds per figure on a busy machine.
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, top=0.88, bottom=0.1,
+    # Fixed margins: tight_layout costs seconds per figure on a busy machine. bbox_inches="tight"
+    # still grows the saved canvas to hold anything the margins missed (one extra text layout).
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, top=0.88, bottom=0.12,
                         wspace=0.35, hspace=0.35)
-    fig.savefig(path, format=fmt, dpi=80)
+    fig.savefig(path, format=fmt, dpi=80, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
 
 
@@ -226,9 +234,35 @@ GALLERY_NOTES: dict[str, str] = {
         "Two shapes surprise at first sight. Label smoothing gives cross-entropy a minimum at a "
         "finite logit: past it the gradient turns positive and pulls a confident logit back, "
         "which is the point of smoothing. Focal loss's gradient is not monotone: for a wrong "
-        "prediction near logit -3 its pull is stronger than BCE's (gamma=0): -1.13 at gamma=2 "
-        "and -1.32 at gamma=5 where BCE's is -0.95, before it falls back to -1. Focal loss "
-        "down-weights easy examples; it does not down-weight hard ones, and it is not convex."),
+        "prediction near logit -3 its pull is stronger than BCE's (gamma=0, -0.953 at -3): "
+        "at its steepest -1.129 for gamma=2 (logit -2.79) and -1.3146 for gamma=5 (logit "
+        "-2.94; -1.314 at -3), before it falls back to -1. Focal loss down-weights easy "
+        "examples; it does not down-weight hard ones, and it is not convex. Poly-1 with a large "
+        "epsilon does the same near the decision point: at epsilon=4 the pull reaches about "
+        "-1.56 near logit 0.2 (epsilon p (1 - p) adds to cross-entropy's), and the loss is no "
+        "longer convex there."),
+    "contrastive": (
+        "SupCon's gradient (tau=0.1) has a shoulder: the moving view is one positive of three "
+        "for the other same-label views, whose two other positives sit at cosine 1. Their "
+        "'out' form pulls each positive with a fixed 1/|P| share until its softmax weight "
+        "catches up, so the pull stays between -1.8 and -1.6 from cosine 0.25 to 0.7 and only "
+        "vanishes as the "
+        "cosine reaches 1, while the moving view's own row (all its positives at cosine c) "
+        "stops pulling past cosine 0.3 as InfoNCE's does. CLIP at its initial scale 14.3 is "
+        "nearly a switch: almost no loss once the positive beats the zero-cosine negatives."),
+    "distillation": (
+        "JSD at beta=1 (reverse KL, mode-seeking) stops pulling a student that ignores the "
+        "teacher's mode: for a class-0 logit far below the teacher's, the loss flattens near "
+        "1.5 and the gradient goes to 0, while forward KL (beta=0, kd_loss at T=1) keeps a "
+        "pull of about -0.79. The symmetric JSD (beta=0.5) fades the same way (it is bounded by "
+        "ln 2). With the T^2 factor the KD curves agree near the teacher's logit for every T; "
+        "T changes how far the pull reaches."),
+    "preference": (
+        "KTO's pull vanishes on both sides: a desirable answer far below the reference "
+        "(log-ratio -10 at beta=2) gets almost no gradient, the sigmoid's saturation that also "
+        "makes it robust to mislabelled examples. ORPO's NLL term never stops pulling: its "
+        "gradient is -1 however likely the chosen answer already is, and the odds-ratio term "
+        "adds to it, most where the chosen answer is unlikely."),
     "likelihood": (
         "Poisson NLL goes below zero (it drops the log(y!) term unless full=True) and its "
         "minimum sits at log-rate log(y); its gradient grows like exp(x) for too high a rate "
@@ -247,7 +281,14 @@ GALLERY_NOTES: dict[str, str] = {
         "Dice's pull on a confidently wrong pixel (logit -6, target 1) is nearly zero: the "
         "sigmoid saturates and, unlike BCE with logits, nothing cancels it. Its loss does not "
         "reach 0 even at a perfect pixel, because Dice pools the whole image and the other 9 "
-        "pixels are held at logits +-2."),
+        "pixels are held at logits +-2. Tversky against one pixel's probability is a ratio of "
+        "two linear functions, so nearly straight; beta (false negatives) sets the slope for a "
+        "missed foreground pixel. Focal Tversky's pull grows as the pixel gets better (for "
+        "gamma > 1): (1 - TI)^(1/gamma - 1) rises as 1 - TI falls, so the classes nearly "
+        "right are pushed hardest, the opposite of focal loss. Lovasz-softmax's gradient "
+        "steps wherever the pixel's error passes another pixel's (at logits 1, 1.5, 2, 2.5 "
+        "and 3 for the pixel labelled 1, mirrored for 0): "
+        "the loss is piecewise linear in the sorted errors."),
     "sequence": (
         "With T=4 frames for a one-label target, CTC's gradient is zero near logit 0 and "
         "negative on both sides: at uniform outputs the expected number of label frames "

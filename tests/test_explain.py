@@ -125,3 +125,9 @@ def test_committed_gallery_page_lists_every_record():
     for record in RECORDS:
         assert f"`{record.name}`" in text, f"{record.name}: run `make gallery`"
         assert (docs / "images" / "gallery" / f"{record.family}.png").exists()
+
+
+def test_printed_values_never_show_negative_zero():
+    """kl_div's worked example printed "-0.0" (an exact -0.0, or a tiny negative rounded)."""
+    assert explain._fmt(torch.tensor(-0.0, dtype=torch.float64)) == "0.0"
+    assert explain._fmt(torch.tensor([-1e-9, 0.25, -0.5])) == "[0.0, 0.25, -0.5]"

@@ -827,7 +827,8 @@ registry.describe(nll_loss, registry.Explain(
     curve=registry.Curve("log-probability of the true class x_y (3 classes)", _nll_curve,
                          span=(-5.0, -0.01)),
     convex=True, bounded_gradient=True,
-    robust="no: with log_softmax before it, it is cross-entropy (see cross_entropy)",
+    robust="partly: with log_softmax before it, it is cross_entropy: a wrong label's pull is "
+           "capped at 1, but its loss grows linearly",
     note="linear in its input; the curve of log_softmax + NLL is cross_entropy's",
 ))
 registry.describe(focal_loss, registry.Explain(
@@ -856,4 +857,45 @@ registry.register(registry.LossRecord(
     mean_count=_count_classes, estimates=None, aliases=("poly1", "polyloss", "poly_loss"),
     catalog=(("multi-class classification", "epsilon=1.0"),
              ("imbalanced classification", "epsilon=1.0, weight=w")),
+))
+
+
+def _poly1_steps(z, y, reduction="mean", epsilon=1.0, label_smoothing=0.0):
+    rows = _ex.softmax_steps(z, y, label_smoothing)
+    ce = rows[-1][1]
+    p_t = z.softmax(dim=1).gather(1, y[:, None])[:, 0]
+    s, classes = label_smoothing, z.shape[1]
+    miss = (1 - s) * (1 - p_t) + s * (1 - 1 / classes)
+    rows += [("p_t = softmax(z)_y", p_t), ("1 - p~ = (1 - s)(1 - p_t) + s (1 - 1/C)", miss),
+             (f"l = CE + epsilon (1 - p~), epsilon={epsilon}", ce + epsilon * miss)]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "rows")
+
+
+def _poly1_gradient(z, y, epsilon=1.0, label_smoothing=0.0, **kw):
+    """CE's softmax(z) - q, plus epsilon (1 - s) d(-p_t)/dz = -epsilon (1 - s) p_t (onehot - p)."""
+    p = z.softmax(dim=1)
+    onehot = torch.nn.functional.one_hot(y, z.shape[1]).to(z.dtype)
+    p_t = (p * onehot).sum(dim=1, keepdim=True)
+    poly = -epsilon * (1 - label_smoothing) * p_t * (onehot - p)
+    return _ex.softmax_gradient(z, y, label_smoothing) + poly
+
+
+registry.describe(poly1_cross_entropy, registry.Explain(
+    formula="l = CE + epsilon (1 - p~),  p~ = (1 - s) softmax(z)_y + s / C  (s: label smoothing)",
+    latex=r"\ell = \mathrm{CE} + \varepsilon\,(1 - \tilde p),\ \tilde p = (1-s)\,"
+          r"\operatorname{softmax}(z)_y + s/C",
+    derivative="dl/dz_c = softmax(z)_c - q_c - epsilon (1 - s) p_y ([c = y] - p_c)",
+    derivative_latex=r"\partial\ell/\partial z_c = p_c - q_c - \varepsilon(1-s)\,p_y"
+                     r"(\mathbb 1[c=y] - p_c)",
+    gradient=_poly1_gradient,
+    example=_ex.example(_LOGITS, _LABELS, epsilon=1.0), steps=_poly1_steps,
+    curve=registry.Curve(
+        "true-class logit z_0 (3 classes, the others at 0)", _rows_curve(poly1_cross_entropy),
+        tuple((f"epsilon={e}", {"epsilon": e}) for e in (-1.0, 0.0, 1.0, 4.0)),
+        span=(-6.0, 6.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: as cross_entropy; the poly term's pull epsilon p_y (1 - p_y) vanishes on a "
+           "confidently wrong example, so a wrong label keeps CE's capped pull",
+    note="along the true-class logit the curvature is p(1 - p)(1 - epsilon (1 - 2p)) with "
+         "p = p_y: convex for -1 <= epsilon <= 1, not for epsilon > 1 (dips where p < 1/2)",
 ))

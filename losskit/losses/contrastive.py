@@ -605,3 +605,240 @@ registry.register(registry.LossRecord(
     mean_count=count_anchors_with_positives, aliases=("supcon", "supervised_contrastive"),
     catalog=(("contrastive representation learning", "temperature=0.1"),),
 ))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py. The derivative is given with respect to the similarity
+# (logit) matrix, where it has the cross-entropy form, and carried to the first argument through
+# the matrix product and the row normalisation.
+
+
+def _explain_unit(x: Tensor, normalize: bool) -> Tensor:
+    return x / x.norm(dim=-1, keepdim=True) if normalize else x
+
+
+def _explain_unnormalize(x: Tensor, grad: Tensor, normalize: bool) -> Tensor:
+    """Back through u = x / |x|: (g - u (u . g)) / |x|."""
+    if not normalize:
+        return grad
+    norm = x.norm(dim=-1, keepdim=True)
+    u = x / norm
+    return (grad - u * (u * grad).sum(-1, keepdim=True)) / norm
+
+
+def _explain_masked_similarity(z: Tensor, temperature: float) -> Tensor:
+    """S = Z Z^T / tau ``(n, n)`` with the diagonal at -inf (a row is not its own negative)."""
+    s = z @ z.T / temperature
+    return s.masked_fill(torch.eye(len(z), dtype=torch.bool), float("-inf"))
+
+
+def _info_nce_parts(z1, z2, temperature, normalize):
+    z = torch.cat([_explain_unit(z1, normalize), _explain_unit(z2, normalize)])  # (2B, D)
+    n = len(z1)
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])  # row i's other view
+    return z, positive, _explain_masked_similarity(z, temperature)
+
+
+def _info_nce_gradient(z1, z2, temperature=0.1, normalize=True, **kw):
+    """dl/dS = softmax_row(S) - onehot(positive) (G); S = Z Z^T / tau gives dl/dZ = (G + G^T)
+    Z / tau; the first B rows are z1's, then back through the normalisation."""
+    z, positive, s = _info_nce_parts(z1, z2, temperature, normalize)
+    g = s.softmax(dim=1) - F.one_hot(positive, len(z)).to(z.dtype)
+    dz = (g + g.T) @ z / temperature
+    return _explain_unnormalize(z1, dz[: len(z1)], normalize)
+
+
+def _info_nce_steps(z1, z2, reduction="mean", temperature=0.1, normalize=True):
+    z, positive, s = _info_nce_parts(z1, z2, temperature, normalize)
+    lse, pos = s.logsumexp(dim=1), s.gather(1, positive[:, None])[:, 0]
+    rows = [("z = [z1; z2], rows divided by their norm", z),
+            (f"S = z z^T / tau, tau={temperature}, own column at -inf", s),
+            ("log-sum-exp of each row over j != i", lse), ("positive S_i,p(i)", pos),
+            ("l_i = lse_i - S_i,p(i)", lse - pos)]
+    return rows + _explain_reduce(lse - pos, reduction, "rows")
+
+
+def _explain_reduce(loss: Tensor, reduction: str, what: str):
+    if reduction == "sum":
+        return [(f"sum over the {loss.numel()} {what}", loss.sum())]
+    if reduction == "none":
+        return [("no reduction", loss)]
+    return [(f"mean over the {loss.numel()} {what}", loss.mean())]
+
+
+def _explain_clip_scale(logit_scale: float) -> float:
+    return min(math.exp(logit_scale), CLIP_MAX_SCALE)
+
+
+def _clip_gradient(image, text, logit_scale=CLIP_INIT, normalize=True, **kw):
+    """L = s a b^T; dl/dL = (softmax_row(L) + softmax_col(L)) / 2 - I (G); dl/da = s G b."""
+    a, b = _explain_unit(image, normalize), _explain_unit(text, normalize)
+    scale = _explain_clip_scale(logit_scale)
+    logits = scale * a @ b.T
+    g = 0.5 * (logits.softmax(dim=1) + logits.softmax(dim=0)) - torch.eye(len(a), dtype=a.dtype)
+    return _explain_unnormalize(image, scale * g @ b, normalize)
+
+
+def _clip_steps(image, text, reduction="mean", logit_scale=CLIP_INIT, normalize=True):
+    a, b = _explain_unit(image, normalize), _explain_unit(text, normalize)
+    scale = _explain_clip_scale(logit_scale)
+    logits = scale * a @ b.T
+    rows_ce = logits.logsumexp(dim=1) - logits.diagonal()
+    cols_ce = logits.logsumexp(dim=0) - logits.diagonal()
+    rows = [(f"s = min(exp(logit_scale), 100) = {scale:.6g}", torch.tensor(scale)),
+            ("L = s a b^T (unit rows)", logits),
+            ("image -> text: lse_j L_ij - L_ii", rows_ce),
+            ("text -> image: lse_j L_ji - L_ii", cols_ce),
+            ("l_i = mean of the two", 0.5 * (rows_ce + cols_ce))]
+    return rows + _explain_reduce(0.5 * (rows_ce + cols_ce), reduction, "pairs")
+
+
+def _supcon_parts(features, labels, temperature, normalize):
+    bsz, views, d = features.shape
+    x = _explain_unit(features.transpose(0, 1).reshape(views * bsz, d), normalize)  # (V*B, D)
+    y = (torch.arange(bsz) if labels is None else labels).repeat(views)
+    same = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool)  # P(i)
+    return x, same, _explain_masked_similarity(x, temperature)
+
+
+def _supcon_gradient(features, labels=None, temperature=0.1, normalize=True, **kw):
+    """dl/dS_ij = softmax_row(S)_ij - [j in P(i)] / |P(i)| (G, zero for an anchor without a
+    positive); dl/dX = (G + G^T) X / tau, then back to (B, V, D) and through the normalisation."""
+    bsz, views, d = features.shape
+    x, same, s = _supcon_parts(features, labels, temperature, normalize)
+    same = same.to(x.dtype)
+    n_pos = same.sum(1, keepdim=True)
+    g = (s.softmax(dim=1) - same / n_pos.clamp(min=1)) * (n_pos > 0)
+    dx = ((g + g.T) @ x / temperature).reshape(views, bsz, d).transpose(0, 1)
+    return _explain_unnormalize(features, dx, normalize)
+
+
+def _supcon_steps(features, labels=None, reduction="mean", temperature=0.1, normalize=True):
+    x, same, s = _supcon_parts(features, labels, temperature, normalize)
+    lse = s.logsumexp(dim=1)
+    mean_pos = (s.masked_fill(~same, 0.0)).sum(1) / same.sum(1)
+    rows = [("x: every view as a row (view-major), divided by its norm", x),
+            (f"S = x x^T / tau, tau={temperature}, own column at -inf", s),
+            ("positives P(i): same label, not i", same.to(x.dtype)),
+            ("log-sum-exp of each row over j != i", lse),
+            ("mean of S_ip over p in P(i)", mean_pos), ("l_i = lse_i - mean", lse - mean_pos)]
+    return rows + _explain_reduce(lse - mean_pos, reduction, "anchors")
+
+
+def _positive_pair(c: Tensor, dims: int = 4) -> Tensor:
+    """The unit row [c, sqrt(1 - c^2), 0, ...]: its cosine with e1 is c; the second axis is
+    used by no other row, so the loss depends on c alone (its square root is held fixed)."""
+    row = torch.zeros(dims, dtype=c.dtype)
+    return torch.cat([c[None], (1 - c.detach() ** 2).clamp(min=0).sqrt()[None], row[2:]])
+
+
+def _e(i: int, like: Tensor, dims: int = 4) -> Tensor:
+    return F.one_hot(torch.tensor(i), dims).to(like.dtype)
+
+
+def _info_nce_curve(t, temperature=0.1):
+    """Two samples: sample 0's views e1 and a row at cosine t to it; sample 1's both e3."""
+    return torch.stack([
+        info_nce(torch.stack([_e(0, c), _e(2, c)]), torch.stack([_positive_pair(c), _e(2, c)]),
+                 temperature=temperature, normalize=False) for c in t])
+
+
+def _clip_curve(t, logit_scale=0.0):
+    return torch.stack([
+        clip_loss(torch.stack([_e(0, c), _e(2, c)]), torch.stack([_positive_pair(c), _e(2, c)]),
+                  logit_scale=logit_scale, normalize=False) for c in t])
+
+
+def _supcon_curve(t, temperature=0.1):
+    """Three samples of 2 views, labels [0, 1, 0]: sample 0's views e1 and a row at cosine t to
+    it, sample 2's both e1 (same label), sample 1's both e3."""
+    labels = torch.tensor([0, 1, 0])
+    return torch.stack([
+        supcon_loss(torch.stack([torch.stack([_e(0, c), _positive_pair(c)]),
+                                 torch.stack([_e(2, c), _e(2, c)]),
+                                 torch.stack([_e(0, c), _e(0, c)])]), labels,
+                    temperature=temperature, normalize=False) for c in t])
+
+
+def _explain_example(*args, **kwargs):
+    """Fresh float64 tensors (integer tensors as given) on every call."""
+
+    def make():
+        return tuple(a.clone() if isinstance(a, Tensor) else torch.tensor(a, dtype=torch.float64)
+                     for a in args), dict(kwargs)
+
+    return make
+
+
+_Z1, _Z2 = [[1.0, 0.5], [-0.3, 1.0]], [[0.8, 0.7], [0.1, 1.2]]
+_CONTRASTIVE_NOTE = ("the derivative is given with respect to the similarity matrix (a "
+                     "cross-entropy's softmax - onehot) and carried to the embeddings through "
+                     "S = Z Z^T / tau and the row normalisation; convex in the similarities, "
+                     "not in the embeddings. The pull per similarity is at most 2 / tau (with "
+                     "normalize, the embeddings' gradient also scales with 1 / |z|). The curve "
+                     "uses unit rows with normalize=False, the same values")
+_COSINE_AXIS = "cosine similarity of one positive pair (unit rows)"
+
+registry.describe(info_nce, registry.Explain(
+    formula="l_i = -log( exp(S_i,p(i)) / sum_{j != i} exp(S_ij) ),  S = z z^T / tau over the 2B "
+            "rows z = [z1; z2] (unit rows), p(i) the other view of sample i; mean over 2B rows",
+    latex=r"\ell_i = -\log\frac{e^{S_{i,p(i)}}}{\sum_{j\ne i} e^{S_{ij}}},\ "
+          r"S = zz^\top/\tau",
+    derivative="dl/dS_ij = softmax_{j != i}(S_i)_j - [j = p(i)];  dl/dz = (G + G^T) z / tau;  "
+               "through the normalisation: (g - u (u . g)) / |z1|",
+    derivative_latex=r"\frac{\partial\ell}{\partial S_{ij}} = \operatorname{softmax}_{j\ne i}"
+                     r"(S_i)_j - \mathbb 1[j = p(i)]",
+    gradient=_info_nce_gradient,
+    example=_explain_example(_Z1, _Z2, temperature=0.5), steps=_info_nce_steps,
+    curve=registry.Curve(_COSINE_AXIS, _info_nce_curve,
+                         tuple((f"tau={v}", {"temperature": v}) for v in (0.1, 0.5, 1.0)),
+                         span=(-1.0, 1.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: a false negative (a same-class sample treated as negative) pulls with at "
+           "most 1 / tau, and a small tau concentrates the pull on the hardest negatives",
+    note=_CONTRASTIVE_NOTE,
+))
+registry.describe(clip_loss, registry.Explain(
+    formula="l_i = (CE(L_i,:, i) + CE(L_:,i, i)) / 2,  L = s a b^T (unit rows), s = "
+            "min(exp(logit_scale), 100); mean over the B pairs",
+    latex=r"\ell_i = \tfrac12\bigl(-\log\operatorname{softmax}(L_{i,:})_i - "
+          r"\log\operatorname{softmax}(L_{:,i})_i\bigr),\ L = s\,ab^\top",
+    derivative="dl/dL = (softmax_row(L) + softmax_col(L)) / 2 - I (G);  dl/da = s G b;  through "
+               "the normalisation: (g - u (u . g)) / |a|",
+    derivative_latex=r"\frac{\partial\ell}{\partial L} = \tfrac12\bigl(\operatorname{softmax}"
+                     r"_\text{row}(L) + \operatorname{softmax}_\text{col}(L)\bigr) - I",
+    gradient=_clip_gradient,
+    example=_explain_example(_Z1, _Z2, logit_scale=1.0), steps=_clip_steps,
+    curve=registry.Curve(_COSINE_AXIS, _clip_curve,
+                         tuple((f"scale={math.exp(v):.3g}", {"logit_scale": v})
+                               for v in (0.0, 1.0, CLIP_INIT)), span=(-1.0, 1.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: a mismatched pair's pull per logit is capped (at s in the cosine), its "
+           "loss grows linearly",
+    note=_CONTRASTIVE_NOTE.replace("S = Z Z^T / tau", "L = s a b^T").replace("2 / tau", "s"),
+))
+registry.describe(supcon_loss, registry.Explain(
+    formula="l_i = lse_{j != i}(S_ij) - mean_{p in P(i)} S_ip,  S = x x^T / tau over the B V "
+            "views (unit rows), P(i) the other views with i's label; mean over anchors with a "
+            "positive",
+    latex=r"\ell_i = -\frac{1}{|P(i)|}\sum_{p\in P(i)}\log\frac{e^{S_{ip}}}"
+          r"{\sum_{j\ne i}e^{S_{ij}}}",
+    derivative="dl/dS_ij = softmax_{j != i}(S_i)_j - [j in P(i)] / |P(i)|;  dl/dx = (G + G^T) x "
+               "/ tau;  through the normalisation: (g - u (u . g)) / |x|",
+    derivative_latex=r"\frac{\partial\ell}{\partial S_{ij}} = \operatorname{softmax}_{j\ne i}"
+                     r"(S_i)_j - \frac{\mathbb 1[j\in P(i)]}{|P(i)|}",
+    gradient=_supcon_gradient,
+    example=_explain_example([[[1.0, 0.5], [0.8, 0.7]], [[-0.3, 1.0], [0.1, 1.2]],
+                              [[0.9, 0.2], [1.0, -0.4]]], torch.tensor([0, 1, 0]),
+                             temperature=0.5),
+    steps=_supcon_steps,
+    curve=registry.Curve(_COSINE_AXIS + "; another same-label sample at the anchor",
+                         _supcon_curve,
+                         tuple((f"tau={v}", {"temperature": v}) for v in (0.1, 0.5, 1.0)),
+                         span=(-1.0, 1.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: a wrong label makes a false positive whose pull is capped at 1 / (tau |P|), "
+           "shared with the true positives",
+    note=_CONTRASTIVE_NOTE,
+))

@@ -31,6 +31,7 @@ from losskit import _reduction, checks, registry
 from losskit.checks import distillation as distill_checks
 from losskit.kernels.backward import check_first_order
 from losskit.kernels.linear_cross_entropy import _kept_rows, _scatter_rows, chunk_tokens
+from losskit.losses import _explain as _ex
 from losskit.losses._common import HALF
 
 __all__ = [
@@ -631,4 +632,146 @@ registry.register(registry.LossRecord(
     aliases=("fused_linear_kd", "fused_linear_jsd", "linear_jsd"),
     catalog=(("distribution matching / distillation", 'divergence="kl", temperature=2.0'),),
     **_COMMON,
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py. Written from the formulas, not from the code above.
+
+
+def _softened(student, teacher, temperature):
+    return (student / temperature).softmax(-1), (teacher / temperature).softmax(-1)
+
+
+def _kd_gradient(s, t, labels=None, temperature=1.0, scale_by_temperature_squared=True, **kw):
+    """T^2 KL(q || softmax(s / T)) per row: d/ds = T^2 (p - q) / T = T (p - q)."""
+    p, q = _softened(s, t, temperature)
+    return (p - q) * (temperature if scale_by_temperature_squared else 1 / temperature)
+
+
+def _kd_steps(s, t, labels=None, reduction="batchmean", temperature=1.0,
+              scale_by_temperature_squared=True):
+    p, q = _softened(s, t, temperature)
+    kl = (q * (q.log() - p.log())).sum(-1)
+    scale = temperature**2 if scale_by_temperature_squared else 1.0
+    rows = [(f"p = softmax(s / T), T={temperature}", p), ("q = softmax(t / T)", q),
+            ("KL(q || p) = sum_v q (log q - log p)", kl), (f"l = {scale:g} KL", scale * kl)]
+    return rows + _ex.reduce_step(rows[-1][1], "sum" if reduction == "sum" else "mean", "rows")
+
+
+def _jsd_gradient(s, t, labels=None, beta=0.5, temperature=1.0, **kw):
+    """dl/dp_v = g_v up to a constant, then the softmax: p (g - <p, g>) / T, with g = log p -
+    log q at beta = 1, (1 - beta)(log p - log m) otherwise (beta = 0 gives (p - q) / T)."""
+    p, q = _softened(s, t, temperature)
+    if beta == 0.0:
+        return (p - q) / temperature
+    m = beta * q + (1 - beta) * p
+    g = p.log() - q.log() if beta == 1.0 else (1 - beta) * (p.log() - m.log())
+    return p * (g - (p * g).sum(-1, keepdim=True)) / temperature
+
+
+def _jsd_steps(s, t, labels=None, reduction="batchmean", beta=0.5, temperature=1.0):
+    p, q = _softened(s, t, temperature)
+    m = beta * q + (1 - beta) * p
+    kl_q, kl_p = (q * (q / m).log()).sum(-1), (p * (p / m).log()).sum(-1)
+    rows = [(f"p = softmax(s / T), T={temperature}", p), ("q = softmax(t / T)", q),
+            (f"m = beta q + (1 - beta) p, beta={beta}", m), ("KL(q || m)", kl_q),
+            ("KL(p || m)", kl_p),
+            ("l = beta KL(q || m) + (1 - beta) KL(p || m)", beta * kl_q + (1 - beta) * kl_p)]
+    return rows + _ex.reduce_step(rows[-1][1], "sum" if reduction == "sum" else "mean", "rows")
+
+
+def _linear_kd_gradient(h, w, ht, wt, labels=None, temperature=1.0, **kw):
+    """dl/dh = (dl/ds) W with dl/ds = T (p - q) (kd_loss's), s = h W^T."""
+    return _kd_gradient(h @ w.T, ht @ wt.T, temperature=temperature) @ w
+
+
+def _linear_kd_steps(h, w, ht, wt, labels=None, reduction="batchmean", temperature=1.0):
+    rows = [("student logits s = h W^T", h @ w.T), ("teacher logits t = h_t W_t^T", ht @ wt.T)]
+    return rows + _kd_steps(h @ w.T, ht @ wt.T, reduction=reduction, temperature=temperature)
+
+
+_TEACHER_ROW = (2.0, 0.0, 0.0)  # the curves' teacher: class 0 leads by 2
+
+
+def _distill_curve(function):
+    """Student rows [t, 0, 0] against the teacher row [2, 0, 0]: zero loss at t = 2."""
+
+    def loss(t, **option):
+        teacher = torch.tensor(_TEACHER_ROW, dtype=t.dtype).expand(t.shape[0], 3)
+        return function(_ex.true_class_rows(t), teacher, reduction="none", **option)
+
+    return loss
+
+
+def _linear_kd_curve(t, temperature=1.0):
+    h = torch.stack([t, torch.zeros_like(t)], dim=1)  # (n, 2)
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=t.dtype)  # (3, 2)
+    ht = torch.tensor([[2.0]], dtype=t.dtype).expand(t.shape[0], 1)  # teacher logits [2, 0, 0]
+    wt = torch.tensor([[1.0], [0.0], [0.0]], dtype=t.dtype)
+    return linear_kd_loss(h, w, ht, wt, temperature=temperature, reduction="none")
+
+
+_STUDENT, _TEACHER = [[1.0, 0.0, -1.0], [0.5, 1.5, -0.5]], [[0.0, 2.0, 0.0], [1.0, 1.0, -2.0]]
+_TEMPERATURES = tuple((f"T={v}", {"temperature": v}) for v in (1.0, 2.0, 4.0))
+
+registry.describe(kd_loss, registry.Explain(
+    formula="l = T^2 sum_v q_v (log q_v - log p_v),  p = softmax(s / T) (student), q = "
+            "softmax(t / T) (teacher); mean over rows",
+    latex=r"\ell = T^2\sum_v q_v(\log q_v - \log p_v),\ p = \operatorname{softmax}(s/T),\ "
+          r"q = \operatorname{softmax}(t/T)",
+    derivative="dl/ds = T (p - q)  (T^2 times (p - q) / T; (p - q) / T without the T^2)",
+    derivative_latex=r"\partial\ell/\partial s = T\,(p - q)",
+    gradient=_kd_gradient,
+    example=_ex.example(_STUDENT, _TEACHER, temperature=2.0), steps=_kd_steps,
+    curve=registry.Curve("student's logit of class 0 (teacher row [2, 0, 0])",
+                         _distill_curve(kd_loss), _TEMPERATURES, span=(-6.0, 6.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: the pull per logit is capped at T, but a teacher that is wrong is copied "
+           "faithfully (a soft target, not a label check)",
+    note="convex in the student's logits (log-sum-exp minus a linear term); |dl/ds_v| <= T, so "
+         "the bound grows with the temperature",
+))
+registry.describe(jsd, registry.Explain(
+    formula="l = beta KL(q || m) + (1 - beta) KL(p || m),  m = beta q + (1 - beta) p;  "
+            "beta = 0: KL(q || p), beta = 1: KL(p || q);  p, q = softmax(s / T), softmax(t / T)",
+    latex=r"\ell = \beta\,\mathrm{KL}(q\|m) + (1-\beta)\,\mathrm{KL}(p\|m),\ "
+          r"m = \beta q + (1-\beta)p",
+    derivative="dl/ds = p * (g - sum_v p_v g_v) / T,  g = (1 - beta)(log p - log m);  beta = 1: "
+               "g = log p - log q;  beta = 0: (p - q) / T",
+    derivative_latex=r"\frac{\partial\ell}{\partial s} = \frac{p\odot(g - \langle p, g\rangle)}{T}"
+                     r",\ g = (1-\beta)(\log p - \log m)",
+    gradient=_jsd_gradient,
+    example=_ex.example(_STUDENT, _TEACHER, beta=0.5, temperature=1.0), steps=_jsd_steps,
+    curve=registry.Curve("student's logit of class 0 (teacher row [2, 0, 0])",
+                         _distill_curve(jsd),
+                         tuple((f"beta={b}", {"beta": b}) for b in (0.0, 0.5, 1.0)),
+                         span=(-6.0, 6.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: the symmetric JSD (beta = 0.5) is bounded by ln 2 per row, so one odd row "
+           "cannot dominate; the ends are KLs and unbounded",
+    note="beta = 0 (forward KL) is convex in the student's logits; the mixture and reverse KL "
+         "are not. The pull is bounded for beta < 1; at beta = 1 only by the teacher's smallest "
+         "log-probability",
+))
+registry.describe(linear_kd_loss, registry.Explain(
+    formula="l = kd_loss(h W^T + b, h_t W_t^T + b_t)  (or jsd): distillation of two linear "
+            "heads, a chunk of rows at a time",
+    latex=r"\ell = T^2\,\mathrm{KL}\bigl(\operatorname{softmax}(t/T)\,\|\,"
+          r"\operatorname{softmax}(s/T)\bigr),\ s = hW^\top,\ t = h_tW_t^\top",
+    derivative="dl/dh = T (p - q) W  (kd_loss's dl/ds through the head; dl/dW = T (p - q)^T h); "
+               "the teacher gets no gradient",
+    derivative_latex=r"\partial\ell/\partial h = T\,(p - q)\,W",
+    gradient=_linear_kd_gradient,
+    example=_ex.example([[1.0, -0.5], [0.2, 0.8]], [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+                        [[0.5], [-1.0]], [[2.0], [0.0], [1.0]], temperature=2.0),
+    steps=_linear_kd_steps,
+    curve=registry.Curve("student hidden along class 0's head row (W = [e1, e2, 0], teacher "
+                         "logits [2, 0, 0])", _linear_kd_curve, _TEMPERATURES, span=(-6.0, 6.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: as kd_loss",
+    note="the derivative is kd_loss's with respect to the logits, carried through the head by "
+         "the chain rule; convex in h for a fixed head; the bound scales with T and the head; "
+         "first-order only (the fused backward is not differentiable again)",
 ))

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from losskit import _reduction, checks, registry
 from losskit.checks import LossInputError
 from losskit.checks import preference as pref_checks
+from losskit.losses import _explain as _ex
 from losskit.losses.linear_cross_entropy import linear_cross_entropy
 
 __all__ = [
@@ -703,4 +704,315 @@ registry.register(registry.LossRecord(
     "pass, without the [tokens, vocab] logits",
     mean_count=count_pairs, aliases=("fused_dpo", "linear_dpo"),
     catalog=((_TASK, 'loss="dpo"'),),
+))
+
+
+# ----------------------------------------------------------------------------------------------
+# What `losskit explain` prints and draws (registry.Explain); the gradients are checked against
+# autograd in tests/test_explain.py. The pair losses are given with respect to the per-sequence
+# log-probabilities they take; the fused loss through the head to its hidden states.
+
+
+def _smoothed_pull(x: Tensor, label_smoothing: float) -> Tensor:
+    """d/dx of -(1 - eps) log sigma(x) - eps log sigma(-x): -(1 - eps) sigma(-x) + eps sigma(x)."""
+    return -(1 - label_smoothing) * torch.sigmoid(-x) + label_smoothing * torch.sigmoid(x)
+
+
+def _dpo_gradient(pc, pr, rc, rr, beta=0.1, label_smoothing=0.0, loss_type="sigmoid", **kw):
+    """dl/d policy_chosen_logps: beta times the smoothed pull at beta h; IPO: 2 (h - 1/(2 beta))."""
+    h = (pc - rc) - (pr - rr)
+    if loss_type == "ipo":
+        return 2 * (h - 1 / (2 * beta))
+    return beta * _smoothed_pull(beta * h, label_smoothing)
+
+
+def _dpo_steps(pc, pr, rc, rr, reduction="mean", beta=0.1, label_smoothing=0.0,
+               loss_type="sigmoid"):
+    h = (pc - rc) - (pr - rr)
+    rows = [("chosen log-ratio log pi(y_w) - log pi_ref(y_w)", pc - rc),
+            ("rejected log-ratio log pi(y_l) - log pi_ref(y_l)", pr - rr),
+            ("margin h = chosen - rejected log-ratio", h),
+            (f"implicit reward margin beta h, beta={beta}", beta * h)]
+    if loss_type == "ipo":
+        rows.append(("l = (h - 1/(2 beta))^2", (h - 1 / (2 * beta)) ** 2))
+    else:
+        x = beta * h
+        rows.append((f"l = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), "
+                     f"eps={label_smoothing}",
+                     -(1 - label_smoothing) * torch.sigmoid(x).log()
+                     - label_smoothing * torch.sigmoid(-x).log()))
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "pairs")
+
+
+def _simpo_gradient(pc, pr, beta=2.0, gamma=1.0, label_smoothing=0.0, **kw):
+    return beta * _smoothed_pull(beta * (pc - pr) - gamma, label_smoothing)
+
+
+def _simpo_steps(pc, pr, reduction="mean", beta=2.0, gamma=1.0, label_smoothing=0.0):
+    h = beta * (pc - pr) - gamma
+    rows = [("mean log-prob difference d = lbar(y_w) - lbar(y_l)", pc - pr),
+            (f"margin h = beta d - gamma, beta={beta}, gamma={gamma}", h),
+            (f"l = -(1 - eps) log sigmoid(h) - eps log sigmoid(-h), eps={label_smoothing}",
+             -(1 - label_smoothing) * torch.sigmoid(h).log()
+             - label_smoothing * torch.sigmoid(-h).log())]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "pairs")
+
+
+def _orpo_gradient(pc, pr, lambda_=0.1, **kw):
+    """dl/d lbar_w = -1 - lambda sigma(-r) / (1 - e^lbar_w): d log odds / d lbar = 1 / (1 - p)."""
+    r = (pc - (1 - pc.exp()).log()) - (pr - (1 - pr.exp()).log())
+    return -1 - lambda_ * torch.sigmoid(-r) / (1 - pc.exp())
+
+
+def _orpo_steps(pc, pr, reduction="mean", lambda_=0.1):
+    odds_c, odds_r = pc.exp() / (1 - pc.exp()), pr.exp() / (1 - pr.exp())
+    r = odds_c.log() - odds_r.log()
+    rows = [("p_w = exp(lbar_w)", pc.exp()), ("p_l = exp(lbar_l)", pr.exp()),
+            ("odds_w = p_w / (1 - p_w)", odds_c), ("odds_l = p_l / (1 - p_l)", odds_r),
+            ("log odds ratio r = log odds_w - log odds_l", r),
+            ("NLL term -lbar_w", -pc),
+            (f"l = -lbar_w - lambda log sigmoid(r), lambda={lambda_}",
+             -pc - lambda_ * torch.sigmoid(r).log())]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "pairs")
+
+
+def _kto_reference(kl, like: Tensor) -> Tensor | float:
+    if kl is None:
+        return 0.0
+    if isinstance(kl, Tensor):
+        return kl.to(like.dtype).mean().clamp(min=0)
+    return max(float(kl), 0.0)
+
+
+def _kto_gradient(policy, ref, labels, kl=None, beta=0.1, desirable_weight=1.0,
+                  undesirable_weight=1.0, **kw):
+    """sigma'(u) = sigma(u)(1 - sigma(u)): -lambda_D beta sigma'(beta(r - z0)) for a desirable
+    answer, +lambda_U beta sigma'(beta(z0 - r)) for an undesirable one."""
+    r = policy - ref
+    u = beta * (r - _kto_reference(kl, policy))
+    slope = torch.sigmoid(u) * torch.sigmoid(-u) * beta
+    return torch.where(labels, -desirable_weight * slope, undesirable_weight * slope)
+
+
+def _kto_steps(policy, ref, labels, kl=None, reduction="mean", beta=0.1, desirable_weight=1.0,
+               undesirable_weight=1.0):
+    r = policy - ref
+    z0 = _kto_reference(kl, policy)
+    z0 = z0 if isinstance(z0, Tensor) else torch.tensor(z0, dtype=policy.dtype)
+    good = desirable_weight * (1 - torch.sigmoid(beta * (r - z0)))
+    bad = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r)))
+    rows = [("log-ratio r = log pi(y) - log pi_ref(y)", r),
+            ("reference point z0 = max(0, mean kl)", z0),
+            (f"desirable: lambda_D (1 - sigmoid(beta (r - z0))), beta={beta}", good),
+            ("undesirable: lambda_U (1 - sigmoid(beta (z0 - r)))", bad),
+            ("l: picked by the label", torch.where(labels, good, bad))]
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "examples")
+
+
+_PAIR_GRADIENTS = {"dpo": _dpo_gradient, "simpo": _simpo_gradient, "orpo": _orpo_gradient}
+_PAIR_STEPS = {"dpo": _dpo_steps, "simpo": _simpo_steps, "orpo": _orpo_steps}
+
+
+def _token_logps(h, w, y, bias=None, ignore_index=-100):
+    """Per-token log-probabilities ``(B, S)`` of the labels (0 at ignored ones), the softmax
+    ``(B, S, V)``, the counted mask ``(B, S)`` and the per-sequence count ``(B,)``."""
+    z = h @ w.T if bias is None else h @ w.T + bias  # (B, S, V)
+    counted = y != ignore_index
+    safe = torch.where(counted, y, 0)
+    logp = z.log_softmax(-1).gather(-1, safe[..., None])[..., 0]
+    return torch.where(counted, logp, 0.0), z.softmax(-1), counted, counted.sum(1)
+
+
+def _linear_pref_logps(hc, hr, w, yc, yr, loss="dpo", bias=None, ignore_index=-100):
+    out = []
+    for h, y in ((hc, yc), (hr, yr)):
+        logp, _, _, count = _token_logps(h, w, y, bias, ignore_index)
+        sums = logp.sum(1)
+        out.append(sums / count.clamp(min=1).to(sums.dtype) if loss != "dpo" else sums)
+    return out
+
+
+def _linear_pref_gradient(hc, hr, w, yc, yr, rc=None, rr=None, *, loss="dpo", bias=None,
+                          ignore_index=-100, chunk_size=None, **options):
+    """Chain rule: dl/dh_bt = dl/dlog pi(y_w)_b  x  W^T (onehot(y_bt) - softmax(W h_bt + c)),
+    over counted tokens, divided by the token count for SimPO / ORPO (means per token)."""
+    lc, lr = _linear_pref_logps(hc, hr, w, yc, yr, loss, bias, ignore_index)
+    refs = (rc, rr) if loss == "dpo" else ()
+    outer = _PAIR_GRADIENTS[loss](lc, lr, *refs, **options)  # (B,)
+    _, p, counted, count = _token_logps(hc, w, yc, bias, ignore_index)
+    onehot = F.one_hot(torch.where(counted, yc, 0), w.shape[0]).to(hc.dtype)  # (B, S, V)
+    per_token = ((onehot - p) @ w) * counted[..., None]  # (B, S, H): d log p(y_t) / d h_t
+    if loss != "dpo":
+        outer = outer / count.clamp(min=1).to(hc.dtype)
+    return outer[:, None, None] * per_token
+
+
+def _linear_pref_steps(hc, hr, w, yc, yr, rc=None, rr=None, *, loss="dpo", bias=None,
+                       ignore_index=-100, chunk_size=None, reduction="mean", **options):
+    lc, lr = _linear_pref_logps(hc, hr, w, yc, yr, loss, bias, ignore_index)
+    what = "summed" if loss == "dpo" else "mean per token"
+    rows = [("chosen logits z = h_w W^T", hc @ w.T),
+            (f"log pi(y_w), {what} over the answer's tokens", lc),
+            (f"log pi(y_l), {what}", lr)]
+    refs = (rc, rr) if loss == "dpo" else ()
+    return rows + _PAIR_STEPS[loss](lc, lr, *refs, reduction=reduction, **options)
+
+
+def _margin_curve(t, beta=0.1, loss_type="sigmoid"):
+    """Policy-vs-reference log-ratio margin h = t: the chosen answer's log-prob moves."""
+    base = torch.full_like(t, -30.0)
+    return dpo_loss(base + t, base, base, base, beta=beta, loss_type=loss_type,
+                    reduction="none")
+
+
+def _simpo_curve(t, gamma=1.0, beta=2.0):
+    base = torch.full_like(t, -5.0)
+    return simpo_loss(base + t, base, beta=beta, gamma=gamma, reduction="none")
+
+
+def _orpo_curve(t, lambda_=0.1):
+    return orpo_loss(t, torch.full_like(t, -1.5), lambda_=lambda_, reduction="none")
+
+
+def _kto_curve(t, desirable=True, beta=0.5):
+    labels = torch.full(t.shape, desirable, dtype=torch.bool)
+    base = torch.full_like(t, -30.0)
+    return kto_loss(base + t, base, labels, beta=beta, reduction="none")
+
+
+def _linear_pref_curve(t, beta=0.1):
+    """One pair per grid point, one token each: the chosen token's hidden state [t, 0] against
+    the head W = [e1, e2, 0] (its token is row 0); the rejected answer and the references fixed."""
+    n = t.shape[0]
+    hc = torch.stack([t, torch.zeros_like(t)], dim=1)[:, None]  # (n, 1, 2)
+    hr = torch.tensor([0.5, 0.5], dtype=t.dtype).expand(n, 1, 2)
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=t.dtype)
+    yc, yr = torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long)
+    ref = torch.full((n,), -1.0986, dtype=t.dtype)  # about log(1/3): a uniform reference
+    return linear_preference_loss(hc, hr, w, yc, yr, ref, ref, beta=beta, reduction="none")
+
+
+_PAIR_NOTE = ("the derivative is with respect to the per-sequence log-probability the loss takes "
+              "(autograd carries it into the model's tokens)")
+_PAIR_CHOSEN = [-12.0, -20.0, -8.0]
+_PAIR_REJECTED = [-14.0, -17.0, -8.5]
+_PAIR_REF_CHOSEN = [-13.0, -19.0, -9.0]
+_PAIR_REF_REJECTED = [-13.5, -18.0, -9.0]
+
+registry.describe(dpo_loss, registry.Explain(
+    formula="l = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h),  h = (log pi(y_w) - "
+            "log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l));  IPO: (h - 1/(2 beta))^2",
+    latex=r"\ell = -(1-\varepsilon)\log\sigma(\beta h) - \varepsilon\log\sigma(-\beta h),\ "
+          r"h = \log\frac{\pi(y_w)}{\pi_\text{ref}(y_w)} - "
+          r"\log\frac{\pi(y_l)}{\pi_\text{ref}(y_l)}",
+    derivative="dl/d log pi(y_w) = beta [-(1 - eps) sigmoid(-beta h) + eps sigmoid(beta h)] "
+               "(= -dl/d log pi(y_l));  IPO: 2 (h - 1/(2 beta))",
+    derivative_latex=r"\frac{\partial\ell}{\partial\log\pi(y_w)} = \beta\bigl[-(1-\varepsilon)"
+                     r"\sigma(-\beta h) + \varepsilon\,\sigma(\beta h)\bigr]",
+    gradient=_dpo_gradient,
+    example=_ex.example(_PAIR_CHOSEN, _PAIR_REJECTED, _PAIR_REF_CHOSEN, _PAIR_REF_REJECTED,
+                        beta=0.5),
+    steps=_dpo_steps,
+    curve=registry.Curve(
+        "log-ratio margin h (the implicit reward margin is beta h)", _margin_curve,
+        tuple((f"beta={b}", {"beta": b}) for b in (0.1, 0.5, 1.0)), span=(-10.0, 10.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: a pair's pull is capped at beta, but a mislabelled pair's loss grows "
+           "linearly with its margin (label_smoothing, conservative DPO, assumes flipped labels)",
+    note=_PAIR_NOTE + "; convex in h for both forms; the pull is bounded by beta for the "
+         "sigmoid form only (IPO's squared loss pulls in proportion to h - 1/(2 beta))",
+))
+registry.describe(simpo_loss, registry.Explain(
+    formula="l = -(1 - eps) log sigmoid(h) - eps log sigmoid(-h),  h = beta (lbar(y_w) - "
+            "lbar(y_l)) - gamma,  lbar = mean log-prob per token",
+    latex=r"\ell = -(1-\varepsilon)\log\sigma(h) - \varepsilon\log\sigma(-h),\ "
+          r"h = \beta\bigl(\bar\ell(y_w) - \bar\ell(y_l)\bigr) - \gamma",
+    derivative="dl/d lbar(y_w) = beta [-(1 - eps) sigmoid(-h) + eps sigmoid(h)] "
+               "(= -dl/d lbar(y_l))",
+    derivative_latex=r"\frac{\partial\ell}{\partial\bar\ell(y_w)} = \beta\bigl[-(1-\varepsilon)"
+                     r"\sigma(-h) + \varepsilon\,\sigma(h)\bigr]",
+    gradient=_simpo_gradient,
+    example=_ex.example([-0.6, -1.2, -0.9], [-1.0, -1.1, -1.6], beta=2.0, gamma=1.0),
+    steps=_simpo_steps,
+    curve=registry.Curve(
+        "mean log-prob difference lbar(y_w) - lbar(y_l) (beta = 2)", _simpo_curve,
+        tuple((f"gamma={g}", {"gamma": g}) for g in (0.0, 1.0, 2.0)), span=(-4.0, 4.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: a pair's pull is capped at beta, but a mislabelled pair's loss grows "
+           "linearly with its margin",
+    note=_PAIR_NOTE + "; the loss is small only once the margin beats gamma, so gamma moves "
+         "the curve right",
+))
+registry.describe(orpo_loss, registry.Explain(
+    formula="l = -lbar(y_w) - lambda log sigmoid(log odds(y_w) - log odds(y_l)),  odds = p / "
+            "(1 - p),  p = exp(lbar),  lbar = mean log-prob per token",
+    latex=r"\ell = -\bar\ell(y_w) - \lambda\log\sigma\Bigl(\log\frac{\mathrm{odds}(y_w)}"
+          r"{\mathrm{odds}(y_l)}\Bigr)",
+    derivative="dl/d lbar(y_w) = -1 - lambda sigmoid(-r) / (1 - p_w),  r = log odds ratio "
+               "(d log odds / d lbar = 1 / (1 - p))",
+    derivative_latex=r"\frac{\partial\ell}{\partial\bar\ell(y_w)} = -1 - "
+                     r"\frac{\lambda\,\sigma(-r)}{1 - p_w}",
+    gradient=_orpo_gradient,
+    example=_ex.example([-0.7, -1.5, -2.2], [-1.3, -1.2, -3.0], lambda_=0.5),
+    steps=_orpo_steps,
+    curve=registry.Curve(
+        "chosen answer's mean log-prob per token lbar(y_w) (lbar(y_l) = -1.5)", _orpo_curve,
+        tuple((f"lambda={v}", {"lambda_": v}) for v in (0.0, 0.5, 2.0)), span=(-4.0, -0.05)),
+    convex=False, bounded_gradient=True,
+    robust="no: the NLL term pulls every chosen answer with force 1, however unlikely it is "
+           "(a bad chosen answer is learnt as readily as a good one)",
+    note=_PAIR_NOTE + "; the odds-ratio term is not convex in lbar(y_w) (a convex, decreasing "
+         "-log sigmoid of the convex log odds)",
+))
+registry.describe(kto_loss, registry.Explain(
+    formula="l = lambda_D (1 - sigmoid(beta (r - z0))) if desirable else lambda_U (1 - "
+            "sigmoid(beta (z0 - r))),  r = log pi(y) - log pi_ref(y),  z0 = max(0, mean kl)",
+    latex=r"\ell = \lambda_D\bigl(1 - \sigma(\beta(r - z_0))\bigr)\ \text{or}\ "
+          r"\lambda_U\bigl(1 - \sigma(\beta(z_0 - r))\bigr)",
+    derivative="dl/d log pi(y) = -lambda_D beta s(1 - s), s = sigmoid(beta (r - z0)) "
+               "(desirable);  +lambda_U beta s(1 - s), s = sigmoid(beta (z0 - r)) "
+               "(undesirable); z0 is detached",
+    derivative_latex=r"\frac{\partial\ell}{\partial\log\pi(y)} = \mp\lambda\,\beta\,"
+                     r"\sigma(u)\bigl(1 - \sigma(u)\bigr)",
+    gradient=_kto_gradient,
+    example=_ex.example([-10.0, -12.0, -7.0, -9.0], [-11.0, -11.0, -8.0, -8.5],
+                        torch.tensor([True, True, False, False]), kl=0.3, beta=0.5),
+    steps=_kto_steps,
+    curve=registry.Curve(
+        "log-ratio r = log pi(y) - log pi_ref(y) (kl = 0)", _kto_curve,
+        (("desirable, beta=0.5", {"desirable": True}),
+         ("undesirable, beta=0.5", {"desirable": False}),
+         ("desirable, beta=2", {"desirable": True, "beta": 2.0})), span=(-10.0, 10.0)),
+    convex=False, bounded_gradient=True,
+    robust="yes: each example's loss is at most lambda and its pull at most lambda beta / 4; "
+           "an example far on the wrong side (perhaps mislabelled) pulls almost nothing",
+    note=_PAIR_NOTE + "; a sigmoid of the log-ratio, so neither convex nor unbounded",
+))
+registry.describe(linear_preference_loss, registry.Explain(
+    formula="l = pair_loss(log pi(y_w), log pi(y_l)[, refs]),  log pi(y) = sum_t log "
+            "softmax(W h_t + c)_{y_t} (mean over tokens for simpo / orpo); DPO by default",
+    latex=r"\ell = f\bigl(\log\pi(y_w), \log\pi(y_l)\bigr),\ \log\pi(y) = \sum_t "
+          r"\log\operatorname{softmax}(W h_t + c)_{y_t}",
+    derivative="dl/dh_t = dl/d log pi(y_w) * (onehot(y_t) - softmax(W h_t + c)) W  over the "
+               "chosen answer's counted tokens (divided by their count for simpo / orpo); "
+               "dl/d log pi(y_w) as dpo_loss / simpo_loss / orpo_loss",
+    derivative_latex=r"\frac{\partial\ell}{\partial h_t} = \frac{\partial\ell}"
+                     r"{\partial\log\pi(y_w)}\bigl(e_{y_t} - \operatorname{softmax}(Wh_t + c)"
+                     r"\bigr)^\top W",
+    gradient=_linear_pref_gradient,
+    example=_ex.example([[[1.0, -0.5], [0.2, 0.8]]], [[[0.3, 0.3], [-1.0, 0.5]]],
+                        [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+                        torch.tensor([[0, 2]]), torch.tensor([[1, -100]]), [-2.5], [-1.4],
+                        beta=0.5),
+    steps=_linear_pref_steps,
+    curve=registry.Curve(
+        "chosen token's hidden state along its head row (W = [e1, e2, 0])",
+        _linear_pref_curve, tuple((f"beta={b}", {"beta": b}) for b in (0.1, 0.5, 1.0)),
+        span=(-6.0, 6.0)),
+    convex=True, bounded_gradient=True,
+    robust="partly: as dpo_loss (a pair's pull is capped at beta times the head's norm)",
+    note="the derivative is given at the per-sequence log-probability and carried through the "
+         "head by the chain rule, for hidden_chosen; convex in hidden_chosen at a fixed head "
+         "for dpo and simpo (a convex decreasing function of a concave log-probability), not "
+         "in hidden_rejected; first-order only on the fused path",
 ))

@@ -310,14 +310,22 @@ class QuantileLoss(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Records
 
+# Huber's loss is quadratic near the fit and linear far from it, so its minimiser is an
+# M-estimate of location (Huber, 1964): the mean when every residual ends within delta, the
+# median in the limit delta -> 0. It is neither, and not always between the two: for the data
+# (-10, 1, 1, 1, 2, 5) (mean 0, median 1) Huber with delta = 1 gives 1.25, log-cosh 1.22.
+# Only L1 estimates the median.
+_BETWEEN = ("Huber's M-estimate of location: the mean if every residual is within delta, "
+            "the median as delta -> 0")
+
 for _fn, _module, _torch_fn, _torch_module, _cli, _estimates, _summary in (
     (mse_loss, MSELoss, F.mse_loss, nn.MSELoss, "mse", "mean",
      "squared error: fits the conditional mean; the default for Gaussian-like noise"),
     (l1_loss, L1Loss, F.l1_loss, nn.L1Loss, "l1", "median",
      "absolute error: fits the conditional median; robust to outliers"),
-    (huber_loss, HuberLoss, F.huber_loss, nn.HuberLoss, "huber", "median",
+    (huber_loss, HuberLoss, F.huber_loss, nn.HuberLoss, "huber", _BETWEEN,
      "quadratic below delta, linear beyond: MSE near the target, robust to outliers"),
-    (smooth_l1_loss, SmoothL1Loss, F.smooth_l1_loss, nn.SmoothL1Loss, "smooth-l1", "median",
+    (smooth_l1_loss, SmoothL1Loss, F.smooth_l1_loss, nn.SmoothL1Loss, "smooth-l1", _BETWEEN,
      "Huber divided by beta (box regression in detection)"),
 ):
     registry.register(registry.LossRecord(
@@ -329,7 +337,9 @@ for _fn, _module, _torch_fn, _torch_module, _cli, _estimates, _summary in (
 registry.register(registry.LossRecord(
     function=log_cosh_loss, module=LogCoshLoss, family="regression", input="values",
     targets=("real",), summary="log(cosh(error)): a smooth Huber loss, gradient tanh(error)",
-    mean_count=registry.count_elements, cli="log-cosh", estimates="median",
+    mean_count=registry.count_elements, cli="log-cosh",
+    estimates="an M-estimate of location (psi = tanh): near the mean for residuals well under "
+    "1, median-like for large ones",
     catalog=(("regression with outliers", ""),),
 ))
 registry.register(registry.LossRecord(

@@ -557,3 +557,209 @@ registry.register(registry.LossRecord(
     aliases=("lovasz", "lovasz_softmax_loss"),
     catalog=(("semantic segmentation", "ignore_index=255"),),
 ))
+
+
+# Tversky, focal Tversky and Lovasz-softmax: written from the papers' formulas, not the code above.
+
+
+def _soft_parts(x, y):
+    """``(p, t)``: softmax and one-hot for class indices, sigmoid and the labels for float
+    targets of ``x``'s shape; and the chain back to the logits, ``dl/dx`` from ``dl/dp``."""
+    if y.is_floating_point() and y.shape == x.shape:
+        p = torch.sigmoid(x)
+        return p, y, lambda g: g * p * (1 - p)
+    p = x.softmax(dim=1)
+    t = F.one_hot(y, x.shape[1]).movedim(-1, 1).to(x.dtype)
+    return p, t, lambda g: p * (g - (p * g).sum(dim=1, keepdim=True))
+
+
+def _tversky_parts(x, y, alpha, beta, smooth):
+    p, t, chain = _soft_parts(x, y)
+    dims = [0, *range(2, x.dim())]
+    tp, fp, fn = (p * t).sum(dims), (p * (1 - t)).sum(dims), ((1 - p) * t).sum(dims)
+    return p, t, chain, tp, fp, fn, (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+
+
+def _tversky_index_gradient(x, y, alpha, beta, smooth):
+    """dTI_c/dp_ic = [t D - N ((1 - alpha - beta) t + alpha)] / D^2, N = TP + s, D the
+    denominator (TP + alpha FP + beta FN + s = (1 - alpha - beta) TP + alpha P + beta T + s)."""
+    _p, t, chain, tp, fp, fn, ti = _tversky_parts(x, y, alpha, beta, smooth)
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    num = (tp + smooth).view(shape)
+    den = (tp + alpha * fp + beta * fn + smooth).view(shape)
+    return chain, ti, (t * den - num * ((1 - alpha - beta) * t + alpha)) / den**2
+
+
+def _tversky_gradient(x, y, alpha=0.3, beta=0.7, smooth=1.0, **kw):
+    chain, _, d_ti = _tversky_index_gradient(x, y, alpha, beta, smooth)
+    return chain(-d_ti)
+
+
+def _focal_tversky_gradient(x, y, alpha=0.3, beta=0.7, gamma=4 / 3, smooth=1.0, **kw):
+    """(1 - TI)^(1/gamma): times (1/gamma)(1 - TI)^(1/gamma - 1)."""
+    chain, ti, d_ti = _tversky_index_gradient(x, y, alpha, beta, smooth)
+    outer = (1 - ti) ** (1 / gamma - 1) / gamma
+    return chain(-outer.view([1, -1] + [1] * (x.dim() - 2)) * d_ti)
+
+
+def _tversky_rows(x, y, alpha, beta, smooth):
+    p, t, _, tp, fp, fn, ti = _tversky_parts(x, y, alpha, beta, smooth)
+    return [("p = softmax(x) over classes", p), ("t = one-hot target", t),
+            ("TP_c = sum p t", tp), ("FP_c = sum p (1 - t)", fp), ("FN_c = sum (1 - p) t", fn),
+            (f"TI_c = (TP + s) / (TP + alpha FP + beta FN + s), alpha={alpha}, beta={beta}, "
+             f"s={smooth}", ti)], ti
+
+
+def _tversky_steps(x, y, reduction="mean", alpha=0.3, beta=0.7, smooth=1.0):
+    rows, ti = _tversky_rows(x, y, alpha, beta, smooth)
+    rows.append(("l_c = 1 - TI_c", 1 - ti))
+    return rows + _ex.reduce_step(1 - ti, reduction, "classes")
+
+
+def _focal_tversky_steps(x, y, reduction="mean", alpha=0.3, beta=0.7, gamma=4 / 3, smooth=1.0):
+    rows, ti = _tversky_rows(x, y, alpha, beta, smooth)
+    rows.append((f"l_c = (1 - TI_c)^(1/gamma), gamma={gamma:.4g}", (1 - ti) ** (1 / gamma)))
+    return rows + _ex.reduce_step(rows[-1][1], reduction, "classes")
+
+
+def _one_pixel_probability_curve(function):
+    """Binary, one image of 10 pixels: pixel 0 (target 1) at probability ``t``; 1-4 are
+    foreground at logit 2, 5-9 background at -2. One loss call per grid point."""
+
+    def loss(t, **option):
+        fixed = torch.tensor([2.0] * 4 + [-2.0] * 5, dtype=t.dtype)
+        target = torch.tensor([[[1.0] * 5 + [0.0] * 5]], dtype=t.dtype)
+        logit = t.log() - (-t).log1p()  # sigmoid(logit) = t
+        return torch.stack([function(torch.cat([v[None], fixed])[None, None], target, **option)
+                            for v in logit])
+
+    return loss
+
+
+def _lovasz_increments(e, t):
+    """One class: the errors ``e`` sorted decreasing, and the Jaccard loss's increments
+    g_k = J_k - J_(k-1), J_k = 1 - (|F| - fg_k) / (|F| + bg_k) over the first k sorted pixels."""
+    order = torch.argsort(e, descending=True, stable=True)
+    fg = t[order].cumsum(0)
+    bg = (1 - t[order]).cumsum(0)
+    jaccard = 1 - (t.sum() - fg) / (t.sum() + bg)
+    return order, torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+def _lovasz_parts(x, y):
+    """Pixels as rows: ``p``, ``t`` ``(pixels, C)``, the errors, and per class the increments
+    in pixel order ``(pixels, C)``; the present classes ``(C,)``."""
+    classes = x.shape[1]
+    p = x.softmax(dim=1).movedim(1, -1).reshape(-1, classes)
+    t = F.one_hot(y.reshape(-1), classes).to(x.dtype)
+    e = (t - p).abs()
+    g = torch.zeros_like(e)
+    for c in range(classes):
+        order, inc = _lovasz_increments(e[:, c], t[:, c])
+        g[order, c] = inc
+    return p, t, e, g, t.sum(0) > 0
+
+
+def _lovasz_gradient(x, y, **kw):
+    """dl_c/de_i = g at pixel i's rank; de_ic/dp_ic = 1 - 2 t_ic; then the softmax."""
+    p, t, _e, g, present = _lovasz_parts(x, y)
+    d_p = g * (1 - 2 * t) * present  # (pixels, C)
+    d_x = p * (d_p - (p * d_p).sum(1, keepdim=True))
+    shape = (x.shape[0], *x.shape[2:], x.shape[1])
+    return d_x.reshape(shape).movedim(-1, 1)
+
+
+def _lovasz_steps(x, y, reduction="mean"):
+    p, _t, e, g, present = _lovasz_parts(x, y)
+    per_class = (e * g).sum(0)
+    rows = [("p = softmax(x), pixels x classes", p), ("e_ic = |[y_i = c] - p_ic|", e),
+            ("g_ic: Jaccard increment at pixel i's rank in class c's sorted errors", g),
+            ("l_c = sum_i e_ic g_ic", per_class), ("present classes", present)]
+    kept = per_class[present]
+    if reduction == "mean":
+        return [*rows, (f"mean over the {int(present.sum())} present classes", kept.mean())]
+    return rows + _ex.reduce_step(torch.where(present, per_class, 0.0), reduction, "classes")
+
+
+def _lovasz_curve(t, label=1):
+    """Two classes, 6 pixels: pixel 0 (labelled ``label``) has logits [0, t]; the others are
+    fixed (two labelled 1 at [0, 1.5], [0, 2.5]; three labelled 0 at [0, -1], [0, -2], [0, -3])."""
+    fixed = torch.tensor([1.5, 2.5, -1.0, -2.0, -3.0], dtype=t.dtype)
+    target = torch.tensor([[label, 1, 1, 0, 0, 0]])
+    out = []
+    for v in t:
+        ones = torch.cat([v[None], fixed])  # (6,): class 1's logits
+        out.append(lovasz_softmax(torch.stack([torch.zeros_like(ones), ones])[None], target))
+    return torch.stack(out)
+
+
+_SEG_LOGITS = [[[2.0, -1.0, 0.5, 0.2], [-1.0, 1.0, 0.0, 1.4], [0.3, -0.4, 1.1, -0.6]]]
+_SEG_LABELS = torch.tensor([[0, 1, 2, 1]])
+_TI_DERIVATIVE = ("dTI_c/dp_ic = [t_ic D_c - N_c ((1 - alpha - beta) t_ic + alpha)] / D_c^2,  "
+                  "N_c = TP_c + s, D_c = TP_c + alpha FP_c + beta FN_c + s;  through the softmax: "
+                  "dl/dx = p (g - sum_c p_c g_c), g = dl/dp")
+
+registry.describe(tversky_loss, registry.Explain(
+    formula="l_c = 1 - (TP_c + s) / (TP_c + alpha FP_c + beta FN_c + s),  TP = sum p t, FP = "
+            "sum p (1 - t), FN = sum (1 - p) t,  p = softmax(x) (sigmoid for float targets); "
+            "mean over classes",
+    latex=r"\ell_c = 1 - \frac{TP_c + s}{TP_c + \alpha FP_c + \beta FN_c + s}",
+    derivative="dl_c/dp_ic = -dTI_c/dp_ic,  " + _TI_DERIVATIVE,
+    derivative_latex=r"\frac{\partial TI_c}{\partial p_{ic}} = \frac{t_{ic}D_c - N_c"
+                     r"\bigl((1-\alpha-\beta)t_{ic} + \alpha\bigr)}{D_c^2}",
+    gradient=_tversky_gradient,
+    example=_ex.example(_SEG_LOGITS, _SEG_LABELS, alpha=0.3, beta=0.7, smooth=1.0),
+    steps=_tversky_steps,
+    curve=registry.Curve(
+        "probability of one foreground pixel among 10 (binary)",
+        _one_pixel_probability_curve(tversky_loss),
+        tuple((f"alpha={a}, beta={b}", {"alpha": a, "beta": b})
+              for a, b in ((0.5, 0.5), (0.3, 0.7), (0.7, 0.3))), span=(0.01, 0.99)),
+    convex=False, bounded_gradient=True,
+    robust="yes: every pixel's pull is bounded, but it depends on the whole batch",
+    note="not a per-pixel loss: the counts pool the batch (the curve holds 9 pixels fixed). "
+         "|dTI_c/dp_ic| <= (1 + max(alpha, |1 - beta|)) / D_c and D_c >= smooth, so the pull is "
+         "bounded for smooth > 0 and grows for a tiny class at smooth = 0",
+))
+registry.describe(focal_tversky_loss, registry.Explain(
+    formula="l_c = (1 - TI_c)^(1/gamma),  TI_c as tversky_loss's; mean over classes",
+    latex=r"\ell_c = \Bigl(1 - \frac{TP_c + s}{TP_c + \alpha FP_c + \beta FN_c + s}"
+          r"\Bigr)^{1/\gamma}",
+    derivative="dl_c/dp_ic = -(1/gamma) (1 - TI_c)^(1/gamma - 1) dTI_c/dp_ic,  " + _TI_DERIVATIVE,
+    derivative_latex=r"\frac{\partial\ell_c}{\partial p_{ic}} = -\frac{1}{\gamma}"
+                     r"(1 - TI_c)^{1/\gamma - 1}\frac{\partial TI_c}{\partial p_{ic}}",
+    gradient=_focal_tversky_gradient,
+    example=_ex.example(_SEG_LOGITS, _SEG_LABELS, gamma=4 / 3, smooth=1.0),
+    steps=_focal_tversky_steps,
+    curve=registry.Curve(
+        "probability of one foreground pixel among 10 (binary)",
+        _one_pixel_probability_curve(focal_tversky_loss),
+        tuple((f"gamma={g:.3g}", {"gamma": g}) for g in (1.0, 4 / 3, 2.0, 3.0)),
+        span=(0.01, 0.99)),
+    convex=False, bounded_gradient=False,
+    robust="partly: a class that is nearly right gets a larger pull than Tversky gives it "
+           "(the point), and that pull grows without bound as 1 - TI -> 0",
+    note="(1 - TI)^(1/gamma - 1) is unbounded as TI -> 1 for gamma > 1 (losskit gives 0 at TI "
+         "= 1 exactly, the limit of the loss, not of the gradient)",
+))
+registry.describe(lovasz_softmax, registry.Explain(
+    formula="l_c = sum_k e_(k) g_k,  e_ic = |[y_i = c] - softmax(x_i)_c| sorted decreasing, "
+            "g_k = J_k - J_(k-1) the Jaccard loss's increments over the first k pixels; mean "
+            "over the present classes",
+    latex=r"\ell_c = \sum_k e_{\pi_k} g_k,\ g_k = J(\{\pi_1..\pi_k\}) - J(\{\pi_1..\pi_{k-1}\})",
+    derivative="dl_c/de_ic = g at pixel i's rank (piecewise linear in the errors), de_ic/dp_ic "
+               "= 1 - 2 [y_i = c];  through the softmax: dl/dx = p (g' - sum_c p_c g'_c)",
+    derivative_latex=r"\frac{\partial\ell_c}{\partial e_{ic}} = g_{\mathrm{rank}(i)},\ "
+                     r"\frac{\partial e_{ic}}{\partial p_{ic}} = 1 - 2[y_i = c]",
+    gradient=_lovasz_gradient,
+    example=_ex.example(_SEG_LOGITS, _SEG_LABELS), steps=_lovasz_steps,
+    curve=registry.Curve(
+        "class-1 logit of one pixel among 6 (2 classes, class-0 logit 0)", _lovasz_curve,
+        (("pixel labelled 1", {"label": 1}), ("pixel labelled 0", {"label": 0})),
+        span=(-6.0, 6.0)),
+    convex=False, bounded_gradient=True,
+    robust="partly: every pixel's pull is at most 1 per class, but a wrong label changes the "
+           "class's Jaccard increments for every other pixel",
+    note="convex in the errors (the Lovasz extension of a submodular loss), not in the logits "
+         "(the softmax saturates); the gradient is exact away from ties between errors",
+))
