@@ -809,8 +809,12 @@ def _kto_steps(policy, ref, labels, kl=None, reduction="mean", beta=0.1, desirab
     return rows + _ex.reduce_step(rows[-1][1], reduction, "examples")
 
 
-_PAIR_GRADIENTS = {"dpo": _dpo_gradient, "simpo": _simpo_gradient, "orpo": _orpo_gradient}
-_PAIR_STEPS = {"dpo": _dpo_steps, "simpo": _simpo_steps, "orpo": _orpo_steps}
+_PAIR_GRADIENTS: dict[str, Callable[..., Tensor]] = {
+    "dpo": _dpo_gradient, "simpo": _simpo_gradient, "orpo": _orpo_gradient,
+}
+_PAIR_STEPS: dict[str, Callable[..., list]] = {
+    "dpo": _dpo_steps, "simpo": _simpo_steps, "orpo": _orpo_steps,
+}
 
 
 def _token_logps(h, w, y, bias=None, ignore_index=-100):
