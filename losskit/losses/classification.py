@@ -527,8 +527,10 @@ def poly1_cross_entropy(
     # Ignored positions are selected out before anything reads them, as in focal_loss.
     x = torch.where(counted.unsqueeze(class_dim), x, 0.0)
     t = torch.where(counted, target, 0).long()
-    with no_autocast(input):
-        ce = F.cross_entropy(x, t, w, reduction="none", label_smoothing=label_smoothing)
+    # losskit's own cross_entropy, not torch's: it gives a class weight that requires grad its
+    # gradient (torch's nll_loss raises). The checks above already ran on these inputs.
+    with no_autocast(input), checks.checks("off"):
+        ce = cross_entropy(x, t, w, reduction="none", label_smoothing=label_smoothing)
         logp_t = F.log_softmax(x, dim=class_dim).gather(
             class_dim, t.unsqueeze(class_dim)).squeeze(class_dim)  # target's shape
     # 1 - p~ = (1 - s)(1 - p_t) + s (1 - 1/C); -expm1 keeps 1 - p_t exact when p_t is tiny.
