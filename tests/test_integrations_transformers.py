@@ -407,8 +407,8 @@ def test_return_dict_false_keeps_the_models_tuple_layout():
     torch.testing.assert_close(fused[0], own[0], rtol=1e-5, atol=1e-6)
     assert fused[1] is None  # the logits slot: not the cache moved into it
     assert type(fused[2]) is type(own[2])
-    loss, logits, cache = fused
-    assert logits is None and cache is fused[2]
+    loss, logits, cache = fused  # the unpacking users write
+    assert loss is fused[0] and logits is None and cache is fused[2]
     kept = lk_hf.fuse_loss(fused_model, keep_logits=True)(
         input_ids=ids, labels=labels, return_dict=False
     )
