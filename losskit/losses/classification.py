@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, kernels, registry
 from losskit.checks import LossInputError, LossRuntimeError
+from losskit.checks import segmentation as seg_checks
 from losskit.losses import _explain as _ex
 from losskit.losses._common import (
     HALF,
@@ -86,6 +87,9 @@ def check_class_indices(
         checks.check_finite(loss, allow_neg_inf=True, input=input)
         if loss == "nll_loss":
             checks.check_log_probabilities(loss, input, class_dim)
+        elif loss == "dice_loss":  # a softmax, not a log_softmax: the overlap losses' message
+            seg_checks.check_not_softmax_before(loss, input, class_dim)
+            checks.check_not_sigmoid_for_softmax(loss, input, class_dim)
         else:
             checks.check_not_probabilities(loss, input, class_dim)
             checks.check_not_sigmoid_for_softmax(loss, input, class_dim)
