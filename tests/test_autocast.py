@@ -107,3 +107,19 @@ def test_class_weight_check_under_autocast_ignores_the_default_dtype(gen):
         torch.set_default_dtype(previous)
     ref = F.cross_entropy(x.double(), y, weight=w.double())
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", SIZES)
+def test_linear_cross_entropy_of_bf16_operands_under_autocast_is_float32(gen, path):
+    """Operands already bf16 (a bf16 model): autocast still gives a float32 loss, as torch's
+    own cross-entropy does there, and its value is the float64 loss of the same bf16 logits."""
+    n, v = SIZES[path]
+    h = torch.randn(n, 32, generator=gen).to(BF16)
+    w = (torch.randn(v, 32, generator=gen) * 0.3).to(BF16)
+    y = torch.randint(0, v, (n,), generator=gen)
+    with amp():
+        got = LF.linear_cross_entropy(h, w, y)
+        torch_dtype = F.cross_entropy(h @ w.T, y).dtype
+    assert got.dtype == torch_dtype == torch.float32
+    ref = F.cross_entropy((h @ w.T).double(), y)  # the bf16 logits, float64 loss
+    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-5)

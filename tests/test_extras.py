@@ -96,6 +96,31 @@ def test_poly1_every_target_ignored_is_zero_with_zero_gradient():
     assert out.item() == 0 and not x.grad.any()
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_poly1_class_weight_that_requires_grad_gets_the_formulas_gradient(smoothing):
+    """As losskit's cross_entropy: a learnable class weight gets its gradient (torch's nll_loss
+    raises). Oracle: the Poly-1 formula written out in float64 and differentiated by autograd."""
+    g = _gen(3)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 2, -100, 1, 3])
+    w = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64, requires_grad=True)
+    got = LF.poly1_cross_entropy(x, y, weight=w, epsilon=1.5, label_smoothing=smoothing)
+    got.backward()
+    xr, wr = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    keep = y != -100
+    logp, t = xr[keep].log_softmax(1), y[keep]  # (M, C), (M,)
+    w_t = wr[t]
+    ce = (1 - smoothing) * w_t * -logp.gather(1, t[:, None]).squeeze(1)
+    ce = ce + smoothing / 4 * (-logp * wr).sum(1)
+    p_smooth = (1 - smoothing) * logp.exp().gather(1, t[:, None]).squeeze(1) + smoothing / 4
+    ref = (ce + 1.5 * w_t * (1 - p_smooth)).sum() / w_t.sum()
+    ref.backward()
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w.grad, wr.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+    assert w.grad.abs().min() > 0  # every class is a target: a real gradient everywhere
+
+
 def test_poly1_label_smoothing_outside_0_1_raises():
     with pytest.raises(lk.LossInputError, match=r"label_smoothing=1.5.*Fix:"):
         LF.poly1_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), label_smoothing=1.5)
@@ -269,3 +294,90 @@ def test_tversky_matches_monai():
         g1, = torch.autograd.grad(ours.sum(), x)
         g2, = torch.autograd.grad(theirs.sum(), x)
         torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Binary masks and one-class inputs on the overlap losses (review round 4)
+
+OVERLAP = ["dice_loss", "tversky_loss", "focal_tversky_loss"]  # with a binary (float) path
+
+
+def _mask(seed=0, dtype=torch.float64):
+    g = _gen(seed)
+    x = torch.randn(2, 1, 4, 5, generator=g, dtype=dtype)  # (N, 1, H, W) one logit per pixel
+    return x, torch.rand(2, 1, 4, 5, generator=g) > 0.5  # (N, 1, H, W) bool mask
+
+
+@pytest.mark.parametrize("fn", OVERLAP)
+@pytest.mark.parametrize("as_int", [True, False])
+def test_integer_binary_mask_of_the_inputs_shape_gets_the_float_fix(fn, as_int):
+    x, mask = _mask()
+    target = mask.long() if as_int else mask
+    with pytest.raises(lk.LossInputError, match=r"target\.float\(\)") as info:
+        getattr(LF, fn)(x, target)
+    assert "argmax" not in str(info.value)  # argmax(1) of one channel is all 0
+    fixed = _silent(getattr(LF, fn), x, target.float())  # the fix, run
+    torch.testing.assert_close(fixed, getattr(LF, fn)(x, mask.double()))
+
+
+@pytest.mark.parametrize("fn", [*OVERLAP, "lovasz_softmax"])
+def test_integer_one_hot_target_gets_argmax_and_the_fix_runs(fn):
+    x, y = _seg()
+    one_hot = F.one_hot(y, 3).movedim(-1, 1)  # (N, C, H, W) int64
+    with pytest.raises(lk.LossInputError, match=r"target\.argmax\(1\)"):
+        getattr(LF, fn)(x, one_hot)
+    torch.testing.assert_close(getattr(LF, fn)(x, one_hot.argmax(1)), getattr(LF, fn)(x, y))
+
+
+def test_lovasz_binary_mask_of_the_inputs_shape_names_two_channels_not_argmax():
+    x, mask = _mask()
+    for target in (mask, mask.long()):
+        with pytest.raises(lk.LossInputError, match=r"2 output channels") as info:
+            LF.lovasz_softmax(x, target)
+        assert "argmax" not in str(info.value)
+    x2 = torch.cat([-x, x], dim=1)  # the fix: 2 channels, the mask as class indices
+    _silent(LF.lovasz_softmax, x2, mask.squeeze(1).long())
+
+
+@pytest.mark.parametrize("fn", [*OVERLAP, "lovasz_softmax"])
+@pytest.mark.parametrize("all_zero", [False, True])
+def test_one_class_logits_with_index_masks_raise(fn, all_zero):
+    """A 0/1 index mask with one logit channel: 1s are out of range, and an all-0 mask gave a
+    constant 0 loss with zero gradient (softmax over one class is 1)."""
+    x, mask = _mask()
+    index = torch.zeros(2, 4, 5, dtype=torch.long) if all_zero else mask.squeeze(1).long()
+    fix = r"2 output channels" if fn == "lovasz_softmax" else r"target\.unsqueeze\(1\)\.float\(\)"
+    with pytest.raises(lk.LossInputError, match=r"1 class in dim 1.*" + fix) as info:
+        getattr(LF, fn)(x, index)
+    assert "labels must be 0..0" not in str(info.value)
+
+
+def test_binary_path_fix_of_a_one_class_index_mask_learns_dice_by_hand():
+    """The healthy twin and the named fix: (N, 1, H, W) logits with the float mask give the
+    binary Dice of sigmoid(x), with a non-zero gradient."""
+    x, mask = _mask()
+    x.requires_grad_()
+    got = _silent(LF.dice_loss, x, mask.squeeze(1).long().unsqueeze(1).float())
+    got.backward()
+    p, t = torch.sigmoid(x.detach()), mask.double()
+    ref = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert x.grad.abs().sum() > 0
+    for fn in ("tversky_loss", "focal_tversky_loss"):
+        _silent(getattr(LF, fn), x.detach(), mask.double())
+
+
+@pytest.mark.parametrize("fn", ["tversky_loss", "focal_tversky_loss"])
+@pytest.mark.parametrize("bad", [{"alpha": math.nan}, {"beta": math.nan}, {"alpha": math.inf}])
+def test_tversky_weights_that_are_not_finite_raise(fn, bad):
+    x, y = _seg()
+    with pytest.raises(lk.LossInputError, match=r"must be finite.*Fix:"):
+        getattr(LF, fn)(x, y, **bad)
+
+
+def test_dice_softmax_warning_describes_dice_not_cross_entropy():
+    x, y = _seg()
+    with pytest.warns(lk.LossWarning, match=r"dice_loss takes logits and applies the softmax") as w:
+        LF.dice_loss(x.softmax(1), y)
+    assert not any("Cross-entropy" in str(r.message) for r in w)
+    _silent(LF.dice_loss, x, y)

@@ -182,8 +182,10 @@ DEPARTURES = [
     ("all_ignored_mean", "DESIGN: every target ignored -> 0 with zero gradient, not NaN",
      _all_ignored_mean),
     ("single_class", "cross-entropy over one class is always 0 (softmax of one logit is 1): "
-     "LossInputError naming binary_cross_entropy_with_logits (docs/mistakes.md)",
-     lambda c, lk, ref: c.loss in ("cross_entropy", "linear_cross_entropy")
+     "LossInputError naming binary_cross_entropy_with_logits (docs/mistakes.md); the overlap "
+     "losses' class-index path likewise (a constant loss), naming the binary path",
+     lambda c, lk, ref: c.loss in ("cross_entropy", "linear_cross_entropy", "dice_loss",
+                                   "tversky_loss", "focal_tversky_loss", "lovasz_softmax")
      and _raised_input_error(lk)
      and ("has 1 class" in str(lk.error) or "one class" in str(lk.error))),
     ("bce_target_range", "DESIGN: BCE targets outside [0, 1] -> LossInputError",

@@ -369,3 +369,47 @@ def test_trainer_evaluate_gives_the_models_own_eval_loss(tmp_path):
         trainer = transformers.Trainer(model=model, args=args, eval_dataset=Rows(ids, mask, labels))
         losses.append(trainer.evaluate()["eval_loss"])
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_fusing_restores_each_submodules_own_train_or_eval_mode():
+    """The wrap-time check runs in eval mode; every module's flag comes back as it was."""
+    model = build("llama").train()
+    model.model.layers[0].eval()  # a frozen block the user keeps in eval mode
+    model.model.norm.eval()
+    before = {name: m.training for name, m in model.named_modules()}
+    lk_hf.fuse_loss(model)
+    assert {name: m.training for name, m in model.named_modules()} == before
+    assert model.training and not model.model.layers[0].training
+
+
+@pytest.mark.parametrize("items", [None, 40])
+def test_bfloat16_model_gives_a_float32_loss_like_the_models_own(items):
+    own_model = build("llama").to(torch.bfloat16).eval()
+    fused_model = lk_hf.fuse_loss(copy.deepcopy(own_model))
+    ids, mask, labels = batch()
+    extra = {} if items is None else {"num_items_in_batch": items}
+    own = own_model(input_ids=ids, attention_mask=mask, labels=labels, **extra).loss
+    fused = fused_model(input_ids=ids, attention_mask=mask, labels=labels, **extra).loss
+    assert own.dtype == torch.float32 and fused.dtype == torch.float32
+    # Both are float32 cross-entropies of the same bfloat16 logits: far inside bf16's 2**-8.
+    torch.testing.assert_close(fused, own, rtol=1e-4, atol=1e-5)
+    fused.backward()
+    assert fused_model.lm_head.weight.grad.dtype == torch.bfloat16
+
+
+def test_return_dict_false_keeps_the_models_tuple_layout():
+    own_model = build("llama").eval()
+    fused_model = lk_hf.fuse_loss(copy.deepcopy(own_model))
+    ids, _, labels = batch()
+    own = own_model(input_ids=ids, labels=labels, return_dict=False)
+    fused = fused_model(input_ids=ids, labels=labels, return_dict=False)
+    assert len(fused) == len(own)  # loss, logits, past_key_values
+    torch.testing.assert_close(fused[0], own[0], rtol=1e-5, atol=1e-6)
+    assert fused[1] is None  # the logits slot: not the cache moved into it
+    assert type(fused[2]) is type(own[2])
+    loss, logits, cache = fused  # the unpacking users write
+    assert loss is fused[0] and logits is None and cache is fused[2]
+    kept = lk_hf.fuse_loss(fused_model, keep_logits=True)(
+        input_ids=ids, labels=labels, return_dict=False
+    )
+    torch.testing.assert_close(kept[1], own[1], rtol=1e-5, atol=1e-5)

@@ -394,20 +394,34 @@ def check_broadcast_weight(loss: str, name: str, weight: Tensor | None, input: T
         )
 
 
+# Losses that read a floating target of the input's shape as binary / multi-label 0/1 labels.
+BINARY_LABEL_LOSSES = ("focal_loss", "dice_loss", "tversky_loss", "focal_tversky_loss")
+
+
 def _same_shape_class_target(loss: str, input: Tensor, target: Tensor) -> None:
     """A target of the input's shape where class indices are read: one-hot labels given to
     nll_loss (which has no probability targets), or binary 0/1 labels of an integer dtype given
     to focal/dice (which read only floating same-shape targets as binary labels)."""
     class_dim = 1 if input.dim() >= 2 else 0
     indices = (input.shape[0], *input.shape[2:]) if input.dim() >= 2 else ()
-    if loss in ("focal_loss", "dice_loss"):
+    # argmax over one class is always 0: a one-hot reading needs 2 or more classes
+    one_hot_possible = input.dim() >= 2 and input.shape[class_dim] > 1
+    if loss in BINARY_LABEL_LOSSES:
         one_hot = f", or `target.argmax({class_dim})` for one-hot class labels"
         raise LossRuntimeError(
             f"{loss}: `target` has {describe(target)}, the same shape as `input`; {loss} reads "
             f"such a target as binary / multi-label 0/1 labels only when it is floating point, "
             f"and otherwise as class indices, which need shape {indices}. Fix: "
             f"`target = target.float()` for binary or multi-label labels"
-            f"{one_hot if input.dim() >= 2 else ''}."
+            f"{one_hot if one_hot_possible else ''}."
+        )
+    if loss == "lovasz_softmax" and not one_hot_possible:
+        raise LossRuntimeError(
+            f"{loss}: `target` has {describe(target)}, the same shape as `input`, which has 1 "
+            f"class in dim 1: a binary mask. Lovasz-softmax takes class indices of shape "
+            f"{indices} and needs 2 or more classes (a softmax over one class is always 1). "
+            f"Fix: give the model 2 output channels and pass `target.squeeze(1).long()`, or "
+            f"use a binary loss such as `tversky_loss(input, target.float())`."
         )
     raise LossRuntimeError(
         f"{loss}: `target` has {describe(target)}, the same shape as `input`: one-hot labels or "

@@ -20,6 +20,7 @@ from losskit.checks import LossInputError, _warn, describe, rows_are_distributio
 __all__ = [
     "check_focal_tversky_gamma",
     "check_lovasz_classes",
+    "check_more_than_one_class",
     "check_not_softmax_before",
     "check_tversky_weights",
 ]
@@ -46,8 +47,34 @@ def check_not_softmax_before(loss: str, input: Tensor, class_dim: int) -> None:
     )
 
 
+def check_more_than_one_class(loss: str, input: Tensor, target: Tensor) -> None:
+    """Class-index targets with one class in ``input``: the softmax over one class is 1, so a
+    0/1 mask read as indices has 1s out of range and an all-0 mask gives a constant loss."""
+    if input.shape[1] != 1:
+        return
+    binary = (
+        "pass `target.unsqueeze(1).float()` (the binary path: a sigmoid of the one logit, "
+        "labels of `input`'s shape), or "
+        if loss != "lovasz_softmax" else
+        "use a binary loss such as `tversky_loss(input, target.unsqueeze(1).float())`, or "
+    )
+    raise LossInputError(
+        f"{loss}: `input` ({describe(input)}) has 1 class in dim 1, and `target` "
+        f"({describe(target)}) holds class indices: the softmax over one class is always 1, so "
+        f"the loss is constant with zero gradient (and a 0/1 mask's 1s are out of range). "
+        f"Fix: for a binary mask {binary}give the model 2 output channels (one per class)."
+    )
+
+
 def check_tversky_weights(loss: str, alpha: float, beta: float) -> None:
-    """alpha (false positives) and beta (false negatives) must be >= 0 and not both 0."""
+    """alpha (false positives) and beta (false negatives) must be finite, >= 0 and not both 0."""
+    if not (math.isfinite(alpha) and math.isfinite(beta)):
+        raise LossInputError(
+            f"{loss}: alpha={alpha}, beta={beta}: the weights of the false positives (alpha) "
+            f"and false negatives (beta) must be finite numbers; NaN or inf makes the Tversky "
+            f"index NaN or 0 whatever the prediction. Fix: e.g. alpha=0.3, beta=0.7 "
+            f"(Salehi et al.), or alpha=beta=0.5 for Dice."
+        )
     if alpha < 0 or beta < 0:
         raise LossInputError(
             f"{loss}: alpha={alpha}, beta={beta}: the weights of the false positives (alpha) "

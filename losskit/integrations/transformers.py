@@ -30,6 +30,8 @@ transform or an extra loss term losskit does not know about) is refused with a
 A call with ``labels`` (or ``shift_labels``) returns the model's usual output class with ``loss``
 and ``logits=None`` (``fuse_loss(model, keep_logits=True)`` also returns the logits, which costs
 their memory again); a call without labels (generation, inference) is the model's own forward.
+The loss is float32 for a bfloat16/float16 model too, as the model's own is, and
+``return_dict=False`` keeps the model's tuple layout ``(loss, logits, ...)`` with None logits.
 
 Example (a tiny Llama built from a config: nothing is downloaded):
 
@@ -52,6 +54,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -300,7 +303,7 @@ def _fused_forward(model: HFModel, *args, **kwargs) -> Any:
     result = _output(state.output_type, outputs, loss, logits)
     if return_dict is None:
         return_dict = getattr(model.config, "use_return_dict", True)
-    return result if return_dict else result.to_tuple()
+    return result if return_dict else _as_tuple(result)
 
 
 def _own_forward(model: HFModel, state: FusedLoss) -> Any:
@@ -352,16 +355,30 @@ def _loss(
     if state.scale != 1.0:  # a (W h + b) = W (a h) + a b
         h = h * state.scale
         bias = None if bias is None else bias * state.scale
-    loss = cast(Tensor, LF.linear_cross_entropy(  # no return_lse: one tensor
-        h, weight, y, linear_bias=bias, ignore_index=ignore_index,
-        reduction="mean" if num_items_in_batch is None else "sum",
-        softcap=state.softcap, chunk_size=state.chunk_size,
-    ))
+    with _float32_loss(h):
+        loss = cast(Tensor, LF.linear_cross_entropy(  # no return_lse: one tensor
+            h, weight, y, linear_bias=bias, ignore_index=ignore_index,
+            reduction="mean" if num_items_in_batch is None else "sum",
+            softcap=state.softcap, chunk_size=state.chunk_size,
+        ))
     if num_items_in_batch is None:
         return loss
     if isinstance(num_items_in_batch, Tensor):
         num_items_in_batch = num_items_in_batch.to(loss.device)
     return loss / num_items_in_batch
+
+
+def _float32_loss(hidden: Tensor) -> Any:
+    """A context in which the loss of a bfloat16/float16 ``hidden`` comes back float32, as the
+    model's own does (transformers upcasts the logits before its cross-entropy).
+
+    The kernel already sums in float32; autocast in ``hidden``'s own dtype casts nothing and
+    makes losskit return that float32 sum instead of rounding it to ``hidden``'s dtype."""
+    if hidden.dtype not in (torch.bfloat16, torch.float16):
+        return contextlib.nullcontext()
+    if torch.is_autocast_enabled(hidden.device.type):  # the caller's autocast: already float32
+        return contextlib.nullcontext()
+    return torch.autocast(hidden.device.type, dtype=hidden.dtype)
 
 
 def _logits(state: FusedLoss, head: Any, hidden: Tensor, keep: int | Tensor) -> Tensor:
@@ -386,6 +403,16 @@ def _output(output_type: type | None, outputs: Any, loss: Tensor, logits: Tensor
     return output_type(loss=loss, logits=logits, **rest)
 
 
+def _as_tuple(result: Any) -> tuple:
+    """``return_dict=False``: the model's own tuple layout, ``(loss, logits, *rest)``.
+
+    transformers' ``to_tuple()`` drops every None field; its own models always have logits, so
+    ``loss, logits, past_key_values, ... = out`` holds for them. The fused output keeps that
+    layout: the logits slot stays (None unless ``keep_logits``), the rest drop Nones as usual."""
+    rest = tuple(value for name, value in result.items() if name not in ("loss", "logits"))
+    return (result.loss, result.logits, *rest)
+
+
 # ----------------------------------------------------------------------------------------------
 # The wrap-time check
 
@@ -405,7 +432,7 @@ def _probe(model: HFModel) -> tuple[Tensor, Tensor]:
 def _verify(model: HFModel, state: FusedLoss) -> None:
     """Refuse (LossInputError) unless the fused loss equals the model's own on a tiny batch."""
     ids, labels = _probe(model)
-    training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # restored one by one
     model.eval()  # no dropout: both losses see the same network
     try:
         with torch.no_grad():
@@ -421,7 +448,8 @@ def _verify(model: HFModel, state: FusedLoss) -> None:
             f"takes input_ids and labels, or train this model with its own loss."
         ) from error
     finally:
-        model.train(training)
+        for module, training in modes:
+            module.training = training
     _check_agreement(model, own, fused.loss)
     state.output_type = type(own)
 

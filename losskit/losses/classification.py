@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, kernels, registry
 from losskit.checks import LossInputError, LossRuntimeError
+from losskit.checks import segmentation as seg_checks
 from losskit.losses import _explain as _ex
 from losskit.losses._common import (
     HALF,
@@ -88,6 +89,9 @@ def check_class_indices(
         checks.check_finite(loss, allow_neg_inf=True, input=input)
         if loss == "nll_loss":
             checks.check_log_probabilities(loss, input, class_dim)
+        elif loss == "dice_loss":  # a softmax, not a log_softmax: the overlap losses' message
+            seg_checks.check_not_softmax_before(loss, input, class_dim)
+            checks.check_not_sigmoid_for_softmax(loss, input, class_dim)
         else:
             checks.check_not_probabilities(loss, input, class_dim)
             checks.check_not_sigmoid_for_softmax(loss, input, class_dim)
@@ -529,8 +533,11 @@ def poly1_cross_entropy(
     # Ignored positions are selected out before anything reads them, as in focal_loss.
     x = torch.where(counted.unsqueeze(class_dim), x, 0.0)
     t = torch.where(counted, target, 0).long()
-    with no_autocast(input):
-        ce = F.cross_entropy(x, t, w, reduction="none", label_smoothing=label_smoothing)
+    # losskit's own cross_entropy, not torch's: it gives a class weight that requires grad its
+    # gradient (torch's nll_loss raises). The checks above already ran on these inputs.
+    with no_autocast(input), checks.checks("off"):
+        ce = cast(Tensor, cross_entropy(  # no return_lse: one tensor
+            x, t, w, reduction="none", label_smoothing=label_smoothing))
         logp_t = F.log_softmax(x, dim=class_dim).gather(
             class_dim, t.unsqueeze(class_dim)).squeeze(class_dim)  # target's shape
     # 1 - p~ = (1 - s)(1 - p_t) + s (1 - 1/C); -expm1 keeps 1 - p_t exact when p_t is tiny.

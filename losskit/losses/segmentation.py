@@ -326,6 +326,8 @@ def _probs_and_labels(
             if logits_check is not None:
                 checks.check_not_sigmoid_output(loss, input)
         return torch.sigmoid(x), target.to(x.dtype)
+    if target.shape != input.shape:  # same shape: the class-target check explains it
+        seg_checks.check_more_than_one_class(loss, input, target)
     if logits_check is None:
         check_class_indices(loss, input, target, None, ignore_index, reduction)
     else:
