@@ -234,11 +234,12 @@ def _chunked(
         checks.check_finite(LOSS, input=input, linear_weight=linear_weight, linear_bias=linear_bias)
         if reduction == "mean":
             checks.check_not_all_ignored(LOSS, target, ignore_index)
+    out_dtype = result_dtype(input)  # read before no_autocast turns autocast off
     with no_autocast(input):
         out = kernels.linear_cross_entropy(
             h, linear_weight, target.reshape(-1).long(), linear_bias, ignore_index=ignore_index,
             reduction=reduction, class_weight=weight, return_lse=return_lse,
-            out_dtype=result_dtype(input), **kernel_options,
+            out_dtype=out_dtype, **kernel_options,
         )
     value, lse = cast(tuple[Tensor, Tensor], out) if return_lse else (cast(Tensor, out), None)
     if reduction == "none":
