@@ -363,7 +363,8 @@ def test_linear_dpo_bf16_matches_oracle():
     want = -torch.nn.functional.logsigmoid(0.1 * margin)
     got = LF.linear_preference_loss(hc, hr, w, yc, yr, ref_c.float(), ref_r.float(), beta=0.1,
                                     chunk_size=256, reduction="none")
-    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    assert got.dtype == torch.bfloat16  # the loss in the input's dtype, its margin in float32
+    torch.testing.assert_close(got.double(), want, rtol=8e-3, atol=1e-4)  # bf16 output rounding
 
 
 def test_orpo_finite_at_log_prob_zero():

@@ -247,12 +247,14 @@ def simpo_loss(
 def _log_odds(mean_logps: Tensor) -> Tensor:
     r""":math:`\log\frac{p}{1 - p}` from :math:`\log p` (:math:`\log(1 - p)` via ``expm1``).
 
-    :math:`\log p` is first capped at :math:`-\epsilon` (the dtype's machine epsilon): a mean
-    log-probability of exactly 0 (every token certain in floating point, or an answer without
-    a scored token) would make the odds infinite, the loss inf and the gradient NaN. Capped,
-    the log-odds are at most :math:`\log((1 - \epsilon) / \epsilon)` (~15.9 in float32).
+    Computed in float32 at least (float32 for half inputs). :math:`\log p` is first capped at
+    :math:`-\epsilon` (float32's or float64's machine epsilon): a mean log-probability of
+    exactly 0 (every token certain in floating point, or an answer without a scored token)
+    would make the odds infinite, the loss inf and the gradient NaN. Capped, the log-odds are
+    at most :math:`\log((1 - \epsilon) / \epsilon)` (~15.9 in float32).
     """
-    x = mean_logps.clamp(max=-torch.finfo(mean_logps.dtype).eps)
+    x = mean_logps.float() if mean_logps.dtype in HALF else mean_logps
+    x = x.clamp(max=-torch.finfo(x.dtype).eps)
     return x - torch.log(-torch.expm1(x))
 
 
@@ -304,7 +306,8 @@ def orpo_loss(
     _check_logps(loss, policy_chosen_logps=policy_chosen_logps,
                  policy_rejected_logps=policy_rejected_logps)
     ratio = _log_odds(policy_chosen_logps) - _log_odds(policy_rejected_logps)
-    per_pair = -policy_chosen_logps - lambda_ * F.logsigmoid(ratio)
+    per_pair = (-policy_chosen_logps - lambda_ * F.logsigmoid(ratio)).to(
+        policy_chosen_logps.dtype)
     return _reduce_pairs(loss, per_pair, reduction)
 
 
@@ -475,7 +478,9 @@ def sequence_logps(
         average: mean over the counted tokens instead of the sum (SimPO, ORPO).
         chunk_size: tokens per chunk.
 
-    Shape: ``(B,)``.
+    Shape: ``(B,)``, float32 for float16/bfloat16 inputs (the head's matmul stays in their
+    dtype; the per-token values and their sums do not, as a bfloat16 sum near -8000 moves in
+    steps of 32).
 
     Example:
         >>> h, W = torch.randn(2, 5, 8), torch.randn(50, 8)
@@ -599,7 +604,8 @@ def linear_preference_loss(
         counts = (y != ignore_index).sum(dim=1)
         logps.append(_mean_per_token(sums, counts) if average else sums)
     args = (*logps, *refs) if wants_refs else logps
-    return pair_loss(*args, reduction=reduction, **options)
+    # the sums and the pair loss in float32; the result in the input's dtype, as every loss
+    return pair_loss(*args, reduction=reduction, **options).to(hidden_chosen.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
