@@ -287,3 +287,70 @@ def test_loss_sum_and_count_splits_the_mean_for_global_normalisation():
     total, count = loss_sum_and_count(lk.LinearKDLoss(), h, w, ht, wt, flat)
     assert float(count) == 5.0
     torch.testing.assert_close(total / count, LF.linear_kd_loss(h, w, ht, wt, flat))
+
+
+# ----------------------------------------------------------------------------------------------
+# Review round 3: mixed-precision teacher, fused-path warnings, messages
+
+
+def _kl64(s, t):
+    log_p, log_q = F.log_softmax(s.double(), -1), F.log_softmax(t.double(), -1)
+    return (log_q.exp() * (log_q - log_p)).sum(-1).mean()
+
+
+def _jsd64(s, t, beta=0.5):
+    p, q = F.softmax(s.double(), -1), F.softmax(t.double(), -1)
+    m = beta * q + (1 - beta) * p
+    return (beta * (q * (q / m).log()).sum(-1) + (1 - beta) * (p * (p / m).log()).sum(-1)).mean()
+
+
+def test_bf16_teacher_float32_student():
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(64, 1000, generator=gen) * 4
+    t = (s + 0.01 * torch.randn(64, 1000, generator=gen)).bfloat16()  # near-identical
+    got_jsd, got_kd = LF.jsd(s, t), LF.kd_loss(s, t)
+    assert got_jsd >= 0
+    torch.testing.assert_close(got_jsd.double(), _jsd64(s, t), rtol=1e-3, atol=2e-6)
+    torch.testing.assert_close(got_kd.double(), _kl64(s, t), rtol=1e-3, atol=2e-6)
+
+
+def test_fused_bf16_teacher_float32_student():
+    gen = torch.Generator().manual_seed(1)
+    h, w = torch.randn(32, 8, generator=gen), torch.randn(300, 8, generator=gen)
+    ht, wt = h.bfloat16(), w.bfloat16()
+    got = LF.linear_kd_loss(h, w, ht, wt, divergence="jsd", chunk_size=8)
+    want = _jsd64(h.double() @ w.double().T, (ht @ wt.T).double())
+    assert got >= 0
+    torch.testing.assert_close(got.double(), want, rtol=1e-3, atol=2e-6)
+
+
+def test_fused_teacher_parameter_no_warning():
+    teacher = torch.nn.Linear(8, 20, bias=True)  # Parameters: requires_grad=True
+    h = torch.randn(6, 8, requires_grad=True)
+    w = torch.randn(20, 8, requires_grad=True)
+    ht = teacher.weight.new_ones(6, 8).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LF.linear_kd_loss(h, w, ht, teacher.weight, teacher_bias=teacher.bias).backward()
+    assert teacher.weight.grad is None
+    with pytest.warns(lk.LossWarning, match="`teacher_logits` requires grad"):
+        LF.kd_loss(h @ w.T, teacher(ht))  # the plain path does train the teacher: warned
+
+
+def test_vocab_mismatch_message_slices_wider():
+    s, t = torch.randn(4, 7), torch.randn(4, 5)
+    with pytest.raises(lk.LossInputError, match=r"`student_logits\[\.\.\., :5\]`") as info:
+        LF.kd_loss(s, t)
+    fixed = eval(info.value.args[0].split("`")[-2], {"student_logits": s})  # run the fix
+    LF.kd_loss(fixed, t)
+
+
+def test_messages_name_the_arguments():
+    with pytest.raises(lk.LossInputError, match=r"`teacher_logits` has .*teacher_logits\.float"):
+        LF.jsd(torch.randn(2, 3), torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(lk.LossInputError, match=r"`teacher_weight` has .*Fix"):
+        LF.linear_kd_loss(torch.randn(2, 3), torch.randn(4, 3), torch.randn(2, 3),
+                          torch.ones(4, 3, dtype=torch.long))
+    labels = torch.full((3,), -100)
+    with lk.checks("always"), pytest.warns(lk.LossWarning, match=r"`labels` \(shape \(3,\)\)"):
+        LF.kd_loss(torch.randn(3, 4), torch.randn(3, 4), labels)

@@ -322,3 +322,115 @@ def test_fused_answer_without_a_scored_token_raises(gen):
     with lk.checks("always"), pytest.raises(lk.LossInputError, match=r"`labels_rejected` row 1 "
                                                                    r"has no token.*Fix"):
         LF.linear_preference_loss(hc, hr, w, yc, yr, loss="orpo")
+
+
+# ----------------------------------------------------------------------------------------------
+# Review round 3: bf16 sums, ORPO at log p = 0, empty batches, setting types, KTO's kl
+
+
+def _exact_bf16_batch(b=2, s=1024, h=16, v=500, seed=0):
+    """bf16 hidden states and head whose logits are exact in bf16 (small integers / eighths), so
+    float64 math on the same inputs is the oracle of everything after the matmul."""
+    gen = torch.Generator().manual_seed(seed)
+    hid = torch.randint(-1, 2, (b, s, h), generator=gen).bfloat16()
+    w = (torch.randint(-8, 9, (v, h), generator=gen) / 8).bfloat16()
+    y = torch.randint(0, v, (b, s), generator=gen)
+    y[:, :7] = -100
+    return hid, w, y
+
+
+def _logps64(hid, w, y):
+    logp = torch.log_softmax(hid.double() @ w.double().T, -1)
+    tok = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
+    return (tok * (y != -100)).sum(-1)  # (B,)
+
+
+def test_sequence_logps_bf16_sums_in_float32():
+    hid, w, y = _exact_bf16_batch()
+    got = LF.sequence_logps(hid, w, y, chunk_size=256)
+    want = _logps64(hid, w, y)
+    assert got.dtype == torch.float32 and want.abs().min() > 4000  # bf16 steps of 32 here
+    torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=1e-3)
+
+
+def test_linear_dpo_bf16_matches_oracle():
+    hc, w, yc = _exact_bf16_batch(seed=1)
+    hr, _, yr = _exact_bf16_batch(seed=2)
+    w2 = (w.float() * 0.97).bfloat16()  # a reference head a little off the policy's
+    ref_c, ref_r = _logps64(hc, w2, yc), _logps64(hr, w2, yr)
+    pc, pr = _logps64(hc, w, yc), _logps64(hr, w, yr)
+    margin = (pc - ref_c) - (pr - ref_r)
+    want = -torch.nn.functional.logsigmoid(0.1 * margin)
+    got = LF.linear_preference_loss(hc, hr, w, yc, yr, ref_c.float(), ref_r.float(), beta=0.1,
+                                    chunk_size=256, reduction="none")
+    assert got.dtype == torch.bfloat16  # the loss in the input's dtype, its margin in float32
+    torch.testing.assert_close(got.double(), want, rtol=8e-3, atol=1e-4)  # bf16 output rounding
+
+
+def test_orpo_finite_at_log_prob_zero():
+    chosen = torch.tensor([0.0, -1.0], dtype=torch.float64, requires_grad=True)
+    rejected = torch.tensor([-1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    loss = LF.orpo_loss(chosen, rejected, lambda_=0.5, reduction="sum")
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()
+    # pair 0: the chosen answer is certain, odds ~ 1/eps, so the odds term ~ 0 and loss ~ 0
+    # pair 1: log odds of the chosen (p = e^-1) against the capped ~ log(1/eps) of the rejected
+    eps = torch.finfo(torch.float64).eps
+    lo_c = -1 - math.log(-math.expm1(-1))
+    lo_r = math.log((1 - eps) / eps)
+    want = 1.0 + 0.5 * math.log1p(math.exp(-(lo_c - lo_r)))
+    assert abs(loss.item() - want) < 1e-9
+
+
+def test_fused_orpo_all_ignored_answer_finite_after_startup():
+    gen = torch.Generator().manual_seed(3)
+    hc, hr, w, yc, yr = _fused_batch(gen)
+    yr[1] = -100
+    with lk.checks("off"):
+        out = LF.linear_preference_loss(hc, hr, w, yc, yr, loss="orpo")
+    assert torch.isfinite(out)
+
+
+@pytest.mark.parametrize("fn,n", [(LF.dpo_loss, 4), (LF.simpo_loss, 2), (LF.orpo_loss, 2)])
+def test_pair_losses_empty_mean_is_zero_with_warning(fn, n):
+    logps = [torch.zeros(0, requires_grad=True) for _ in range(n)]
+    with pytest.warns(lk.LossWarning, match=r"no pair.*Fix"):
+        out = fn(*logps[:2], *[t.detach() for t in logps[2:]])
+    assert out.item() == 0.0
+    out.backward()
+    assert logps[0].grad is not None and logps[0].grad.numel() == 0
+
+
+def test_linear_preference_loss_empty_batch():
+    hc, hr = torch.zeros(0, 3, 4), torch.zeros(0, 2, 4)
+    yc, yr = torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 2, dtype=torch.long)
+    with pytest.warns(lk.LossWarning, match="no pair"):
+        out = LF.linear_preference_loss(hc, hr, torch.randn(5, 4), yc, yr, loss="simpo")
+    assert out.item() == 0.0
+
+
+def test_kto_kl_nan_refused_and_empty_is_zero():
+    p, r, y = torch.tensor([-4.0, -4.0]), torch.tensor([-5.0, -5.0]), torch.tensor([True, False])
+    with lk.checks("always"), pytest.raises(lk.LossInputError, match=r"`kl` holds NaN.*Fix"):
+        LF.kto_loss(p, r, y, torch.tensor([float("nan")]))
+    with pytest.raises(lk.LossInputError, match=r"`kl` holds NaN"):
+        LF.kto_loss(p, r, y, float("nan"))
+    empty = LF.kto_loss(p, r, y, torch.zeros(0), beta=1.0, reduction="none")
+    # oracle: z0 = 0, desirable 1 - sigmoid(1), undesirable 1 - sigmoid(-1)
+    want = torch.tensor([1 - 1 / (1 + math.exp(-1)), 1 - 1 / (1 + math.exp(1))])
+    torch.testing.assert_close(empty, want)
+
+
+def test_setting_types():
+    import numpy as np
+
+    pc, pr = torch.tensor([-5.0]), torch.tensor([-6.0])
+    a = LF.simpo_loss(pc, pr, beta=np.float32(2.0), gamma=1.0)
+    assert torch.isclose(a, LF.simpo_loss(pc, pr, beta=2.0, gamma=1.0))
+    for kwargs in (dict(beta=True), dict(beta=torch.tensor(2.0)),
+                   dict(label_smoothing=torch.tensor(0.1))):
+        with pytest.raises(lk.LossInputError, match=r"must be a real number.*Fix"):
+            LF.simpo_loss(pc, pr, **kwargs)
+    with pytest.raises(lk.LossInputError, match=r"`lambda_`.*real number"):
+        LF.orpo_loss(pc, pr, lambda_=torch.tensor(0.1))

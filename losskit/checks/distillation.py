@@ -21,7 +21,14 @@ import numbers
 import torch
 from torch import Tensor
 
-from losskit.checks import LossInputError, LossRuntimeError, _warn, _within, describe
+from losskit.checks import (
+    LossInputError,
+    LossNotImplementedError,
+    LossRuntimeError,
+    _warn,
+    _within,
+    describe,
+)
 
 
 def _real(value: object) -> bool:
@@ -71,12 +78,14 @@ def check_logit_pair(loss: str, student: Tensor, teacher: Tensor, what: str = "l
     if student.shape == teacher.shape:
         return
     if student.shape[:-1] == teacher.shape[:-1]:
+        shared = min(student.shape[-1], teacher.shape[-1])
+        wider = s_name if student.shape[-1] > teacher.shape[-1] else t_name
         raise LossInputError(
             f"{loss}: `{s_name}` has {student.shape[-1]} classes (shape {tuple(student.shape)}) "
             f"but `{t_name}` has {teacher.shape[-1]} (shape {tuple(teacher.shape)}): the two "
             f"distributions must be over the same vocabulary, index by index. Fix: use models "
             f"that share one tokenizer; if one head is only padded (e.g. to a multiple of 64), "
-            f"slice both to the real vocabulary: `{t_name}[..., :{student.shape[-1]}]`."
+            f"slice the wider one to the shared vocabulary: `{wider}[..., :{shared}]`."
         )
     raise LossInputError(
         f"{loss}: `{s_name}` has shape {tuple(student.shape)} but `{t_name}` has shape "
@@ -85,6 +94,34 @@ def check_logit_pair(loss: str, student: Tensor, teacher: Tensor, what: str = "l
         f"models on the same batch (same padding and sequence length), and flatten both the same "
         f"way, e.g. `.reshape(-1, V)`."
     )
+
+
+def check_floating(loss: str, **tensors: Tensor) -> None:
+    """Logits, hidden states and heads are floating point (named in the message)."""
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise LossNotImplementedError(
+                f"{loss}: `{name}` has {describe(t)}, but the loss needs floating-point scores "
+                f"(the model's raw output, or its hidden states and head). Fix: pass the model "
+                f"output, or `{name}.float()`."
+            )
+
+
+def check_not_all_ignored_labels(loss: str, labels: Tensor, ignore_index: int) -> None:
+    """A ``"batchmean"`` over nothing: no labels, or every label equal to ``ignore_index``."""
+    shape = tuple(labels.shape)
+    if labels.numel() == 0:
+        _warn(
+            f"{loss}: `labels` is empty (shape {shape}), so the mean is over no row; losskit "
+            f"returns 0 with zero gradient. Fix: skip empty batches (check the sampler, the "
+            f"filtering or `drop_last`)."
+        )
+    elif not bool((labels != ignore_index).any()):
+        _warn(
+            f"{loss}: every entry of `labels` (shape {shape}) equals ignore_index="
+            f"{ignore_index}, so the mean is over no row; losskit returns 0 with zero gradient. "
+            f"Fix: check the padding/masking, or skip such batches."
+        )
 
 
 def check_labels(loss: str, labels: Tensor | None, rows: tuple[int, ...]) -> None:

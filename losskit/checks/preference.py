@@ -12,6 +12,7 @@ finiteness checks read values and obey the checks mode (callers guard them with
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -103,10 +104,22 @@ def check_reference_detached(loss: str, **refs: Tensor | None) -> None:
     )
 
 
+def check_number(loss: str, name: str, value: object) -> None:
+    """A setting is a real number (Python or NumPy), not a bool and not a tensor."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return
+    raise LossInputError(
+        f"{loss}: `{name}`={value!r} ({type(value).__name__}), but it is a fixed setting of the "
+        f"loss and must be a real number (a bool or a tensor is not one; a tensor setting would "
+        f"also need a device sync per call). Fix: pass a Python number, e.g. "
+        f"`{name}=float(x)`."
+    )
+
+
 def check_beta(loss: str, beta: float, *, name: str = "beta") -> None:
     """``beta`` scales the log-ratios inside the loss: it must be a positive number."""
-    if isinstance(beta, Tensor) or not (isinstance(beta, (int, float)) and beta > 0
-                                         and math.isfinite(beta)):
+    check_number(loss, name, beta)
+    if not (beta > 0 and math.isfinite(beta)):
         raise LossInputError(
             f"{loss}: `{name}`={beta!r}, but it must be a positive finite number: it is the "
             f"inverse temperature of the log-ratios (0 makes the loss constant, a negative value "
@@ -117,11 +130,23 @@ def check_beta(loss: str, beta: float, *, name: str = "beta") -> None:
 
 def check_label_smoothing(loss: str, label_smoothing: float) -> None:
     """Conservative DPO's flip probability: in [0, 0.5]."""
+    check_number(loss, "label_smoothing", label_smoothing)
     if not 0.0 <= label_smoothing <= 0.5:
         raise LossInputError(
             f"{loss}: label_smoothing={label_smoothing!r}, but it is the probability that a "
             f"preference label is flipped and must lie in [0, 0.5] (above 0.5 the loss prefers "
             f"the rejected answers). Fix: e.g. label_smoothing=0.1, or 0.0 for plain DPO."
+        )
+
+
+def check_kl_value(loss: str, kl: Tensor) -> None:
+    """KTO's KL estimate is finite: a NaN or Inf reference point turns every term into NaN."""
+    if kl.is_floating_point() and not bool(torch.isfinite(kl).all()):
+        raise LossRuntimeError(
+            f"{loss}: `kl` holds NaN or Inf ({describe(kl)}), but it sets KTO's reference point "
+            f"max(0, mean(kl)), so every term of the loss would be NaN. Fix: compute it from "
+            f"finite log-ratios of mismatched pairs (check the reference model's outputs), or "
+            f"pass kl=None for the reference point 0."
         )
 
 

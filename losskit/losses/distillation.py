@@ -68,9 +68,14 @@ def row_divergence(student: Tensor, teacher: Tensor, div: Divergence) -> Tensor:
 
 
 def _log_probs(student: Tensor, teacher: Tensor, div: Divergence) -> tuple[Tensor, Tensor]:
-    """``log_softmax(x / T)`` of both, ``(*, V)``, in float32 for half inputs."""
-    if student.dtype in HALF:
-        student, teacher = student.float(), teacher.float()
+    """``log_softmax(x / T)`` of both, ``(*, V)``, in their promoted dtype, float32 at least.
+
+    Both sides are upcast, whichever is half: a bfloat16 teacher's log-softmax in bfloat16 is
+    off by up to ~0.03 per class, enough to make the JSD negative.
+    """
+    dtype = torch.promote_types(student.dtype, teacher.dtype)
+    dtype = torch.float32 if dtype in HALF else dtype
+    student, teacher = student.to(dtype), teacher.to(dtype)
     log_p = F.log_softmax(student / div.temperature, dim=-1)  # (*, V)
     log_q = F.log_softmax(teacher / div.temperature, dim=-1)  # (*, V)
     return log_p, log_q
@@ -167,7 +172,7 @@ def _value_checks(loss, labels, ignore_index, reduction, num_items, **logits) ->
         if name.endswith("logits"):
             distill_checks.check_not_probabilities_values(loss, name, x)
     if labels is not None and reduction in ("mean", "batchmean") and num_items is None:
-        checks.check_not_all_ignored(loss, labels, ignore_index)
+        distill_checks.check_not_all_ignored_labels(loss, labels, ignore_index)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,8 +181,7 @@ def _value_checks(loss, labels, ignore_index, reduction, num_items, **logits) ->
 
 def _distill(loss, student, teacher, div, labels, ignore_index, num_items, reduction) -> Tensor:
     reduction = _reduction.resolve(reduction, extra=REDUCTIONS)
-    checks.check_floating_input(loss, student)
-    checks.check_floating_input(loss, teacher)
+    distill_checks.check_floating(loss, student_logits=student, teacher_logits=teacher)
     checks.check_same_device(loss, student_logits=student, teacher_logits=teacher, labels=labels)
     distill_checks.check_logit_pair(loss, student, teacher)
     distill_checks.check_labels(loss, labels, tuple(student.shape[:-1]))
@@ -449,8 +453,9 @@ def linear_kd_loss(
     loss = "linear_kd_loss"
     div = _divergence(loss, divergence, temperature, beta, scale_by_temperature_squared)
     reduction = _reduction.resolve(reduction, extra=REDUCTIONS)
-    for x in (student_hidden, student_weight, teacher_hidden, teacher_weight):
-        checks.check_floating_input(loss, x)
+    distill_checks.check_floating(loss, student_hidden=student_hidden,
+                                  student_weight=student_weight, teacher_hidden=teacher_hidden,
+                                  teacher_weight=teacher_weight)
     checks.check_same_device(
         loss, student_hidden=student_hidden, student_weight=student_weight,
         teacher_hidden=teacher_hidden, teacher_weight=teacher_weight, student_bias=student_bias,
@@ -464,8 +469,8 @@ def linear_kd_loss(
     distill_checks.check_labels(loss, labels, rows)
     checks.check_chunk_size(loss, chunk_size)
     _check_num_items(loss, num_items)
-    for name, t in (("teacher_weight", teacher_weight), ("teacher_hidden", teacher_hidden)):
-        distill_checks.check_teacher_without_grad(loss, student_hidden, t, name)
+    # no check_teacher_without_grad here: the teacher's tensors are detached below, so a
+    # teacher Parameter (requires_grad=True) is never trained by this loss
     _value_checks(loss, labels, ignore_index, reduction, num_items, student_hidden=student_hidden,
                   student_weight=student_weight, student_bias=student_bias,
                   teacher_hidden=teacher_hidden, teacher_weight=teacher_weight,

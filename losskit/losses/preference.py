@@ -13,6 +13,7 @@ rewards that DPO logs come from :func:`dpo_rewards`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import cast
 
@@ -24,6 +25,7 @@ from losskit import _reduction, checks, registry
 from losskit.checks import LossInputError
 from losskit.checks import preference as pref_checks
 from losskit.losses import _explain as _ex
+from losskit.losses._common import HALF, autocast_on
 from losskit.losses.linear_cross_entropy import linear_cross_entropy
 
 __all__ = [
@@ -51,6 +53,19 @@ def _check_logps(loss: str, refs: dict[str, Tensor] | None = None, **policy: Ten
     pref_checks.check_reference_detached(loss, **refs)
     if checks.values_enabled(loss):
         pref_checks.check_logps_values(loss, **policy, **refs)
+
+
+def _reduce_pairs(loss: str, per_pair: Tensor, reduction: str) -> Tensor:
+    """The reduction over pairs; a ``"mean"`` over no pair is 0 with zero gradient, warned."""
+    if reduction == "mean" and per_pair.numel() == 0:
+        checks._warn(
+            f"{loss}: the batch holds no pair (the log-probabilities have shape "
+            f"{tuple(per_pair.shape)}), so the mean is over nothing; losskit returns 0 with zero "
+            f"gradient (a plain mean is NaN). Fix: skip empty batches (check the sampler, the "
+            f"filtering or `drop_last`)."
+        )
+        return per_pair.sum()  # 0, and the graph is kept
+    return _reduction.reduce(per_pair, reduction)
 
 
 def _smoothed_logsigmoid_loss(h: Tensor, label_smoothing: float) -> Tensor:
@@ -145,7 +160,7 @@ def dpo_loss(
         per_pair = (h - 1 / (2 * beta)).square()
     else:
         per_pair = _smoothed_logsigmoid_loss(beta * h, label_smoothing)
-    return _reduction.reduce(per_pair, reduction)
+    return _reduce_pairs(loss, per_pair, reduction)
 
 
 def dpo_rewards(
@@ -227,12 +242,21 @@ def simpo_loss(
     _check_logps(loss, policy_chosen_logps=policy_chosen_logps,
                  policy_rejected_logps=policy_rejected_logps)
     h = beta * (policy_chosen_logps - policy_rejected_logps) - gamma
-    return _reduction.reduce(_smoothed_logsigmoid_loss(h, label_smoothing), reduction)
+    return _reduce_pairs(loss, _smoothed_logsigmoid_loss(h, label_smoothing), reduction)
 
 
 def _log_odds(mean_logps: Tensor) -> Tensor:
-    r""":math:`\log\frac{p}{1 - p}` from :math:`\log p` (:math:`\log(1 - p)` via ``expm1``)."""
-    return mean_logps - torch.log(-torch.expm1(mean_logps))
+    r""":math:`\log\frac{p}{1 - p}` from :math:`\log p` (:math:`\log(1 - p)` via ``expm1``).
+
+    Computed in float32 at least (float32 for half inputs). :math:`\log p` is first capped at
+    :math:`-\epsilon` (float32's or float64's machine epsilon): a mean log-probability of
+    exactly 0 (every token certain in floating point, or an answer without a scored token)
+    would make the odds infinite, the loss inf and the gradient NaN. Capped, the log-odds are
+    at most :math:`\log((1 - \epsilon) / \epsilon)` (~15.9 in float32).
+    """
+    x = mean_logps.float() if mean_logps.dtype in HALF else mean_logps
+    x = x.clamp(max=-torch.finfo(x.dtype).eps)
+    return x - torch.log(-torch.expm1(x))
 
 
 def orpo_loss(
@@ -274,6 +298,7 @@ def orpo_loss(
     """
     loss = "orpo_loss"
     reduction = _reduction.resolve(reduction)
+    pref_checks.check_number(loss, "lambda_", lambda_)
     if not lambda_ >= 0.0:
         raise LossInputError(
             f"{loss}: lambda_={lambda_!r}, but the odds-ratio weight must be >= 0 (a negative "
@@ -282,8 +307,9 @@ def orpo_loss(
     _check_logps(loss, policy_chosen_logps=policy_chosen_logps,
                  policy_rejected_logps=policy_rejected_logps)
     ratio = _log_odds(policy_chosen_logps) - _log_odds(policy_rejected_logps)
-    per_pair = -policy_chosen_logps - lambda_ * F.logsigmoid(ratio)
-    return _reduction.reduce(per_pair, reduction)
+    per_pair = (-policy_chosen_logps - lambda_ * F.logsigmoid(ratio)).to(
+        policy_chosen_logps.dtype)
+    return _reduce_pairs(loss, per_pair, reduction)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,21 +371,57 @@ def kto_loss(
     _check_logps(loss, refs=dict(ref_logps=ref_logps), policy_logps=policy_logps)
     pref_checks.check_kto_labels(loss, labels, policy_logps)
     checks.check_same_device(loss, policy_logps=policy_logps, labels=labels)
-    z0: float | Tensor
-    if kl is None:
-        z0 = 0.0
-    elif isinstance(kl, Tensor):
-        z0 = kl.detach().to(policy_logps.dtype).mean().clamp(min=0)
-    else:
-        z0 = max(float(kl), 0.0)
     r = policy_logps - ref_logps
+    z0 = _kto_reference_point(loss, kl, r)
     desirable = desirable_weight * (1 - torch.sigmoid(beta * (r - z0)))
     undesirable = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r)))
-    return _reduction.reduce(torch.where(labels, desirable, undesirable), reduction)
+    return _reduce_pairs(loss, torch.where(labels, desirable, undesirable), reduction)
+
+
+def _kto_reference_point(loss: str, kl: Tensor | float | None, r: Tensor) -> Tensor | float:
+    r""":math:`z_0 = \max(0, \overline{\mathrm{kl}})`, detached; None or an empty tensor (no
+    mismatched pair to estimate it from) give 0. A NaN estimate is refused (a number always, a
+    tensor in the value checks)."""
+    if kl is None:
+        return 0.0
+    if not isinstance(kl, Tensor):
+        pref_checks.check_number(loss, "kl", kl)
+        pref_checks.check_kl_value(loss, torch.tensor(float(kl)))
+        return max(float(kl), 0.0)
+    checks.check_same_device(loss, policy_logps=r, kl=kl)
+    if kl.numel() == 0:
+        return 0.0
+    if checks.values_enabled(loss):
+        pref_checks.check_kl_value(loss, kl)
+    return kl.detach().to(r.dtype).mean().clamp(min=0)
 
 
 # ----------------------------------------------------------------------------------------------
 # Log-probabilities from hidden states, without the logits
+
+
+def _token_nll(hidden: Tensor, weight: Tensor, labels: Tensor, *, bias: Tensor | None,
+               ignore_index: int, chunk_size: int | None) -> Tensor:
+    """Minus the label token's log-probability ``(N,)`` from ``hidden`` ``(N, H)``, in float32
+    (float64 for float64 inputs) whatever the input dtype, 0 at ignored tokens.
+
+    Half inputs keep the head's matmul in their dtype but get float32 per-token values, as
+    ``torch.autocast`` runs a loss: a bfloat16 value near 8 is off by up to 0.03, and a bfloat16
+    sum near -8000 moves in steps of 32, which rounds a preference margin to 0.
+    """
+    half_head = (hidden.dtype in HALF and weight.dtype == hidden.dtype
+                 and (bias is None or bias.dtype == hidden.dtype))
+    # A half head outside autocast: run it under autocast in its own dtype (a no-op cast) so the
+    # kernel returns its float32 values instead of rounding them. Mixed dtypes are left to
+    # linear_cross_entropy's own dtype check.
+    context = (torch.autocast(hidden.device.type, dtype=hidden.dtype)
+               if half_head and not autocast_on(hidden) else contextlib.nullcontext())
+    with context:
+        ce = cast(Tensor, linear_cross_entropy(  # one tensor: no return_lse
+            hidden, weight, labels, linear_bias=bias, ignore_index=ignore_index,
+            reduction="none", chunk_size=chunk_size,
+        ))  # (N,)
+    return ce.float() if ce.dtype in HALF else ce
 
 
 def _token_logps_sums(
@@ -374,10 +436,8 @@ def _token_logps_sums(
     and its backward recomputes the logits chunk by chunk.
     """
     b, s, h = hidden.shape
-    ce = cast(Tensor, linear_cross_entropy(  # one tensor: no return_lse
-        hidden.reshape(b * s, h), weight, labels.reshape(b * s), linear_bias=bias,
-        ignore_index=ignore_index, reduction="none", chunk_size=chunk_size,
-    ))  # (B*S,)
+    ce = _token_nll(hidden.reshape(b * s, h), weight, labels.reshape(b * s), bias=bias,
+                    ignore_index=ignore_index, chunk_size=chunk_size)  # (B*S,)
     counts = (labels != ignore_index).sum(dim=1)  # (B,)
     return -ce.reshape(b, s).sum(dim=1), counts
 
@@ -419,7 +479,9 @@ def sequence_logps(
         average: mean over the counted tokens instead of the sum (SimPO, ORPO).
         chunk_size: tokens per chunk.
 
-    Shape: ``(B,)``.
+    Shape: ``(B,)``, float32 for float16/bfloat16 inputs (the head's matmul stays in their
+    dtype; the per-token values and their sums do not, as a bfloat16 sum near -8000 moves in
+    steps of 32).
 
     Example:
         >>> h, W = torch.randn(2, 5, 8), torch.randn(50, 8)
@@ -534,18 +596,17 @@ def linear_preference_loss(
     hidden = torch.cat([hidden_chosen.reshape(-1, hid), hidden_rejected.reshape(-1, hid)])
     labels = torch.cat([labels_chosen.reshape(-1), labels_rejected.reshape(-1)])
     # One pass over the head for both answers: a (1, S_w*B + S_l*B, H) "sequence", split after.
-    ce = cast(Tensor, linear_cross_entropy(  # one tensor: no return_lse
-        hidden, weight, labels, linear_bias=bias, ignore_index=ignore_index, reduction="none",
-        chunk_size=chunk_size,
-    ))  # (B*S_w + B*S_l,)
+    ce = _token_nll(hidden, weight, labels, bias=bias, ignore_index=ignore_index,
+                    chunk_size=chunk_size)  # (B*S_w + B*S_l,), float32 or float64
     n_chosen = labels_chosen.numel()
     logps = []
     for part, y in ((ce[:n_chosen], labels_chosen), (ce[n_chosen:], labels_rejected)):
-        sums = -part.reshape(b, -1).sum(dim=1) if y.shape[1] else part.new_zeros(b)  # (B,)
+        sums = -part.reshape(b, y.shape[1]).sum(dim=1)  # (B,); 0 for S = 0 or B = 0
         counts = (y != ignore_index).sum(dim=1)
         logps.append(_mean_per_token(sums, counts) if average else sums)
     args = (*logps, *refs) if wants_refs else logps
-    return pair_loss(*args, reduction=reduction, **options)
+    # the sums and the pair loss in float32; the result in the input's dtype, as every loss
+    return pair_loss(*args, reduction=reduction, **options).to(hidden_chosen.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
