@@ -12,7 +12,8 @@ import torch
 from losskit import explain, registry
 
 RECORDS = list(registry.records())
-IDS = [r.name for r in RECORDS]
+# "family-name": the family lets benchmarks/mutate.py pick one module's losses with `-k`.
+IDS = [f"{r.family}-{r.name}" for r in RECORDS]
 
 
 def _input_noise(record, x: torch.Tensor, seed: int) -> torch.Tensor:
