@@ -99,3 +99,113 @@ def test_global_mean_with_a_negative_total_weight_divides_by_it():
         norm(model(xb), yb).backward()
     mean = norm.scale_grads_(model.parameters())
     torch.testing.assert_close(mean, loss_fn(model(x), y).detach())
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 16: survivors of the seed-1 sample (benchmarks/mutation-triage.md)
+
+
+def test_quantile_loss_default_is_half_the_absolute_error():
+    """Kills the default `quantile=0.5` -> `-0.5` (regression.py:198). Hand value: q = 0.5 gives
+    l = |y - x| / 2 = (0.5, 0, 1.5), mean 2/3."""
+    x = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
+    y = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(LF.quantile_loss(x, y), torch.tensor(2 / 3, dtype=torch.float64))
+
+
+def test_focal_loss_with_binary_targets_counts_every_element():
+    """Kills `target.shape == input.shape` -> `!=` in `_count_focal` (classification.py:592):
+    binary (same-shape float) targets count all N*C elements, as the loss's own mean does, also
+    when `ignore_index` equals a target value (it applies to class indices only)."""
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = (torch.arange(12, dtype=torch.float64).reshape(4, 3) % 2)
+    loss = lk.FocalLoss(ignore_index=1)
+    s, n = loss_sum_and_count(loss, x, y)
+    assert float(n) == 12.0
+    torch.testing.assert_close(s / n, loss(x, y))
+
+
+def test_linear_cross_entropy_head_dtype_mismatch_names_the_weight():
+    """Kills `"..." + (...)` -> `-` in `_check_head_dtype` (linear_cross_entropy.py:315): the
+    mismatch is a LossRuntimeError naming `linear_weight` and its dtype, not a TypeError."""
+    h = torch.randn(4, 3)
+    w = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(lk.LossRuntimeError, match=r"`linear_weight` torch.float64.*Fix:"):
+        LF.linear_cross_entropy(h, w, torch.tensor([0, 1, 2, 3]))
+
+
+def test_three_d_target_with_a_trailing_one_gets_the_squeeze_fix():
+    """Kills `target.shape[-1:]` -> `[+1:]` in `_same_shape_fix` (checks:293): for a 3-D target
+    (2, 3, 1) beside input (2, 3) the fix is `target.squeeze(-1)` (for 2-D the two agree)."""
+    with pytest.raises((lk.LossInputError, lk.LossRuntimeError), match=r"target\.squeeze\(-1\)"):
+        LF.mse_loss(torch.zeros(2, 3), torch.zeros(2, 3, 1))
+
+
+def test_zero_d_cpu_tensor_beside_another_device_is_exempt():
+    """Kills `v.dim() == 0` -> `== -1` (checks:250): a 0-d CPU tensor beside a tensor on another
+    device (here "meta", so the test runs without a GPU) is a scalar for torch, not an error."""
+    from losskit.checks import check_same_device
+
+    check_same_device("mse_loss", input=torch.zeros(3, device="meta"), target=torch.tensor(1.0))
+    with pytest.raises(lk.LossRuntimeError, match="different devices"):
+        check_same_device("mse_loss", input=torch.zeros(3, device="meta"),
+                          target=torch.tensor([1.0]))
+
+
+def test_bce_probabilities_between_minus_one_and_zero_get_losskits_message():
+    """Kills `input >= 0` -> `input >= -1` (checks:637): -0.5 is not a probability; losskit's
+    own LossRuntimeError (with its fix) must speak, not torch's bare error."""
+    with pytest.raises(lk.LossRuntimeError, match=r"between 0 and 1.*Fix:"):
+        LF.binary_cross_entropy(torch.tensor([-0.5, 0.5]), torch.tensor([0.0, 1.0]))
+
+
+def test_unregistered_loss_counts_the_last_tensor_rows():
+    """Kills `tensors[-1]` -> `tensors[+1]` (normalise.py:79): CTC (no mean_count) with
+    concatenated 1-D targets: the count is the batch N = len(target_lengths) = 2, not the
+    5 target symbols; loss_sum = mean * N (torch's CTCLoss as the oracle)."""
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(6, 2, 4, generator=g, dtype=torch.float64).log_softmax(-1)
+    targets = torch.tensor([1, 2, 3, 1, 2])
+    il, tl = torch.tensor([6, 6]), torch.tensor([3, 2])
+    ctc = torch.nn.CTCLoss()
+    s, n = loss_sum_and_count(ctc, lp, targets, il, tl)
+    assert float(n) == 2.0
+    torch.testing.assert_close(s, torch.nn.functional.ctc_loss(lp, targets, il, tl) * 2)
+
+
+def test_global_mean_without_averaged_grads_gives_the_mean_gradient():
+    """Kills `else 1` -> `else 2` (normalise.py:176): on one process, grads_averaged=False scales
+    the summed gradient by 1 / count; oracle: autograd of torch's mean MSE in float64."""
+    from losskit.distributed import GlobalMean
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, dtype=torch.float64, generator=g), torch.randn(5, dtype=torch.float64,
+                                                                        generator=g)
+    w = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    gm = GlobalMean(torch.nn.MSELoss(), grads_averaged=False)
+    gm(w * x, y).backward()
+    gm.scale_grads_([w])
+    (expected,) = torch.autograd.grad(torch.nn.functional.mse_loss(w * x, y), w)
+    torch.testing.assert_close(w.grad, expected)
+
+
+def test_resume_loss_text_names_settings_that_sort_before_class():
+    """Kills `k != "class"` -> `k > "class"` (resume.py:72): SmoothL1Loss's `beta` sorts before
+    "class" and must still be named in the resume message."""
+    from losskit.train.resume import _loss_text, loss_signature
+
+    new = loss_signature(torch.nn.SmoothL1Loss(beta=0.5))
+    old = loss_signature(torch.nn.SmoothL1Loss(beta=1.0))
+    assert _loss_text(new, old) == "SmoothL1Loss(beta=0.5)"
+
+
+def test_resume_data_hash_limit_counts_bytes(monkeypatch):
+    """Kills `numel() * element_size()` -> `+` (resume.py:99): with the limit set to 100 bytes,
+    25 float32 values (100 bytes) are hashed and 26 (104 bytes) are not."""
+    from torch.utils.data import TensorDataset
+
+    from losskit.train import resume
+
+    monkeypatch.setattr(resume, "_HASH_LIMIT", 100)
+    assert resume.data_signature(TensorDataset(torch.zeros(25)))["sha1"] is not None
+    assert resume.data_signature(TensorDataset(torch.zeros(26)))["sha1"] is None
