@@ -209,3 +209,64 @@ def test_resume_data_hash_limit_counts_bytes(monkeypatch):
     monkeypatch.setattr(resume, "_HASH_LIMIT", 100)
     assert resume.data_signature(TensorDataset(torch.zeros(25)))["sha1"] is not None
     assert resume.data_signature(TensorDataset(torch.zeros(26)))["sha1"] is None
+
+
+@pytest.fixture
+def one_process_mesh():
+    """A one-rank gloo group (in-memory store, no port) and its CPU mesh; torn down after."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import DeviceMesh
+
+    assert not dist.is_initialized(), "a process group leaked from another test"
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield DeviceMesh("cpu", [0])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_dtensor_cross_entropy_treats_negative_label_smoothing_as_torch_does(one_process_mesh):
+    """Kills `max(label_smoothing, 0.0)` -> `max(..., -1.0)` (dtensor.py:283): torch ignores a
+    negative label_smoothing; vocab-parallel logits must give torch's value (float64 oracle)."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 4, 2, 1])
+    sharded = distribute_tensor(x, one_process_mesh, [Shard(1)])
+    torch.testing.assert_close(LF.cross_entropy(sharded, y, label_smoothing=-0.1),
+                               torch.nn.functional.cross_entropy(x, y, label_smoothing=-0.1))
+
+
+def test_dtensor_cross_entropy_takes_one_row_of_logits_sharded_on_dim_0(one_process_mesh):
+    """Kills `input.dim() >= 2` -> `>= 1` (dtensor.py:247): (V,) logits with a 0-d target have
+    their classes on dim 0, so Shard(0) is the vocab-parallel layout (torch as the oracle)."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    sharded = distribute_tensor(x, one_process_mesh, [Shard(0)])
+    torch.testing.assert_close(LF.cross_entropy(sharded, torch.tensor(3)),
+                               torch.nn.functional.cross_entropy(x, torch.tensor(3)))
+
+
+class _SqueezedSigmoidHead(torch.nn.Module):
+    """The last leaf is a Sigmoid; forward reshapes its output (a new tensor, same values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(),
+                                       torch.nn.Linear(32, 1), torch.nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)  # (N,)
+
+
+def test_doctor_blames_a_sigmoid_whose_output_is_only_reshaped(gen):
+    """Kills `last.numel() == out.numel()` -> `!=` in `_last_layer` (doctor.py:569): a Sigmoid
+    whose values are the model's output after a squeeze is the final activation; on 8 outputs
+    only the layer can tell, so BCEWithLogitsLoss must fail the activation check."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 10, generator=gen), torch.randint(0, 2, (8,), generator=gen).float()
+    check = lk.doctor(_SqueezedSigmoidHead(), torch.nn.BCEWithLogitsLoss(), (x, y))[
+        "output activation"]
+    assert check.status == "fail"
+    assert "Sigmoid" in check.message and "Fix:" in check.message
