@@ -149,6 +149,8 @@ def _cos(a, b) -> float:
 
 # (family-name, the worked example's loss by hand from its documented numbers, in math's float64)
 HAND_EXAMPLES = [
+    # the regression family's one example: d = x - y = (-0.5, 0.5, 0, 3); mean of d^2
+    ("regression-mse_loss", (0.25 + 0.25 + 0.0 + 9.0) / 4),
     # p = (0.9, 0.2, 0.6), y = (1, 0, 0): -(log 0.9 + log 0.8 + log 0.4) / 3
     ("binary-binary_cross_entropy", -(math.log(0.9) + math.log(0.8) + math.log(0.4)) / 3),
     # x = (2, -1, 0.5), y = (1, 0, 0): mean of softplus(-x) for y = 1, softplus(x) for y = 0
@@ -182,7 +184,35 @@ def test_likelihood_poisson_steps_print_y_times_log_rate():
     (x, y, *_), kwargs = record.explain.example()
     assert kwargs.get("log_input", True)
     rows = dict(explain.worked_example(record).steps)
+    torch.testing.assert_close(rows["rate = exp(x)"], x.exp(), rtol=1e-12, atol=0)
     torch.testing.assert_close(rows["y log(rate)"], y * x, rtol=1e-12, atol=0)
+
+
+def test_ranking_triplet_steps_print_both_distances():
+    """The triplet example a = ((0, 0), (1, 1)), p = ((1, 0), (1, 2)), n = ((0, 1.5), (3.5, 1)):
+    d(a, p) = (1, 1), d(a, n) = (1.5, 2.5) by hand (the loss alone hides the second, clamped)."""
+    rows = dict(explain.worked_example(explain.resolve("triplet_margin_loss")).steps)
+    f64 = torch.float64  # atol: eps = 1e-6 inside the norm
+    torch.testing.assert_close(rows["d(a, p) = ||a - p + eps||"],
+                               torch.tensor([1.0, 1.0], dtype=f64), rtol=0, atol=1e-5)
+    torch.testing.assert_close(rows["d(a, n) = ||a - n + eps||"],
+                               torch.tensor([1.5, 2.5], dtype=f64), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binary_logits_gradient_with_pos_weight_equals_autograd(seed):
+    """The pos_weight branch of binary_cross_entropy_with_logits' closed-form derivative (the
+    worked example has none), against autograd in float64."""
+    record = explain.resolve("binary_cross_entropy_with_logits")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, dtype=torch.float64, generator=g)
+    y = torch.rand(6, dtype=torch.float64, generator=g)
+    pw = torch.tensor(3.0, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    loss = record.function(xg, y, pos_weight=pw, reduction="sum")
+    (auto,) = torch.autograd.grad(loss, xg)
+    torch.testing.assert_close(record.explain.gradient(x, y, pos_weight=pw), auto, rtol=1e-9,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=IDS)

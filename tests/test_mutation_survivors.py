@@ -270,3 +270,83 @@ def test_doctor_blames_a_sigmoid_whose_output_is_only_reshaped(gen):
         "output activation"]
     assert check.status == "fail"
     assert "Sigmoid" in check.message and "Fix:" in check.message
+
+
+# Survivors of the fresh seed-1 sample (deterministic sampling, benchmarks/mutation-triage.md)
+
+
+def test_poly1_with_epsilon_zero_and_label_smoothing_is_torchs_cross_entropy():
+    """Kills `0.0 <= label_smoothing` -> `0.0 == label_smoothing` (classification.py:556):
+    label_smoothing=0.1 is valid; with epsilon=0 Poly-1 is cross-entropy (torch, float64)."""
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 2, 1, 1])
+    torch.testing.assert_close(LF.poly1_cross_entropy(x, y, epsilon=0.0, label_smoothing=0.1),
+                               torch.nn.functional.cross_entropy(x, y, label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("loss", ["poisson_nll_loss", "multilabel_soft_margin_loss"])
+def test_inputs_on_two_devices_get_losskits_message(loss):
+    """Kills `if not checks.on_one_device(...)` -> `if checks.on_one_device(...)`
+    (likelihood.py:69, margin.py:100): input on "meta" (no GPU needed), target on the CPU."""
+    with pytest.raises(lk.LossRuntimeError, match=r"different devices.*Fix:"):
+        getattr(LF, loss)(torch.zeros(2, 3, device="meta"), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])  # the tiny-call path and the kernel's
+def test_linear_cross_entropy_all_ignored_warns_for_mean_only(chunk_size):
+    """Kills `reduction == "mean"` -> `!=` (linear_cross_entropy.py:235, the kernel path): every
+    target ignored is a warning for "mean" (0 / 0) and a plain 0 for "sum" (torch, float64)."""
+    h = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    w = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    y = torch.full((3,), -100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(LF.linear_cross_entropy(h, w, y, reduction="sum",
+                                                           chunk_size=chunk_size),
+                                   torch.nn.functional.cross_entropy(h @ w.T, y, reduction="sum"))
+    with pytest.warns(lk.LossWarning, match="ignore_index"):
+        LF.linear_cross_entropy(h, w, y, reduction="mean", chunk_size=chunk_size)
+
+
+def test_linear_cross_entropy_module_count_skips_minus_100():
+    """Kills the default `ignore_index=-100` -> `-101` in `count_rows_or_targets`
+    (linear_cross_entropy.py:402): targets of -100 are not counted."""
+    loss = lk.LinearCrossEntropyLoss(4, 5, dtype=torch.float64)
+    h = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([0, -100, 2])
+    s, n = loss_sum_and_count(loss, h, y)
+    assert float(n) == 2.0
+    torch.testing.assert_close(s / n, loss(h, y))
+
+
+def test_column_pos_weight_on_one_mask_channel_suggests_one_ratio():
+    """Kills `c == 1` -> `c == 0` (checks:387): a (W,) pos_weight over (N, 1, H, W) logits is
+    meant as one positive/negative ratio for the single channel."""
+    x = torch.zeros(2, 1, 3, 4)
+    with pytest.warns(lk.LossWarning, match=r"n_negative / n_positive"):
+        LF.binary_cross_entropy_with_logits(x, torch.zeros_like(x), pos_weight=torch.ones(4))
+
+
+def test_wrong_spatial_target_is_not_taken_for_classes_last_logits():
+    """Kills `target.shape == input.shape[:-1]` -> `>=` (checks:512): (2, 3, 4) logits with a
+    (2, 5) target are not "sequence logits with classes last"; the fix names dim 1."""
+    with pytest.raises(lk.LossRuntimeError, match=r"shape without dim 1"):
+        LF.cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_rows_are_judged_from_16_elements():
+    """Kills `numel() < 16` -> `< 17` (checks:594): 8 rows of 2 probabilities (16 elements) are
+    judged; 7 rows (14 elements) are too few."""
+    from losskit.checks import rows_are_distributions
+
+    assert rows_are_distributions(torch.full((8, 2), 0.5), 1)
+    assert not rows_are_distributions(torch.full((7, 2), 0.5), 1)
+
+
+def test_resume_signature_holds_small_buffers():
+    """Kills `b.numel() <= 1024` -> `>=` (resume.py:87): a 2-class weight buffer is part of the
+    loss's signature, so resuming with other class weights is caught."""
+    from losskit.train.resume import loss_signature
+
+    sig = loss_signature(torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0])))
+    assert sig["weight"] == [1.0, 2.0]
