@@ -350,3 +350,35 @@ def test_resume_signature_holds_small_buffers():
 
     sig = loss_signature(torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0])))
     assert sig["weight"] == [1.0, 2.0]
+
+
+def test_dtensor_linear_cross_entropy_takes_one_hidden_row(one_process_mesh):
+    """Kills `input.shape[:-1]` -> `input.shape[:1]` (dtensor.py:215): a 1-D hidden vector with a
+    0-d target has (V,) logits, checked as such; torch on the gathered head is the oracle."""
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    g = torch.Generator().manual_seed(6)
+    h = torch.randn(4, dtype=torch.float64, generator=g)
+    w = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    value = LF.linear_cross_entropy(distribute_tensor(h, one_process_mesh, [Replicate()]),
+                                    distribute_tensor(w, one_process_mesh, [Shard(0)]),
+                                    torch.tensor(3))
+    torch.testing.assert_close(value, torch.nn.functional.cross_entropy(h @ w.T, torch.tensor(3)))
+
+
+def test_binary_metrics_on_log_probabilities_equal_those_on_probabilities():
+    """Kills `self.output == "log-probabilities"` -> `<` (metrics.py:192): for a binary task,
+    log-probabilities are exponentiated (not passed through a sigmoid), so they give the same
+    metrics as the probabilities themselves."""
+    from losskit.metrics import TaskMetrics
+
+    p = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.6, 0.1])
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    by_p, by_log = TaskMetrics("binary", output="probabilities"), TaskMetrics(
+        "binary", output="log-probabilities")
+    by_p.update(p, y)
+    by_log.update(p.log(), y)
+    got, expected = by_log.compute(), by_p.compute()
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert got[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
