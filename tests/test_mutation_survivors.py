@@ -155,7 +155,7 @@ def test_zero_d_cpu_tensor_beside_another_device_is_exempt():
 def test_bce_probabilities_between_minus_one_and_zero_get_losskits_message():
     """Kills `input >= 0` -> `input >= -1` (checks:637): -0.5 is not a probability; losskit's
     own LossRuntimeError (with its fix) must speak, not torch's bare error."""
-    with pytest.raises(lk.LossRuntimeError, match=r"between 0 and 1.*Fix:"):
+    with lk.checks("always"), pytest.raises(lk.LossRuntimeError, match=r"between 0 and 1.*Fix:"):
         LF.binary_cross_entropy(torch.tensor([-0.5, 0.5]), torch.tensor([0.0, 1.0]))
 
 
@@ -299,13 +299,14 @@ def test_linear_cross_entropy_all_ignored_warns_for_mean_only(chunk_size):
     h = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     w = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     y = torch.full((3,), -100)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        torch.testing.assert_close(LF.linear_cross_entropy(h, w, y, reduction="sum",
-                                                           chunk_size=chunk_size),
-                                   torch.nn.functional.cross_entropy(h @ w.T, y, reduction="sum"))
-    with pytest.warns(lk.LossWarning, match="ignore_index"):
-        LF.linear_cross_entropy(h, w, y, reduction="mean", chunk_size=chunk_size)
+    with lk.checks("always"):  # value checks on every call, whatever ran before
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            torch.testing.assert_close(
+                LF.linear_cross_entropy(h, w, y, reduction="sum", chunk_size=chunk_size),
+                torch.nn.functional.cross_entropy(h @ w.T, y, reduction="sum"))
+        with pytest.warns(lk.LossWarning, match="ignore_index"):
+            LF.linear_cross_entropy(h, w, y, reduction="mean", chunk_size=chunk_size)
 
 
 def test_linear_cross_entropy_module_count_skips_minus_100():
