@@ -3,6 +3,7 @@ each named after the mutation it kills."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -383,3 +384,42 @@ def test_binary_metrics_on_log_probabilities_equal_those_on_probabilities():
     assert got.keys() == expected.keys()
     for name in expected:
         assert got[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+
+
+class _ShiftedInTraining(torch.nn.Module):
+    """out = w x - 10 in train mode, w x - c in eval mode: train mode never fits, eval mode fits
+    once w is far enough."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w * x - (10.0 if self.training else self.c)
+
+
+def _hand_adam_w(steps: int, lr: float) -> float:
+    """w after ``steps`` Adam updates (torch's defaults) on L(w) = (w - 11)^2 from w = 0."""
+    w = m = v = 0.0
+    for t in range(1, steps + 1):
+        g = 2 * (w - 11.0)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        w -= lr * (m / (1 - 0.9**t)) / (math.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return w
+
+
+@pytest.mark.parametrize(("steps", "status"), [(4, "fail"), (5, "pass")])
+def test_doctor_overfit_eval_retry_sees_exactly_the_steps_taken(steps, status):
+    """Kills `step == steps` -> `step > steps` (doctor.py:930), which takes one more Adam step
+    before the eval-mode retry. x = y = 1, MSE: the first (train-mode) loss is 121, the floor 0,
+    so the goal is 12.1; in eval mode the loss is (w - 1 - c)^2 <= 12.1 once
+    w >= 1 + c - sqrt(12.1). c puts that threshold half-way between w after 4 and after 5 hand
+    Adam updates (lr 0.5): 4 steps must fail, 5 must pass in eval mode."""
+    lr = 0.5
+    c = (_hand_adam_w(4, lr) + _hand_adam_w(5, lr)) / 2 + math.sqrt(12.1) - 1
+    x = y = torch.ones(4, 1)
+    check = lk.doctor(_ShiftedInTraining(c), torch.nn.MSELoss(), (x, y), overfit_steps=steps,
+                      lr=lr)["overfit one batch"]
+    assert check.status == status, check.message
+    assert ("(eval mode)" in check.message) == (status == "pass")
