@@ -423,3 +423,16 @@ def test_doctor_overfit_eval_retry_sees_exactly_the_steps_taken(steps, status):
                       lr=lr)["overfit one batch"]
     assert check.status == status, check.message
     assert ("(eval mode)" in check.message) == (status == "pass")
+
+
+def test_tiny_linear_cross_entropy_call_returns_the_lse_when_asked():
+    """Kills `not return_lse` -> `return_lse` in `_small_plain_call` (linear_cross_entropy.py:265):
+    a tiny CPU call with return_lse=True must not take the small path, which has no lse to give;
+    torch's cross_entropy and logsumexp on the float64 logits are the oracle."""
+    g = torch.Generator().manual_seed(7)
+    h = torch.randn(3, 4, dtype=torch.float64, generator=g)
+    w = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    y = torch.tensor([0, 4, 2])
+    loss, lse = LF.linear_cross_entropy(h, w, y, return_lse=True)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(h @ w.T, y))
+    torch.testing.assert_close(lse.double(), torch.logsumexp(h @ w.T, dim=1), rtol=1e-6, atol=1e-6)
