@@ -15,7 +15,12 @@ dispatchers look at (function ``__name__`` / ``__module__``, ``torch.autograd.Fu
 staticmethods, ``torch.compile`` graphs), and shares one forked pytest process between mutants,
 which carries the checks' call counters and torch's global state from one mutant to the next.
 
+A seed names the same mutants on every fresh run of the same source (the sample is drawn over
+the mutants' names, ``path:line operator #n``). ``--replay REPORT`` runs only the survivors that
+an earlier report lists (with ``--fresh``): the check that new tests kill them.
+
 Usage: python benchmarks/mutate.py [--budget SECONDS] [--per-module N] [--only PATH ...]
+       [--seed N] [--fresh] [--replay REPORT]
 """
 
 from __future__ import annotations
@@ -42,26 +47,40 @@ TARGETS: list[tuple[str, list[str]]] = [
     ("losskit/losses/regression.py", ["tests/test_oracle.py", "tests/test_shape_fixes.py",
                                       "tests/test_guardrails.py",
                                       "tests/test_mutation_survivors.py", "tests/test_cases.py",
-                                      "-k",
+                                      "tests/test_explain.py", "-k",
                                       "'mse or l1 or huber or cosh or quantile or regression'"]),
     ("losskit/losses/binary.py", ["tests/test_oracle.py", "tests/test_guardrails.py",
                                   "tests/test_mutation_survivors.py",
-                                  "tests/test_cases.py", "-k", "'binary or bce'"]),
+                                  "tests/test_cases.py", "tests/test_explain.py", "-k",
+                                  "'binary or bce'"]),
     ("losskit/losses/classification.py", ["tests/test_oracle.py", "tests/test_gradcheck.py",
                                           "tests/test_guardrails.py", "tests/test_autocast.py",
                                           "tests/test_hostile_inputs.py",
                                           "tests/test_mutation_survivors.py",
                                           "tests/test_guardrails_corpus.py",
                                           "tests/test_fast_paths.py",
-                                          "tests/test_small_calls.py"]),
-    ("losskit/losses/ranking.py", ["tests/test_ranking.py", "tests/test_fast_paths.py"]),
-    ("losskit/losses/margin.py", ["tests/test_margin.py", "tests/test_fast_paths.py"]),
+                                          "tests/test_small_calls.py", "tests/test_explain.py",
+                                          "-k", "'not test_explain.py or classification'"]),
+    ("losskit/losses/ranking.py", ["tests/test_ranking.py", "tests/test_fast_paths.py",
+                                   "tests/test_explain.py",
+                                   "-k", "'not test_explain.py or ranking'"]),
+    ("losskit/losses/margin.py", ["tests/test_margin.py", "tests/test_fast_paths.py",
+                                  "tests/test_explain.py",
+                                  "tests/test_mutation_survivors.py",
+                                  "-k", "'not test_explain.py or margin'"]),
     ("losskit/losses/likelihood.py", ["tests/test_likelihood.py",
                                       "tests/test_mutation_survivors.py",
-                                      "tests/test_fast_paths.py"]),
-    ("losskit/losses/sequence.py", ["tests/test_sequence.py", "tests/test_fast_paths.py"]),
+                                      "tests/test_fast_paths.py", "tests/test_explain.py",
+                                      "-k", "'not test_explain.py or likelihood'"]),
+    ("losskit/losses/sequence.py", ["tests/test_sequence.py", "tests/test_fast_paths.py",
+                                    "tests/test_explain.py",
+                                    "tests/test_mutation_survivors.py",
+                                    "-k", "'not test_explain.py or sequence'"]),
     ("losskit/losses/linear_cross_entropy.py", ["tests/test_linear_cross_entropy.py",
-                                                "tests/test_fast_paths.py"]),
+                                                "tests/test_fast_paths.py",
+                                                "tests/test_explain.py",
+                                                "tests/test_mutation_survivors.py",
+                                                "-k", "'not test_explain.py or linear_cross'"]),
     ("losskit/checks/__init__.py", ["tests/test_guardrails.py", "tests/test_thresholds.py",
                                     "tests/test_shape_fixes.py", "tests/test_guardrails_corpus.py",
                                     "tests/test_oracle.py", "tests/test_mutation_survivors.py"]),
@@ -74,11 +93,17 @@ TARGETS: list[tuple[str, list[str]]] = [
                                           "tests/test_mutation_survivors.py",
                                           "tests/test_review_round.py"]),
     ("losskit/distributed/dtensor.py", ["tests/test_dtensor.py",
-                                        "tests/test_integrations_distributed.py"]),
-    ("losskit/train/resume.py", ["tests/test_fit.py", "-k", "'resume or global or settings'"]),
+                                        "tests/test_integrations_distributed.py",
+                                        "tests/test_mutation_survivors.py",
+                                        "-k", "'not test_mutation_survivors.py or dtensor'"]),
+    ("losskit/train/resume.py", ["tests/test_fit.py", "tests/test_mutation_survivors.py", "-k",
+                                 "'resume or global or settings'"]),
     ("losskit/doctor.py", ["tests/test_doctor.py", "tests/test_thresholds.py",
-                           "tests/test_review_round.py"]),
-    ("losskit/metrics.py", ["tests/test_metrics.py", "tests/test_fit.py", "tests/test_recipes.py"]),
+                           "tests/test_review_round.py", "tests/test_mutation_survivors.py",
+                           "-k", "'not test_mutation_survivors.py or doctor'"]),
+    ("losskit/metrics.py", ["tests/test_metrics.py", "tests/test_fit.py", "tests/test_recipes.py",
+                            "tests/test_mutation_survivors.py",
+                            "-k", "'not test_mutation_survivors.py or metrics'"]),
 ]
 
 # Operators left out: swaps to operators that no formula here uses (bit operations, shifts,
@@ -106,17 +131,39 @@ def _config(module: str, tests: list[str]) -> str:
             f"[cosmic-ray.filters.operators-filter]\nexclude-operators = [{excluded}]\n")
 
 
-def _sample(session: Path, keep: int, seed: int) -> None:
-    """Mark all but ``keep`` seeded-random pending mutants as skipped."""
+def _where(item) -> str:
+    """A mutant's stable name, as the report's headings print it: ``path:line operator #n``."""
+    m = item.mutations[0]
+    return f"{m.module_path}:{m.start_pos[0]} {m.operator_name} #{m.occurrence}"
+
+
+def _replayed(report: Path) -> set[str]:
+    """The survivors' names (``### path:line operator #n`` headings) of an earlier report."""
+    return {line[4:].strip() for line in report.read_text().splitlines()
+            if line.startswith("### ")}
+
+
+def _sample(session: Path, keep: int, seed: int, replay: set[str] | None = None) -> None:
+    """Mark all but ``keep`` seeded-random pending mutants as skipped (with ``replay``: all but
+    the mutants it names).
+
+    The shuffle runs over the mutants' stable names, not cosmic-ray's job ids (random UUIDs made
+    afresh by every ``init``), so a seed draws the same mutants in every fresh session of the
+    same source."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     with use_db(str(session), WorkDB.Mode.open) as db:
-        pending = sorted(item.job_id for item in db.pending_work_items)
+        names = {item.job_id: _where(item) for item in db.pending_work_items}
+        pending = sorted(names, key=names.get)
         done = db.num_results - sum(1 for _, r in db.results if r.worker_outcome
                                     == WorkerOutcome.SKIPPED)
         random.Random(seed).shuffle(pending)
-        for job_id in pending[max(0, keep - done):]:
+        if replay is None:
+            dropped = pending[max(0, keep - done):]
+        else:
+            dropped = [job_id for job_id in pending if names[job_id] not in replay]
+        for job_id in dropped:
             db.set_result(job_id, WorkResult(output="not sampled",
                                              worker_outcome=WorkerOutcome.SKIPPED))
 
@@ -128,7 +175,8 @@ def _prepare(name: str, module: str, tests: list[str], work: Path, args) -> Path
         bin_dir = Path(PYTHON).parent
         subprocess.run([bin_dir / "cosmic-ray", "init", cfg, session], cwd=ROOT, check=True)
         subprocess.run([bin_dir / "cr-filter-operators", session, cfg], cwd=ROOT, check=True)
-        _sample(session, args.per_module, args.seed)
+        _sample(session, args.per_module, args.seed,
+                None if args.replay is None else _replayed(args.replay))
     return cfg
 
 
@@ -181,9 +229,7 @@ def _results(session: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
                 result.test_outcome == TestOutcome.SURVIVED
             ):
                 counts["survived"] += 1
-                m = items[job_id].mutations[0]
-                where = f"{m.module_path}:{m.start_pos[0]} {m.operator_name} #{m.occurrence}"
-                survivors.append((where, result.diff or ""))
+                survivors.append((_where(items[job_id]), result.diff or ""))
             else:  # killed by a test, a crash, an abnormal exit or the timeout
                 counts["killed"] += 1
     return counts, survivors
@@ -226,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "mutants")
     parser.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "mutation.md")
     parser.add_argument("--fresh", action="store_true", help="drop earlier sessions first")
+    parser.add_argument("--replay", type=Path, default=None,
+                        help="run only the survivors listed in this earlier report")
     args = parser.parse_args(argv)
     if args.fresh and args.work.exists():
         shutil.rmtree(args.work)

@@ -4,6 +4,7 @@ curves draw."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -12,7 +13,8 @@ import torch
 from losskit import explain, registry
 
 RECORDS = list(registry.records())
-IDS = [r.name for r in RECORDS]
+# "family-name": the family lets benchmarks/mutate.py pick one module's losses with `-k`.
+IDS = [f"{r.family}-{r.name}" for r in RECORDS]
 
 
 def _input_noise(record, x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -131,3 +133,94 @@ def test_printed_values_never_show_negative_zero():
     """kl_div's worked example printed "-0.0" (an exact -0.0, or a tiny negative rounded)."""
     assert explain._fmt(torch.tensor(-0.0, dtype=torch.float64)) == "0.0"
     assert explain._fmt(torch.tensor([-1e-9, 0.25, -0.5])) == "[0.0, 0.25, -0.5]"
+
+
+# Issue 16 (mutation survivors): the worked examples and the curves' options, pinned by hand.
+
+
+def _softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def _cos(a, b) -> float:
+    dot = sum(p * q for p, q in zip(a, b, strict=True))
+    return dot / math.sqrt(sum(p * p for p in a) * sum(q * q for q in b))
+
+
+# (family-name, the worked example's loss by hand from its documented numbers, in math's float64)
+HAND_EXAMPLES = [
+    # the regression family's one example: d = x - y = (-0.5, 0.5, 0, 3); mean of d^2
+    ("regression-mse_loss", (0.25 + 0.25 + 0.0 + 9.0) / 4),
+    # p = (0.9, 0.2, 0.6), y = (1, 0, 0): -(log 0.9 + log 0.8 + log 0.4) / 3
+    ("binary-binary_cross_entropy", -(math.log(0.9) + math.log(0.8) + math.log(0.4)) / 3),
+    # x = (2, -1, 0.5), y = (1, 0, 0): mean of softplus(-x) for y = 1, softplus(x) for y = 0
+    ("binary-binary_cross_entropy_with_logits",
+     (_softplus(-2.0) + _softplus(-1.0) + _softplus(0.5)) / 3),
+    # a = ((1, 0), (1, 1), (0.5, 2)), b = ((1, 1), (1, 0.5), (-1, 0.1)), y = (1, -1, -1), m = 0.2
+    ("ranking-cosine_embedding_loss",
+     ((1 - _cos((1, 0), (1, 1))) + max(0.0, _cos((1, 1), (1, 0.5)) - 0.2)
+      + max(0.0, _cos((0.5, 2), (-1, 0.1)) - 0.2)) / 3),
+    # x = (1, 2, 3), y = (1.5, 2, 1), var = (0.5, 1, 2): mean of (log var + (x - y)^2 / var) / 2
+    ("likelihood-gaussian_nll_loss",
+     ((math.log(0.5) + 0.25 / 0.5) + 0.0 + (math.log(2.0) + 4.0 / 2.0)) / 2 / 3),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), HAND_EXAMPLES, ids=[n for n, _ in HAND_EXAMPLES])
+def test_worked_example_matches_the_hand_value(name, expected):
+    """The numbers `losskit explain` prints are the documented example's, not just any numbers
+    on which the steps and the loss agree."""
+    record = explain.resolve(name.split("-", 1)[1])
+    args, kwargs = record.explain.example()
+    value = record.function(*args, **kwargs)
+    torch.testing.assert_close(value, torch.tensor(expected, dtype=torch.float64), rtol=1e-6,
+                               atol=1e-9)
+
+
+def test_likelihood_poisson_steps_print_y_times_log_rate():
+    # "likelihood" in the name: benchmarks/mutate.py selects this module's tests with -k
+    """The intermediate row "y log(rate)" of poisson_nll_loss (log_input: log rate = x), by hand."""
+    record = explain.resolve("poisson_nll_loss")
+    (x, y, *_), kwargs = record.explain.example()
+    assert kwargs.get("log_input", True)
+    rows = dict(explain.worked_example(record).steps)
+    torch.testing.assert_close(rows["rate = exp(x)"], x.exp(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(rows["y log(rate)"], y * x, rtol=1e-12, atol=0)
+
+
+def test_ranking_triplet_steps_print_both_distances():
+    """The triplet example a = ((0, 0), (1, 1)), p = ((1, 0), (1, 2)), n = ((0, 1.5), (3.5, 1)):
+    d(a, p) = (1, 1), d(a, n) = (1.5, 2.5) by hand (the loss alone hides the second, clamped)."""
+    rows = dict(explain.worked_example(explain.resolve("triplet_margin_loss")).steps)
+    f64 = torch.float64  # atol: eps = 1e-6 inside the norm
+    torch.testing.assert_close(rows["d(a, p) = ||a - p + eps||"],
+                               torch.tensor([1.0, 1.0], dtype=f64), rtol=0, atol=1e-5)
+    torch.testing.assert_close(rows["d(a, n) = ||a - n + eps||"],
+                               torch.tensor([1.5, 2.5], dtype=f64), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binary_logits_gradient_with_pos_weight_equals_autograd(seed):
+    """The pos_weight branch of binary_cross_entropy_with_logits' closed-form derivative (the
+    worked example has none), against autograd in float64."""
+    record = explain.resolve("binary_cross_entropy_with_logits")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, dtype=torch.float64, generator=g)
+    y = torch.rand(6, dtype=torch.float64, generator=g)
+    pw = torch.tensor(3.0, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    loss = record.function(xg, y, pos_weight=pw, reduction="sum")
+    (auto,) = torch.autograd.grad(loss, xg)
+    torch.testing.assert_close(record.explain.gradient(x, y, pos_weight=pw), auto, rtol=1e-9,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_curve_options_are_distinct_and_not_flat(record):
+    """Each overlaid curve has its own label, and each moves somewhere along the span (a flat
+    line means its option left the loss's domain, e.g. a target of -2 for hinge_embedding_loss)."""
+    labels = [label for label, _ in record.explain.curve.options]
+    assert len(set(labels)) == len(labels), labels
+    _, _, lines = explain.gradient_curves(record, points=61)
+    for label, _, grad in lines:
+        assert grad.abs().max() > 1e-6, label

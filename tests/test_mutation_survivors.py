@@ -3,6 +3,7 @@ each named after the mutation it kills."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -99,3 +100,339 @@ def test_global_mean_with_a_negative_total_weight_divides_by_it():
         norm(model(xb), yb).backward()
     mean = norm.scale_grads_(model.parameters())
     torch.testing.assert_close(mean, loss_fn(model(x), y).detach())
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 16: survivors of the seed-1 sample (benchmarks/mutation-triage.md)
+
+
+def test_quantile_loss_default_is_half_the_absolute_error():
+    """Kills the default `quantile=0.5` -> `-0.5` (regression.py:198). Hand value: q = 0.5 gives
+    l = |y - x| / 2 = (0.5, 0, 1.5), mean 2/3."""
+    x = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
+    y = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(LF.quantile_loss(x, y), torch.tensor(2 / 3, dtype=torch.float64))
+
+
+def test_focal_loss_with_binary_targets_counts_every_element():
+    """Kills `target.shape == input.shape` -> `!=` in `_count_focal` (classification.py:592):
+    binary (same-shape float) targets count all N*C elements, as the loss's own mean does, also
+    when `ignore_index` equals a target value (it applies to class indices only)."""
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = (torch.arange(12, dtype=torch.float64).reshape(4, 3) % 2)
+    loss = lk.FocalLoss(ignore_index=1)
+    s, n = loss_sum_and_count(loss, x, y)
+    assert float(n) == 12.0
+    torch.testing.assert_close(s / n, loss(x, y))
+
+
+def test_linear_cross_entropy_head_dtype_mismatch_names_the_weight():
+    """Kills `"..." + (...)` -> `-` in `_check_head_dtype` (linear_cross_entropy.py:315): the
+    mismatch is a LossRuntimeError naming `linear_weight` and its dtype, not a TypeError."""
+    h = torch.randn(4, 3)
+    w = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(lk.LossRuntimeError, match=r"`linear_weight` torch.float64.*Fix:"):
+        LF.linear_cross_entropy(h, w, torch.tensor([0, 1, 2, 3]))
+
+
+def test_three_d_target_with_a_trailing_one_gets_the_squeeze_fix():
+    """Kills `target.shape[-1:]` -> `[+1:]` in `_same_shape_fix` (checks:293): for a 3-D target
+    (2, 3, 1) beside input (2, 3) the fix is `target.squeeze(-1)` (for 2-D the two agree)."""
+    with pytest.raises((lk.LossInputError, lk.LossRuntimeError), match=r"target\.squeeze\(-1\)"):
+        LF.mse_loss(torch.zeros(2, 3), torch.zeros(2, 3, 1))
+
+
+def test_zero_d_cpu_tensor_beside_another_device_is_exempt():
+    """Kills `v.dim() == 0` -> `== -1` (checks:250): a 0-d CPU tensor beside a tensor on another
+    device (here "meta", so the test runs without a GPU) is a scalar for torch, not an error."""
+    from losskit.checks import check_same_device
+
+    check_same_device("mse_loss", input=torch.zeros(3, device="meta"), target=torch.tensor(1.0))
+    with pytest.raises(lk.LossRuntimeError, match="different devices"):
+        check_same_device("mse_loss", input=torch.zeros(3, device="meta"),
+                          target=torch.tensor([1.0]))
+
+
+def test_bce_probabilities_between_minus_one_and_zero_get_losskits_message():
+    """Kills `input >= 0` -> `input >= -1` (checks:637): -0.5 is not a probability; losskit's
+    own LossRuntimeError (with its fix) must speak, not torch's bare error."""
+    with lk.checks("always"), pytest.raises(lk.LossRuntimeError, match=r"between 0 and 1.*Fix:"):
+        LF.binary_cross_entropy(torch.tensor([-0.5, 0.5]), torch.tensor([0.0, 1.0]))
+
+
+def test_unregistered_loss_counts_the_last_tensor_rows():
+    """Kills `tensors[-1]` -> `tensors[+1]` (normalise.py:79): CTC (no mean_count) with
+    concatenated 1-D targets: the count is the batch N = len(target_lengths) = 2, not the
+    5 target symbols; loss_sum = mean * N (torch's CTCLoss as the oracle)."""
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(6, 2, 4, generator=g, dtype=torch.float64).log_softmax(-1)
+    targets = torch.tensor([1, 2, 3, 1, 2])
+    il, tl = torch.tensor([6, 6]), torch.tensor([3, 2])
+    ctc = torch.nn.CTCLoss()
+    s, n = loss_sum_and_count(ctc, lp, targets, il, tl)
+    assert float(n) == 2.0
+    torch.testing.assert_close(s, torch.nn.functional.ctc_loss(lp, targets, il, tl) * 2)
+
+
+def test_global_mean_without_averaged_grads_gives_the_mean_gradient():
+    """Kills `else 1` -> `else 2` (normalise.py:176): on one process, grads_averaged=False scales
+    the summed gradient by 1 / count; oracle: autograd of torch's mean MSE in float64."""
+    from losskit.distributed import GlobalMean
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, dtype=torch.float64, generator=g), torch.randn(5, dtype=torch.float64,
+                                                                        generator=g)
+    w = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    gm = GlobalMean(torch.nn.MSELoss(), grads_averaged=False)
+    gm(w * x, y).backward()
+    gm.scale_grads_([w])
+    (expected,) = torch.autograd.grad(torch.nn.functional.mse_loss(w * x, y), w)
+    torch.testing.assert_close(w.grad, expected)
+
+
+def test_resume_loss_text_names_settings_that_sort_before_class():
+    """Kills `k != "class"` -> `k > "class"` (resume.py:72): SmoothL1Loss's `beta` sorts before
+    "class" and must still be named in the resume message."""
+    from losskit.train.resume import _loss_text, loss_signature
+
+    new = loss_signature(torch.nn.SmoothL1Loss(beta=0.5))
+    old = loss_signature(torch.nn.SmoothL1Loss(beta=1.0))
+    assert _loss_text(new, old) == "SmoothL1Loss(beta=0.5)"
+
+
+def test_resume_data_hash_limit_counts_bytes(monkeypatch):
+    """Kills `numel() * element_size()` -> `+` (resume.py:99): with the limit set to 100 bytes,
+    25 float32 values (100 bytes) are hashed and 26 (104 bytes) are not."""
+    from torch.utils.data import TensorDataset
+
+    from losskit.train import resume
+
+    monkeypatch.setattr(resume, "_HASH_LIMIT", 100)
+    assert resume.data_signature(TensorDataset(torch.zeros(25)))["sha1"] is not None
+    assert resume.data_signature(TensorDataset(torch.zeros(26)))["sha1"] is None
+
+
+@pytest.fixture
+def one_process_mesh():
+    """A one-rank gloo group (in-memory store, no port) and its CPU mesh; torn down after."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import DeviceMesh
+
+    assert not dist.is_initialized(), "a process group leaked from another test"
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield DeviceMesh("cpu", [0])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_dtensor_cross_entropy_treats_negative_label_smoothing_as_torch_does(one_process_mesh):
+    """Kills `max(label_smoothing, 0.0)` -> `max(..., -1.0)` (dtensor.py:283): torch ignores a
+    negative label_smoothing; vocab-parallel logits must give torch's value (float64 oracle)."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 4, 2, 1])
+    sharded = distribute_tensor(x, one_process_mesh, [Shard(1)])
+    torch.testing.assert_close(LF.cross_entropy(sharded, y, label_smoothing=-0.1),
+                               torch.nn.functional.cross_entropy(x, y, label_smoothing=-0.1))
+
+
+def test_dtensor_cross_entropy_takes_one_row_of_logits_sharded_on_dim_0(one_process_mesh):
+    """Kills `input.dim() >= 2` -> `>= 1` (dtensor.py:247): (V,) logits with a 0-d target have
+    their classes on dim 0, so Shard(0) is the vocab-parallel layout (torch as the oracle)."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    sharded = distribute_tensor(x, one_process_mesh, [Shard(0)])
+    torch.testing.assert_close(LF.cross_entropy(sharded, torch.tensor(3)),
+                               torch.nn.functional.cross_entropy(x, torch.tensor(3)))
+
+
+class _SqueezedSigmoidHead(torch.nn.Module):
+    """The last leaf is a Sigmoid; forward reshapes its output (a new tensor, same values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(),
+                                       torch.nn.Linear(32, 1), torch.nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)  # (N,)
+
+
+def test_doctor_blames_a_sigmoid_whose_output_is_only_reshaped(gen):
+    """Kills `last.numel() == out.numel()` -> `!=` in `_last_layer` (doctor.py:569): a Sigmoid
+    whose values are the model's output after a squeeze is the final activation; on 8 outputs
+    only the layer can tell, so BCEWithLogitsLoss must fail the activation check."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 10, generator=gen), torch.randint(0, 2, (8,), generator=gen).float()
+    check = lk.doctor(_SqueezedSigmoidHead(), torch.nn.BCEWithLogitsLoss(), (x, y))[
+        "output activation"]
+    assert check.status == "fail"
+    assert "Sigmoid" in check.message and "Fix:" in check.message
+
+
+# Survivors of the fresh seed-1 sample (deterministic sampling, benchmarks/mutation-triage.md)
+
+
+def test_poly1_with_epsilon_zero_and_label_smoothing_is_torchs_cross_entropy():
+    """Kills `0.0 <= label_smoothing` -> `0.0 == label_smoothing` (classification.py:556):
+    label_smoothing=0.1 is valid; with epsilon=0 Poly-1 is cross-entropy (torch, float64)."""
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 2, 1, 1])
+    torch.testing.assert_close(LF.poly1_cross_entropy(x, y, epsilon=0.0, label_smoothing=0.1),
+                               torch.nn.functional.cross_entropy(x, y, label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("loss", ["poisson_nll_loss", "multilabel_soft_margin_loss"])
+def test_inputs_on_two_devices_get_losskits_message(loss):
+    """Kills `if not checks.on_one_device(...)` -> `if checks.on_one_device(...)`
+    (likelihood.py:69, margin.py:100): input on "meta" (no GPU needed), target on the CPU."""
+    with pytest.raises(lk.LossRuntimeError, match=r"different devices.*Fix:"):
+        getattr(LF, loss)(torch.zeros(2, 3, device="meta"), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])  # the tiny-call path and the kernel's
+def test_linear_cross_entropy_all_ignored_warns_for_mean_only(chunk_size):
+    """Kills `reduction == "mean"` -> `!=` (linear_cross_entropy.py:235, the kernel path): every
+    target ignored is a warning for "mean" (0 / 0) and a plain 0 for "sum" (torch, float64)."""
+    h = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    w = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    y = torch.full((3,), -100)
+    with lk.checks("always"):  # value checks on every call, whatever ran before
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            torch.testing.assert_close(
+                LF.linear_cross_entropy(h, w, y, reduction="sum", chunk_size=chunk_size),
+                torch.nn.functional.cross_entropy(h @ w.T, y, reduction="sum"))
+        with pytest.warns(lk.LossWarning, match="ignore_index"):
+            LF.linear_cross_entropy(h, w, y, reduction="mean", chunk_size=chunk_size)
+
+
+def test_linear_cross_entropy_module_count_skips_minus_100():
+    """Kills the default `ignore_index=-100` -> `-101` in `count_rows_or_targets`
+    (linear_cross_entropy.py:402): targets of -100 are not counted."""
+    loss = lk.LinearCrossEntropyLoss(4, 5, dtype=torch.float64)
+    h = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([0, -100, 2])
+    s, n = loss_sum_and_count(loss, h, y)
+    assert float(n) == 2.0
+    torch.testing.assert_close(s / n, loss(h, y))
+
+
+def test_column_pos_weight_on_one_mask_channel_suggests_one_ratio():
+    """Kills `c == 1` -> `c == 0` (checks:387): a (W,) pos_weight over (N, 1, H, W) logits is
+    meant as one positive/negative ratio for the single channel."""
+    x = torch.zeros(2, 1, 3, 4)
+    with pytest.warns(lk.LossWarning, match=r"n_negative / n_positive"):
+        LF.binary_cross_entropy_with_logits(x, torch.zeros_like(x), pos_weight=torch.ones(4))
+
+
+def test_wrong_spatial_target_is_not_taken_for_classes_last_logits():
+    """Kills `target.shape == input.shape[:-1]` -> `>=` (checks:512): (2, 3, 4) logits with a
+    (2, 5) target are not "sequence logits with classes last"; the fix names dim 1."""
+    with pytest.raises(lk.LossRuntimeError, match=r"shape without dim 1"):
+        LF.cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_rows_are_judged_from_16_elements():
+    """Kills `numel() < 16` -> `< 17` (checks:594): 8 rows of 2 probabilities (16 elements) are
+    judged; 7 rows (14 elements) are too few."""
+    from losskit.checks import rows_are_distributions
+
+    assert rows_are_distributions(torch.full((8, 2), 0.5), 1)
+    assert not rows_are_distributions(torch.full((7, 2), 0.5), 1)
+
+
+def test_resume_signature_holds_small_buffers():
+    """Kills `b.numel() <= 1024` -> `>=` (resume.py:87): a 2-class weight buffer is part of the
+    loss's signature, so resuming with other class weights is caught."""
+    from losskit.train.resume import loss_signature
+
+    sig = loss_signature(torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0])))
+    assert sig["weight"] == [1.0, 2.0]
+
+
+def test_dtensor_linear_cross_entropy_takes_one_hidden_row(one_process_mesh):
+    """Kills `input.shape[:-1]` -> `input.shape[:1]` (dtensor.py:215): a 1-D hidden vector with a
+    0-d target has (V,) logits, checked as such; torch on the gathered head is the oracle."""
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    g = torch.Generator().manual_seed(6)
+    h = torch.randn(4, dtype=torch.float64, generator=g)
+    w = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    value = LF.linear_cross_entropy(distribute_tensor(h, one_process_mesh, [Replicate()]),
+                                    distribute_tensor(w, one_process_mesh, [Shard(0)]),
+                                    torch.tensor(3))
+    torch.testing.assert_close(value, torch.nn.functional.cross_entropy(h @ w.T, torch.tensor(3)))
+
+
+def test_binary_metrics_on_log_probabilities_equal_those_on_probabilities():
+    """Kills `self.output == "log-probabilities"` -> `<` (metrics.py:192): for a binary task,
+    log-probabilities are exponentiated (not passed through a sigmoid), so they give the same
+    metrics as the probabilities themselves."""
+    from losskit.metrics import TaskMetrics
+
+    p = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.6, 0.1])
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    by_p, by_log = TaskMetrics("binary", output="probabilities"), TaskMetrics(
+        "binary", output="log-probabilities")
+    by_p.update(p, y)
+    by_log.update(p.log(), y)
+    got, expected = by_log.compute(), by_p.compute()
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert got[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+
+
+class _ShiftedInTraining(torch.nn.Module):
+    """out = w x - 10 in train mode, w x - c in eval mode: train mode never fits, eval mode fits
+    once w is far enough."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w * x - (10.0 if self.training else self.c)
+
+
+def _hand_adam_w(steps: int, lr: float) -> float:
+    """w after ``steps`` Adam updates (torch's defaults) on L(w) = (w - 11)^2 from w = 0."""
+    w = m = v = 0.0
+    for t in range(1, steps + 1):
+        g = 2 * (w - 11.0)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        w -= lr * (m / (1 - 0.9**t)) / (math.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return w
+
+
+@pytest.mark.parametrize(("steps", "status"), [(4, "fail"), (5, "pass")])
+def test_doctor_overfit_eval_retry_sees_exactly_the_steps_taken(steps, status):
+    """Kills `step == steps` -> `step > steps` (doctor.py:930), which takes one more Adam step
+    before the eval-mode retry. x = y = 1, MSE: the first (train-mode) loss is 121, the floor 0,
+    so the goal is 12.1; in eval mode the loss is (w - 1 - c)^2 <= 12.1 once
+    w >= 1 + c - sqrt(12.1). c puts that threshold half-way between w after 4 and after 5 hand
+    Adam updates (lr 0.5): 4 steps must fail, 5 must pass in eval mode."""
+    lr = 0.5
+    c = (_hand_adam_w(4, lr) + _hand_adam_w(5, lr)) / 2 + math.sqrt(12.1) - 1
+    x = y = torch.ones(4, 1)
+    check = lk.doctor(_ShiftedInTraining(c), torch.nn.MSELoss(), (x, y), overfit_steps=steps,
+                      lr=lr)["overfit one batch"]
+    assert check.status == status, check.message
+    assert ("(eval mode)" in check.message) == (status == "pass")
+
+
+def test_tiny_linear_cross_entropy_call_returns_the_lse_when_asked():
+    """Kills `not return_lse` -> `return_lse` in `_small_plain_call` (linear_cross_entropy.py:265):
+    a tiny CPU call with return_lse=True must not take the small path, which has no lse to give;
+    torch's cross_entropy and logsumexp on the float64 logits are the oracle."""
+    g = torch.Generator().manual_seed(7)
+    h = torch.randn(3, 4, dtype=torch.float64, generator=g)
+    w = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    y = torch.tensor([0, 4, 2])
+    loss, lse = LF.linear_cross_entropy(h, w, y, return_lse=True)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(h @ w.T, y))
+    torch.testing.assert_close(lse.double(), torch.logsumexp(h @ w.T, dim=1), rtol=1e-6, atol=1e-6)
