@@ -201,10 +201,13 @@ def _cosine_dim_fix(input1: Tensor, target: Tensor) -> str:
     return "embeddings with a last dimension D, shape (N, D) or (D,)"
 
 
+UNSIGNED_DTYPES = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)  # cannot hold -1
+
+
 def check_sign_target_dtype(loss: str, target: Tensor) -> None:
     """A bool target is 0/1 labels (False/True); an unsigned one cannot hold -1 at all (uint8
     -1 wraps to 255, which margin ranking reads as a label of 255); the losses need -1/+1."""
-    if target.dtype in (torch.uint8, torch.uint16, torch.uint32, torch.uint64):
+    if target.dtype in UNSIGNED_DTYPES:
         raise LossInputError(
             f"{loss}: `target` has {describe(target)}, an unsigned type that cannot hold the "
             f"label -1 (-1 wraps to {torch.iinfo(target.dtype).max}), but {loss} needs labels "

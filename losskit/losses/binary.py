@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.losses import _explain as _ex
-from losskit.losses._common import REDUCTION_ENUM, has_override
+from losskit.losses._common import REDUCTION_ENUM, op_runs_directly
 
 __all__ = [
     "BCELoss",
@@ -75,9 +75,8 @@ def binary_cross_entropy(
     _check_binary(loss, input, target, weight)
     if checks.values_enabled(loss):
         _check_binary_values(loss, input, target)
-    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
     try:
-        if weight is None and not legacy and not has_override(input, target):
+        if weight is None and op_runs_directly(size_average, reduce, input, target):
             # torch's own op; its Python wrapper would only re-check the sizes.
             return torch._C._nn.binary_cross_entropy(input, target, None, REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
         return F.binary_cross_entropy(input, target, weight, size_average, reduce, reduction)
@@ -129,8 +128,7 @@ def binary_cross_entropy_with_logits(
         checks.check_finite(loss, input=input, target=target)
         checks.check_not_sigmoid_output(loss, input)
         checks.check_binary_target_range(loss, target)
-    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
-    if not legacy and not has_override(input, target, weight, pos_weight):
+    if op_runs_directly(size_average, reduce, input, target, weight, pos_weight):
         return torch.binary_cross_entropy_with_logits(
             input, target, weight, pos_weight, REDUCTION_ENUM[reduction]
         )

@@ -21,6 +21,7 @@ from losskit.losses._common import (
     holds_dtensor,
     mean_over_nothing_to_zero,
     no_autocast,
+    op_runs_directly,
     result_dtype,
     weight_dtype_ref,
 )
@@ -356,9 +357,8 @@ def nll_loss(
             weight = float32_weight(input, weight)
     check_class_indices(loss, input, target, weight, ignore_index, reduction, range_on_error=True,
                         plain=plain)
-    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
     try:
-        if not legacy and not has_override(input, target, weight):
+        if op_runs_directly(size_average, reduce, input, target, weight):
             # torch's own op; its Python wrapper adds nothing after the checks.
             out = torch._C._nn.nll_loss_nd(
                 input, target, weight, REDUCTION_ENUM[reduction], ignore_index  # type: ignore[arg-type]  # the op takes the enum

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.losses import _explain as _ex
-from losskit.losses._common import REDUCTION_ENUM, has_override
+from losskit.losses._common import REDUCTION_ENUM, op_runs_directly
 
 __all__ = [
     "KLDivLoss",
@@ -50,8 +50,7 @@ def kl_div(
         checks.check_finite(loss, allow_neg_inf=log_target, target=target)
         checks.check_kl_target(loss, target, log_target)
         checks.check_kl_input_is_log_probabilities(loss, input)
-    legacy = size_average is not None or reduce is not None
-    if reduction != "mean" and not legacy and not has_override(input, target):
+    if reduction != "mean" and op_runs_directly(size_average, reduce, input, target):
         # torch's own op, as torch's wrapper calls it ("mean" goes through F.kl_div: it warns).
         batchmean = reduction == "batchmean"
         out = torch.kl_div(

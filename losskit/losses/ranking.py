@@ -51,7 +51,7 @@ def _check_signed(loss: str, target: Tensor, **inputs: Tensor) -> None:
     ranking_checks.check_sign_target_dtype(loss, target)
 
 
-_UNSIGNED_LABELS = (torch.bool, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+_UNSIGNED_LABELS = (torch.bool, *ranking_checks.UNSIGNED_DTYPES)  # 0/1 or no -1: the detailed check
 
 
 def _signed_call_ok(target: Tensor, *inputs: Tensor) -> bool:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from losskit import _reduction, checks, registry
 from losskit.checks import LossInputError
 from losskit.losses import _explain as _ex
-from losskit.losses._common import REDUCTION_ENUM, has_override
+from losskit.losses._common import REDUCTION_ENUM, has_override, op_runs_directly
 
 __all__ = [
     "HuberLoss",
@@ -75,8 +75,7 @@ def mse_loss(
     _check_weighted_reduction("mse_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("mse_loss", input, target, weight)
-    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
-    if weight is None and not legacy and not has_override(input, target):
+    if weight is None and op_runs_directly(size_average, reduce, input, target):
         # torch's own op; its Python wrapper would only re-check the sizes and broadcast them.
         return torch._C._nn.mse_loss(input, target, REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
     return F.mse_loss(  # type: ignore[call-arg]  # functional.pyi lags: 2.13 takes weight
@@ -102,8 +101,7 @@ def l1_loss(
     _check_weighted_reduction("l1_loss", reduction, weight)
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_regression("l1_loss", input, target, weight)
-    legacy = size_average is not None or reduce is not None  # F.* warns about them, as torch
-    if weight is None and not legacy and not has_override(input, target):
+    if weight is None and op_runs_directly(size_average, reduce, input, target):
         return torch._C._nn.l1_loss(input, target, REDUCTION_ENUM[reduction])  # type: ignore[arg-type]  # torch's stub says str; the op takes the reduction enum
     return F.l1_loss(  # type: ignore[call-arg]  # functional.pyi lags: 2.13 takes weight
         input, target, size_average, reduce, reduction=reduction, weight=weight)
