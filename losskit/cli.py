@@ -4,6 +4,7 @@
     losskit train --task diabetes --loss huber --epochs 30
     losskit train --data table.csv --target price
     losskit compare --task regression-outliers --losses mse,l1,huber
+    losskit compare --task digits-contrastive   # info_nce, clip_loss, supcon_loss: k-NN accuracy
     losskit doctor my_setup.py[:FUNC]   # FUNC() -> (model, loss_fn, (inputs, targets))
     losskit doctor --task sequence
     losskit losses [--task TASK]
@@ -232,9 +233,9 @@ def cmd_train(args: argparse.Namespace) -> int:
            f"{len(task_data.train)} train / {len(task_data.val)} val) with {loss_name} -> {out}")
     start = time.perf_counter()
     history = fit(model, recipes.make_loss(loss_name, task_data), task_data.train, task_data.val,
-                  task=task_data.task, metrics=recipes.make_metrics(task_data), out=out,
-                  resume=args.resume, **kwargs)
-    keys = ["val_loss", f"val_{MAIN_METRIC[task_data.task]}"]
+                  task=recipes.fit_task(task_data), metrics=recipes.make_metrics(task_data, model),
+                  out=out, resume=args.resume, **kwargs)
+    keys = ["val_loss", history.main_metric or f"val_{MAIN_METRIC[task_data.task]}"]
     best, final = history.best, history.final
     if final is None:  # fit runs at least one epoch
         raise RunFailed(f"training recorded no epoch; the run's files are in {out}.")
@@ -272,10 +273,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         model = recipes.make_model(task_data, hidden=args.hidden, seed=args.seed)
         start = time.perf_counter()
         histories[name] = fit(model, recipes.make_loss(name, task_data), task_data.train,
-                              task_data.val, task=task_data.task, out=os.path.join(out, name),
-                              metrics=recipes.make_metrics(task_data), **kwargs)
+                              task_data.val, task=recipes.fit_task(task_data),
+                              out=os.path.join(out, name),
+                              metrics=recipes.make_metrics(task_data, model), **kwargs)
         seconds[name] = time.perf_counter() - start
-    main = f"val_{MAIN_METRIC[task_data.task]}"
+    first = histories[names[0]]
+    main = first.main_metric or f"val_{MAIN_METRIC[task_data.task]}"
     if _rank() == 0:
         rows = _compare_rows(histories, seconds, main)
         _write_compare(out, rows, histories, main, task_data.name)

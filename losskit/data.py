@@ -16,6 +16,7 @@ binary             ``(N, F)`` float32               ``(N, 1)`` float32 in {0, 1}
 multilabel         ``(N, F)`` float32               ``(N, L)`` float32 in {0, 1}
 regression         ``(N, F)`` float32               ``(N, 1)`` float32
 language-modelling ``(N, T)`` int64 tokens (0 pad)  ``(N, T)`` int64 next tokens, -100 on padding
+contrastive        ``(N, 2, F)`` float32 views      ``(N,)`` int64 class indices (SupCon uses them)
 ================== ================================ ==========================================
 
 >>> d = load("iris")
@@ -33,9 +34,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
 
-TASKS = ("multiclass", "binary", "multilabel", "regression", "language-modelling")
+TASKS = ("multiclass", "binary", "multilabel", "regression", "language-modelling", "contrastive")
 CSV_TASKS = ("multiclass", "binary", "regression")  # the task kinds load_csv builds
 IGNORE_INDEX = -100  # target of padded positions in the sequence task (cross-entropy's default)
 PAD_TOKEN = 0  # input token of padded positions in the sequence task
@@ -60,7 +62,8 @@ class TaskData:
     Attributes:
         name: the dataset name (one of :data:`DATASETS`) or the CSV path.
         task: one of :data:`TASKS`.
-        train, val: ``TensorDataset(inputs, targets)`` in the layouts of the module table.
+        train, val: ``TensorDataset(inputs, targets)`` in the layouts of the module table (the
+            contrastive task's train set is a :class:`TwoViewDigits`, drawing fresh views).
         num_features: input width; the vocabulary size for ``language-modelling``.
         num_outputs: classes (multiclass), labels (multilabel), 1 (binary, regression), or the
             vocabulary size (language-modelling): the width of the model's output.
@@ -73,7 +76,7 @@ class TaskData:
 
     name: str
     task: str
-    train: TensorDataset
+    train: TensorDataset | Dataset
     val: TensorDataset
     num_features: int
     num_outputs: int
@@ -284,6 +287,127 @@ def _sequence(name: str, seed: int, val_fraction: float) -> TaskData:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# The contrastive task: two augmented views of each digit.
+
+DIGIT_SIDE = 8  # scikit-learn's digits are 8 x 8 images with pixel values 0 .. 16
+DIGIT_MAX = 16.0
+EMBED_DIM = 32  # width of the contrastive task's L2-normalised embedding
+# Augmentation strengths: a shift of up to 1 pixel moves an 8 x 8 digit by 12% of its width;
+# stronger settings start to turn one digit into another (a shifted 1 next to a 7).
+SHIFT = 1  # pixels, in each direction
+NOISE = 0.1  # std of the added Gaussian noise, pixels in [0, 1]
+DROPOUT = 0.1  # chance that a pixel is set to 0
+
+
+def augment_digits(
+    images: Tensor, generator: torch.Generator | None = None, *, shift: int = SHIFT,
+    noise: float = NOISE, dropout: float = DROPOUT,
+) -> Tensor:
+    r"""A random view of each 8 x 8 image: shift, then pixel dropout, then Gaussian noise.
+
+    Each image moves by ``(dy, dx)``, each drawn from ``-shift .. shift``; pixels shifted in
+    are 0. Each pixel is then zeroed with probability ``dropout``, and
+    :math:`\mathcal N(0, \mathrm{noise}^2)` is added to every pixel. All draws come from
+    ``generator`` (torch's global generator when None), so a seeded generator gives the same
+    views on every run.
+
+    Args:
+        images: ``(B, 64)`` or ``(B, 8, 8)`` float pixels (the task's are in [0, 1]).
+        generator: the source of randomness.
+
+    Returns:
+        A new tensor of ``images``' shape and dtype.
+
+    >>> x = torch.zeros(1, 64); x[0, 27] = 1.0  # one lit pixel at row 3, column 3
+    >>> v = augment_digits(x, torch.Generator().manual_seed(0), noise=0.0, dropout=0.0)
+    >>> lit = v[0].nonzero().flatten().tolist(); len(lit), abs(lit[0] // 8 - 3) <= 1
+    (1, True)
+    """
+    flat, square = (DIGIT_SIDE * DIGIT_SIDE,), (DIGIT_SIDE, DIGIT_SIDE)
+    if images.dim() < 2 or tuple(images.shape[1:]) not in (flat, square):
+        raise DataError(f"images must be (B, 64) or (B, 8, 8); got shape {tuple(images.shape)}. "
+                        f"Fix: pass a batch of scikit-learn digits, flattened or not.")
+    b = images.shape[0]
+    x = images.reshape(b, DIGIT_SIDE, DIGIT_SIDE)  # (B, 8, 8)
+    opts = {"device": images.device}
+    padded = torch.nn.functional.pad(x, (shift,) * 4)  # (B, 8 + 2 shift, 8 + 2 shift)
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, b, 1), generator=generator, **opts)  # (B, 1)
+    side = torch.arange(DIGIT_SIDE, **opts)  # (8,)
+    rows, cols = dy + side, dx + side  # (B, 8) each: the window of each image in `padded`
+    batch = torch.arange(b, **opts)[:, None, None]  # (B, 1, 1)
+    x = padded[batch, rows[:, :, None], cols[:, None, :]]  # (B, 8, 8)
+    keep = torch.rand(x.shape, generator=generator, **opts) >= dropout
+    x = x * keep + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype, **opts)
+    return x.reshape(images.shape)
+
+
+class TwoViewDigits(Dataset):
+    """Digits with two fresh augmented views per row: ``(views (2, 64), label)`` items.
+
+    Every access draws new views from torch's global generator (:func:`augment_digits`), so
+    each epoch sees new views; ``fit(seed=...)`` seeds that generator, and its checkpoints store
+    it, which makes a run and its resume repeat the same views. A batch of indices is augmented
+    in one vectorised call (``__getitems__``, which torch's DataLoader uses when present).
+
+    Attributes:
+        images: ``(N, 64)`` float32 clean pixels in [0, 1]. labels: ``(N,)`` int64 digits.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def views(self, index: Tensor | slice | list[int]) -> tuple[Tensor, Tensor]:
+        """``(views (B, 2, 64), labels (B,))`` for the rows ``index``."""
+        clean = self.images[index]  # (B, 64)
+        pair = torch.stack([augment_digits(clean), augment_digits(clean)], dim=1)  # (B, 2, 64)
+        return pair, self.labels[index]
+
+    def __getitem__(self, index: int | slice) -> tuple[Tensor, Tensor]:
+        if isinstance(index, slice):  # a batch, e.g. the doctor's train[:256]
+            return self.views(index)
+        pair, label = self.views([index])
+        return pair[0], label[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, Tensor]]:
+        pair, labels = self.views(list(indices))
+        return list(zip(pair, labels, strict=True))  # the DataLoader's collate stacks them
+
+
+def _digits_contrastive(name: str, seed: int, val_fraction: float) -> TaskData:
+    """scikit-learn's digits as a contrastive task: learn an embedding from two views.
+
+    Pixels are scaled to [0, 1] (``x / 16``), not standardised per pixel: a shift moves a
+    pixel's value into its neighbour's column. Training rows draw two new views at every access
+    (:class:`TwoViewDigits`); validation rows are fixed, view 0 the clean image and view 1 one
+    augmentation drawn from ``seed``, so the validation loss is the same sum every epoch and
+    view 0 gives the clean embedding that the k-NN metric classifies.
+    """
+    import sklearn.datasets
+
+    _check_val_fraction(val_fraction)
+    bunch = sklearn.datasets.load_digits()
+    x = np.asarray(bunch.data, dtype=np.float32) / DIGIT_MAX  # (N, 64) in [0, 1]
+    y = np.asarray(bunch.target, dtype=np.int64)
+    tr, va = _split(len(x), seed, val_fraction, y, name)
+    x_va = torch.from_numpy(x[va])  # (Nv, 64)
+    view = augment_digits(x_va, torch.Generator().manual_seed(seed))
+    return TaskData(
+        name=name,
+        task="contrastive",
+        train=TwoViewDigits(torch.from_numpy(x[tr]), torch.from_numpy(y[tr])),
+        val=TensorDataset(torch.stack([x_va, view], dim=1), torch.from_numpy(y[va])),
+        num_features=x.shape[1],
+        num_outputs=EMBED_DIM,
+        feature_names=tuple(f"pixel_{i // 8}_{i % 8}" for i in range(x.shape[1])),
+        class_names=tuple(str(c) for c in bunch.target_names),
+        description="scikit-learn load_digits(): two augmented views (shift, dropout, noise)",
+    )
+
+
 _BUILDERS: dict[str, Callable[[str, int, float], TaskData]] = {
     "digits": _sklearn("load_digits", "multiclass"),
     "breast-cancer": _sklearn("load_breast_cancer", "binary"),
@@ -293,12 +417,14 @@ _BUILDERS: dict[str, Callable[[str, int, float], TaskData]] = {
     "multilabel": _multilabel,
     "regression-outliers": _regression_outliers,
     "sequence": _sequence,
+    "digits-contrastive": _digits_contrastive,
 }
 DATASETS: tuple[str, ...] = tuple(_BUILDERS)
 TASK_OF: dict[str, str] = {
     "digits": "multiclass", "breast-cancer": "binary", "diabetes": "regression",
     "iris": "multiclass", "wine": "multiclass", "multilabel": "multilabel",
     "regression-outliers": "regression", "sequence": "language-modelling",
+    "digits-contrastive": "contrastive",
 }
 
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 import losskit as lk
 from losskit import registry
 from losskit.data import TaskData
+from losskit.train import contrastive
 
 _DEFAULT = {
     "multiclass": "cross-entropy",
@@ -38,6 +39,7 @@ _DEFAULT = {
     "multilabel": "bce-with-logits",
     "regression": "mse",
     "language-modelling": "cross-entropy",
+    "contrastive": "info_nce",
 }
 # What each task's targets are, in the registry's words: a loss fits a task when its record
 # takes that target kind and names a CLI name.
@@ -51,7 +53,10 @@ _TARGET_KIND = {
 
 
 def _fitting(task: str) -> tuple[str, ...]:
-    names = [r.cli for r in registry.records() if r.cli and _TARGET_KIND[task] in r.targets]
+    if task == "contrastive":  # the records say which losses learn embeddings from views
+        names = [r.cli or r.name for r in registry.records() if contrastive.fits(r)]
+    else:
+        names = [r.cli for r in registry.records() if r.cli and _TARGET_KIND[task] in r.targets]
     return tuple(sorted(names, key=lambda n: n != _DEFAULT[task]))  # the default first
 
 
@@ -140,7 +145,9 @@ def make_model(data: TaskData, *, hidden: int = 128, seed: int = 0) -> nn.Module
     """A small model for ``data``'s task, initialised from ``seed`` (the global RNG is untouched).
 
     An :class:`MLP` for tables (``(N, F) -> (N, num_outputs)``); a :class:`TokenModel` for
-    language modelling (``(B, T) -> (B, V, T)``).
+    language modelling (``(B, T) -> (B, V, T)``); an
+    :class:`~losskit.train.contrastive.EmbeddingMLP` for the contrastive task
+    (``(B, 2, F) -> (B, 2, num_outputs)``, unit rows).
     """
     _check_task(data.task)
     if hidden < 1:
@@ -149,7 +156,20 @@ def make_model(data: TaskData, *, hidden: int = 128, seed: int = 0) -> nn.Module
         torch.manual_seed(seed)
         if data.task == "language-modelling":
             return TokenModel(data.num_features, hidden)
+        if data.task == "contrastive":
+            return contrastive.EmbeddingMLP(data.num_features, data.num_outputs, hidden)
         return MLP(data.num_features, data.num_outputs, hidden)
+
+
+def fit_task(data: TaskData) -> str | None:
+    """The ``task=`` to give ``fit`` for ``data``: its task, or None for the contrastive task,
+    whose metric (:func:`make_metrics`) is passed explicitly rather than chosen by task.
+
+    >>> from losskit import data
+    >>> fit_task(data.load("iris")), fit_task(data.load("digits-contrastive"))
+    ('multiclass', None)
+    """
+    return None if data.task == "contrastive" else data.task
 
 
 def make_loss(name: str, data: TaskData) -> nn.Module:
@@ -169,6 +189,8 @@ def make_loss(name: str, data: TaskData) -> nn.Module:
             f"Fix: use one of {', '.join(fitting)}."
         )
     record = registry.get(name)
+    if data.task == "contrastive":
+        return contrastive.make_loss(record)
     module: type[nn.Module] = record.module
     # A recipe model outputs logits: a loss that wants probabilities or log-probabilities gets
     # the activation applied inside the loss (see the module docstring).
@@ -184,19 +206,31 @@ def make_loss(name: str, data: TaskData) -> nn.Module:
     return module(**kwargs)
 
 
-def make_metrics(data: TaskData) -> Any:
-    """``fit``'s ``metrics=`` for ``data``: regression errors in the target's original unit.
+def make_metrics(data: TaskData, model: nn.Module | None = None) -> Any:
+    """``fit``'s ``metrics=`` for ``data``: regression errors in the target's original unit,
+    the k-NN accuracy of the contrastive task's embeddings.
 
     The built-in and CSV regression targets are standardised, so the MAE and RMSE fit would
     compute are in standard deviations; this returns a
-    :class:`~losskit.metrics.TaskMetrics` that multiplies them by ``data.target_std``. Other
-    tasks get None (fit picks their metrics).
+    :class:`~losskit.metrics.TaskMetrics` that multiplies them by ``data.target_std``. The
+    contrastive task gets ``{"knn_accuracy": KNNAccuracy}``: clean validation images against
+    ``model``'s embeddings of the clean training images (so it needs ``model``). Other tasks get
+    None (fit picks their metrics).
 
     >>> from losskit import data
     >>> d = data.load("diabetes")
     >>> make_metrics(d).target_std == d.target_std, make_metrics(data.load("iris"))
     (True, None)
     """
+    if data.task == "contrastive":
+        if model is None:
+            raise ValueError("make_metrics on the contrastive task needs model=: the k-NN "
+                             "accuracy embeds the training images with it. Fix: "
+                             "make_metrics(data, model).")
+        reference = contrastive.embed_reference(model, data.train.images, data.train.labels)
+        from losskit.train.knn import KNNAccuracy
+
+        return {"knn_accuracy": KNNAccuracy(reference)}
     if data.task != "regression":
         return None
     from losskit.metrics import TaskMetrics

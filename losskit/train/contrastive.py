@@ -1,0 +1,107 @@
+r"""The contrastive recipe: an embedding model, the losses called on two views, a k-NN metric.
+
+The contrastive task (``data.load("digits-contrastive")``) feeds ``fit`` batches of
+``(views (B, 2, F), labels (B,))``. The model embeds every view to a unit vector,
+``(B, 2, F) -> (B, 2, D)``. How a loss is called on that output comes from its registry record:
+
+* a loss whose target kind is ``"none"`` (InfoNCE, CLIP) takes the two views as positives:
+  ``loss(out[:, 0], out[:, 1])``; the labels are not used.
+* a loss that takes ``"class-indices"`` (SupCon) takes the views and the labels as they come:
+  ``loss(out, labels)``, so views of same-label digits are positives too.
+
+The validation metric is the k-NN accuracy (:mod:`losskit.train.knn`): each clean validation
+image gets the majority label of its nearest clean training images (cosine similarity of the
+embeddings). :func:`embed_reference` gives it the training embeddings of the current model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losskit import registry
+
+CATALOG_ROW = "contrastive representation learning"  # the catalog row of the losses that fit
+
+
+def fits(record: registry.LossRecord) -> bool:
+    """Whether the contrastive task can train with the loss of ``record``.
+
+    The record must say the loss takes embeddings and belongs to the catalog row
+    ``"contrastive representation learning"``, and its targets must tell how to call it:
+    ``"none"`` (two views) or ``"class-indices"`` (views and labels).
+    """
+    in_row = any(row == CATALOG_ROW for row, _ in record.catalog)
+    callable_here = record.targets == ("none",) or "class-indices" in record.targets
+    return record.input == "embeddings" and in_row and callable_here
+
+
+class EmbeddingMLP(nn.Module):
+    r"""An MLP to an L2-normalised embedding: ``(..., F) -> (..., D)`` with :math:`\|z\|_2 = 1`.
+
+    Works on any leading shape: ``(B, F)`` images or ``(B, V, F)`` views.
+
+    >>> m = EmbeddingMLP(64, 8, hidden=16)
+    >>> z = m(torch.randn(3, 2, 64))
+    >>> tuple(z.shape), bool(torch.allclose(z.norm(dim=-1), torch.ones(3, 2)))
+    ((3, 2, 8), True)
+    """
+
+    def __init__(self, features: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(features, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.net(x), dim=-1)
+
+
+@functools.cache
+def two_view(module: type[nn.Module]) -> type[nn.Module]:
+    """A subclass of ``module`` that takes ``(views (B, 2, D), labels)`` and calls
+    ``module.forward(views[:, 0], views[:, 1])``.
+
+    A subclass rather than a wrapper: :func:`losskit.registry.lookup` still finds the loss's
+    record (its mean count, its doctor expectations) through the class's MRO.
+    """
+
+    def forward(self: nn.Module, views: Tensor, labels: Tensor | None = None) -> Tensor:
+        if views.dim() != 3 or views.shape[1] != 2:
+            raise ValueError(
+                f"{module.__name__} on the contrastive task takes views of shape (B, 2, D); got "
+                f"{tuple(views.shape)}. Fix: give the model's output for two views per row.")
+        return module.forward(self, views[:, 0], views[:, 1])  # (B, D) each
+
+    doc = f"``{module.__name__}`` on the two views of a ``(B, 2, D)`` output (labels unused)."
+    return type(f"TwoView{module.__name__}", (module,), {"forward": forward, "__doc__": doc})
+
+
+def make_loss(record: registry.LossRecord) -> nn.Module:
+    """The loss of ``record`` with its defaults, called the way the contrastive task needs."""
+    if record.targets == ("none",):
+        return two_view(record.module)()
+    return record.module()
+
+
+def embed_reference(model: nn.Module, images: Tensor, labels: Tensor) -> Callable:
+    """A ``reference()`` for :class:`~losskit.train.knn.KNNAccuracy`: ``model``'s embeddings
+    of ``images`` (``(R, F) -> (R, D)``) at the time of the call, in eval mode."""
+
+    @torch.no_grad()
+    def reference() -> tuple[Tensor, Tensor]:
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            return model(images.to(device)), labels.to(device)
+        finally:
+            model.train(was_training)
+
+    return reference
