@@ -383,8 +383,8 @@ def _digits_contrastive(name: str, seed: int, val_fraction: float) -> TaskData:
     Pixels are scaled to [0, 1] (``x / 16``), not standardised per pixel: a shift moves a
     pixel's value into its neighbour's column. Training rows draw two new views at every access
     (:class:`TwoViewDigits`); validation rows are fixed, view 0 the clean image and view 1 one
-    augmentation drawn from ``seed``, so the validation loss is the same sum every epoch and
-    view 0 gives the clean embedding that the k-NN metric classifies.
+    augmentation drawn from ``seed``, so the validation loss is the same sum every epoch; the
+    k-NN metrics classify both views (:func:`losskit.train.recipes.make_metrics`).
     """
     import sklearn.datasets
 

@@ -9,9 +9,10 @@ The contrastive task (``data.load("digits-contrastive")``) feeds ``fit`` batches
 * a loss that takes ``"class-indices"`` (SupCon) takes the views and the labels as they come:
   ``loss(out, labels)``, so views of same-label digits are positives too.
 
-The validation metric is the k-NN accuracy (:mod:`losskit.train.knn`): each clean validation
-image gets the majority label of its nearest clean training images (cosine similarity of the
-embeddings). :func:`embed_reference` gives it the training embeddings of the current model.
+The validation metric is the k-NN accuracy (:mod:`losskit.train.knn`): each augmented
+validation view gets the majority label of its nearest clean training images (cosine
+similarity of the embeddings). :func:`embed_reference` gives it the training embeddings of the
+current model.
 """
 
 from __future__ import annotations

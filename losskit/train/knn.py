@@ -63,25 +63,26 @@ def knn_accuracy(
 class KNNAccuracy(torchmetrics.Metric):
     """:func:`knn_accuracy` of the validation embeddings against a reference set, for ``fit``.
 
-    ``update(output, target)`` keeps view 0 of a ``(B, V, D)`` output (the clean image in the
-    contrastive task's validation set) or the rows of a ``(B, D)`` one, with their labels.
-    ``compute()`` calls ``reference()`` for ``(embeddings (R, D), labels (R,))``, typically the
-    current model applied to the clean training images, and scores the kept rows against them.
-    Under ``torch.distributed`` the kept rows are gathered from every rank (torchmetrics'
-    ``cat`` reduction) before scoring.
+    ``update(output, target)`` keeps view ``view`` of a ``(B, V, D)`` output (or the rows of a
+    ``(B, D)`` one) with their labels. ``compute()`` calls ``reference()`` for
+    ``(embeddings (R, D), labels (R,))``, typically the current model applied to the clean
+    training images, and scores the kept rows against them. Under ``torch.distributed`` the
+    kept rows are gathered from every rank (torchmetrics' ``cat`` reduction) before scoring.
     """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, reference: Callable[[], tuple[Tensor, Tensor]], k: int = KNN_K) -> None:
+    def __init__(
+        self, reference: Callable[[], tuple[Tensor, Tensor]], *, k: int = KNN_K, view: int = 0
+    ) -> None:
         super().__init__()
-        self.reference, self.k = reference, k
+        self.reference, self.k, self.view = reference, k, view
         self.add_state("embeddings", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
 
     def update(self, output: Tensor, target: Tensor) -> None:
-        rows = output[:, 0] if output.dim() == 3 else output  # (B, D)
+        rows = output[:, self.view] if output.dim() == 3 else output  # (B, D)
         self.embeddings.append(rows.detach().float())
         self.labels.append(target.detach())
 
@@ -91,5 +92,3 @@ class KNNAccuracy(torchmetrics.Metric):
         value = knn_accuracy(query, labels, ref.to(query.device), ref_labels.to(query.device),
                              k=self.k)
         return torch.tensor(value)
-
-
