@@ -382,6 +382,13 @@ def _builtin_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     task_data = data.load(args.task, seed=args.seed)
     name = args.loss or recipes.default_loss(task_data.task)
     _check_loss(name, task_data)
+    gap = recipes.doctor_gap(name, task_data)
+    if gap is not None:
+        others = [n for n in recipes.LOSSES_BY_TASK[task_data.task]
+                  if recipes.doctor_gap(n, task_data) is None]
+        raise UsageError(f"doctor --task {args.task} --loss {name} is not supported: {gap}. "
+                         f"Fix: check --loss {' or '.join(others)}, or train it with losskit "
+                         f"train --task {args.task} --loss {name}.")
     model = recipes.make_model(task_data, seed=args.seed)
     return model, recipes.make_loss(name, task_data), task_data.train[: args.batch_size]
 

@@ -85,7 +85,8 @@ def infer_task(loss_fn: object, target: Tensor) -> str | None:
     ``multiclass`` (``(N,)``) or ``language-modelling`` (``(N, T)``). A loss losskit does not know
     gets a task only from integer class-index targets, so a custom loss never gets metrics that do
     not fit its targets. A loss that takes hidden states (linear+cross-entropy: the logits exist
-    only inside the loss) gets no task: metrics on the hidden states would be meaningless.
+    only inside the loss) or embeddings (SupCon takes class indices, but its output holds no
+    class scores) gets no task: classification metrics on them would be meaningless.
 
     >>> import losskit as lk
     >>> infer_task(lk.CrossEntropyLoss(), torch.tensor([0, 2]))
@@ -96,8 +97,8 @@ def infer_task(loss_fn: object, target: Tensor) -> str | None:
     None
     """
     record = registry.lookup(loss_fn)
-    if record is not None and record.input == "hidden":
-        return None  # the model outputs hidden states; the logits exist only inside the loss
+    if record is not None and record.input in ("hidden", "embeddings"):
+        return None  # the model outputs hidden states or embeddings, not class scores
     kinds = record.targets if record is not None else ("class-indices",)
     if kinds[0] in ("real", "counts"):
         return "regression"

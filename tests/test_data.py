@@ -14,7 +14,13 @@ LAYOUT = {  # task -> (input dtype, target dtype, target dims)
     "multilabel": (torch.float32, torch.float32, 2),
     "regression": (torch.float32, torch.float32, 2),
     "language-modelling": (torch.int64, torch.int64, 2),
+    "contrastive": (torch.float32, torch.int64, 1),
 }
+
+
+def _tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split's (inputs, targets); the contrastive train set draws its views on access."""
+    return split.tensors if hasattr(split, "tensors") else split[: len(split)]
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +30,19 @@ def loaded() -> dict[str, data.TaskData]:
 
 def test_every_dataset_has_its_task_layout(loaded) -> None:
     assert set(data.DATASETS) == {"digits", "breast-cancer", "diabetes", "iris", "wine",
-                                  "multilabel", "regression-outliers", "sequence"}
+                                  "multilabel", "regression-outliers", "sequence",
+                                  "digits-contrastive"}
     for name, d in loaded.items():
         assert d.task == data.TASK_OF[name]
         x_dtype, y_dtype, y_dims = LAYOUT[d.task]
         for split in (d.train, d.val):
-            x, y = split.tensors
+            x, y = _tensors(split)
             assert (x.dtype, y.dtype, y.dim()) == (x_dtype, y_dtype, y_dims), name
             assert len(x) == len(y)
         n = len(d.train) + len(d.val)
         assert len(d.val) == pytest.approx(0.2 * n, abs=1)
         if d.task != "language-modelling":
-            assert d.train.tensors[0].shape[1] == d.num_features
+            assert _tensors(d.train)[0].shape[-1] == d.num_features
         if d.task == "multiclass":
             assert int(d.train.tensors[1].max()) + 1 == d.num_outputs == len(d.class_names)
 

@@ -10,7 +10,15 @@ import torch.nn.functional as F
 
 import losskit as lk
 from losskit import data
-from losskit.train import LOSSES, LOSSES_BY_TASK, default_loss, fit, make_loss, make_model
+from losskit.train import (
+    LOSSES,
+    LOSSES_BY_TASK,
+    default_loss,
+    fit,
+    make_loss,
+    make_metrics,
+    make_model,
+)
 from losskit.train.recipes import LogSoftmaxNLLLoss, SigmoidBCELoss
 
 DATASET_OF_TASK = {
@@ -19,6 +27,7 @@ DATASET_OF_TASK = {
     "multilabel": "multilabel",
     "regression": "regression-outliers",
     "language-modelling": "sequence",
+    "contrastive": "digits-contrastive",
 }
 
 
@@ -38,7 +47,7 @@ def test_every_recipe_loss_trains_without_loss_warnings(datasets, task, loss) ->
     with warnings.catch_warnings(), lk.checks("always"):  # value checks on every call
         warnings.simplefilter("error", lk.LossWarning)
         h = fit(model, make_loss(loss, d), d.train, d.val, epochs=3, lr=1e-2, batch_size=128,
-                seed=0, progress=False)
+                metrics=make_metrics(d, model), seed=0, progress=False)
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert h.main_metric in h.final  # the task's metrics were computed
 

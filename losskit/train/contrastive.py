@@ -41,6 +41,21 @@ def fits(record: registry.LossRecord) -> bool:
     return record.input == "embeddings" and in_row and callable_here
 
 
+def doctor_gap(record: registry.LossRecord) -> str | None:
+    r"""Why ``losskit doctor`` cannot judge the loss of ``record`` on the contrastive task, or
+    None when it can.
+
+    The doctor's overfit check wants the loss 90% of the way to its lowest value, taken as 0
+    for a loss it has no formula for. A loss that takes labels (SupCon) has a lowest value above
+    0 whenever a label repeats in the batch (about the mean of :math:`\log |P_i|` over anchors,
+    ``P_i`` the positives), so the check would fail a healthy setup.
+    """
+    if "class-indices" in record.targets:
+        return (f"the doctor does not know {record.name}'s lowest value: with labels that repeat "
+                f"in the batch it is above 0, so its overfit check would fail a healthy model")
+    return None
+
+
 class EmbeddingMLP(nn.Module):
     r"""An MLP to an L2-normalised embedding: ``(..., F) -> (..., D)`` with :math:`\|z\|_2 = 1`.
 

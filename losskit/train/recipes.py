@@ -206,6 +206,19 @@ def make_loss(name: str, data: TaskData) -> nn.Module:
     return module(**kwargs)
 
 
+def doctor_gap(name: str, data: TaskData) -> str | None:
+    """Why the doctor cannot judge loss ``name`` on ``data``'s task, or None when it can.
+
+    >>> from losskit import data
+    >>> d = data.load("digits-contrastive")
+    >>> doctor_gap("info_nce", d) is None, doctor_gap("supcon_loss", d) is None
+    (True, False)
+    """
+    if data.task != "contrastive":
+        return None
+    return contrastive.doctor_gap(registry.get(name))
+
+
 def make_metrics(data: TaskData, model: nn.Module | None = None) -> Any:
     """``fit``'s ``metrics=`` for ``data``: regression errors in the target's original unit,
     the k-NN accuracy of the contrastive task's embeddings.
