@@ -166,10 +166,10 @@ def test_a_healthy_run_beats_chance_and_its_untrained_start(task) -> None:
     h = fit(model, make_loss("info_nce", task), task.train, task.val, epochs=4, lr=3e-3,
             batch_size=128, metrics=make_metrics(task, model), seed=0, progress=False)
     final = h.final["val_knn_accuracy"]
-    # Chance is 0.1 (ten balanced digits). Measured at seed 0: about 0.27 untrained, 0.72 after
-    # these 4 epochs (0.81 after the CLI's 20).
+    # Chance is 0.1 (ten balanced digits). Measured (seeds 0, 1, 2): 0.23, 0.30, 0.32 untrained;
+    # 0.60, 0.59, 0.65 after these 4 epochs (about 0.8 after the CLI's default 20).
     assert start < 0.4
-    assert final > 0.55 and final > start + 0.2
+    assert final > 0.45 and final > start + 0.2
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -177,7 +177,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_cli_compare_train_and_doctor_on_a_tiny_budget(tmp_path: Path, capsys) -> None:
+def test_cli_compare_on_a_tiny_budget(tmp_path: Path, capsys) -> None:
     budget = ["--epochs", "1", "--batch-size", "256", "--no-progress", "--hidden", "32"]
     assert main(["compare", "--task", "digits-contrastive", "--out", str(tmp_path / "c"),
                  *budget]) == 0
@@ -187,6 +187,10 @@ def test_cli_compare_train_and_doctor_on_a_tiny_budget(tmp_path: Path, capsys) -
         value = float(r["final_val_knn_accuracy"])
         assert 0 <= value <= 1 and math.isfinite(float(r["final_val_loss"]))
     assert (tmp_path / "c" / "compare.png").stat().st_size > 0
+
+
+def test_cli_train_and_doctor_on_a_tiny_budget(tmp_path: Path, capsys) -> None:
+    budget = ["--epochs", "1", "--batch-size", "256", "--no-progress", "--hidden", "32"]
     assert main(["train", "--task", "digits-contrastive", "--loss", "info_nce",
                  "--out", str(tmp_path / "t"), *budget]) == 0
     assert "val_knn_accuracy" in capsys.readouterr().out
