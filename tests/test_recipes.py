@@ -98,6 +98,8 @@ def test_models_have_the_task_shapes_and_are_seeded(datasets) -> None:
         out = make_model(d, hidden=8)(x)
         if d.task == "language-modelling":
             assert tuple(out.shape) == (4, d.num_outputs, x.shape[1])  # (B, V, T)
+        elif d.task == "contrastive":
+            assert tuple(out.shape) == (4, 2, d.num_outputs)  # (B, views, D)
         else:
             assert tuple(out.shape) == (4, d.num_outputs)
     d = datasets["multiclass"]
