@@ -337,9 +337,12 @@ class _ChunkBuffers:
 
     def rows(self, n: int) -> _ChunkBuffers:
         """The same buffers cut to a chunk of ``n`` rows (views, contiguous)."""
-        return _ChunkBuffers(*(None if t is None or t.dim() == 1 else t[:n] for t in (
-            self.raw, self.log_p, self.log_q, self.work, self.log_m, self.student, self.teacher,
-            self.column)), self.vocab)
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[:n]
+
+        return _ChunkBuffers(self.raw[:n], self.log_p[:n], self.log_q[:n], self.work[:n],
+                             cut(self.log_m), cut(self.student), cut(self.teacher),
+                             self.column[:n], self.vocab)
 
 
 def _log_softmax_into(out: Tensor, x: Tensor, w: Tensor, b: Tensor | None, raw: Tensor,
