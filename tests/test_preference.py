@@ -434,3 +434,82 @@ def test_setting_types():
             LF.simpo_loss(pc, pr, **kwargs)
     with pytest.raises(lk.LossInputError, match=r"`lambda_`.*real number"):
         LF.orpo_loss(pc, pr, lambda_=torch.tensor(0.1))
+
+
+# ----------------------------------------------------------------------------------------------
+# ORPO near a mean log-probability of 0: the paper's odds written with expm1 as the oracle
+
+
+def _orpo_term64(x_w: float, x_l: float) -> float:
+    """-log sigmoid(log odds_w - log odds_l) = log(1 + odds_l / odds_w), odds = p / (1 - p) with
+    1 - p = -expm1(x) (exact near p = 1, where 1 - exp(x) loses every digit)."""
+    odds_w, odds_l = math.exp(x_w) / -math.expm1(x_w), math.exp(x_l) / -math.expm1(x_l)
+    return math.log1p(odds_l / odds_w)
+
+
+def _orpo_grad_chosen64(x_w: float, x_l: float, lam: float) -> float:
+    """d/dx_w of -x_w + lam * term by hand: -1 - lam sigma(log odds_l - log odds_w) / (1 - p_w),
+    rearranged as -1 - lam odds_l / (odds_l (1 - p_w) + p_w), finite at x_w = 0 (= -1 - lam
+    odds_l, the one-sided limit)."""
+    p_w, odds_l = math.exp(x_w), math.exp(x_l) / -math.expm1(x_l)
+    return -1 - lam * odds_l / (odds_l * -math.expm1(x_w) + p_w)
+
+
+@pytest.mark.parametrize("x_w", [0.0, -1e-300, -1e-12, -1e-6, -0.3, -math.log(2) + 1e-9,
+                                 -math.log(2) - 1e-9, -2.0, -30.0])
+def test_orpo_value_and_chosen_gradient_match_hand_values_near_zero(x_w):
+    lam, x_l = 0.5, -1.3
+    chosen = torch.tensor([x_w], dtype=torch.float64, requires_grad=True)
+    rejected = torch.tensor([x_l], dtype=torch.float64)
+    loss = LF.orpo_loss(chosen, rejected, lambda_=lam)
+    loss.backward()
+    want = -x_w + lam * _orpo_term64(x_w, x_l) if x_w < 0 else lam * 0.0
+    assert abs(loss.item() - want) <= 1e-14 + 1e-13 * abs(want)
+    want_grad = _orpo_grad_chosen64(x_w, x_l, lam)
+    assert abs(chosen.grad.item() - want_grad) <= 1e-13 * abs(want_grad)
+
+
+def test_orpo_gradient_at_zero_is_the_limit_of_finite_differences():
+    """The gradient at x_w = 0 equals the slope of the loss just below 0 (one-sided finite
+    differences), and the value is continuous there."""
+    lam, x_l = 0.7, -0.4
+    at = LF.orpo_loss(torch.tensor([0.0], dtype=torch.float64), torch.tensor([x_l],
+                      dtype=torch.float64), lambda_=lam)
+    chosen = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    LF.orpo_loss(chosen, torch.tensor([x_l], dtype=torch.float64), lambda_=lam).backward()
+    for h in (1e-4, 1e-6):
+        below = LF.orpo_loss(torch.tensor([-h], dtype=torch.float64),
+                             torch.tensor([x_l], dtype=torch.float64), lambda_=lam)
+        slope = (at - below).item() / h
+        assert abs(slope - chosen.grad.item()) < 5 * h * (1 + lam / math.expm1(-x_l) ** 2)
+    assert at.item() == 0.0
+    assert chosen.grad.item() == pytest.approx(-1 - lam / math.expm1(-x_l), rel=1e-15)
+
+
+def test_orpo_gradcheck_on_both_sides_of_the_branch_switch():
+    x = torch.tensor([-1e-7, -0.69, -0.7, -5.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([-0.2, -3.0, -1e-3, -0.69], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: LF.orpo_loss(a, b, lambda_=0.3, reduction="none"), (x, y))
+
+
+def test_orpo_float32_near_zero_follows_float64():
+    x_w = torch.tensor([0.0, -1e-7, -1e-3, -0.5, -60.0], dtype=torch.float64)
+    x_l = torch.tensor([-2.0, -0.1, -1e-2, -0.5, -1.0], dtype=torch.float64)
+    grads = []
+    for dtype in (torch.float64, torch.float32):
+        c = x_w.to(dtype).detach().clone().requires_grad_()
+        LF.orpo_loss(c, x_l.to(dtype), lambda_=0.2, reduction="sum").backward()
+        grads.append(c.grad.double())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
+
+
+def test_orpo_beta_from_trl_raises_a_type_error_naming_lambda():
+    pc, pr = torch.tensor([-0.5]), torch.tensor([-1.5])
+    with pytest.raises(TypeError, match=r"'beta'.*losskit calls it `lambda_`.*lambda_=0\.1"):
+        LF.orpo_loss(pc, pr, beta=0.1)
+    with pytest.raises(TypeError, match=r"'beta'.*`lambda_`"):
+        lk.ORPOLoss(beta=0.2)
+    with pytest.raises(TypeError, match=r"'gamma'.*not one of this loss's options"):
+        LF.orpo_loss(pc, pr, gamma=1.0)
+    torch.testing.assert_close(LF.orpo_loss(pc, pr, lambda_=0.1), lk.ORPOLoss(lambda_=0.1)(pc, pr))

@@ -64,7 +64,7 @@ def row_divergence(student: Tensor, teacher: Tensor, div: Divergence) -> Tensor:
     forward KL :math:`\mathrm{KL}(q \| p)` at :math:`\beta = 0` and reverse KL
     :math:`\mathrm{KL}(p \| q)` at :math:`\beta = 1`. Both times ``div.scale``.
     """
-    return _rows(*_log_probs(student, teacher, div), div)[0]
+    return _rows(*_log_probs(student, teacher, div), div)
 
 
 def _log_probs(student: Tensor, teacher: Tensor, div: Divergence) -> tuple[Tensor, Tensor]:
@@ -85,10 +85,10 @@ def _beta(div: Divergence) -> float:
     return 0.0 if div.kind == "kl" else div.beta
 
 
-def _rows(log_p: Tensor, log_q: Tensor, div: Divergence) -> tuple[Tensor, Tensor | None]:
-    r"""Per-row divergence ``(*)`` (times ``div.scale``) from the log-probabilities, and
-    :math:`\log m` ``(*, V)`` for the mixture JSD (None otherwise)."""
-    beta, log_m = _beta(div), None
+def _rows(log_p: Tensor, log_q: Tensor, div: Divergence) -> Tensor:
+    """Per-row divergence ``(*)`` (times ``div.scale``) from the log-probabilities ``(*, V)``;
+    the fused path's :func:`_rows_into` is the same arithmetic in reused buffers."""
+    beta = _beta(div)
     if beta == 0.0:  # forward KL(q || p)
         out = (log_q.exp() * (log_q - log_p)).sum(-1)
     elif beta == 1.0:  # reverse KL(p || q)
@@ -98,28 +98,7 @@ def _rows(log_p: Tensor, log_q: Tensor, div: Divergence) -> tuple[Tensor, Tensor
         log_m = torch.logaddexp(log_q + math.log(beta), log_p + math.log1p(-beta))
         out = (beta * (log_q.exp() * (log_q - log_m)).sum(-1)
                + (1 - beta) * (log_p.exp() * (log_p - log_m)).sum(-1))
-    return (out * div.scale if div.scale != 1.0 else out), log_m
-
-
-def _rows_grad(log_p: Tensor, log_q: Tensor, log_m: Tensor | None, div: Divergence) -> Tensor:
-    r"""d(row divergence) / d(student logits), ``(n, V)``, written out (the fused path's chunks).
-
-    With :math:`p = \mathrm{softmax}(s / T)`: forward KL gives :math:`(p - q) / T`; otherwise
-    :math:`\partial l / \partial p = g` up to a constant, :math:`g = \log p - \log q`
-    (reverse KL) or :math:`(1 - \beta)(\log p - \log m)` (mixture JSD), and the softmax's
-    Jacobian gives :math:`p \odot (g - \langle p, g \rangle) / T`. Times ``div.scale``.
-    """
-    beta, p = _beta(div), log_p.exp()
-    if beta == 0.0:
-        grad = p.sub_(log_q.exp())
-    else:
-        other = log_q if beta == 1.0 else log_m
-        assert other is not None  # the mixture's log_m exists whenever 0 < beta < 1
-        g = log_p - other
-        if beta != 1.0:
-            g.mul_(1 - beta)
-        grad = g.sub_((p * g).sum(-1, keepdim=True)).mul_(p)
-    return grad.mul_(div.scale / div.temperature)
+    return out * div.scale if div.scale != 1.0 else out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,19 +279,20 @@ def jsd(
 # The fused path: hidden states and heads, never both [N, V] logits
 
 
-# Rows per chunk: half of linear cross-entropy's (its 64 MiB float32 logits chunk). A chunk here
-# holds about six (rows, V) tensors at once (both logits, both log-softmaxes, the gradient and a
-# product): ~200 MB at V = 32000, under half of one (4096, 32000) float32 logits tensor. Measured
+# Rows per chunk: half of linear cross-entropy's (its 64 MiB float32 logits chunk). A pass
+# holds four (rows, V) buffers (five for the mixture JSD, one more per half-precision side),
+# allocated once and reused by every chunk (_ChunkBuffers): 66-82 MB at 128 rows, V = 32000, a
+# sixth of one (4096, 32000) float32 logits tensor. Measured (before the buffers were reused)
 # at N=4096, H=256, V=32000 on the loaded 2-core machine: 128 rows 30.7 s, 256 rows 29.0 s,
 # 512 rows 24.7 s per step, against 31.7 s for the plain path (noisy: load average 11). Capped at
 # N / 32 rows, see below.
 def distill_chunk_rows(n_rows: int, vocab: int) -> int:
     """Rows per chunk of :func:`linear_kd_loss` (``chunk_size=None``).
 
-    Also at most ``N / 32`` rows (16 at least), so that a chunk's temporaries (about a dozen
-    ``(rows, V)`` tensors for JSD's mixture, fewer for KD) stay well below one ``(N, V)`` logits
-    tensor for any ``N`` (``N / 8`` measured 1.9 logits tensors for KD and 2.6 for JSD at
-    N = 2048, V = 16000).
+    Also at most ``N / 32`` rows (16 at least), so that a pass's ``(rows, V)`` buffers (four
+    for KD, five for JSD's mixture) stay well below one ``(N, V)`` logits tensor for any ``N``
+    (``N / 8`` with fresh temporaries per chunk measured 1.9 logits tensors for KD and 2.6 for
+    JSD at N = 2048, V = 16000).
 
     >>> [distill_chunk_rows(n, v) for n, v in ((4096, 32000), (1024, 16000), (10, 100))]
     [128, 32, 5]
@@ -320,44 +300,146 @@ def distill_chunk_rows(n_rows: int, vocab: int) -> int:
     return max(1, min(n_rows, chunk_tokens(n_rows, vocab) // 2, max(16, n_rows // 32)))
 
 
-def _chunk(h, w, b, ht, wt, bt, div: Divergence, row_weight: Tensor | None):
-    """One chunk's per-row loss ``(n,)`` and, given ``row_weight`` ``(n,)``, the gradient of
-    ``sum(row_weight * loss)`` with respect to the student's logits ``(n, V)``."""
-    # both logits (n, V) live only until their log-softmax exists
-    log_p, log_q = _log_probs(F.linear(h, w, b), F.linear(ht, wt, bt), div)
-    loss, log_m = _rows(log_p, log_q, div)  # (n,)
-    if row_weight is None:
-        return loss, None
-    grad = _rows_grad(log_p, log_q, log_m, div)  # (n, V)
-    return loss, grad.mul_(row_weight.to(grad.dtype).unsqueeze(1))
+@dataclass
+class _ChunkBuffers:
+    """The ``(rows, V)`` work tensors of one fused pass, allocated once and reused by every
+    chunk (a chunk's views are ``[:n]``), so the chunk loop allocates nothing large.
+
+    Fresh ``(rows, V)`` temporaries per chunk let glibc's heap grow by about one logits tensor
+    (its dynamic mmap threshold rises to the chunk's size, then the freed blocks fragment the
+    heap): 1.27 logits tensors of peak RSS at N=2048, V=16000 before, see benchmarks/results.md.
+    """
+
+    raw: Tensor  # a side's logits, then differences, products and finally the gradient
+    log_p: Tensor  # the student's log-softmax
+    log_q: Tensor  # the teacher's log-softmax
+    work: Tensor  # exp(log q) or exp(log p)
+    log_m: Tensor | None  # the mixture JSD's log m, else None
+    student: Tensor | None  # the student's logits in its own dtype when narrower than ``raw``
+    teacher: Tensor | None  # the teacher's, likewise
+    column: Tensor  # (rows, 1): a row's max-free sums
+    vocab: Tensor  # (V,): a chunk's sum of gradient rows (db)
+
+    @classmethod
+    def allocate(cls, rows: int, h: Tensor, w: Tensor, ht: Tensor, div: Divergence):
+        dtype = torch.promote_types(h.dtype, ht.dtype)
+        dtype = torch.float32 if dtype in HALF else dtype
+
+        def new(dt=dtype):
+            return torch.empty(rows, w.shape[0], dtype=dt, device=h.device)  # (rows, V)
+
+        mixture = 0.0 < _beta(div) < 1.0
+        return cls(new(), new(), new(), new(), new() if mixture else None,
+                   None if h.dtype == dtype else new(h.dtype),
+                   None if ht.dtype == dtype else new(ht.dtype),
+                   torch.empty(rows, 1, dtype=dtype, device=h.device),
+                   torch.empty(w.shape[0], dtype=dtype, device=h.device))
+
+    def rows(self, n: int) -> _ChunkBuffers:
+        """The same buffers cut to a chunk of ``n`` rows (views, contiguous)."""
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[:n]
+
+        return _ChunkBuffers(self.raw[:n], self.log_p[:n], self.log_q[:n], self.work[:n],
+                             cut(self.log_m), cut(self.student), cut(self.teacher),
+                             self.column[:n], self.vocab)
+
+
+def _log_softmax_into(out: Tensor, x: Tensor, w: Tensor, b: Tensor | None, raw: Tensor,
+                      own: Tensor | None, temperature: float) -> None:
+    """``out`` ``(n, V)`` <- ``log_softmax((x W^T + b) / T)``; the product in ``x``'s dtype
+    (into ``own`` when that is narrower than ``out``), then upcast into ``raw``."""
+    dst = raw if own is None else own
+    if b is None:
+        torch.mm(x, w.T, out=dst)  # (n, V), as F.linear
+    else:
+        torch.addmm(b, x, w.T, out=dst)
+    if own is not None:
+        raw.copy_(own)
+    raw.div_(temperature)
+    torch.log_softmax(raw, -1, out=out)
+
+
+def _rows_into(out: Tensor, buf: _ChunkBuffers, div: Divergence) -> None:
+    r"""``out`` ``(n,)`` <- :func:`_rows`'s per-row divergence from ``buf.log_p``/``log_q``, in
+    place; leaves :math:`p` in ``buf.work`` (:math:`q` for forward KL) and :math:`\log m` in
+    ``buf.log_m`` for the gradient."""
+    beta, raw, work, log_p, log_q = _beta(div), buf.raw, buf.work, buf.log_p, buf.log_q
+    if beta == 0.0 or beta == 1.0:  # KL(q || p) or KL(p || q)
+        a, b = (log_q, log_p) if beta == 0.0 else (log_p, log_q)
+        torch.exp(a, out=work)
+        torch.sub(a, b, out=raw).mul_(work)
+        torch.sum(raw, -1, out=out)
+    else:
+        log_m = buf.log_m
+        assert log_m is not None  # allocated for the mixture
+        torch.add(log_q, math.log(beta), out=raw)
+        torch.add(log_p, math.log1p(-beta), out=work)
+        torch.logaddexp(raw, work, out=log_m)
+        torch.exp(log_q, out=work)
+        kl_q = torch.sub(log_q, log_m, out=raw).mul_(work).sum(-1)  # (n,)
+        torch.exp(log_p, out=work)
+        kl_p = torch.sub(log_p, log_m, out=raw).mul_(work).sum(-1)  # (n,)
+        out.copy_(beta * kl_q + (1 - beta) * kl_p)
+    if div.scale != 1.0:
+        out.mul_(div.scale)
+
+
+def _grad_into(buf: _ChunkBuffers, div: Divergence, row_weight: Tensor) -> Tensor:
+    r"""d(``row_weight`` . row divergence) / d(student logits) ``(n, V)`` in ``buf.raw``, after
+    :func:`_rows_into`.
+
+    With :math:`p = \mathrm{softmax}(s / T)`: forward KL gives :math:`(p - q) / T`; otherwise
+    :math:`\partial l / \partial p = g` up to a constant, :math:`g = \log p - \log q`
+    (reverse KL) or :math:`(1 - \beta)(\log p - \log m)` (mixture JSD), and the softmax's
+    Jacobian gives :math:`p \odot (g - \langle p, g \rangle) / T`. Times ``div.scale``.
+    """
+    beta, grad, p = _beta(div), buf.raw, buf.work
+    if beta == 0.0:  # buf.work holds q here
+        torch.exp(buf.log_p, out=grad).sub_(buf.work)
+    else:
+        other = buf.log_q if beta == 1.0 else buf.log_m
+        assert other is not None  # the mixture's log_m exists whenever 0 < beta < 1
+        torch.sub(buf.log_p, other, out=grad)
+        if beta != 1.0:
+            grad.mul_(1 - beta)
+        torch.mul(p, grad, out=other)  # other is spent: reuse it for p * g
+        torch.sum(other, -1, keepdim=True, out=buf.column)
+        grad.sub_(buf.column).mul_(p)
+    grad.mul_(div.scale / div.temperature)
+    return grad.mul_(row_weight.to(grad.dtype).unsqueeze(1))
 
 
 def _pass(h, w, b, ht, wt, bt, div, row_weight, chunk, needs):
     """Loss per row ``(N,)`` and, given ``row_weight``, ``dh`` ``(N, H)``, ``dW`` ``(V, H)`` and
-    ``db`` ``(V,)`` (``needs`` says which), one chunk of rows at a time."""
+    ``db`` ``(V,)`` (``needs`` says which), one chunk of rows at a time in one set of buffers."""
     n_rows = h.shape[0]
     acc = torch.float32 if h.dtype in HALF else h.dtype  # dW, db accumulate in float32 or more
-    losses = []
-    dh = torch.empty_like(h) if row_weight is not None and needs[0] else None
-    dw = torch.zeros(w.shape, dtype=acc, device=h.device) if row_weight is not None and needs[1] \
-        else None
+    grads = row_weight is not None
+    dh = torch.empty_like(h) if grads and needs[0] else None
+    dw = torch.zeros(w.shape, dtype=acc, device=h.device) if grads and needs[1] else None
     db = torch.zeros(w.shape[0], dtype=acc, device=h.device) \
-        if row_weight is not None and needs[2] and b is not None else None
-    for r0 in range(0, n_rows, chunk):
-        rows = slice(r0, r0 + chunk)
-        weight_c = None if row_weight is None else row_weight[rows]
-        with torch.no_grad():
-            loss_c, g = _chunk(h[rows], w, b, ht[rows], wt, bt, div, weight_c)
-        losses.append(loss_c)
-        if g is None:
-            continue
-        if dh is not None:
-            torch.mm(g.to(w.dtype), w, out=dh[rows])  # (n, H)
-        if dw is not None:
-            dw.addmm_(g.T.to(acc), h[rows].to(acc))  # (V, H) += (V, n) @ (n, H)
-        if db is not None:
-            db += g.sum(0).to(acc)
-    loss = torch.cat(losses) if losses else h.new_zeros(0)
+        if grads and needs[2] and b is not None else None
+    whole = _ChunkBuffers.allocate(min(chunk, n_rows), h, w, ht, div)
+    loss = torch.empty(n_rows, dtype=whole.raw.dtype, device=h.device)  # (N,)
+    with torch.no_grad():
+        for r0 in range(0, n_rows, chunk):
+            rows = slice(r0, r0 + chunk)
+            buf = whole.rows(min(chunk, n_rows - r0))
+            _log_softmax_into(buf.log_p, h[rows], w, b, buf.raw, buf.student, div.temperature)
+            _log_softmax_into(buf.log_q, ht[rows], wt, bt, buf.raw, buf.teacher,
+                              div.temperature)
+            _rows_into(loss[rows], buf, div)
+            if not grads:
+                continue
+            g = _grad_into(buf, div, row_weight[rows])  # (n, V)
+            if dh is not None:
+                g_h = g if buf.student is None else buf.student.copy_(g)
+                torch.mm(g_h, w, out=dh[rows])  # (n, H)
+            if dw is not None:
+                dw.addmm_(g.T.to(acc), h[rows].to(acc))  # (V, H) += (V, n) @ (n, H)
+            if db is not None:
+                db.add_(torch.sum(g, 0, out=whole.vocab))
     return loss, dh, dw, db
 
 

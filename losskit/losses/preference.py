@@ -245,18 +245,40 @@ def simpo_loss(
     return _reduce_pairs(loss, _smoothed_logsigmoid_loss(h, label_smoothing), reduction)
 
 
-def _log_odds(mean_logps: Tensor) -> Tensor:
-    r""":math:`\log\frac{p}{1 - p}` from :math:`\log p` (:math:`\log(1 - p)` via ``expm1``).
+def _odds_ratio_term(chosen: Tensor, rejected: Tensor) -> Tensor:
+    r""":math:`-\log\sigma(\log\mathrm{odds}_w - \log\mathrm{odds}_l)` per pair, from the mean
+    log-probabilities :math:`x_w, x_l \le 0` ``(B,)``, in float32 at least.
 
-    Computed in float32 at least (float32 for half inputs). :math:`\log p` is first capped at
-    :math:`-\epsilon` (float32's or float64's machine epsilon): a mean log-probability of
-    exactly 0 (every token certain in floating point, or an answer without a scored token)
-    would make the odds infinite, the loss inf and the gradient NaN. Capped, the log-odds are
-    at most :math:`\log((1 - \epsilon) / \epsilon)` (~15.9 in float32).
+    With :math:`b = 1 - e^x` (``-expm1``) the term is :math:`\log(1 + t)`,
+    :math:`t = e^{x_l - x_w} b_w / b_l`. Near :math:`x_w = 0` (:math:`b_w < 1/2`) it is
+    computed as ``log1p(t)``: the value tends to 0 and the gradient to the true one-sided limit
+    :math:`-1 / (e^{-x_l} - 1) = -\mathrm{odds}_l` (through :math:`\log\mathrm{odds}_w` alone it
+    would be :math:`0 \cdot \infty`). Elsewhere it is ``softplus(log t)``, which cannot overflow.
+    As :math:`x_l \to 0` the term truly diverges, so :math:`x_l` is capped at :math:`-\epsilon`
+    (machine epsilon; an answer without a scored token has mean 0): at most about
+    :math:`\log(1/\epsilon)`, with zero gradient beyond the cap.
     """
-    x = mean_logps.float() if mean_logps.dtype in HALF else mean_logps
-    x = x.clamp(max=-torch.finfo(x.dtype).eps)
-    return x - torch.log(-torch.expm1(x))
+    dtype = torch.float32 if chosen.dtype in HALF else chosen.dtype
+    x_w, x_l = chosen.to(dtype), rejected.to(dtype)
+    x_l = x_l.clamp(max=-torch.finfo(dtype).eps)
+    b_w, b_l = -torch.expm1(x_w), -torch.expm1(x_l)
+    near = (b_w < 0.5).detach()  # x_w > -ln 2
+    # each branch gets inputs where it is finite, so the other's gradient is never 0 * inf
+    t = torch.exp(torch.where(near, x_l - x_w, 0.0)) * b_w / b_l
+    log_t = (x_l - x_w) + torch.log(torch.where(near, 1.0, b_w)) - torch.log(b_l)
+    return torch.where(near, torch.log1p(t), F.softplus(log_t))
+
+
+def _refuse_other_names(loss: str, given: dict, renamed: dict[str, str]) -> None:
+    """A TypeError for keyword arguments the loss does not take, naming losskit's parameter when
+    the name is another library's (``renamed``: their name -> ours)."""
+    for name, value in given.items():
+        ours = renamed.get(name)
+        hint = (f"losskit calls it `{ours}` (TRL's `{name}`). Fix: {loss}(..., {ours}={value!r})."
+                if ours else f"it is not one of this loss's options. Fix: remove it (see "
+                             f"help({loss})).")
+        raise TypeError(f"{loss}() got an unexpected keyword argument {name!r} (={value!r}): "
+                        f"{hint}")
 
 
 def orpo_loss(
@@ -265,6 +287,7 @@ def orpo_loss(
     *,
     lambda_: float = 0.1,
     reduction: str = "mean",
+    **unexpected: object,
 ) -> Tensor:
     r"""Odds Ratio Preference Optimisation: supervised fine-tuning plus an odds-ratio term.
 
@@ -279,7 +302,8 @@ def orpo_loss(
         policy_chosen_logps: ``(B,)`` mean log-probability per token of the chosen answers
             (``sequence_logps(..., average=True)``), all below 0.
         policy_rejected_logps: ``(B,)`` the same for the rejected answers.
-        lambda_: :math:`\lambda \ge 0`, the weight of the odds-ratio term (TRL calls it beta).
+        lambda_: :math:`\lambda \ge 0`, the weight of the odds-ratio term (TRL calls it
+            ``beta``; ``beta=`` here raises a TypeError naming ``lambda_``).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the pairs.
 
     Shape: ``(B,)`` for ``"none"``, else a scalar.
@@ -297,6 +321,7 @@ def orpo_loss(
         tensor(0.5000)
     """
     loss = "orpo_loss"
+    _refuse_other_names(loss, unexpected, {"beta": "lambda_"})
     reduction = _reduction.resolve(reduction)
     pref_checks.check_number(loss, "lambda_", lambda_)
     if not lambda_ >= 0.0:
@@ -306,9 +331,8 @@ def orpo_loss(
         )
     _check_logps(loss, policy_chosen_logps=policy_chosen_logps,
                  policy_rejected_logps=policy_rejected_logps)
-    ratio = _log_odds(policy_chosen_logps) - _log_odds(policy_rejected_logps)
-    per_pair = (-policy_chosen_logps - lambda_ * F.logsigmoid(ratio)).to(
-        policy_chosen_logps.dtype)
+    term = _odds_ratio_term(policy_chosen_logps, policy_rejected_logps)  # (B,)
+    per_pair = (-policy_chosen_logps + lambda_ * term).to(policy_chosen_logps.dtype)
     return _reduce_pairs(loss, per_pair, reduction)
 
 
@@ -662,8 +686,10 @@ class ORPOLoss(nn.Module):
     tensor(0.5000)
     """
 
-    def __init__(self, lambda_: float = 0.1, reduction: str = "mean") -> None:
+    def __init__(self, lambda_: float = 0.1, reduction: str = "mean",
+                 **unexpected: object) -> None:
         super().__init__()
+        _refuse_other_names("ORPOLoss", unexpected, {"beta": "lambda_"})
         self.lambda_, self.reduction = lambda_, reduction
 
     def forward(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor) -> Tensor:
