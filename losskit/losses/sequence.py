@@ -77,6 +77,35 @@ def _check_ctc_values(
             seq_checks.check_targets_fit_inputs(loss, targets, il, tl)
 
 
+def _plain_ctc(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+    reduction: int,
+    zero_infinity: bool,
+) -> Tensor:
+    """A :func:`~losskit.checks.sequence.plain_ctc_call`: its metadata checks hold. The labels
+    are read on every call (CPU tensors, Python lists while small); the lengths are checked by
+    torch's op, and on its error path by losskit's detailed checks. Plain tensors: no override
+    to run, so torch's op runs without its Python wrapper."""
+    values, on_host = checks.values_enabled("ctc_loss"), seq_checks.host_checks_enabled()
+    if values or (on_host and not (
+        targets.numel() <= seq_checks.SMALL_TARGETS
+        and seq_checks.plain_labels_clear(targets, target_lengths, log_probs.shape[2], blank)
+    )):
+        _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
+                          zero_infinity, values=values, on_host=on_host)
+    try:
+        return torch.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank,
+                              reduction, zero_infinity)
+    except RuntimeError:  # a bad length: the detailed message (unless the checks are off)
+        _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
+                          zero_infinity, values=False, on_host=on_host)
+        raise
+
+
 def ctc_loss(
     log_probs: Tensor,
     targets: Tensor,
@@ -142,19 +171,8 @@ def ctc_loss(
     """
     reduction = _reduction.resolve(reduction)
     if seq_checks.plain_ctc_call(log_probs, targets, input_lengths, target_lengths, blank):
-        # Every metadata check holds (see plain_ctc_call). The lengths and labels are read on
-        # every call (CPU tensors), in Python lists while small; any doubt runs the checks.
-        values, on_host = checks.values_enabled("ctc_loss"), seq_checks.host_checks_enabled()
-        if values or (on_host and not (
-            targets.numel() <= seq_checks.SMALL_TARGETS
-            and seq_checks.small_lengths_and_labels_clear(
-                log_probs, targets, input_lengths, target_lengths, blank)
-        )):
-            _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
-                              zero_infinity, values=values, on_host=on_host)
-        # plain CPU tensors: no override to run, torch's op without its Python wrapper
-        return torch.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank,
-                              REDUCTION_ENUM[reduction], zero_infinity)
+        return _plain_ctc(log_probs, targets, input_lengths, target_lengths, blank,
+                          REDUCTION_ENUM[reduction], zero_infinity)
     _check_ctc(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
     # torch takes tuples of lengths too (its docs); its stub says Tensor.
     return F.ctc_loss(
