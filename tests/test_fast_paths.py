@@ -1,6 +1,7 @@
 """The small-call fast paths skip no check: past the startup calls, where a call is decided
 "common" in a few attribute reads (``plain_class_call``, the margin and ranking predicates, the
-tiny linear+CE path, CTC's Python length test), every bad input still meets the detailed check.
+tiny linear+CE path and its ``plain_small_call``, CTC's ``plain_ctc_call`` and Python label test,
+unbatched cross-entropy), every bad input still meets the detailed check.
 
 Oracles: each bad call raises the guardrail written for its mistake (class and the words that
 name it, written here by hand); healthy calls past the startup give torch's values and gradients.
@@ -157,6 +158,148 @@ CASES = [
 ]
 
 
+# Tensor lengths (the plain CTC call), the plain linear+CE call and unbatched cross-entropy: each
+# bad call breaks one condition of the accept test, or passes it with bad values.
+CTC_TG = torch.tensor([[1, 2], [3, 0]])
+IL, TL = torch.tensor([6, 6]), torch.tensor([2, 1])
+
+
+def _ctc_bad(id, bad, error, words, healthy=(CTC_LP, CTC_TG, IL, TL)):
+    return (f"ctc plain {id}", LF.ctc_loss, healthy, bad, {}, (error, words))
+
+
+def _lce_bad(id, bad, kwargs, error, words):
+    return (f"linear+CE plain {id}", LF.linear_cross_entropy, (_x(4, 2), _x(3, 2), Y4), bad, kwargs,
+            (error, words))
+
+
+def _ce1_bad(id, fn, bad, error, words):
+    healthy = (_logp(5) if fn is LF.nll_loss else _x(5), torch.tensor(3))
+    return (f"{fn.__name__} unbatched {id}", fn, healthy, bad, {}, (error, words))
+
+
+PLAIN_CASES = [
+    _ctc_bad("label is the blank", (CTC_LP, torch.tensor([[1, 0], [3, 0]]), IL, TL),
+             "LossInputError", "uses the blank index blank=0 as a label"),
+    _ctc_bad("label past the classes", (CTC_LP, torch.tensor([[1, 2], [5, 0]]), IL, TL),
+             "LossIndexError", "label outside [0, 5): 5"),
+    _ctc_bad("negative label", (CTC_LP, torch.tensor([[1, -2], [3, 0]]), IL, TL),
+             "LossIndexError", "label outside [0, 5): -2"),
+    _ctc_bad("blank=3 used", (CTC_LP, CTC_TG, IL, TL, 3),
+             "LossInputError", "uses the blank index blank=3 as a label"),
+    _ctc_bad("blank past C", (CTC_LP, CTC_TG, IL, TL, 5), "LossRuntimeError", "blank=5"),
+    _ctc_bad("target length past S", (CTC_LP, CTC_TG, IL, torch.tensor([3, 1])),
+             "LossRuntimeError", "target_lengths[0] = 3"),
+    _ctc_bad("negative target length", (CTC_LP, CTC_TG, IL, torch.tensor([2, -1])),
+             "LossRuntimeError", "target_lengths[1] = -1"),
+    _ctc_bad("input length past T", (CTC_LP, CTC_TG, torch.tensor([6, 7]), TL),
+             "LossRuntimeError", "input_lengths[1] = 7"),
+    _ctc_bad("negative input length", (CTC_LP, CTC_TG, torch.tensor([-1, 6]), TL),
+             "LossRuntimeError", "input_lengths[0] = -1"),
+    _ctc_bad("concatenated lengths off",
+             (CTC_LP, torch.tensor([1, 2, 3]), IL, torch.tensor([2, 2])),
+             "LossRuntimeError", "sum to 4"),
+    _ctc_bad("concatenated blank", (CTC_LP, torch.tensor([1, 0, 3]), IL, TL),
+             "LossInputError", "uses the blank index blank=0"),
+    _ctc_bad("batch-first log_probs", (CTC_LP.transpose(0, 1), CTC_TG, IL, TL),
+             "LossRuntimeError", "log_probs.transpose(0, 1)"),
+    _ctc_bad("(T, C) log_probs, 2 samples", (CTC_LP[:, 0], CTC_TG, IL, TL),
+             "LossRuntimeError", "input_lengths must be of size batch_size"),
+    _ctc_bad("float16 log_probs", (CTC_LP.half(), CTC_TG, IL, TL),
+             "LossNotImplementedError", "float32 or float64"),
+    _ctc_bad("no frames", (CTC_LP[:0], CTC_TG, torch.tensor([0, 0]), TL),
+             "LossRuntimeError", "must not be empty"),
+    _ctc_bad("no samples", (CTC_LP[:, :0], CTC_TG[:0], IL[:0], TL[:0]),
+             "LossRuntimeError", "must not be empty"),
+    _ctc_bad("targets on meta", (CTC_LP, CTC_TG.to("meta"), IL, TL),
+             "LossInputError", "`targets.to(log_probs.device)`"),
+    _ctc_bad("3 target lengths", (CTC_LP, CTC_TG, IL, torch.tensor([2, 1, 1])),
+             "LossRuntimeError", "target_lengths must be of size batch_size"),
+    _ctc_bad("float targets", (CTC_LP, CTC_TG.float(), IL, TL),
+             "LossRuntimeError", "CTC targets are class indices"),
+    _ctc_bad("3 rows of targets", (CTC_LP, torch.tensor([[1, 2], [3, 0], [1, 1]]), IL, TL),
+             "LossRuntimeError", "so it needs 2 rows"),
+    _ctc_bad("float lengths", (CTC_LP, CTC_TG, IL.float(), TL),
+             "LossRuntimeError", "input_lengths must be integral"),
+    _ctc_bad("3 input lengths", (CTC_LP, CTC_TG, torch.tensor([6, 6, 6]), TL),
+             "LossRuntimeError", "input_lengths must be of size batch_size"),
+    _ctc_bad("(2, 1) target lengths, label past C", (CTC_LP, CTC_TG + 4, IL, TL[:, None]),
+             "LossIndexError", "label outside [0, 5)"),
+    _ctc_bad("tensor and tuple lengths", (CTC_LP, CTC_TG, IL, (2, 1)),
+             "LossInputError", "both lengths as tensors"),  # a LossTypeError
+    _lce_bad("transposed head", (_x(4, 2), _x(2, 3), Y4), {}, "LossRuntimeError",
+             "looks transposed"),
+    _lce_bad("float64 head", (_x(4, 2), _x(3, 2).double(), Y4), {}, "LossRuntimeError",
+             "the head's matmul needs one dtype"),
+    _lce_bad("int32 target", (_x(4, 2), _x(3, 2), Y4.int()), {}, "LossRuntimeError",
+             "dtype torch.int32"),
+    _lce_bad("float target", (_x(4, 2), _x(3, 2), Y4.float()), {}, "LossRuntimeError",
+             "class indices must be integers"),
+    _lce_bad("short target", (_x(4, 2), _x(3, 2), Y4[:3]), {}, "LossInputError",
+             "expected input batch_size (4) to match target batch_size"),
+    _lce_bad("one class", (_x(4, 2), _x(1, 2), torch.zeros(4, dtype=torch.long)), {},
+             "LossInputError", "one class"),
+    _lce_bad("K-dim head, (N,) target", (_x(4, 2), _x(3, 2, 2), Y4), {}, "LossRuntimeError",
+             "expected target size [4, 2]"),
+    _lce_bad("3-D input", (_x(2, 2, 2), _x(3, 2), Y4.reshape(2, 2)), {}, "LossRuntimeError",
+             "input.flatten(0, 1)"),
+    _lce_bad("integer input", (torch.ones(4, 2, dtype=torch.long), torch.ones(3, 2).long(), Y4),
+             {}, "LossNotImplementedError", "floating-point predictions"),
+    _lce_bad("bias of 2", (_x(4, 2), _x(3, 2), Y4), {"linear_bias": torch.zeros(2)},
+             "LossRuntimeError", "expected linear_bias shape (3,)"),
+    _lce_bad("(3, 1) bias", (_x(4, 2), _x(3, 2), Y4), {"linear_bias": torch.zeros(3, 1)},
+             "LossRuntimeError", "`linear_bias.reshape(3,)`"),
+    _lce_bad("(3, 1) weight", (_x(4, 2), _x(3, 2), Y4), {"weight": torch.ones(3, 1)},
+             "LossRuntimeError", "`weight` has shape (3, 1)"),
+    _lce_bad("float64 bias", (_x(4, 2), _x(3, 2), Y4),
+             {"linear_bias": torch.zeros(3, dtype=torch.float64)},
+             "LossRuntimeError", "the head's matmul needs one dtype"),
+    _lce_bad("float64 weight", (_x(4, 2), _x(3, 2), Y4),
+             {"weight": torch.ones(3, dtype=torch.float64)},
+             "LossRuntimeError", "`weight` has dtype torch.float64"),
+    _lce_bad("(1, 3) weight", (_x(4, 2), _x(3, 2), Y4), {"weight": torch.ones(1, 3)},
+             "LossRuntimeError", "`weight` has shape (1, 3)"),
+    _lce_bad("weight needs grad", (_x(4, 2), _x(3, 2), Y4),
+             {"weight": torch.ones(3, requires_grad=True)},
+             "LossRuntimeError", "`weight` requires grad"),
+    _lce_bad("label_smoothing 1.5", (_x(4, 2), _x(3, 2), Y4), {"label_smoothing": 1.5},
+             "LossRuntimeError", "label_smoothing must be between 0.0 and 1.0"),
+    _lce_bad("softcap 0", (_x(4, 2), _x(3, 2), Y4), {"softcap": 0.0},
+             "LossInputError", "softcap=0.0"),
+    _lce_bad("chunk_size 0", (_x(4, 2), _x(3, 2), Y4), {"chunk_size": 0},
+             "LossInputError", "chunk_size=0"),
+    _lce_bad("bad options", (_x(4, 2), _x(3, 2), Y4), {"options": "chunked"},
+             "LossInputError", "expected None or a torch.nn.LinearCrossEntropyOptions"),
+    _lce_bad("probabilities with ignore_index", (_x(4, 2), _x(3, 2), _x(4, 3).softmax(1)),
+             {"ignore_index": 0}, "LossRuntimeError", "ignore_index cannot be specified"),
+    _lce_bad("index past the head, with bias and weight", (_x(4, 2), _x(3, 2), Y4 + 1),
+             {"linear_bias": torch.zeros(3), "weight": torch.ones(3)},
+             "LossIndexError", "class index outside [0, 3): 3"),
+    _ce1_bad("(1,) target", LF.cross_entropy, (_x(5), torch.tensor([3])), "LossInputError",
+             "a 0-d target `target[0]`"),
+    _ce1_bad("float target", LF.cross_entropy, (_x(5), torch.tensor(3.0)), "LossRuntimeError",
+             "class indices must be integers"),
+    _ce1_bad("int32 target", LF.cross_entropy, (_x(5), torch.tensor(3, dtype=torch.int32)),
+             "LossRuntimeError", "dtype torch.int32"),
+    _ce1_bad("one class", LF.cross_entropy, (_x(1), torch.tensor(0)), "LossInputError",
+             "1 class along dim 0"),
+    _ce1_bad("index past C", LF.cross_entropy, (_x(5), torch.tensor(5)), "LossIndexError",
+             "class index outside [0, 5): 5"),
+    _ce1_bad("weight of 4", LF.cross_entropy, (_x(5), torch.tensor(3), torch.ones(4)),
+             "LossRuntimeError", "`weight` has shape (4,)"),
+    _ce1_bad("float64 weight", LF.cross_entropy,
+             (_x(5), torch.tensor(3), torch.ones(5, dtype=torch.float64)),
+             "LossRuntimeError", "`weight` has dtype torch.float64"),
+    _ce1_bad("integer input", LF.cross_entropy, (torch.ones(5, dtype=torch.long), torch.tensor(3)),
+             "LossNotImplementedError", "floating-point predictions"),
+    _ce1_bad("index past C", LF.nll_loss, (_logp(5), torch.tensor(7)), "LossIndexError",
+             "class index outside [0, 5): 7"),
+    _ce1_bad("(5,) target", LF.nll_loss, (_logp(5), torch.tensor([0, 1, 2, 3, 4])),
+             "LossRuntimeError", "one class index per sample, shape ()"),
+]
+CASES += PLAIN_CASES
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_call_past_startup_meets_its_guardrail(case) -> None:
     _, fn, healthy, bad, kwargs, (error, words) = case
@@ -193,6 +336,20 @@ HEALTHY = [
      (_x(2, 3), _x(4, 3), torch.tensor([-100, -100])), {}),
     ("ctc", LF.ctc_loss, F.ctc_loss,
      (CTC_LP, torch.tensor([[1, 2], [3, 0]]), torch.tensor([6, 5]), torch.tensor([2, 1])), {}),
+    ("ctc concatenated int32, blank=4", LF.ctc_loss, F.ctc_loss,
+     (CTC_LP, torch.tensor([1, 2, 3], dtype=torch.int32), torch.tensor([6, 4], dtype=torch.int32),
+      torch.tensor([2, 1], dtype=torch.int32), 4), {}),
+    ("ctc zero_infinity, unalignable", LF.ctc_loss, F.ctc_loss,
+     (CTC_LP, torch.tensor([[1, 1], [3, 0]]), torch.tensor([2, 5]), torch.tensor([2, 0])),
+     {"zero_infinity": True}),
+    ("linear+CE bias weight ignore_index", LF.linear_cross_entropy, F.linear_cross_entropy,
+     (_x(5, 3), _x(4, 3), torch.tensor([0, 3, 1, 2, 1])),
+     {"linear_bias": _x(4).double(), "weight": torch.rand(4, dtype=torch.float64),
+      "ignore_index": 1}),
+    ("ce unbatched", LF.cross_entropy, F.cross_entropy, (_x(5), torch.tensor(3)), {}),
+    ("ce unbatched weight ls", LF.cross_entropy, F.cross_entropy,
+     (_x(5), torch.tensor(1), torch.rand(5)), {"label_smoothing": 0.2}),
+    ("nll unbatched", LF.nll_loss, F.nll_loss, (_logp(5), torch.tensor(4)), {}),
 ]
 
 
@@ -201,7 +358,8 @@ HEALTHY = [
 def test_healthy_call_past_startup_is_torchs(case, reduction: str) -> None:
     _, fn, torch_fn, args, kwargs = case
     x = args[0].double().requires_grad_()
-    rest = tuple(a.double() if a.is_floating_point() else a for a in args[1:])
+    rest = tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                 for a in args[1:])
     with lk.checks("startup"):
         # warm up on counted targets: the startup's all-ignored warning is not the point here
         warm = rest if torch_fn is not None else (rest[0], torch.tensor([0, 1]))

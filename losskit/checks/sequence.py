@@ -187,6 +187,45 @@ def check_ctc_targets(loss: str, log_probs: Tensor, targets: Tensor) -> None:
         )
 
 
+_PLAIN_LOG_PROBS = (torch.float32, torch.float64)
+_PLAIN_INTS = (torch.int64, torch.int32)
+
+
+def plain_ctc_call(
+    log_probs: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
+    blank: object,
+) -> bool:
+    """The common call, decided in a few attribute reads: CPU ``(T, N, C)`` float32/float64
+    ``log_probs`` with ``T, N > 0``; int64/int32 ``targets``, padded ``(N, S)`` or 1-D; ``(N,)``
+    int64/int32 length tensors; all plain CPU tensors (no subclass); ``blank`` an int in
+    ``[0, C)``. Such a call passes every metadata check above (layout, dtypes, devices, the
+    lengths' kind and count, the blank's range), so those run only when this says no. The
+    length and label checks read values: they still run (:func:`small_lengths_and_labels_clear`
+    first).
+
+    >>> lp = torch.zeros(4, 2, 3)  # (T, N, C)
+    >>> plain_ctc_call(lp, torch.ones(2, 1, dtype=torch.long), torch.tensor([4, 4]),
+    ...                torch.tensor([1, 1]), 0)
+    True
+    >>> plain_ctc_call(lp.transpose(0, 1), torch.ones(2, 1, dtype=torch.long),  # (N, T, C)
+    ...                torch.tensor([4, 4]), torch.tensor([1, 1]), 0)
+    False
+    """
+    if not (type(log_probs) is Tensor and type(targets) is Tensor and type(blank) is int
+            and type(input_lengths) is Tensor and type(target_lengths) is Tensor
+            and log_probs.dim() == 3):
+        return False
+    steps, n, classes = log_probs.shape
+    return (
+        steps > 0 and n > 0 and 0 <= blank < classes
+        and log_probs.dtype in _PLAIN_LOG_PROBS and targets.dtype in _PLAIN_INTS
+        and input_lengths.dtype in _PLAIN_INTS and target_lengths.dtype in _PLAIN_INTS
+        and log_probs.is_cpu and targets.is_cpu and input_lengths.is_cpu and target_lengths.is_cpu
+        and (targets.dim() == 1 or (targets.dim() == 2 and targets.shape[0] == n))
+        and input_lengths.shape == (n,) and target_lengths.shape == (n,)
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # Checks that read the lengths and the labels (cheap on the CPU; see the module docstring)
 
@@ -234,22 +273,45 @@ def small_lengths_and_labels_clear(
     blank: int,
 ) -> bool:
     """:func:`lengths_and_labels_clear` for CPU targets of at most :data:`SMALL_TARGETS`
-    entries, on Python lists (the lengths as given, tensor or sequence). Any doubt returns
-    False, and the detailed checks run."""
+    entries, on Python lists (the lengths as given, tensor or sequence), with the builtins
+    ``min`` / ``max`` / ``in`` doing the loops. Any doubt returns False, and the detailed checks
+    run."""
     frames, classes = log_probs.shape[0], log_probs.shape[-1]
     il, tl = _as_list(input_lengths), _as_list(target_lengths)
-    if any(n < 0 or n > frames for n in il) or any(n < 0 for n in tl):
+    if not (il and tl) or min(il) < 0 or max(il) > frames or min(tl) < 0:
         return False
     rows = targets.tolist()
     if targets.dim() == 2:  # (N, S) padded: the first target_lengths[n] entries are labels
-        if len(tl) != targets.shape[0] or any(n > targets.shape[1] for n in tl):
+        if len(tl) != targets.shape[0] or max(tl) > targets.shape[1]:
             return False
-        labels = [v for row, n in zip(rows, tl, strict=True) for v in row[:n]]
+        labels: list[int] = []
+        for row, n in zip(rows, tl, strict=True):  # `+=` in a loop: faster than a comprehension
+            labels += row[:n]
     elif sum(tl) == targets.numel():  # 1-D concatenated: every entry is a label
         labels = rows if targets.dim() == 1 else [rows]
     else:
         return False
-    return all(0 <= v < classes and v != blank for v in labels)
+    return not labels or (min(labels) >= 0 and max(labels) < classes and blank not in labels)
+
+
+def plain_labels_clear(targets: Tensor, target_lengths: Tensor, classes: int, blank: int) -> bool:
+    """For a :func:`plain_ctc_call` with at most :data:`SMALL_TARGETS` targets: whether every
+    counted label is in ``[0, C)`` and not ``blank``, read in Python lists. The lengths are
+    left to torch's CTC op, which raises for each bad one (negative, past ``T`` or ``S``, a
+    concatenation that does not add up); the caller runs the detailed checks on that error
+    path. False (any doubt) means: run the detailed checks now.
+
+    >>> plain_labels_clear(torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]), 4, 0)
+    True
+    >>> plain_labels_clear(torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 2]), 4, 0)
+    False
+    """
+    labels = targets.tolist()
+    if targets.dim() == 2:  # (N, S) padded: the first target_lengths[n] entries are labels
+        rows, labels = labels, []
+        for row, n in zip(rows, target_lengths.tolist(), strict=True):  # `+=`: see above
+            labels += row[:n]
+    return not labels or (min(labels) >= 0 and max(labels) < classes and blank not in labels)
 
 
 def lengths_and_labels_clear(

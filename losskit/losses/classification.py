@@ -43,19 +43,29 @@ def _num_classes(input: Tensor) -> int:
 
 
 def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
-    """The common call in a few attribute reads: ``(N, C)`` float32/float64 logits, ``(N,)``
-    int64 indices and an optional ``(C,)`` class weight of the logits' dtype, all plain tensors
-    (no DTensor or other subclass) on one device.
+    """The common call in a few attribute reads: ``(N, C)`` float32/float64 logits with ``(N,)``
+    int64 indices, or one unbatched ``(C,)`` row with a 0-d int64 index; an optional ``(C,)``
+    class weight of the logits' dtype; all plain tensors (no DTensor or other subclass) on one
+    device.
     Such a call passes every metadata check of class-index losses (floating input, devices,
     target layout and dtype, weight shape and dtype, under autocast too), so those checks run
-    only when this says no."""
+    only when this says no.
+
+    >>> plain_class_call(torch.zeros(5), torch.tensor(2), None)  # unbatched
+    True
+    >>> plain_class_call(torch.zeros(5), torch.tensor([2]), None)  # (1,) target: not plain
+    False
+    """
     if not (type(input) is Tensor and type(target) is Tensor  # no DTensor, no subclass
-            and input.dim() == 2 and target.dim() == 1 and target.dtype == torch.int64
-            and input.dtype in _TORCH_OP_DTYPES and target.shape[0] == input.shape[0]
+            and target.dtype == torch.int64 and input.dtype in _TORCH_OP_DTYPES
             and target.device == input.device):
         return False
+    dims = input.dim()
+    if not ((dims == 2 and target.dim() == 1 and target.shape[0] == input.shape[0])
+            or (dims == 1 and target.dim() == 0)):
+        return False
     return weight is None or (
-        type(weight) is Tensor and weight.dim() == 1 and weight.shape[0] == input.shape[1]
+        type(weight) is Tensor and weight.dim() == 1 and weight.shape[0] == input.shape[-1]
         and weight.dtype == input.dtype == torch.float32 and weight.device == input.device
     )
 

@@ -111,6 +111,12 @@ def linear_cross_entropy(
         True
     """
     reduction = _reduction.resolve(reduction)
+    if options is None and lse_square_scale == 0.0 and softcap is None and not return_lse and (
+        chunk_size is None and plain_small_call(input, linear_weight, target, linear_bias, weight)
+    ):  # every metadata check holds: see plain_small_call
+        return _small(input, input, linear_weight, target, linear_bias, weight=weight,
+                      reduction=reduction, ignore_index=-100 if ignore_index is None else
+                      ignore_index, label_smoothing=_smoothing(label_smoothing), plain=True)
     if holds_dtensor(input, linear_weight, target, linear_bias, weight):  # FSDP2 / TP heads
         from losskit.distributed import dtensor  # lazily: distributed imports the losses
 
@@ -139,12 +145,7 @@ def linear_cross_entropy(
     else:
         lce_checks.check_weight_not_differentiable(weight)
     ignore_index = -100 if ignore_index is None else ignore_index
-    if label_smoothing > 1.0:
-        raise LossRuntimeError(
-            f"{LOSS}: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}. "
-            f"Fix: use a value such as 0.1."
-        )
-    label_smoothing = max(label_smoothing, 0.0)  # torch's cross_entropy reads a negative as 0
+    label_smoothing = _smoothing(label_smoothing)
     checks.check_softcap(LOSS, softcap)
     checks.check_chunk_size(LOSS, chunk_size)
     chunked_in_torch = label_smoothing == 0.0 and target.dtype == torch.int64 and len(classes) == 1
@@ -170,6 +171,63 @@ def linear_cross_entropy(
         ignore_index=ignore_index, label_smoothing=label_smoothing,
         lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
         chunk_size=chunk_size,
+    )
+
+
+def _smoothing(label_smoothing: float) -> float:
+    """``label_smoothing`` as torch's cross_entropy reads it: above 1 an error, below 0 zero."""
+    if label_smoothing > 1.0:
+        raise LossRuntimeError(
+            f"{LOSS}: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}. "
+            f"Fix: use a value such as 0.1."
+        )
+    return max(label_smoothing, 0.0)
+
+
+_PLAIN = (Tensor, nn.Parameter)  # the types of a plain call's hidden states and head
+_PLAIN_DTYPES = (torch.float32, torch.float64)
+
+
+def plain_small_call(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    weight: Tensor | None,
+) -> bool:
+    """The common small call, decided in a few attribute reads: CPU ``(N, D)`` float32/float64
+    hidden states, a ``(C, D)`` head of their dtype with ``C > 1`` and ``N * C`` below one fused
+    block, ``(N,)`` int64 class indices, an optional ``(C,)`` bias and an optional ``(C,)``
+    class weight (no gradient) of the same dtype; all plain CPU tensors or Parameters (no
+    DTensor, no other subclass) and no autocast. The caller also asks for torch's options only
+    (no ``options``, z-loss, softcap, lse or chunk size). Such a call passes every metadata
+    check (head, bias, K-dim and target shapes; dtypes; devices; class weight) and is the call
+    of :func:`_small_plain_call`, so it goes straight to :func:`_small`, whose value checks
+    still run.
+
+    >>> plain_small_call(torch.zeros(3, 4), torch.zeros(5, 4), torch.zeros(3).long(), None, None)
+    True
+    >>> plain_small_call(torch.zeros(3, 4), torch.zeros(4, 5), torch.zeros(3).long(), None, None)
+    False
+    """
+    if not (type(input) in _PLAIN and type(linear_weight) in _PLAIN and type(target) is Tensor
+            and input.dim() == 2 and linear_weight.dim() == 2 and target.dim() == 1):
+        return False
+    n, d = input.shape
+    classes = linear_weight.shape[0]
+    dtype = input.dtype
+    return (
+        dtype in _PLAIN_DTYPES and linear_weight.dtype == dtype and target.dtype == torch.int64
+        and linear_weight.shape[1] == d and target.shape[0] == n
+        and classes > 1 and n * classes < kernels.MIN_FUSED_ELEMENTS
+        and input.is_cpu and linear_weight.is_cpu and target.is_cpu
+        and not torch._C._is_any_autocast_enabled()
+        and (linear_bias is None or (
+            type(linear_bias) in _PLAIN and linear_bias.dim() == 1 and linear_bias.is_cpu
+            and linear_bias.shape[0] == classes and linear_bias.dtype == dtype))
+        and (weight is None or (
+            type(weight) is Tensor and weight.dim() == 1 and weight.is_cpu
+            and weight.shape[0] == classes and weight.dtype == dtype and not weight.requires_grad))
     )
 
 
@@ -281,15 +339,20 @@ def _small(
     reduction: str,
     ignore_index: int,
     label_smoothing: float,
+    plain: bool = False,
 ) -> Tensor:
     """:func:`_small_plain_call`'s path: ``(N, C)`` logits, then torch's cross-entropy op, with
-    the checks of the chunked path (CPU index errors explained on torch's error path)."""
+    the checks of the chunked path (CPU index errors explained on torch's error path). A
+    :func:`plain_small_call` has passed the metadata checks already."""
     logits = F.linear(h, linear_weight, linear_bias)  # (N, C)
-    # the target as given, against the logits' shape as torch would see them ((C,) unbatched)
-    checks.check_class_target(LOSS, logits.reshape(*input.shape[:-1], logits.shape[1]), target)
-    t = target.reshape(-1)  # (N,)
-    checks.check_class_weight(LOSS, weight, logits.shape[1], logits,
-                              classes="given by dim 0 of `linear_weight`")
+    t = target
+    if not plain:
+        # the target as given, against the logits' shape as torch would see them ((C,) unbatched)
+        checks.check_class_target(LOSS, logits.reshape(*input.shape[:-1], logits.shape[1]),
+                                  target)
+        t = target.reshape(-1)  # (N,)
+        checks.check_class_weight(LOSS, weight, logits.shape[1], logits,
+                                  classes="given by dim 0 of `linear_weight`")
     if checks.values_enabled(LOSS):
         checks.check_class_index_range(LOSS, t, logits.shape[1], ignore_index)
         checks.check_finite(LOSS, input=input, linear_weight=linear_weight,

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from losskit import _reduction, checks, registry
 from losskit.checks import sequence as seq_checks
 from losskit.losses import _explain as _ex
-from losskit.losses._common import autocast_on
+from losskit.losses._common import REDUCTION_ENUM, autocast_on
 
 __all__ = ["CTCLoss", "ctc_loss"]
 
@@ -25,25 +25,45 @@ def _check_ctc(
     blank: int,
     zero_infinity: bool,
 ) -> None:
-    """Metadata checks; the length and label checks (every call while they are on the CPU, as
-    torch reads them there anyway); the value checks on ``log_probs``."""
+    """Metadata checks, then :func:`_check_ctc_values`."""
     loss = "ctc_loss"
     seq_checks.check_ctc_log_probs(loss, log_probs, autocast=autocast_on(log_probs))
     seq_checks.check_ctc_devices(loss, log_probs, targets=targets, input_lengths=input_lengths,
                                  target_lengths=target_lengths)
-    num_classes = log_probs.shape[-1]
-    seq_checks.check_blank_in_range(loss, blank, num_classes)
+    seq_checks.check_blank_in_range(loss, blank, log_probs.shape[-1])
     seq_checks.check_lengths_kind(loss, input_lengths, target_lengths)
     seq_checks.check_lengths_batch(loss, log_probs, input_lengths, target_lengths)
     seq_checks.check_ctc_targets(loss, log_probs, targets)
-    values = checks.values_enabled(loss)
-    if not (values or seq_checks.host_checks_enabled(targets, input_lengths, target_lengths)):
+    _check_ctc_values(
+        log_probs, targets, input_lengths, target_lengths, blank, zero_infinity,
+        values=checks.values_enabled(loss),
+        on_host=seq_checks.host_checks_enabled(targets, input_lengths, target_lengths),
+    )
+
+
+def _check_ctc_values(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: seq_checks.Lengths,
+    target_lengths: seq_checks.Lengths,
+    blank: int,
+    zero_infinity: bool,
+    *,
+    values: bool,
+    on_host: bool,
+) -> None:
+    """The length and label checks (every call while ``on_host``: they are on the CPU, where
+    torch reads them anyway); the value checks on ``log_probs`` (``values``: this call runs
+    them, from :func:`losskit.checks.values_enabled`)."""
+    loss = "ctc_loss"
+    if not (values or on_host):
         return
     small = (not values and targets.is_cpu and targets.numel() <= seq_checks.SMALL_TARGETS)
     if small and seq_checks.small_lengths_and_labels_clear(
         log_probs, targets, input_lengths, target_lengths, blank
     ):
         return
+    num_classes = log_probs.shape[-1]
     il = seq_checks.as_lengths(input_lengths, targets.device)  # (N,) int64
     tl = seq_checks.as_lengths(target_lengths, targets.device)  # (N,) int64
     if not seq_checks.lengths_and_labels_clear(log_probs, targets, il, tl, blank):
@@ -55,6 +75,35 @@ def _check_ctc(
         seq_checks.check_ctc_log_probabilities(loss, log_probs, il)
         if not zero_infinity:
             seq_checks.check_targets_fit_inputs(loss, targets, il, tl)
+
+
+def _plain_ctc(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+    reduction: int,
+    zero_infinity: bool,
+) -> Tensor:
+    """A :func:`~losskit.checks.sequence.plain_ctc_call`: its metadata checks hold. The labels
+    are read on every call (CPU tensors, Python lists while small); the lengths are checked by
+    torch's op, and on its error path by losskit's detailed checks. Plain tensors: no override
+    to run, so torch's op runs without its Python wrapper."""
+    values, on_host = checks.values_enabled("ctc_loss"), seq_checks.host_checks_enabled()
+    if values or (on_host and not (
+        targets.numel() <= seq_checks.SMALL_TARGETS
+        and seq_checks.plain_labels_clear(targets, target_lengths, log_probs.shape[2], blank)
+    )):
+        _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
+                          zero_infinity, values=values, on_host=on_host)
+    try:
+        return torch.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank,
+                              reduction, zero_infinity)
+    except RuntimeError:  # a bad length: the detailed message (unless the checks are off)
+        _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
+                          zero_infinity, values=False, on_host=on_host)
+        raise
 
 
 def ctc_loss(
@@ -121,6 +170,9 @@ def ctc_loss(
         tensor([0.6482, 1.4271])
     """
     reduction = _reduction.resolve(reduction)
+    if seq_checks.plain_ctc_call(log_probs, targets, input_lengths, target_lengths, blank):
+        return _plain_ctc(log_probs, targets, input_lengths, target_lengths, blank,
+                          REDUCTION_ENUM[reduction], zero_infinity)
     _check_ctc(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
     # torch takes tuples of lengths too (its docs); its stub says Tensor.
     return F.ctc_loss(
