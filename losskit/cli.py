@@ -369,8 +369,9 @@ def _print_compare(rows: list, dataset: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{dataset}: the same model trained with each loss")
-    for key in rows[0]:
-        table.add_column(key, justify="left" if key == "loss" else "right")
+    for key in rows[0]:  # spaces, so a narrow terminal wraps a header between words
+        table.add_column(key.replace("_", " "), justify="left" if key == "loss" else "right",
+                         overflow="fold")
     for row in rows:
         cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()]
         table.add_row(*cells[:-1], f"{row['seconds']:.1f}")

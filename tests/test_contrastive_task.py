@@ -264,3 +264,24 @@ def test_cli_a_registered_loss_that_does_not_fit_is_not_called_unknown(capsys) -
     assert "use one of info_nce, clip_loss, supcon_loss" in err
     assert main(["train", "--task", "digits-contrastive", "--loss", "no_such_loss"]) == 2
     assert "is not a losskit loss name" in capsys.readouterr().err
+
+
+def test_doctor_says_what_it_does_not_assess_for_an_embedding_loss(capsys) -> None:
+    assert main(["doctor", "--task", "digits-contrastive", "--loss", "info_nce",
+                 "--batch-size", "64", "--overfit-steps", "20"]) in (0, 1)
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "info_nce takes embeddings, which have no expected activation" in out
+    assert "does not know this loss" not in out
+
+
+def test_compare_table_headers_stay_readable_at_80_columns(monkeypatch, capsys) -> None:
+    from losskit.cli import _print_compare
+
+    monkeypatch.setenv("COLUMNS", "80")
+    row = {"loss": "supcon_loss", "best_epoch": 3, "best_val_knn_accuracy": 0.61,
+           "final_val_knn_accuracy": 0.6, "final_val_loss": 4.2, "seconds": 1.0}
+    _print_compare([row], "digits-contrastive")
+    out = capsys.readouterr().out
+    assert "…" not in out  # nothing cut off
+    header = " ".join(out.split("\n", 1)[1].replace("│", " ").replace("┃", " ").split())
+    assert "knn" in header and "accuracy" in header and "val" in header
