@@ -106,19 +106,29 @@ def _load_data(args: argparse.Namespace) -> Any:
     return data.load_csv(args.data, args.target, task=args.task, seed=args.seed)
 
 
+def _registered(name: str) -> bool:
+    from losskit import registry
+
+    try:
+        registry.get(name)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
 def _check_loss(name: str, task_data: Any, option: str = "--loss") -> None:
     from losskit.train import recipes
 
     fitting = recipes.LOSSES_BY_TASK[task_data.task]
-    if name not in recipes.LOSSES:
+    if name not in recipes.LOSSES and not _registered(name):
         raise UsageError(
             f"{option} {name!r} is not a losskit loss name. Fix: for the {task_data.task} task of "
             f"{task_data.name!r} use one of {', '.join(fitting)}."
         )
     if name not in fitting:
         raise UsageError(
-            f"{option} {name!r} does not fit the {task_data.task} task of {task_data.name!r}. "
-            f"Fix: use one of {', '.join(fitting)}."
+            f"{option} {name!r} does not fit the {task_data.task} task of {task_data.name!r} "
+            f"(it is a losskit loss, for other tasks). Fix: use one of {', '.join(fitting)}."
         )
 
 
@@ -216,6 +226,16 @@ def _metric_text(record: dict[str, Any], keys: Sequence[str]) -> str:
 # Subcommands
 
 
+def _check_batch_size(args: argparse.Namespace, task_data: Any) -> None:
+    """The contrastive task's losses take their negatives from the batch: 2 rows at least."""
+    if task_data.task == "contrastive" and args.batch_size < 2:
+        raise UsageError(
+            f"--batch-size {args.batch_size}: on the contrastive task {task_data.name} each row's "
+            f"negatives are the other rows of its batch, so a batch needs at least 2 rows. Fix: "
+            f"--batch-size 2 or more (e.g. the default 64)."
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the task's recipe model with one loss; fit writes the run's files to --out."""
     if args.resume and args.out is None:
@@ -226,6 +246,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     loss_name = args.loss or recipes.default_loss(task_data.task)
     _check_loss(loss_name, task_data)
+    _check_batch_size(args, task_data)
     kwargs = _fit_kwargs(args)
     out = _out_dir(args)
     model = recipes.make_model(task_data, hidden=args.hidden, seed=args.seed)
@@ -262,6 +283,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(names or recipes.LOSSES_BY_TASK[task_data.task]))
     for name in names:
         _check_loss(name, task_data, "--losses")
+    _check_batch_size(args, task_data)
     if len(names) < 2:
         raise UsageError(f"--losses {args.losses!r} names one loss; compare needs two or more. "
                          f"Fix: e.g. --losses {','.join(recipes.LOSSES_BY_TASK[task_data.task])}.")
@@ -347,8 +369,9 @@ def _print_compare(rows: list, dataset: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{dataset}: the same model trained with each loss")
-    for key in rows[0]:
-        table.add_column(key, justify="left" if key == "loss" else "right")
+    for key in rows[0]:  # spaces, so a narrow terminal wraps a header between words
+        table.add_column(key.replace("_", " "), justify="left" if key == "loss" else "right",
+                         overflow="fold")
     for row in rows:
         cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()]
         table.add_row(*cells[:-1], f"{row['seconds']:.1f}")
@@ -382,6 +405,7 @@ def _builtin_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     task_data = data.load(args.task, seed=args.seed)
     name = args.loss or recipes.default_loss(task_data.task)
     _check_loss(name, task_data)
+    _check_batch_size(args, task_data)
     gap = recipes.doctor_gap(name, task_data)
     if gap is not None:
         others = [n for n in recipes.LOSSES_BY_TASK[task_data.task]

@@ -672,7 +672,8 @@ _BOUNDS = {  # final layers that bound the output: the range they can reach
 
 
 def _check_activation(
-    family: str, output: Tensor, target: Tensor, last: tuple[str, nn.Module, bool] | None
+    family: str, output: Tensor, target: Tensor, last: tuple[str, nn.Module, bool] | None,
+    record: Any = None,
 ) -> CheckResult:
     name = "output activation"
     layer = f"the model's last layer `{last[0]}` ({type(last[1]).__name__})" if last else ""
@@ -725,6 +726,11 @@ def _check_activation(
                 f"{where} bounds the predictions to [{bounds[0]:g}, {bounds[1]:g}], but the "
                 f"targets range over [{lo:.3g}, {hi:.3g}]. Fix: remove the final activation "
                 f"(or rescale the targets into its range).")
+    if family == "unknown" and record is not None and record.input == "embeddings":
+        return CheckResult(name, "pass", f"not assessed: {record.name} takes embeddings, which "
+                                         f"have no expected activation or range (the doctor "
+                                         f"checks activations of losses on logits, "
+                                         f"probabilities and values).")
     if family == "unknown":
         return CheckResult(name, "pass", "not assessed: the doctor does not know this loss.")
     if family == "ce" and seen == "log-probabilities":
@@ -1113,7 +1119,7 @@ def doctor(
         # Each check catches its own error: a report, never a traceback. The failure checks
         # fail on one; the warning-only checks (init, balance) warn.
         report.checks.append(_guarded("output activation", "fail", lambda: _check_activation(
-            family, output, target, _last_layer(net, inputs))))
+            family, output, target, _last_layer(net, inputs), _record(loss_fn))))
         report.checks.append(_guarded("loss at init", "warn", lambda: _check_init(
             family, loss_fn, float(loss.detach()), output, target)))
         gradients = _guarded("gradients", "fail", lambda: _check_gradients(net, loss, loss_fn))

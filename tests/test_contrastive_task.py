@@ -202,3 +202,86 @@ def test_cli_train_and_doctor_on_a_tiny_budget(tmp_path: Path, capsys) -> None:
     assert "is not supported" in err and "Fix: check --loss info_nce or clip_loss" in err
     assert main(["train", "--task", "digits-contrastive", "--loss", "mse"]) == 2
     assert "use one of info_nce, clip_loss, supcon_loss" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches with a 1-row tail (a contrastive loss has no negative in a 1-row batch)
+
+
+def test_batches_merge_a_short_tail_into_the_previous_batch() -> None:
+    from losskit.train.loop import _Batches
+
+    assert list(_Batches(range(7), 2, 2)) == [[0, 1], [2, 3], [4, 5, 6]]
+    assert list(_Batches(range(7), 2, 1)) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert list(_Batches(range(8), 2, 2)) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert list(_Batches(range(1), 2, 2)) == [[0]]  # nothing to merge with
+    for n in range(1, 25):
+        for size in range(1, 7):
+            for need in (1, 2):
+                batches = list(_Batches(range(n), size, need))
+                assert len(batches) == len(_Batches(range(n), size, need))
+                assert [i for b in batches for i in b] == list(range(n))
+                if size >= need <= n:  # a smaller batch_size is refused by fit
+                    assert all(len(b) >= need for b in batches)
+
+
+@pytest.mark.parametrize("name", ["info_nce", "clip_loss", "supcon_loss"])
+def test_fit_trains_and_validates_with_one_row_tails(task, name) -> None:
+    """5 train and 3 validation rows at batch_size 2 leave a 1-row last batch in both."""
+    from torch.utils.data import Subset
+
+    model = make_model(task, hidden=16, seed=0)
+    h = fit(model, make_loss(name, task), Subset(task.train, range(5)),
+            Subset(task.val, range(3)), epochs=1,
+            batch_size=2, seed=0, progress=False, metrics=make_metrics(task, model))
+    assert math.isfinite(h.final["train_loss"]) and math.isfinite(h.final["val_loss"])
+
+
+def test_fit_refuses_a_one_row_batch_for_a_contrastive_loss(task) -> None:
+    x, y = task.val.tensors
+    with pytest.raises(ValueError, match=r"batch_size=1.*at least 2 rows.*Fix: batch_size=2"):
+        fit(make_model(task, hidden=16), make_loss("info_nce", task), (x[:4], y[:4]),
+            epochs=1, batch_size=1, progress=False)
+
+
+def test_cli_batch_sizes_that_leave_one_row_and_a_batch_size_of_one(tmp_path: Path,
+                                                                     capsys) -> None:
+    # 360 validation rows at 359 per batch: a 1-row last validation batch
+    budget = ["--epochs", "1", "--no-progress", "--hidden", "16"]
+    assert main(["train", "--task", "digits-contrastive", "--loss", "clip_loss",
+                 "--batch-size", "359", "--out", str(tmp_path / "t"), *budget]) == 0
+    capsys.readouterr()
+    assert main(["train", "--task", "digits-contrastive", "--batch-size", "1", *budget]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size 1" in err and "at least 2 rows" in err and "Fix: --batch-size 2" in err
+
+
+def test_cli_a_registered_loss_that_does_not_fit_is_not_called_unknown(capsys) -> None:
+    assert main(["train", "--task", "digits-contrastive", "--loss", "triplet_margin_loss"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the contrastive task" in err and "it is a losskit loss" in err
+    assert "is not a losskit loss name" not in err
+    assert "use one of info_nce, clip_loss, supcon_loss" in err
+    assert main(["train", "--task", "digits-contrastive", "--loss", "no_such_loss"]) == 2
+    assert "is not a losskit loss name" in capsys.readouterr().err
+
+
+def test_doctor_says_what_it_does_not_assess_for_an_embedding_loss(capsys) -> None:
+    assert main(["doctor", "--task", "digits-contrastive", "--loss", "info_nce",
+                 "--batch-size", "64", "--overfit-steps", "20"]) in (0, 1)
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "info_nce takes embeddings, which have no expected activation" in out
+    assert "does not know this loss" not in out
+
+
+def test_compare_table_headers_stay_readable_at_80_columns(monkeypatch, capsys) -> None:
+    from losskit.cli import _print_compare
+
+    monkeypatch.setenv("COLUMNS", "80")
+    row = {"loss": "supcon_loss", "best_epoch": 3, "best_val_knn_accuracy": 0.61,
+           "final_val_knn_accuracy": 0.6, "final_val_loss": 4.2, "seconds": 1.0}
+    _print_compare([row], "digits-contrastive")
+    out = capsys.readouterr().out
+    assert "…" not in out  # nothing cut off
+    header = " ".join(out.split("\n", 1)[1].replace("│", " ").replace("┃", " ").split())
+    assert "knn" in header and "accuracy" in header and "val" in header

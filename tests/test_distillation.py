@@ -177,8 +177,27 @@ def test_fused_float32_and_bfloat16_follow_float64():
 def test_second_derivative_through_the_fused_loss_raises():
     h, w = _randn(4, 3, seed=31).requires_grad_(), _randn(5, 3, seed=32)
     out = LF.linear_kd_loss(h, w, _randn(4, 2, seed=33), _randn(5, 2, seed=34))
-    with pytest.raises(RuntimeError, match="second derivative"):
+    with pytest.raises(RuntimeError, match=r"second derivative.*Fix:.*fused\(False\)"):
         torch.autograd.grad(out, h, create_graph=True)
+
+
+@pytest.mark.parametrize("divergence", ["kl", "jsd"])
+def test_the_named_fix_fused_false_gives_second_derivatives(divergence):
+    """The refusal above names `with losskit.kernels.fused(False):`; inside it linear_kd_loss
+    runs plain autograd ops: gradgradcheck (finite differences, float64) passes for the student's
+    hidden states, head and bias, with ignored rows and "none"; values equal the fused path."""
+    h, w, b = _randn(5, 3, seed=41), _randn(6, 3, seed=42), _randn(6, seed=43)
+    ht, wt = _randn(5, 2, seed=44), _randn(6, 2, seed=45)
+    labels = torch.tensor([1, -100, 2, 0, -100])
+    kw = dict(divergence=divergence, temperature=2.0, beta=0.3, labels=labels)
+    for reduction in ("batchmean", "none"):
+        def f(h_, w_, b_, reduction=reduction):
+            return LF.linear_kd_loss(h_, w_, ht, wt, student_bias=b_, reduction=reduction, **kw)
+        args = tuple(t.clone().requires_grad_() for t in (h, w, b))
+        with lk.kernels.fused(False):
+            assert torch.autograd.gradgradcheck(f, args)
+            plain = f(*args)
+        torch.testing.assert_close(plain, f(*args), rtol=1e-12, atol=1e-12)  # fused path
 
 
 # ----------------------------------------------------------------------------------------------

@@ -513,3 +513,87 @@ def test_orpo_beta_from_trl_raises_a_type_error_naming_lambda():
     with pytest.raises(TypeError, match=r"'gamma'.*not one of this loss's options"):
         LF.orpo_loss(pc, pr, gamma=1.0)
     torch.testing.assert_close(LF.orpo_loss(pc, pr, lambda_=0.1), lk.ORPOLoss(lambda_=0.1)(pc, pr))
+
+
+# ---- review round s11: ORPO precision, dtypes, closed signatures, fused-path hints ----------
+
+
+def _orpo_mp(x_w, x_l, lam):
+    """ORPO per pair in 50-digit mpmath: -x_w - lam * log sigmoid(log odds_w - log odds_l)."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(50):
+        xw, xl = mpmath.mpf(x_w), mpmath.mpf(x_l)
+        lo = lambda x: x - mpmath.log(-mpmath.expm1(x))  # noqa: E731
+        return float(-xw + lam * mpmath.log1p(mpmath.exp(-(lo(xw) - lo(xl)))))
+
+
+@pytest.mark.parametrize("x_w, x_l", [(-21.0, -0.7), (-40.0, -0.1), (-0.7, -1e-10), (-3.0, -1e-8)])
+def test_orpo_float64_exact_where_log_t_exceeds_softplus_threshold(x_w, x_l):
+    """log t > 20 (softplus's default threshold=20 returned log t, 2e-9 off): value against
+    mpmath, gradients against gradcheck's finite differences."""
+    c = torch.tensor([x_w], dtype=torch.float64, requires_grad=True)
+    r = torch.tensor([x_l], dtype=torch.float64, requires_grad=True)
+    got = LF.orpo_loss(c, r, lambda_=1.0, reduction="sum")
+    want = _orpo_mp(x_w, x_l, 1.0)
+    assert abs(got.item() - want) <= 1e-15 * abs(want)
+    # d/dx_w of the odds-ratio term: -(1 - sigmoid(z)) * dlo/dx, dlo/dx = 1 / (1 - e^x)
+    got.backward()
+    s = 1.0 / (1.0 + math.exp(-((x_w - math.log(-math.expm1(x_w)))
+                                - (x_l - math.log(-math.expm1(x_l))))))
+    assert c.grad.item() == pytest.approx(-1 - (1 - s) / -math.expm1(x_w), rel=1e-12)
+    assert r.grad.item() == pytest.approx((1 - s) / -math.expm1(x_l), rel=1e-12)
+
+
+def test_orpo_mixed_dtypes_compute_in_the_promoted_dtype():
+    c = torch.tensor([-1e-9, -0.3], dtype=torch.float64)
+    r = torch.tensor([-1.0000001e-9, -0.30000001], dtype=torch.float64)
+    want = torch.tensor([_orpo_mp(a, b, 1.0) for a, b in zip(c.tolist(), r.tolist(), strict=True)],
+                        dtype=torch.float64)
+    # chosen in float32 (exact -1e-9 kept by using the float32 value in the oracle)
+    c32 = c.float()
+    pairs32 = zip(c32.double().tolist(), r.tolist(), strict=True)
+    want32 = torch.tensor([_orpo_mp(a, b, 1.0) for a, b in pairs32], dtype=torch.float64)
+    for chosen, rejected, ref in ((c, r, want), (c32, r, want32), (c, r.float(), None)):
+        got = LF.orpo_loss(chosen, rejected, lambda_=1.0, reduction="none")
+        assert got.dtype == torch.float64
+        if ref is not None:
+            torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-15)
+    # half with float32: float32 result; half with half: computed in float32, returned in half
+    h = LF.orpo_loss(c.half(), r.float(), lambda_=1.0, reduction="none")
+    assert h.dtype == torch.float32
+    assert LF.orpo_loss(c.half(), r.half(), lambda_=1.0).dtype == torch.float16
+
+
+def test_orpo_signatures_are_closed_and_beta_still_gets_the_hint():
+    import inspect
+    for fn in (LF.orpo_loss, lk.ORPOLoss.__init__, lk.ORPOLoss):
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD not in kinds
+    pc, pr = torch.tensor([-0.5]), torch.tensor([-1.5])
+    with pytest.raises(TypeError):
+        inspect.signature(LF.orpo_loss).bind(pc, pr, beta=0.1)
+    fix = r"orpo_loss\(\).*'beta'.*Fix: orpo_loss\(\.\.\., lambda_=0\.1\)"
+    with pytest.raises(TypeError, match=fix):
+        LF.orpo_loss(pc, pr, beta=0.1)
+    with pytest.raises(TypeError, match=r"ORPOLoss\(\).*Fix: ORPOLoss\(\.\.\., lambda_=0\.2\)"):
+        lk.ORPOLoss(beta=0.2)
+
+
+def test_linear_preference_orpo_beta_hint_names_the_fused_call(gen):
+    hc, hr, W = torch.randn(2, 4, 8, generator=gen), torch.randn(2, 3, 8, generator=gen), \
+        torch.randn(30, 8, generator=gen)
+    yc = torch.randint(0, 30, (2, 4), generator=gen)
+    yr = torch.randint(0, 30, (2, 3), generator=gen)
+    fix = r"Fix: linear_preference_loss\(\.\.\., loss='orpo', lambda_=0\.1\)"
+    with pytest.raises(TypeError, match=fix):
+        LF.linear_preference_loss(hc, hr, W, yc, yr, loss="orpo", beta=0.1)
+    with pytest.raises(TypeError, match=r"linear_preference_loss\(\).*'foo'.*loss='orpo' takes"):
+        LF.linear_preference_loss(hc, hr, W, yc, yr, loss="orpo", foo=1)
+    with pytest.raises(TypeError, match=r"linear_preference_loss\(\).*'lambda_'.*loss='simpo'"):
+        LF.linear_preference_loss(hc, hr, W, yc, yr, loss="simpo", lambda_=0.1)
+    # the named fix runs and equals orpo_loss on the plain log-probabilities (float64 oracle)
+    got = LF.linear_preference_loss(hc, hr, W, yc, yr, loss="orpo", lambda_=0.1)
+    lc = LF.sequence_logps(hc.double(), W.double(), yc, average=True)
+    lr = LF.sequence_logps(hr.double(), W.double(), yr, average=True)
+    torch.testing.assert_close(got.double(), LF.orpo_loss(lc, lr, lambda_=0.1), rtol=1e-5,
+                               atol=1e-6)

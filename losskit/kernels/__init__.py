@@ -96,6 +96,17 @@ def fused(enabled: bool) -> Iterator[None]:
         _fused_enabled = previous
 
 
+def fused_allowed() -> bool:
+    """Whether fused kernels may run here (False inside ``with fused(False):``), for losses
+    outside this package that keep a plain path of their own (``linear_kd_loss``).
+
+    >>> with fused(False):
+    ...     fused_allowed()
+    False
+    """
+    return _fused_enabled
+
+
 def _may_overwrite(logits: Tensor) -> bool:
     """Whether ``inplace=True`` may write the gradient over ``logits``.
 

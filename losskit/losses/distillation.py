@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from losskit import _reduction, checks, registry
+from losskit import _reduction, checks, kernels, registry
 from losskit.checks import distillation as distill_checks
 from losskit.kernels.backward import check_first_order
 from losskit.kernels.linear_cross_entropy import _kept_rows, _scatter_rows, chunk_tokens
@@ -168,7 +168,12 @@ def _distill(loss, student, teacher, div, labels, ignore_index, num_items, reduc
     distill_checks.check_teacher_without_grad(loss, student, teacher, "teacher_logits")
     _value_checks(loss, labels, ignore_index, reduction, num_items, student_logits=student,
                   teacher_logits=teacher)
-    per_row = row_divergence(student, teacher, div)  # (*)
+    return _reduce_rows(row_divergence(student, teacher, div), student, labels, ignore_index,
+                        num_items, reduction)
+
+
+def _reduce_rows(per_row, student, labels, ignore_index, num_items, reduction) -> Tensor:
+    """``per_row`` ``(*)`` with skipped rows zeroed, reduced over the counted rows."""
     counted, count = _counted(labels, ignore_index, tuple(student.shape[:-1]), student)
     if counted is not None:
         per_row = torch.where(counted, per_row, torch.zeros_like(per_row))
@@ -514,7 +519,9 @@ def linear_kd_loss(
     ``"sum"`` this happens in the forward pass (backward scales the result); for ``"none"``
     backward recomputes the chunks with each row's upstream gradient. The teacher is fixed: its
     hidden states, head and bias get no gradient. Rows whose label is ``ignore_index`` are
-    dropped before the matmuls. First-order gradients only (a second derivative raises).
+    dropped before the matmuls. First-order gradients only (a second derivative raises); inside
+    ``with losskit.kernels.fused(False):`` it computes both logits and runs :func:`kd_loss` /
+    :func:`jsd`'s plain autograd ops instead (second derivatives, torch's memory use).
 
     Args:
         student_hidden: ``(*, H)`` hidden states of the student's last layer.
@@ -560,6 +567,12 @@ def linear_kd_loss(
                   student_weight=student_weight, student_bias=student_bias,
                   teacher_hidden=teacher_hidden, teacher_weight=teacher_weight,
                   teacher_bias=teacher_bias)
+    if not kernels.fused_allowed():  # `with losskit.kernels.fused(False):` plain autograd ops
+        student = F.linear(student_hidden, student_weight, student_bias)  # (*, V)
+        with torch.no_grad():
+            teacher = F.linear(teacher_hidden, teacher_weight, teacher_bias)  # (*, V)
+        return _reduce_rows(row_divergence(student, teacher, div), student_hidden, labels,
+                            ignore_index, num_items, reduction)
     n_rows = math.prod(rows)
     h = student_hidden.reshape(n_rows, student_hidden.shape[-1])  # (N, H)
     ht = teacher_hidden.reshape(n_rows, teacher_hidden.shape[-1])  # (N, H_t)

@@ -14,8 +14,10 @@ rewards that DPO logs come from :func:`dpo_rewards`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import cast
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -253,12 +255,14 @@ def _odds_ratio_term(chosen: Tensor, rejected: Tensor) -> Tensor:
     :math:`t = e^{x_l - x_w} b_w / b_l`. Near :math:`x_w = 0` (:math:`b_w < 1/2`) it is
     computed as ``log1p(t)``: the value tends to 0 and the gradient to the true one-sided limit
     :math:`-1 / (e^{-x_l} - 1) = -\mathrm{odds}_l` (through :math:`\log\mathrm{odds}_w` alone it
-    would be :math:`0 \cdot \infty`). Elsewhere it is ``softplus(log t)``, which cannot overflow.
+    would be :math:`0 \cdot \infty`). Elsewhere it is ``-logsigmoid(-log t)`` (softplus without
+    torch's ``threshold=20`` shortcut, which drops :math:`\log(1 + e^{-\log t})` above 20, about
+    2e-9, so the term is exact in float64 too), and cannot overflow.
     As :math:`x_l \to 0` the term truly diverges, so :math:`x_l` is capped at :math:`-\epsilon`
     (machine epsilon; an answer without a scored token has mean 0): at most about
     :math:`\log(1/\epsilon)`, with zero gradient beyond the cap.
     """
-    dtype = torch.float32 if chosen.dtype in HALF else chosen.dtype
+    dtype = _orpo_compute_dtype(chosen, rejected)
     x_w, x_l = chosen.to(dtype), rejected.to(dtype)
     x_l = x_l.clamp(max=-torch.finfo(dtype).eps)
     b_w, b_l = -torch.expm1(x_w), -torch.expm1(x_l)
@@ -266,10 +270,16 @@ def _odds_ratio_term(chosen: Tensor, rejected: Tensor) -> Tensor:
     # each branch gets inputs where it is finite, so the other's gradient is never 0 * inf
     t = torch.exp(torch.where(near, x_l - x_w, 0.0)) * b_w / b_l
     log_t = (x_l - x_w) + torch.log(torch.where(near, 1.0, b_w)) - torch.log(b_l)
-    return torch.where(near, torch.log1p(t), F.softplus(log_t))
+    return torch.where(near, torch.log1p(t), -F.logsigmoid(-log_t))
 
 
-def _refuse_other_names(loss: str, given: dict, renamed: dict[str, str]) -> None:
+def _orpo_compute_dtype(chosen: Tensor, rejected: Tensor) -> torch.dtype:
+    """The promoted dtype of both log-probabilities, float32 at least (half inputs)."""
+    dtype = torch.promote_types(chosen.dtype, rejected.dtype)
+    return torch.float32 if dtype in HALF else dtype
+
+
+def _refuse_other_names(loss: str, given: Mapping[str, object], renamed: dict[str, str]) -> None:
     """A TypeError for keyword arguments the loss does not take, naming losskit's parameter when
     the name is another library's (``renamed``: their name -> ours)."""
     for name, value in given.items():
@@ -281,13 +291,32 @@ def _refuse_other_names(loss: str, given: dict, renamed: dict[str, str]) -> None
                         f"{hint}")
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _hint_renamed(name: str, renamed: dict[str, str]) -> Callable[[_F], _F]:
+    """Wrap ``fn`` so an unknown keyword raises :func:`_refuse_other_names`'s TypeError (naming
+    ``renamed``'s losskit parameter) while ``inspect.signature`` still shows ``fn``'s closed
+    signature (``functools.wraps`` sets ``__wrapped__``)."""
+    def decorate(fn: _F) -> _F:
+        known = inspect.signature(fn).parameters
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _refuse_other_names(name, {k: v for k, v in kwargs.items() if k not in known},
+                                renamed)
+            return fn(*args, **kwargs)
+        return cast(_F, wrapper)
+    return decorate
+
+
+@_hint_renamed("orpo_loss", {"beta": "lambda_"})
 def orpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
     *,
     lambda_: float = 0.1,
     reduction: str = "mean",
-    **unexpected: object,
 ) -> Tensor:
     r"""Odds Ratio Preference Optimisation: supervised fine-tuning plus an odds-ratio term.
 
@@ -321,7 +350,6 @@ def orpo_loss(
         tensor(0.5000)
     """
     loss = "orpo_loss"
-    _refuse_other_names(loss, unexpected, {"beta": "lambda_"})
     reduction = _reduction.resolve(reduction)
     pref_checks.check_number(loss, "lambda_", lambda_)
     if not lambda_ >= 0.0:
@@ -332,7 +360,9 @@ def orpo_loss(
     _check_logps(loss, policy_chosen_logps=policy_chosen_logps,
                  policy_rejected_logps=policy_rejected_logps)
     term = _odds_ratio_term(policy_chosen_logps, policy_rejected_logps)  # (B,)
-    per_pair = (-policy_chosen_logps + lambda_ * term).to(policy_chosen_logps.dtype)
+    # computed in the promoted dtype (float32 at least); returned in the promoted dtype
+    out_dtype = torch.promote_types(policy_chosen_logps.dtype, policy_rejected_logps.dtype)
+    per_pair = (-policy_chosen_logps.to(term.dtype) + lambda_ * term).to(out_dtype)
     return _reduce_pairs(loss, per_pair, reduction)
 
 
@@ -532,6 +562,29 @@ PAIR_LOSSES: dict[str, tuple[Callable[..., Tensor], bool, bool]] = {
 }
 
 
+# Another library's name for a pair loss's option -> losskit's (TRL's ORPO `beta` is `lambda_`).
+_RENAMED_OPTIONS: dict[str, dict[str, str]] = {"orpo": {"beta": "lambda_"}}
+
+
+def _check_pair_options(name: str, loss: str, pair_loss: Callable[..., Tensor],
+                        options: Mapping[str, object]) -> None:
+    """A TypeError for an option the chosen pair loss does not take, with the fix written as a
+    ``linear_preference_loss`` call (``loss=`` kept)."""
+    params = inspect.signature(pair_loss).parameters
+    taken = {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = {k: v for k, v in options.items() if k not in taken}
+    if not unknown:
+        return
+    renamed = _RENAMED_OPTIONS.get(loss, {})
+    bad, value = next(iter(unknown.items()))
+    ours = renamed.get(bad)
+    hint = (f"for loss={loss!r} losskit calls it `{ours}` (TRL's `{bad}`). Fix: "
+            f"{name}(..., loss={loss!r}, {ours}={value!r})." if ours else
+            f"loss={loss!r} takes the options {sorted(taken - {'reduction'})}. Fix: remove it, "
+            f"or use one of those (see help({pair_loss.__name__})).")
+    raise TypeError(f"{name}() got an unexpected keyword argument {bad!r} (={value!r}): {hint}")
+
+
 def linear_preference_loss(
     hidden_chosen: Tensor,
     hidden_rejected: Tensor,
@@ -588,6 +641,7 @@ def linear_preference_loss(
             f"sequence_logps then kto_loss."
         )
     pair_loss, wants_refs, average = PAIR_LOSSES[loss]
+    _check_pair_options(name, loss, pair_loss, options)
     refs = (ref_chosen_logps, ref_rejected_logps)
     if wants_refs == (None in refs) or (wants_refs and refs.count(None) == 1):
         raise LossInputError(
@@ -686,10 +740,9 @@ class ORPOLoss(nn.Module):
     tensor(0.5000)
     """
 
-    def __init__(self, lambda_: float = 0.1, reduction: str = "mean",
-                 **unexpected: object) -> None:
+    @_hint_renamed("ORPOLoss", {"beta": "lambda_"})
+    def __init__(self, lambda_: float = 0.1, reduction: str = "mean") -> None:
         super().__init__()
-        _refuse_other_names("ORPOLoss", unexpected, {"beta": "lambda_"})
         self.lambda_, self.reduction = lambda_, reduction
 
     def forward(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor) -> Tensor:

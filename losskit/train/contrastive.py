@@ -41,6 +41,18 @@ def fits(record: registry.LossRecord) -> bool:
     return record.input == "embeddings" and in_row and callable_here
 
 
+def min_batch_rows(loss_fn: object) -> int:
+    """The fewest rows a batch needs for ``loss_fn``: 2 for a loss that fits this task (each
+    row's negatives are the other rows of its batch), else 1.
+
+    >>> import losskit as lk
+    >>> min_batch_rows(lk.InfoNCELoss()), min_batch_rows(lk.CrossEntropyLoss())
+    (2, 1)
+    """
+    record = registry.lookup(loss_fn)
+    return 2 if record is not None and fits(record) else 1
+
+
 def doctor_gap(record: registry.LossRecord) -> str | None:
     r"""Why ``losskit doctor`` cannot judge the loss of ``record`` on the contrastive task, or
     None when it can.

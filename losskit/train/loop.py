@@ -54,6 +54,7 @@ from torch.utils.data import (
 from losskit import distributed as D
 from losskit.train import checkpoint as ckpt
 from losskit.train.callbacks import EarlyStopping
+from losskit.train.contrastive import min_batch_rows
 from losskit.train.history import History
 from losskit.train.progress import Reporter
 from losskit.train.resume import (
@@ -171,7 +172,37 @@ class _Shard(Sampler[int]):
         return len(self.indices)
 
 
-def _train_loader(data: Dataset | DataLoader, batch_size: int, seed: int) -> DataLoader:
+class _Batches(Sampler[list[int]]):
+    """``sampler``'s indices in batches of ``batch_size``; a last batch smaller than
+    ``min_rows`` joins the one before it (a contrastive loss needs 2 rows: a 1-row batch has
+    no negative), so the batch count is ``ceil(n / batch_size)`` or one less."""
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, min_rows: int) -> None:
+        self.sampler, self.batch_size, self.min_rows = sampler, batch_size, min_rows
+
+    def __iter__(self):
+        indices = list(self.sampler)
+        starts = list(range(0, len(indices), self.batch_size))
+        if len(starts) > 1 and len(indices) - starts[-1] < self.min_rows:
+            starts.pop()  # the short tail joins the previous batch
+        ends = [*starts[1:], len(indices)]
+        return iter([indices[a:b] for a, b in zip(starts, ends, strict=True)])
+
+    def __len__(self) -> int:
+        n = len(cast(Sized, self.sampler))
+        count = math.ceil(n / self.batch_size)
+        return count - 1 if count > 1 and n - (count - 1) * self.batch_size < self.min_rows \
+            else count
+
+
+def _epoch_sampler(loader: DataLoader) -> Any:
+    """The sampler that orders the rows: inside the batch sampler when there is one (fit's
+    :class:`_Batches`; ``loader.sampler`` is then torch's unused default)."""
+    return getattr(loader.batch_sampler, "sampler", loader.sampler)
+
+
+def _train_loader(data: Dataset | DataLoader, batch_size: int, seed: int,
+                  min_rows: int = 1) -> DataLoader:
     if isinstance(data, DataLoader):
         if D.world_size() > 1 and not isinstance(data.sampler, DistributedSampler):
             raise ValueError(
@@ -184,14 +215,14 @@ def _train_loader(data: Dataset | DataLoader, batch_size: int, seed: int) -> Dat
     sampler: DistributedSampler = DistributedSampler(
         data, num_replicas=D.world_size(), rank=D.rank(), shuffle=True, seed=seed, drop_last=False
     )
-    return DataLoader(data, batch_size=batch_size, sampler=sampler)
+    return DataLoader(data, batch_sampler=_Batches(sampler, batch_size, min_rows))
 
 
-def _val_loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
+def _val_loader(data: Dataset | DataLoader, batch_size: int, min_rows: int = 1) -> DataLoader:
     if isinstance(data, DataLoader):
         return data
     sampler = _Shard(len(cast(Sized, data)), D.rank(), D.world_size())
-    return DataLoader(data, batch_size=batch_size, sampler=sampler)
+    return DataLoader(data, batch_sampler=_Batches(sampler, batch_size, min_rows))
 
 
 def _make_optimizer(optimizer: Any, model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -539,6 +570,7 @@ def fit(
         (True, True)
     """
     _check_arguments(epochs, batch_size, grad_accum_steps, lr, resume, out, task)
+    _check_batch_rows(loss_fn, batch_size)
     created_group = _maybe_init_process_group()
     try:
         history = _fit(**locals())
@@ -551,6 +583,17 @@ def fit(
             # first, or the group outlives destroy_process_group and its threads abort the exit.
             gc.collect()
             torch.distributed.destroy_process_group()
+
+
+def _check_batch_rows(loss_fn: Any, batch_size: int) -> None:
+    """A contrastive loss's rows are each other's negatives: a batch needs 2 of them."""
+    need = min_batch_rows(loss_fn)
+    if batch_size < need:
+        raise ValueError(
+            f"fit: batch_size={batch_size!r}, but {type(loss_fn).__name__} compares each row "
+            f"with the other rows of its batch (its negatives), so a batch needs at least "
+            f"{need} rows. Fix: batch_size={need} or more (e.g. 64)."
+        )
 
 
 def _check_arguments(
@@ -686,15 +729,18 @@ def _run(loop: _Loop, a: dict[str, Any]) -> History:
 
         ids = [loop.device.index] if loop.device.type == "cuda" else None
         loop.ddp = DDP(loop.model, device_ids=ids)
-    loop.train_loader = _train_loader(loop.train, loop.batch_size, loop.shuffle_seed)
-    loop.val_loader = _val_loader(loop.val, loop.batch_size) if loop.val is not None else None
+    rows = min_batch_rows(loop.loss_fn)
+    loop.train_loader = _train_loader(loop.train, loop.batch_size, loop.shuffle_seed, rows)
+    loop.val_loader = _val_loader(loop.val, loop.batch_size, rows) if loop.val is not None \
+        else None
     stopped = loop.stopper is not None and loop.stopper.stopped
     for epoch in range(start, a["epochs"] + 1):
         if stopped:
             break
         t0 = time.perf_counter()
-        if hasattr(loop.train_loader.sampler, "set_epoch"):
-            loop.train_loader.sampler.set_epoch(epoch)
+        sampler = _epoch_sampler(loop.train_loader)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": loop.train_epoch(epoch)}
         if loop.val_loader is not None:
             record["val_loss"], values = loop.evaluate()
