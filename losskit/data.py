@@ -31,6 +31,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -330,7 +331,7 @@ def augment_digits(
                         f"Fix: pass a batch of scikit-learn digits, flattened or not.")
     b = images.shape[0]
     x = images.reshape(b, DIGIT_SIDE, DIGIT_SIDE)  # (B, 8, 8)
-    opts = {"device": images.device}
+    opts: dict[str, Any] = {"device": images.device}
     padded = torch.nn.functional.pad(x, (shift,) * 4)  # (B, 8 + 2 shift, 8 + 2 shift)
     dy, dx = torch.randint(0, 2 * shift + 1, (2, b, 1), generator=generator, **opts)  # (B, 1)
     side = torch.arange(DIGIT_SIDE, **opts)  # (8,)

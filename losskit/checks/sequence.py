@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -280,7 +281,7 @@ def small_lengths_and_labels_clear(
     il, tl = _as_list(input_lengths), _as_list(target_lengths)
     if not (il and tl) or min(il) < 0 or max(il) > frames or min(tl) < 0:
         return False
-    rows = targets.tolist()
+    rows: Any = targets.tolist()  # a list of ints, or of lists for (N, S)
     if targets.dim() == 2:  # (N, S) padded: the first target_lengths[n] entries are labels
         if len(tl) != targets.shape[0] or max(tl) > targets.shape[1]:
             return False

@@ -5,6 +5,8 @@ The guardrails are in :mod:`losskit.checks.sequence`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -171,7 +173,8 @@ def ctc_loss(
     """
     reduction = _reduction.resolve(reduction)
     if seq_checks.plain_ctc_call(log_probs, targets, input_lengths, target_lengths, blank):
-        return _plain_ctc(log_probs, targets, input_lengths, target_lengths, blank,
+        return _plain_ctc(log_probs, targets, cast(Tensor, input_lengths),
+                          cast(Tensor, target_lengths), blank,
                           REDUCTION_ENUM[reduction], zero_infinity)
     _check_ctc(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
     # torch takes tuples of lengths too (its docs); its stub says Tensor.

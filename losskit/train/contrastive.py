@@ -17,7 +17,6 @@ current model.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -91,7 +90,9 @@ class EmbeddingMLP(nn.Module):
         return F.normalize(self.net(x), dim=-1)
 
 
-@functools.cache
+_TWO_VIEW: dict[type[nn.Module], type[nn.Module]] = {}  # one subclass per loss class
+
+
 def two_view(module: type[nn.Module]) -> type[nn.Module]:
     """A subclass of ``module`` that takes ``(views (B, 2, D), labels)`` and calls
     ``module.forward(views[:, 0], views[:, 1])``.
@@ -107,8 +108,11 @@ def two_view(module: type[nn.Module]) -> type[nn.Module]:
                 f"{tuple(views.shape)}. Fix: give the model's output for two views per row.")
         return module.forward(self, views[:, 0], views[:, 1])  # (B, D) each
 
-    doc = f"``{module.__name__}`` on the two views of a ``(B, 2, D)`` output (labels unused)."
-    return type(f"TwoView{module.__name__}", (module,), {"forward": forward, "__doc__": doc})
+    if module not in _TWO_VIEW:
+        doc = f"``{module.__name__}`` on the two views of a ``(B, 2, D)`` output (labels unused)."
+        _TWO_VIEW[module] = type(f"TwoView{module.__name__}", (module,),
+                                 {"forward": forward, "__doc__": doc})
+    return _TWO_VIEW[module]
 
 
 def make_loss(record: registry.LossRecord) -> nn.Module:

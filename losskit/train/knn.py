@@ -70,6 +70,9 @@ class KNNAccuracy(torchmetrics.Metric):
     kept rows are gathered from every rank (torchmetrics' ``cat`` reduction) before scoring.
     """
 
+    embeddings: list[Tensor]  # states of add_state (torchmetrics types them loosely)
+    labels: list[Tensor]
+
     full_state_update = False
     higher_is_better = True
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 import losskit as lk
 from losskit import registry
-from losskit.data import TaskData
+from losskit.data import TaskData, TwoViewDigits
 from losskit.train import contrastive
 
 _DEFAULT = {
@@ -243,7 +243,12 @@ def make_metrics(data: TaskData, model: nn.Module | None = None) -> Any:
             raise ValueError("make_metrics on the contrastive task needs model=: the k-NN "
                              "accuracy embeds the training images with it. Fix: "
                              "make_metrics(data, model).")
-        reference = contrastive.embed_reference(model, data.train.images, data.train.labels)
+        train = data.train
+        if not isinstance(train, TwoViewDigits):
+            raise TypeError(f"make_metrics: the contrastive task's train split must be a "
+                            f"TwoViewDigits; got {type(train).__name__}. Fix: build the task with "
+                            f"losskit.data.load('digits-contrastive').")
+        reference = contrastive.embed_reference(model, train.images, train.labels)
         from losskit.train.knn import KNNAccuracy
 
         # Validation view 1 is augmented, view 0 clean (see data._digits_contrastive).
