@@ -386,3 +386,57 @@ def test_gaussian_negative_var_is_named_before_nan_during_startup() -> None:
         LF.gaussian_nll_loss(x, x, var)
     with pytest.raises(ValueError, match="negative entry"):
         F.gaussian_nll_loss(x, x, var)
+
+
+# Review of the fast paths: messages on the paths around them.
+
+
+def test_ctc_length_error_past_startup_is_not_chained_to_torchs() -> None:
+    """The plain CTC call leaves bad lengths to torch's op; losskit's message replaces torch's
+    instead of arriving as "during handling of the above exception"."""
+    with lk.checks("startup"):
+        for _ in range(STARTUP_CALLS + 1):
+            LF.ctc_loss(CTC_LP, CTC_TG, IL, TL)
+        with pytest.raises(CHECKS.LossRuntimeError) as info:
+            LF.ctc_loss(CTC_LP, CTC_TG, torch.tensor([7, 6]), TL)
+    assert "input_lengths[0] = 7" in str(info.value)
+    assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+@pytest.mark.parametrize("blank", [True, 1.0])
+def test_ctc_blank_not_an_int_is_torchs_type_error(blank) -> None:
+    with pytest.raises(TypeError):  # torch's class
+        F.ctc_loss(CTC_LP, CTC_TG, IL, TL, blank=blank)
+    with pytest.raises(TypeError) as info:
+        LF.ctc_loss(CTC_LP, CTC_TG, IL, TL, blank=blank)
+    assert isinstance(info.value, CHECKS.LossInputError)
+    assert f"blank={blank!r}" in str(info.value) and "Fix: pass an int" in str(info.value)
+
+
+@pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
+@pytest.mark.parametrize("shape,target", [((0,), torch.tensor(0)),
+                                          ((3, 0), torch.tensor([0, 0, 0]))])
+def test_no_classes_names_the_head_not_a_label_shift(fn, shape, target) -> None:
+    with pytest.raises(IndexError):  # torch's class
+        getattr(F, fn.__name__)(torch.zeros(shape), target)
+    with lk.checks("always"), pytest.raises(IndexError) as info:
+        fn(torch.zeros(shape), target)
+    message = str(info.value)
+    assert "has no classes (C = 0)" in message and "0..-1" not in message
+    assert "Fix: give the model's head one output per class" in message
+
+
+@pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
+def test_unbatched_weight_shape_names_dim_0(fn) -> None:
+    with pytest.raises(RuntimeError) as info:
+        fn(_logp(5), torch.tensor(2), torch.rand(3))
+    assert "for the 5 classes in dim 0 of `input`" in str(info.value)
+    with pytest.raises(RuntimeError) as info:
+        fn(_logp(2, 5), torch.tensor([2, 1]), torch.rand(3))
+    assert "for the 5 classes in dim 1 of `input`" in str(info.value)
+
+
+def test_zero_d_target_out_of_range_is_named_without_an_empty_index() -> None:
+    with pytest.raises(IndexError) as info:
+        LF.cross_entropy(_x(5), torch.tensor(7))
+    assert "7 (the 0-d target)" in str(info.value) and "index ()" not in str(info.value)

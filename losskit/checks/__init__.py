@@ -202,6 +202,8 @@ def not_ignored(target: Tensor, ignore_index: int | None) -> Tensor:
 
 def _first(mask: Tensor, values: Tensor) -> str:
     """Where the first True of ``mask`` is and the value there (error path only)."""
+    if values.dim() == 0:
+        return f"{values.item()!r} (the 0-d target)"
     idx = tuple(int(i) for i in torch.nonzero(mask)[0].tolist())
     count = int(mask.sum())
     return f"{values[idx].item()!r} at index {idx} ({count} such element{'s' * (count != 1)})"
@@ -577,6 +579,12 @@ def check_class_index_range(
     if target.numel() == 0 or _within(target, 0, num_classes - 1):
         return
     bad = ((target < 0) | (target >= num_classes)) & not_ignored(target, ignore_index)
+    if num_classes == 0 and bool(bad.any()):
+        raise LossIndexError(
+            f"{loss}: `input` has no classes (C = 0), so no class index can be right: `target` "
+            f"holds {_first(bad, target)}. Fix: give the model's head one output per class (at "
+            f"least 2), e.g. `nn.Linear(features, num_classes)`."
+        )
     if bool(bad.any()):
         raise LossIndexError(
             f"{loss}: `target` holds a class index outside [0, {num_classes}): "

@@ -98,7 +98,15 @@ def check_ctc_devices(loss: str, log_probs: Tensor, **others: object) -> None:
 
 
 def check_blank_in_range(loss: str, blank: int, num_classes: int) -> None:
-    if _is_int(blank) and not 0 <= int(blank) < num_classes:
+    """``blank`` an int (or a 0-d integer tensor, as torch takes) in ``[0, C)``; a bool or float
+    is torch's TypeError."""
+    if not _is_int(blank):
+        raise LossTypeError(
+            f"{loss}: blank={blank!r} ({type(blank).__name__}), but blank must be an int: the "
+            f"index of the blank class in `log_probs`' last dim. Fix: pass an int such as "
+            f"blank=0 (the default) or blank={num_classes - 1}."
+        )
+    if not 0 <= int(blank) < num_classes:
         raise LossRuntimeError(
             f"{loss}: blank={blank}, but blank must be in label range [0, {num_classes}): "
             f"`log_probs` has {num_classes} classes in its last dim, the blank one of them. "
@@ -201,8 +209,8 @@ def plain_ctc_call(
     int64/int32 length tensors; all plain CPU tensors (no subclass); ``blank`` an int in
     ``[0, C)``. Such a call passes every metadata check above (layout, dtypes, devices, the
     lengths' kind and count, the blank's range), so those run only when this says no. The
-    length and label checks read values: they still run (:func:`small_lengths_and_labels_clear`
-    first).
+    labels are still read on every call (:func:`plain_labels_clear`); a bad length is left to
+    torch's op, which rejects every one, and explained on its error path.
 
     >>> lp = torch.zeros(4, 2, 3)  # (T, N, C)
     >>> plain_ctc_call(lp, torch.ones(2, 1, dtype=torch.long), torch.tensor([4, 4]),

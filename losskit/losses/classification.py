@@ -90,7 +90,8 @@ def check_class_indices(
         checks.check_class_target(loss, input, target)
         if weight is not None:
             checks.check_class_weight(
-                loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name
+                loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name,
+                classes=f"in dim {1 if input.dim() >= 2 else 0} of `input`",
             )
     values = checks.values_enabled(loss)
     if values or (not range_on_error and checks.index_range_enabled(target)):

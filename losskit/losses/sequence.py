@@ -102,10 +102,13 @@ def _plain_ctc(
     try:
         return torch.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank,
                               reduction, zero_infinity)
-    except RuntimeError:  # a bad length: the detailed message (unless the checks are off)
-        _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
-                          zero_infinity, values=False, on_host=on_host)
-        raise
+    except RuntimeError as error:
+        torch_error = error
+    # A bad length: the detailed message (unless the checks are off), raised outside the
+    # `except` so it does not arrive chained to torch's.
+    _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
+                      zero_infinity, values=False, on_host=on_host)
+    raise torch_error
 
 
 def ctc_loss(
