@@ -151,6 +151,9 @@ def _cos(a, b) -> float:
 HAND_EXAMPLES = [
     # the regression family's one example: d = x - y = (-0.5, 0.5, 0, 3); mean of d^2
     ("regression-mse_loss", (0.25 + 0.25 + 0.0 + 9.0) / 4),
+    # the same d, quantile 0.9: u = y - x = (0.5, -0.5, 0, -3); mean of max(0.9 u, -0.1 u)
+    # (the sign of d counts here, unlike in d^2)
+    ("regression-quantile_loss", (0.9 * 0.5 + 0.1 * 0.5 + 0.0 + 0.1 * 3.0) / 4),
     # p = (0.9, 0.2, 0.6), y = (1, 0, 0): -(log 0.9 + log 0.8 + log 0.4) / 3
     ("binary-binary_cross_entropy", -(math.log(0.9) + math.log(0.8) + math.log(0.4)) / 3),
     # x = (2, -1, 0.5), y = (1, 0, 0): mean of softplus(-x) for y = 1, softplus(x) for y = 0
@@ -224,3 +227,43 @@ def test_curve_options_are_distinct_and_not_flat(record):
     _, _, lines = explain.gradient_curves(record, points=61)
     for label, _, grad in lines:
         assert grad.abs().max() > 1e-6, label
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_curve_options_draw_different_lines(record):
+    """No two overlaid options draw the same loss line: an option that lost its setting
+    (e.g. hinge_embedding_loss's "y=-1" drawn with y = +1) duplicates another."""
+    _, _, lines = explain.gradient_curves(record, points=61)
+    for i, (label_a, loss_a, _) in enumerate(lines):
+        for label_b, loss_b, _ in lines[i + 1:]:
+            assert not torch.allclose(loss_a, loss_b, rtol=1e-9, atol=1e-12), (label_a, label_b)
+
+
+def test_ranking_triplet_gradient_with_a_users_distance_equals_autograd():
+    """triplet_margin_with_distance_loss's derivative for a distance_function of the user's
+    (the L1 distance), against autograd in float64. With L1 the worked example's second
+    triplet is satisfied (1 - 2.5 + margin 1 < 0): its gradient must be 0."""
+    record = explain.resolve("triplet_margin_with_distance_loss")
+    (a, pos, neg), kwargs = record.explain.example()
+    l1 = torch.nn.PairwiseDistance(p=1)
+    ag = a.clone().requires_grad_(True)
+    loss = record.function(ag, pos, neg, distance_function=l1, reduction="sum", **kwargs)
+    (auto,) = torch.autograd.grad(loss, ag)
+    assert auto[1].abs().max() == 0  # the satisfied triplet, by hand
+    torch.testing.assert_close(record.explain.gradient(a, pos, neg, distance_function=l1),
+                               auto, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_likelihood_poisson_gradient_on_rates_equals_autograd(seed):
+    """poisson_nll_loss's derivative for log_input=False (x the rate itself; the worked example
+    has log_input=True), with the default eps, against autograd in float64."""
+    record = explain.resolve("poisson_nll_loss")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(6, dtype=torch.float64, generator=g) * 3 + 0.1
+    y = torch.randint(0, 6, (6,), generator=g).double()
+    xg = x.clone().requires_grad_(True)
+    loss = record.function(xg, y, log_input=False, reduction="sum")
+    (auto,) = torch.autograd.grad(loss, xg)
+    torch.testing.assert_close(record.explain.gradient(x, y, log_input=False), auto, rtol=1e-9,
+                               atol=1e-12)

@@ -436,3 +436,34 @@ def test_tiny_linear_cross_entropy_call_returns_the_lse_when_asked():
     loss, lse = LF.linear_cross_entropy(h, w, y, return_lse=True)
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(h @ w.T, y))
     torch.testing.assert_close(lse.double(), torch.logsumexp(h @ w.T, dim=1), rtol=1e-6, atol=1e-6)
+
+
+# Seed 2 (benchmarks/mutation-triage.md, "Seed 2 (triaged)"): fresh survivors.
+
+
+@pytest.mark.parametrize("reduction", ["avg", "batchmean"])  # both sort before "elementwise_mean"
+def test_weighted_regression_with_an_unknown_reduction_is_told_the_valid_ones(reduction):
+    """Kills `reduction == "elementwise_mean"` -> `<=` (regression.py, weighted reductions): an
+    unknown string gets the "not a valid value" message (torch: ValueError), not the message
+    about the deprecated alias."""
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="not a valid value"):
+        LF.mse_loss(x, x, weight=torch.ones(3), reduction=reduction)
+    with pytest.raises(ValueError, match="Invalid reduction"):  # torch refuses it too
+        torch.nn.functional.mse_loss(x, x, weight=torch.ones(3), reduction=reduction)
+
+
+def test_binary_pos_weight_alone_on_another_device_gets_losskits_message():
+    """Kills `or (pos_weight ... device != device)` -> `and` (binary.py): input, target and
+    weight on the CPU, only pos_weight on "meta" (no GPU needed)."""
+    x = torch.zeros(2, 3)
+    with pytest.raises(lk.LossRuntimeError, match=r"different devices.*pos_weight.*Fix:"):
+        LF.binary_cross_entropy_with_logits(x, x.clone(), weight=torch.ones(3),
+                                            pos_weight=torch.ones(3, device="meta"))
+
+
+def test_multi_margin_target_longer_than_the_batch_gets_losskits_message():
+    """Kills `target.shape[0] == input.shape[0]` -> `>=` in multi_margin_loss's fast-path
+    predicate (margin.py): 4 labels for 3 rows is refused with a fix (torch: RuntimeError)."""
+    with pytest.raises(RuntimeError, match=r"one class index per sample.*Fix:"):
+        LF.multi_margin_loss(torch.zeros(3, 4), torch.zeros(4, dtype=torch.long))
