@@ -164,6 +164,11 @@ HAND_EXAMPLES = [
      ((1 - _cos((1, 0), (1, 1))) + max(0.0, _cos((1, 1), (1, 0.5)) - 0.2)
       + max(0.0, _cos((0.5, 2), (-1, 0.1)) - 0.2)) / 3),
     # x = (1, 2, 3), y = (1.5, 2, 1), var = (0.5, 1, 2): mean of (log var + (x - y)^2 / var) / 2
+    # h = ((1, -0.5), (0.2, 0.8)), W rows (1, 0), (0, 1), (1, 1), y = (0, 2): z = h W^T =
+    # ((1, -0.5, 0.5), (0.2, 0.8, 1.0)); mean of logsumexp(z) - z_y
+    ("linear_cross_entropy-linear_cross_entropy",
+     (math.log(math.exp(1.0) + math.exp(-0.5) + math.exp(0.5)) - 1.0
+      + math.log(math.exp(0.2) + math.exp(0.8) + math.exp(1.0)) - 1.0) / 2),
     ("likelihood-gaussian_nll_loss",
      ((math.log(0.5) + 0.25 / 0.5) + 0.0 + (math.log(2.0) + 4.0 / 2.0)) / 2 / 3),
 ]
@@ -267,3 +272,12 @@ def test_likelihood_poisson_gradient_on_rates_equals_autograd(seed):
     (auto,) = torch.autograd.grad(loss, xg)
     torch.testing.assert_close(record.explain.gradient(x, y, log_input=False), auto, rtol=1e-9,
                                atol=1e-12)
+
+
+def test_linear_cross_entropy_curve_is_the_one_its_axis_names():
+    """The curve "h along the true class's weight row (W = [e1, e2, 0])": h = (t, 0) gives
+    logits (t, 0, 0) and, without smoothing, l = log(e^t + 2) - t (by hand)."""
+    record = explain.resolve("linear_cross_entropy")
+    t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
+    torch.testing.assert_close(record.explain.curve.loss(t, label_smoothing=0.0),
+                               torch.log(t.exp() + 2) - t, rtol=1e-12, atol=1e-14)

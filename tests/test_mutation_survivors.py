@@ -467,3 +467,16 @@ def test_multi_margin_target_longer_than_the_batch_gets_losskits_message():
     predicate (margin.py): 4 labels for 3 rows is refused with a fix (torch: RuntimeError)."""
     with pytest.raises(RuntimeError, match=r"one class index per sample.*Fix:"):
         LF.multi_margin_loss(torch.zeros(3, 4), torch.zeros(4, dtype=torch.long))
+
+
+def test_tiny_linear_cross_entropy_keeps_a_negative_z_loss_scale():
+    """Kills `lse_square_scale == 0.0` -> `== -1.0` in linear_cross_entropy's tiny-call
+    predicate: a tiny call with lse_square_scale=-1 must not take the plain-CE small path. Oracle:
+    float64 cross-entropy of h W^T plus s * mean(logsumexp^2), by formula."""
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(3, 4, dtype=torch.float64, generator=g)
+    w = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    y = torch.tensor([0, 4, 2])
+    z = h @ w.T  # (3, 5)
+    want = torch.nn.functional.cross_entropy(z, y) - (torch.logsumexp(z, dim=1) ** 2).mean()
+    torch.testing.assert_close(LF.linear_cross_entropy(h, w, y, lse_square_scale=-1.0), want)
