@@ -480,3 +480,25 @@ def test_tiny_linear_cross_entropy_keeps_a_negative_z_loss_scale():
     z = h @ w.T  # (3, 5)
     want = torch.nn.functional.cross_entropy(z, y) - (torch.logsumexp(z, dim=1) ** 2).mean()
     torch.testing.assert_close(LF.linear_cross_entropy(h, w, y, lse_square_scale=-1.0), want)
+
+
+def test_unregistered_loss_of_one_tensor_counts_its_rows():
+    """Kills `else tensors[0]` -> `else tensors[1]` (normalise.py): a loss of the prediction
+    alone (a regulariser) is counted by the rows of that one tensor: N = 4, and loss_sum =
+    mean * 4 by hand."""
+    x = torch.arange(12.0, dtype=torch.float64).reshape(4, 3)
+    s, n = loss_sum_and_count(lambda t: t.pow(2).mean(), x)
+    assert float(n) == 4.0
+    torch.testing.assert_close(s, x.pow(2).sum() / 12 * 4)
+
+
+def test_dtensor_vocab_parallel_cross_entropy_refuses_a_positive_z_loss(one_process_mesh):
+    """Kills `lse_square_scale != 0` -> `< 0` (dtensor.py): the vocab-parallel path has no
+    z-loss, so lse_square_scale=1e-2 with logits sharded over the classes is refused with a fix,
+    not silently dropped."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    sharded = distribute_tensor(x, one_process_mesh, [Shard(1)])
+    with pytest.raises(lk.LossInputError, match=r"lse_square_scale.*Fix:"):
+        LF.cross_entropy(sharded, torch.tensor([0, 4, 2, 1]), lse_square_scale=1e-2)
