@@ -502,3 +502,24 @@ def test_dtensor_vocab_parallel_cross_entropy_refuses_a_positive_z_loss(one_proc
     sharded = distribute_tensor(x, one_process_mesh, [Shard(1)])
     with pytest.raises(lk.LossInputError, match=r"lse_square_scale.*Fix:"):
         LF.cross_entropy(sharded, torch.tensor([0, 4, 2, 1]), lse_square_scale=1e-2)
+
+
+class _Identity(torch.nn.Module):
+    """out = w x with w = 1: fits y = x exactly before any step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w * x
+
+
+def test_doctor_overfit_met_exactly_at_the_goal_needs_no_eval_retry():
+    """Kills `losses[-1] > goal` -> `>=` (doctor.py, the eval-mode retry): x = y = 1 and MSE give
+    loss 0 = floor = goal at step 0, a fit in train mode; the report must not say
+    "(eval mode)"."""
+    x = torch.ones(4, 1)
+    check = lk.doctor(_Identity(), torch.nn.MSELoss(), (x, x.clone()))["overfit one batch"]
+    assert check.status == "pass", check.message
+    assert "in 0 steps" in check.message and "(eval mode)" not in check.message, check.message
