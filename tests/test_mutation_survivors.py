@@ -523,3 +523,29 @@ def test_doctor_overfit_met_exactly_at_the_goal_needs_no_eval_retry():
     check = lk.doctor(_Identity(), torch.nn.MSELoss(), (x, x.clone()))["overfit one batch"]
     assert check.status == "pass", check.message
     assert "in 0 steps" in check.message and "(eval mode)" not in check.message, check.message
+
+
+def test_doctor_init_warning_for_regression_blames_the_targets():
+    """Kills `if family in _REGRESSION` -> `if not ...` (doctor.py, the init-loss fix): targets
+    around 100 and an output of 0 give loss ~ 1e4 against Var(y) = 1.25; the fix is to
+    standardise the targets, not to shrink over-confident logits."""
+    model = torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(model.weight)
+    torch.nn.init.zeros_(model.bias)
+    x, y = torch.ones(4, 1), 100 + torch.arange(4.0).unsqueeze(1)
+    check = lk.doctor(model, torch.nn.MSELoss(), (x, y))["loss at init"]
+    assert check.status == "warn", check.message
+    assert "standardise the targets" in check.message and "over-confident" not in check.message
+
+
+def test_doctor_overfit_floor_with_label_smoothing_is_the_smoothed_entropy():
+    """Kills `1 - eps + eps / c` -> `1 - eps * eps / c` (doctor.py, the ideal logits of label-
+    smoothed cross-entropy): the lowest reachable loss is the entropy of the smoothed one-hot
+    q = (1 - eps + eps/C, eps/C, ...), by hand 0.588 for eps = 0.2, C = 4."""
+    eps, c = 0.2, 4
+    a, b = 1 - eps + eps / c, eps / c
+    floor = -(a * math.log(a) + (c - 1) * b * math.log(b))
+    torch.manual_seed(0)
+    check = lk.doctor(torch.nn.Linear(4, 4), torch.nn.CrossEntropyLoss(label_smoothing=eps),
+                      (torch.eye(4), torch.arange(4)))["overfit one batch"]
+    assert f"(floor {floor:.3g})" in check.message, check.message
