@@ -549,3 +549,26 @@ def test_doctor_overfit_floor_with_label_smoothing_is_the_smoothed_entropy():
     check = lk.doctor(torch.nn.Linear(4, 4), torch.nn.CrossEntropyLoss(label_smoothing=eps),
                       (torch.eye(4), torch.arange(4)))["overfit one batch"]
     assert f"(floor {floor:.3g})" in check.message, check.message
+
+
+def test_resume_on_more_ranks_with_the_same_global_batch_passes_the_settings_check():
+    """Kills `stored world_size != new world_size` -> `>` (resume.py): 8 per rank on 1 rank
+    resumed as 4 per rank on 2 ranks is the same global batch of 8, so it must pass; 3 per rank
+    on 2 ranks (global 6) must not."""
+    from losskit.train import resume
+
+    stored = {"batch_size": 8, "world_size": 1}
+    resume.check_settings(stored, {"batch_size": 4, "world_size": 2}, "out")
+    with pytest.raises(resume.ResumeMismatchError, match="global batch of 6"):
+        resume.check_settings(stored, {"batch_size": 3, "world_size": 2}, "out")
+
+
+def test_resume_loss_signature_leaves_out_reduction_and_module_state():
+    """Kills `k.startswith("_") or k in (...)` -> `and` (resume.py): the signature of an MSELoss
+    is its class alone, whatever its reduction (fit reduces itself), with no `training` flag or
+    private Module attribute."""
+    from losskit.train import resume
+
+    want = {"class": "MSELoss"}
+    assert resume.loss_signature(torch.nn.MSELoss()) == want
+    assert resume.loss_signature(torch.nn.MSELoss(reduction="sum")) == want
