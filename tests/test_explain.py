@@ -281,3 +281,46 @@ def test_linear_cross_entropy_curve_is_the_one_its_axis_names():
     t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
     torch.testing.assert_close(record.explain.curve.loss(t, label_smoothing=0.0),
                                torch.log(t.exp() + 2) - t, rtol=1e-12, atol=1e-14)
+
+
+_D = (-0.5, 0.5, 0.0, 3.0)  # the regression family's example residual d = x - y
+_COSH = tuple(math.cosh(v) for v in _D)
+# Every row `losskit explain` prints for the regression family, by hand from d (huber's delta and
+# smooth_l1's beta are 1, quantile_loss's q is 0.9: u = -d, q u, (q - 1) u, their max).
+_REGRESSION_ROWS = {
+    "mse_loss": {"l = d^2": (0.25, 0.25, 0.0, 9.0), "mean over the 4 elements": 2.375},
+    "l1_loss": {"l = |d|": (0.5, 0.5, 0.0, 3.0), "mean over the 4 elements": 1.0},
+    "huber_loss": {"|d|": (0.5, 0.5, 0.0, 3.0),
+                   "quadratic 0.5 d^2 (used where |d| < delta)": (0.125, 0.125, 0.0, 4.5),
+                   "linear delta (|d| - delta/2) (elsewhere)": (0.0, 0.0, -0.5, 2.5),
+                   "l": (0.125, 0.125, 0.0, 2.5), "mean over the 4 elements": 0.6875},
+    "smooth_l1_loss": {"|d|": (0.5, 0.5, 0.0, 3.0),
+                       "0.5 d^2 / beta (used where |d| < beta)": (0.125, 0.125, 0.0, 4.5),
+                       "|d| - beta/2 (elsewhere)": (0.0, 0.0, -0.5, 2.5),
+                       "l": (0.125, 0.125, 0.0, 2.5), "mean over the 4 elements": 0.6875},
+    "log_cosh_loss": {"cosh(d)": _COSH, "l = log cosh(d)": tuple(math.log(c) for c in _COSH),
+                      "mean over the 4 elements": sum(math.log(c) for c in _COSH) / 4},
+    "quantile_loss": {"u = y - x = -d": (0.5, -0.5, 0.0, -3.0),
+                      "q u (under-prediction)": (0.45, -0.45, 0.0, -2.7),
+                      "(q - 1) u (over-prediction)": (-0.05, 0.05, 0.0, 0.3),
+                      "l = max of the two": (0.45, 0.05, 0.0, 0.3),
+                      "mean over the 4 elements": 0.2},
+}
+
+
+def test_regression_rows_table_covers_the_family():
+    assert {r.name for r in RECORDS if r.family == "regression"} == set(_REGRESSION_ROWS)
+
+
+@pytest.mark.parametrize("name", sorted(_REGRESSION_ROWS))
+def test_regression_worked_example_rows_match_the_hand_values(name):
+    """Every printed row, not only the last: an intermediate row may be wrong while the loss
+    (computed apart) is right."""
+    record = explain.resolve(name)
+    rows = dict(explain.worked_example(record).steps)
+    assert record.family == "regression"
+    assert set(rows) == {"residual d = x - y", *_REGRESSION_ROWS[name]}, "a row with no hand value"
+    torch.testing.assert_close(rows["residual d = x - y"], torch.tensor(_D, dtype=torch.float64))
+    for label, want in _REGRESSION_ROWS[name].items():
+        torch.testing.assert_close(rows[label], torch.tensor(want, dtype=torch.float64),
+                                   rtol=1e-12, atol=1e-12, msg=label)
