@@ -169,6 +169,8 @@ HAND_EXAMPLES = [
     ("linear_cross_entropy-linear_cross_entropy",
      (math.log(math.exp(1.0) + math.exp(-0.5) + math.exp(0.5)) - 1.0
       + math.log(math.exp(0.2) + math.exp(0.8) + math.exp(1.0)) - 1.0) / 2),
+    # log-rates x = (0, 1, 2), counts y = (1, 3, 5): mean of e^x - y x
+    ("likelihood-poisson_nll_loss", (1.0 + (math.e - 3.0) + (math.exp(2.0) - 10.0)) / 3),
     ("likelihood-gaussian_nll_loss",
      ((math.log(0.5) + 0.25 / 0.5) + 0.0 + (math.log(2.0) + 4.0 / 2.0)) / 2 / 3),
 ]
@@ -324,3 +326,22 @@ def test_regression_worked_example_rows_match_the_hand_values(name):
     for label, want in _REGRESSION_ROWS[name].items():
         torch.testing.assert_close(rows[label], torch.tensor(want, dtype=torch.float64),
                                    rtol=1e-12, atol=1e-12, msg=label)
+
+
+def test_likelihood_gaussian_steps_rows_match_the_hand_values():
+    """Every row of gaussian_nll_loss's worked example: x = (1, 2, 3), y = (1.5, 2, 1),
+    var = (0.5, 1, 2), by hand."""
+    rows = dict(explain.worked_example(explain.resolve("gaussian_nll_loss")).steps)
+    want = {"v = max(var, eps)": (0.5, 1.0, 2.0), "d = x - y": (-0.5, 0.0, 2.0),
+            "d^2 / v": (0.5, 0.0, 2.0),
+            "l = (log v + d^2 / v) / 2": ((math.log(0.5) + 0.5) / 2, 0.0, (math.log(2.0) + 2) / 2)}
+    for label, value in want.items():
+        torch.testing.assert_close(rows[label], torch.tensor(value, dtype=torch.float64),
+                                   rtol=1e-12, atol=1e-12, msg=label)
+
+
+# d^2 l / dx^2 by hand: Poisson (log input) e^x > 0; Gaussian (in the mean) 1 / var > 0.
+@pytest.mark.parametrize("name", ["poisson_nll_loss", "gaussian_nll_loss"])
+def test_likelihood_losses_claim_the_convexity_their_second_derivative_proves(name):
+    assert explain.resolve(name).explain.convex is True
+    assert "convex in the input:  yes" in explain.explain_text(name)[0]

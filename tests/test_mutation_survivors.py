@@ -572,3 +572,32 @@ def test_resume_loss_signature_leaves_out_reduction_and_module_state():
     want = {"class": "MSELoss"}
     assert resume.loss_signature(torch.nn.MSELoss()) == want
     assert resume.loss_signature(torch.nn.MSELoss(reduction="sum")) == want
+
+
+# Seed 3 (benchmarks/mutation-triage.md, "Seed 3"): fresh survivors.
+
+
+def test_linear_cross_entropy_count_of_one_unbatched_soft_target_is_one():
+    """Kills `target.dim() - 1` -> `target.dim() * 1` in the linear+CE count (a (C,) target
+    would be read at shape[1]): one (D,) hidden vector with (C,) probabilities is one term;
+    loss_sum is -sum q log softmax(W h) in float64 by hand."""
+    torch.manual_seed(0)
+    module = lk.LinearCrossEntropyLoss(4, 5).double()
+    h = torch.randn(4, dtype=torch.float64)
+    q = torch.softmax(torch.randn(5, dtype=torch.float64), 0)
+    s, n = loss_sum_and_count(module, h, q)
+    assert float(n) == 1.0
+    want = -(q * torch.log_softmax(module.linear.weight @ h, 0)).sum()
+    torch.testing.assert_close(s.detach(), want)
+
+
+def test_logits_all_above_a_half_are_not_taken_for_sigmoid_output():
+    """Kills `lo < 0.5` -> `lo != 0.5` in check_not_sigmoid_output: 16 logits all in
+    [0.6, 0.9] lie in [0, 1] but not on both sides of 0.5 (a head biased near 0.75), so no
+    warning."""
+    x = torch.linspace(0.6, 0.9, 16)
+    with lk.checks("always"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LF.binary_cross_entropy_with_logits(x, torch.ones(16))
+    with lk.checks("always"), pytest.warns(lk.LossWarning, match="sigmoid"):  # across 0.5: warns
+        LF.binary_cross_entropy_with_logits(torch.linspace(0.1, 0.9, 16), torch.ones(16))
