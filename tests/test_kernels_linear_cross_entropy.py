@@ -204,3 +204,18 @@ def test_chunk_logits_fill_the_shared_buffer_when_hidden_is_narrower_than_a_chun
     expected.backward()
     assert_close(loss, expected, torch.float32)
     assert_close(h.grad, ref.grad, torch.float32)
+
+
+def test_upstream_gradient_of_two_while_compiling_is_not_taken_for_one(gen, monkeypatch):
+    """Under torch.compile `_is_one` must answer False without reading the value (no .item()
+    in a graph), so the upstream gradient is always multiplied in. is_compiling() is patched to
+    True in eager mode (a real compile costs seconds); the gradient of 2 * loss against float64."""
+    hidden = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    weight = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 5, (6,), generator=gen)
+    h = hidden.float().requires_grad_()
+    ref = hidden.clone().requires_grad_()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    (2 * chunked.linear_cross_entropy(h, weight.float(), target, chunk_size=4)).backward()
+    (2 * unfused(ref, weight, None, target)).backward()
+    assert_close(h.grad, ref.grad, torch.float32)

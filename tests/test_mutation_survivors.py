@@ -601,3 +601,13 @@ def test_logits_all_above_a_half_are_not_taken_for_sigmoid_output():
         LF.binary_cross_entropy_with_logits(x, torch.ones(16))
     with lk.checks("always"), pytest.warns(lk.LossWarning, match="sigmoid"):  # across 0.5: warns
         LF.binary_cross_entropy_with_logits(torch.linspace(0.1, 0.9, 16), torch.ones(16))
+
+
+def test_error_message_counts_one_bad_element_in_the_singular():
+    """Kills `'s' * (count != 1)` -> `(count != 0)` in the checks' "where" helper: one label out
+    of range reads "(1 such element)", two read "(2 such elements)"."""
+    with lk.checks("always"):
+        with pytest.raises(IndexError, match=r"\(1 such element\)"):
+            LF.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 5]))
+        with pytest.raises(IndexError, match=r"\(2 such elements\)"):
+            LF.cross_entropy(torch.zeros(2, 3), torch.tensor([7, 5]))
