@@ -611,3 +611,31 @@ def test_error_message_counts_one_bad_element_in_the_singular():
             LF.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 5]))
         with pytest.raises(IndexError, match=r"\(2 such elements\)"):
             LF.cross_entropy(torch.zeros(2, 3), torch.tensor([7, 5]))
+
+
+def test_resume_signature_leaves_out_a_buffer_of_1025_elements():
+    """Kills `b.numel() <= 1024` -> `<= 1025` (resume.py): 1024 class weights are part of the
+    signature, 1025 are left out (large buffers are not compared)."""
+    from losskit.train.resume import loss_signature
+
+    assert len(loss_signature(torch.nn.CrossEntropyLoss(weight=torch.ones(1024)))["weight"]) == 1024
+    assert "weight" not in loss_signature(torch.nn.CrossEntropyLoss(weight=torch.ones(1025)))
+
+
+def test_doctor_overfit_floor_of_a_cross_entropy_function_without_smoothing_is_zero():
+    """Kills the default `getattr(loss_fn, "label_smoothing", 0.0)` -> `1.0` (doctor.py): a loss
+    given as a function has no label_smoothing attribute and smooths nothing, so four distinct
+    rows can reach loss 0: no "(floor ...)" in the report (the mutant's uniform q gives ln 4)."""
+    torch.manual_seed(0)
+    check = lk.doctor(torch.nn.Linear(4, 4), LF.cross_entropy,
+                      (torch.eye(4), torch.arange(4)))["overfit one batch"]
+    assert "floor" not in check.message, check.message
+
+
+@pytest.mark.parametrize("target", [torch.tensor(1.0), torch.ones(3), torch.ones(3, 1)])
+def test_metrics_task_of_a_binary_loss_is_binary_for_a_0d_1d_or_column_target(target):
+    """Kills `target.dim() <= 1` -> `== 1` in infer_task (metrics.py): a 0-d target (one
+    sample) is binary too, not an IndexError from its shape[-1]."""
+    from losskit.metrics import infer_task
+
+    assert infer_task(lk.BCEWithLogitsLoss(), target) == "binary"
