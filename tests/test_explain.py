@@ -151,6 +151,9 @@ def _cos(a, b) -> float:
 HAND_EXAMPLES = [
     # the regression family's one example: d = x - y = (-0.5, 0.5, 0, 3); mean of d^2
     ("regression-mse_loss", (0.25 + 0.25 + 0.0 + 9.0) / 4),
+    # the same d, quantile 0.9: u = y - x = (0.5, -0.5, 0, -3); mean of max(0.9 u, -0.1 u)
+    # (the sign of d counts here, unlike in d^2)
+    ("regression-quantile_loss", (0.9 * 0.5 + 0.1 * 0.5 + 0.0 + 0.1 * 3.0) / 4),
     # p = (0.9, 0.2, 0.6), y = (1, 0, 0): -(log 0.9 + log 0.8 + log 0.4) / 3
     ("binary-binary_cross_entropy", -(math.log(0.9) + math.log(0.8) + math.log(0.4)) / 3),
     # x = (2, -1, 0.5), y = (1, 0, 0): mean of softplus(-x) for y = 1, softplus(x) for y = 0
@@ -161,6 +164,13 @@ HAND_EXAMPLES = [
      ((1 - _cos((1, 0), (1, 1))) + max(0.0, _cos((1, 1), (1, 0.5)) - 0.2)
       + max(0.0, _cos((0.5, 2), (-1, 0.1)) - 0.2)) / 3),
     # x = (1, 2, 3), y = (1.5, 2, 1), var = (0.5, 1, 2): mean of (log var + (x - y)^2 / var) / 2
+    # h = ((1, -0.5), (0.2, 0.8)), W rows (1, 0), (0, 1), (1, 1), y = (0, 2): z = h W^T =
+    # ((1, -0.5, 0.5), (0.2, 0.8, 1.0)); mean of logsumexp(z) - z_y
+    ("linear_cross_entropy-linear_cross_entropy",
+     (math.log(math.exp(1.0) + math.exp(-0.5) + math.exp(0.5)) - 1.0
+      + math.log(math.exp(0.2) + math.exp(0.8) + math.exp(1.0)) - 1.0) / 2),
+    # log-rates x = (0, 1, 2), counts y = (1, 3, 5): mean of e^x - y x
+    ("likelihood-poisson_nll_loss", (1.0 + (math.e - 3.0) + (math.exp(2.0) - 10.0)) / 3),
     ("likelihood-gaussian_nll_loss",
      ((math.log(0.5) + 0.25 / 0.5) + 0.0 + (math.log(2.0) + 4.0 / 2.0)) / 2 / 3),
 ]
@@ -224,3 +234,114 @@ def test_curve_options_are_distinct_and_not_flat(record):
     _, _, lines = explain.gradient_curves(record, points=61)
     for label, _, grad in lines:
         assert grad.abs().max() > 1e-6, label
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_curve_options_draw_different_lines(record):
+    """No two overlaid options draw the same loss line: an option that lost its setting
+    (e.g. hinge_embedding_loss's "y=-1" drawn with y = +1) duplicates another."""
+    _, _, lines = explain.gradient_curves(record, points=61)
+    for i, (label_a, loss_a, _) in enumerate(lines):
+        for label_b, loss_b, _ in lines[i + 1:]:
+            assert not torch.allclose(loss_a, loss_b, rtol=1e-9, atol=1e-12), (label_a, label_b)
+
+
+def test_ranking_triplet_gradient_with_a_users_distance_equals_autograd():
+    """triplet_margin_with_distance_loss's derivative for a distance_function of the user's
+    (the L1 distance), against autograd in float64. With L1 the worked example's second
+    triplet is satisfied (1 - 2.5 + margin 1 < 0): its gradient must be 0."""
+    record = explain.resolve("triplet_margin_with_distance_loss")
+    (a, pos, neg), kwargs = record.explain.example()
+    l1 = torch.nn.PairwiseDistance(p=1)
+    ag = a.clone().requires_grad_(True)
+    loss = record.function(ag, pos, neg, distance_function=l1, reduction="sum", **kwargs)
+    (auto,) = torch.autograd.grad(loss, ag)
+    assert auto[1].abs().max() == 0  # the satisfied triplet, by hand
+    torch.testing.assert_close(record.explain.gradient(a, pos, neg, distance_function=l1),
+                               auto, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_likelihood_poisson_gradient_on_rates_equals_autograd(seed):
+    """poisson_nll_loss's derivative for log_input=False (x the rate itself; the worked example
+    has log_input=True), with the default eps, against autograd in float64."""
+    record = explain.resolve("poisson_nll_loss")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(6, dtype=torch.float64, generator=g) * 3 + 0.1
+    y = torch.randint(0, 6, (6,), generator=g).double()
+    xg = x.clone().requires_grad_(True)
+    loss = record.function(xg, y, log_input=False, reduction="sum")
+    (auto,) = torch.autograd.grad(loss, xg)
+    torch.testing.assert_close(record.explain.gradient(x, y, log_input=False), auto, rtol=1e-9,
+                               atol=1e-12)
+
+
+def test_linear_cross_entropy_curve_is_the_one_its_axis_names():
+    """The curve "h along the true class's weight row (W = [e1, e2, 0])": h = (t, 0) gives
+    logits (t, 0, 0) and, without smoothing, l = log(e^t + 2) - t (by hand)."""
+    record = explain.resolve("linear_cross_entropy")
+    t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
+    torch.testing.assert_close(record.explain.curve.loss(t, label_smoothing=0.0),
+                               torch.log(t.exp() + 2) - t, rtol=1e-12, atol=1e-14)
+
+
+_D = (-0.5, 0.5, 0.0, 3.0)  # the regression family's example residual d = x - y
+_COSH = tuple(math.cosh(v) for v in _D)
+# Every row `losskit explain` prints for the regression family, by hand from d (huber's delta and
+# smooth_l1's beta are 1, quantile_loss's q is 0.9: u = -d, q u, (q - 1) u, their max).
+_REGRESSION_ROWS = {
+    "mse_loss": {"l = d^2": (0.25, 0.25, 0.0, 9.0), "mean over the 4 elements": 2.375},
+    "l1_loss": {"l = |d|": (0.5, 0.5, 0.0, 3.0), "mean over the 4 elements": 1.0},
+    "huber_loss": {"|d|": (0.5, 0.5, 0.0, 3.0),
+                   "quadratic 0.5 d^2 (used where |d| < delta)": (0.125, 0.125, 0.0, 4.5),
+                   "linear delta (|d| - delta/2) (elsewhere)": (0.0, 0.0, -0.5, 2.5),
+                   "l": (0.125, 0.125, 0.0, 2.5), "mean over the 4 elements": 0.6875},
+    "smooth_l1_loss": {"|d|": (0.5, 0.5, 0.0, 3.0),
+                       "0.5 d^2 / beta (used where |d| < beta)": (0.125, 0.125, 0.0, 4.5),
+                       "|d| - beta/2 (elsewhere)": (0.0, 0.0, -0.5, 2.5),
+                       "l": (0.125, 0.125, 0.0, 2.5), "mean over the 4 elements": 0.6875},
+    "log_cosh_loss": {"cosh(d)": _COSH, "l = log cosh(d)": tuple(math.log(c) for c in _COSH),
+                      "mean over the 4 elements": sum(math.log(c) for c in _COSH) / 4},
+    "quantile_loss": {"u = y - x = -d": (0.5, -0.5, 0.0, -3.0),
+                      "q u (under-prediction)": (0.45, -0.45, 0.0, -2.7),
+                      "(q - 1) u (over-prediction)": (-0.05, 0.05, 0.0, 0.3),
+                      "l = max of the two": (0.45, 0.05, 0.0, 0.3),
+                      "mean over the 4 elements": 0.2},
+}
+
+
+def test_regression_rows_table_covers_the_family():
+    assert {r.name for r in RECORDS if r.family == "regression"} == set(_REGRESSION_ROWS)
+
+
+@pytest.mark.parametrize("name", sorted(_REGRESSION_ROWS))
+def test_regression_worked_example_rows_match_the_hand_values(name):
+    """Every printed row, not only the last: an intermediate row may be wrong while the loss
+    (computed apart) is right."""
+    record = explain.resolve(name)
+    rows = dict(explain.worked_example(record).steps)
+    assert record.family == "regression"
+    assert set(rows) == {"residual d = x - y", *_REGRESSION_ROWS[name]}, "a row with no hand value"
+    torch.testing.assert_close(rows["residual d = x - y"], torch.tensor(_D, dtype=torch.float64))
+    for label, want in _REGRESSION_ROWS[name].items():
+        torch.testing.assert_close(rows[label], torch.tensor(want, dtype=torch.float64),
+                                   rtol=1e-12, atol=1e-12, msg=label)
+
+
+def test_likelihood_gaussian_steps_rows_match_the_hand_values():
+    """Every row of gaussian_nll_loss's worked example: x = (1, 2, 3), y = (1.5, 2, 1),
+    var = (0.5, 1, 2), by hand."""
+    rows = dict(explain.worked_example(explain.resolve("gaussian_nll_loss")).steps)
+    want = {"v = max(var, eps)": (0.5, 1.0, 2.0), "d = x - y": (-0.5, 0.0, 2.0),
+            "d^2 / v": (0.5, 0.0, 2.0),
+            "l = (log v + d^2 / v) / 2": ((math.log(0.5) + 0.5) / 2, 0.0, (math.log(2.0) + 2) / 2)}
+    for label, value in want.items():
+        torch.testing.assert_close(rows[label], torch.tensor(value, dtype=torch.float64),
+                                   rtol=1e-12, atol=1e-12, msg=label)
+
+
+# d^2 l / dx^2 by hand: Poisson (log input) e^x > 0; Gaussian (in the mean) 1 / var > 0.
+@pytest.mark.parametrize("name", ["poisson_nll_loss", "gaussian_nll_loss"])
+def test_likelihood_losses_claim_the_convexity_their_second_derivative_proves(name):
+    assert explain.resolve(name).explain.convex is True
+    assert "convex in the input:  yes" in explain.explain_text(name)[0]

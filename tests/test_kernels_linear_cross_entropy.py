@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -176,3 +177,45 @@ def test_upstream_gradient_of_exactly_two(gen):
     h_ref = hidden.double().requires_grad_()
     (2.0 * unfused(h_ref, weight, None, target)).backward()
     assert_close(h.grad, h_ref.grad, torch.float32)
+
+
+def test_chunk_rule_gives_one_token_chunks_for_one_token():
+    """The rule's range is [16, N] clipped below at 1 (docstring): one token is a chunk of one
+    (the logits buffer is (chunk, V): a chunk of 2 allocates a row that is never used)."""
+    assert chunked.chunk_tokens(1, 50) == 1
+    assert chunked.chunk_tokens(1, 10**8) == 1
+    assert chunked.chunk_tokens(0, 50) == 1  # no token: still a valid range() step
+
+
+def test_chunk_logits_fill_the_shared_buffer_when_hidden_is_narrower_than_a_chunk(gen):
+    """D = 2 < chunk = 4 tokens: each chunk's (4, V) logits go into the first rows of the
+    shared buffer, never a resized `out=` (torch warns when it resizes one); values and the
+    hidden gradient against float64."""
+    hidden = torch.randn(10, 2, generator=gen, dtype=torch.float64)
+    weight = torch.randn(5, 2, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 5, (10,), generator=gen)
+    h = hidden.float().requires_grad_()
+    ref = hidden.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = chunked.linear_cross_entropy(h, weight.float(), target, chunk_size=4)
+        loss.backward()
+    expected = unfused(ref, weight, None, target)
+    expected.backward()
+    assert_close(loss, expected, torch.float32)
+    assert_close(h.grad, ref.grad, torch.float32)
+
+
+def test_upstream_gradient_of_two_while_compiling_is_not_taken_for_one(gen, monkeypatch):
+    """Under torch.compile `_is_one` must answer False without reading the value (no .item()
+    in a graph), so the upstream gradient is always multiplied in. is_compiling() is patched to
+    True in eager mode (a real compile costs seconds); the gradient of 2 * loss against float64."""
+    hidden = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    weight = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 5, (6,), generator=gen)
+    h = hidden.float().requires_grad_()
+    ref = hidden.clone().requires_grad_()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    (2 * chunked.linear_cross_entropy(h, weight.float(), target, chunk_size=4)).backward()
+    (2 * unfused(ref, weight, None, target)).backward()
+    assert_close(h.grad, ref.grad, torch.float32)

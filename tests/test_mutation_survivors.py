@@ -436,3 +436,206 @@ def test_tiny_linear_cross_entropy_call_returns_the_lse_when_asked():
     loss, lse = LF.linear_cross_entropy(h, w, y, return_lse=True)
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(h @ w.T, y))
     torch.testing.assert_close(lse.double(), torch.logsumexp(h @ w.T, dim=1), rtol=1e-6, atol=1e-6)
+
+
+# Seed 2 (benchmarks/mutation-triage.md, "Seed 2 (triaged)"): fresh survivors.
+
+
+@pytest.mark.parametrize("reduction", ["avg", "batchmean"])  # both sort before "elementwise_mean"
+def test_weighted_regression_with_an_unknown_reduction_is_told_the_valid_ones(reduction):
+    """Kills `reduction == "elementwise_mean"` -> `<=` (regression.py, weighted reductions): an
+    unknown string gets the "not a valid value" message (torch: ValueError), not the message
+    about the deprecated alias."""
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="not a valid value"):
+        LF.mse_loss(x, x, weight=torch.ones(3), reduction=reduction)
+    with pytest.raises(ValueError, match="Invalid reduction"):  # torch refuses it too
+        torch.nn.functional.mse_loss(x, x, weight=torch.ones(3), reduction=reduction)
+
+
+def test_binary_pos_weight_alone_on_another_device_gets_losskits_message():
+    """Kills `or (pos_weight ... device != device)` -> `and` (binary.py): input, target and
+    weight on the CPU, only pos_weight on "meta" (no GPU needed)."""
+    x = torch.zeros(2, 3)
+    with pytest.raises(lk.LossRuntimeError, match=r"different devices.*pos_weight.*Fix:"):
+        LF.binary_cross_entropy_with_logits(x, x.clone(), weight=torch.ones(3),
+                                            pos_weight=torch.ones(3, device="meta"))
+
+
+def test_multi_margin_target_longer_than_the_batch_gets_losskits_message():
+    """Kills `target.shape[0] == input.shape[0]` -> `>=` in multi_margin_loss's fast-path
+    predicate (margin.py): 4 labels for 3 rows is refused with a fix (torch: RuntimeError)."""
+    with pytest.raises(RuntimeError, match=r"one class index per sample.*Fix:"):
+        LF.multi_margin_loss(torch.zeros(3, 4), torch.zeros(4, dtype=torch.long))
+
+
+def test_tiny_linear_cross_entropy_keeps_a_negative_z_loss_scale():
+    """Kills `lse_square_scale == 0.0` -> `== -1.0` in linear_cross_entropy's tiny-call
+    predicate: a tiny call with lse_square_scale=-1 must not take the plain-CE small path. Oracle:
+    float64 cross-entropy of h W^T plus s * mean(logsumexp^2), by formula."""
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(3, 4, dtype=torch.float64, generator=g)
+    w = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    y = torch.tensor([0, 4, 2])
+    z = h @ w.T  # (3, 5)
+    want = torch.nn.functional.cross_entropy(z, y) - (torch.logsumexp(z, dim=1) ** 2).mean()
+    torch.testing.assert_close(LF.linear_cross_entropy(h, w, y, lse_square_scale=-1.0), want)
+
+
+def test_unregistered_loss_of_one_tensor_counts_its_rows():
+    """Kills `else tensors[0]` -> `else tensors[1]` (normalise.py): a loss of the prediction
+    alone (a regulariser) is counted by the rows of that one tensor: N = 4, and loss_sum =
+    mean * 4 by hand."""
+    x = torch.arange(12.0, dtype=torch.float64).reshape(4, 3)
+    s, n = loss_sum_and_count(lambda t: t.pow(2).mean(), x)
+    assert float(n) == 4.0
+    torch.testing.assert_close(s, x.pow(2).sum() / 12 * 4)
+
+
+def test_dtensor_vocab_parallel_cross_entropy_refuses_a_positive_z_loss(one_process_mesh):
+    """Kills `lse_square_scale != 0` -> `< 0` (dtensor.py): the vocab-parallel path has no
+    z-loss, so lse_square_scale=1e-2 with logits sharded over the classes is refused with a fix,
+    not silently dropped."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    sharded = distribute_tensor(x, one_process_mesh, [Shard(1)])
+    with pytest.raises(lk.LossInputError, match=r"lse_square_scale.*Fix:"):
+        LF.cross_entropy(sharded, torch.tensor([0, 4, 2, 1]), lse_square_scale=1e-2)
+
+
+class _Identity(torch.nn.Module):
+    """out = w x with w = 1: fits y = x exactly before any step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w * x
+
+
+def test_doctor_overfit_met_exactly_at_the_goal_needs_no_eval_retry():
+    """Kills `losses[-1] > goal` -> `>=` (doctor.py, the eval-mode retry): x = y = 1 and MSE give
+    loss 0 = floor = goal at step 0, a fit in train mode; the report must not say
+    "(eval mode)"."""
+    x = torch.ones(4, 1)
+    check = lk.doctor(_Identity(), torch.nn.MSELoss(), (x, x.clone()))["overfit one batch"]
+    assert check.status == "pass", check.message
+    assert "in 0 steps" in check.message and "(eval mode)" not in check.message, check.message
+
+
+def test_doctor_init_warning_for_regression_blames_the_targets():
+    """Kills `if family in _REGRESSION` -> `if not ...` (doctor.py, the init-loss fix): targets
+    around 100 and an output of 0 give loss ~ 1e4 against Var(y) = 1.25; the fix is to
+    standardise the targets, not to shrink over-confident logits."""
+    model = torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(model.weight)
+    torch.nn.init.zeros_(model.bias)
+    x, y = torch.ones(4, 1), 100 + torch.arange(4.0).unsqueeze(1)
+    check = lk.doctor(model, torch.nn.MSELoss(), (x, y))["loss at init"]
+    assert check.status == "warn", check.message
+    assert "standardise the targets" in check.message and "over-confident" not in check.message
+
+
+def test_doctor_overfit_floor_with_label_smoothing_is_the_smoothed_entropy():
+    """Kills `1 - eps + eps / c` -> `1 - eps * eps / c` (doctor.py, the ideal logits of label-
+    smoothed cross-entropy): the lowest reachable loss is the entropy of the smoothed one-hot
+    q = (1 - eps + eps/C, eps/C, ...), by hand 0.588 for eps = 0.2, C = 4."""
+    eps, c = 0.2, 4
+    a, b = 1 - eps + eps / c, eps / c
+    floor = -(a * math.log(a) + (c - 1) * b * math.log(b))
+    torch.manual_seed(0)
+    check = lk.doctor(torch.nn.Linear(4, 4), torch.nn.CrossEntropyLoss(label_smoothing=eps),
+                      (torch.eye(4), torch.arange(4)))["overfit one batch"]
+    assert f"(floor {floor:.3g})" in check.message, check.message
+
+
+def test_resume_on_more_ranks_with_the_same_global_batch_passes_the_settings_check():
+    """Kills `stored world_size != new world_size` -> `>` (resume.py): 8 per rank on 1 rank
+    resumed as 4 per rank on 2 ranks is the same global batch of 8, so it must pass; 3 per rank
+    on 2 ranks (global 6) must not."""
+    from losskit.train import resume
+
+    stored = {"batch_size": 8, "world_size": 1}
+    resume.check_settings(stored, {"batch_size": 4, "world_size": 2}, "out")
+    with pytest.raises(resume.ResumeMismatchError, match="global batch of 6"):
+        resume.check_settings(stored, {"batch_size": 3, "world_size": 2}, "out")
+
+
+def test_resume_loss_signature_leaves_out_reduction_and_module_state():
+    """Kills `k.startswith("_") or k in (...)` -> `and` (resume.py): the signature of an MSELoss
+    is its class alone, whatever its reduction (fit reduces itself), with no `training` flag or
+    private Module attribute."""
+    from losskit.train import resume
+
+    want = {"class": "MSELoss"}
+    assert resume.loss_signature(torch.nn.MSELoss()) == want
+    assert resume.loss_signature(torch.nn.MSELoss(reduction="sum")) == want
+
+
+# Seed 3 (benchmarks/mutation-triage.md, "Seed 3"): fresh survivors.
+
+
+def test_linear_cross_entropy_count_of_one_unbatched_soft_target_is_one():
+    """Kills `target.dim() - 1` -> `target.dim() * 1` in the linear+CE count (a (C,) target
+    would be read at shape[1]): one (D,) hidden vector with (C,) probabilities is one term;
+    loss_sum is -sum q log softmax(W h) in float64 by hand."""
+    torch.manual_seed(0)
+    module = lk.LinearCrossEntropyLoss(4, 5).double()
+    h = torch.randn(4, dtype=torch.float64)
+    q = torch.softmax(torch.randn(5, dtype=torch.float64), 0)
+    s, n = loss_sum_and_count(module, h, q)
+    assert float(n) == 1.0
+    want = -(q * torch.log_softmax(module.linear.weight @ h, 0)).sum()
+    torch.testing.assert_close(s.detach(), want)
+
+
+def test_logits_all_above_a_half_are_not_taken_for_sigmoid_output():
+    """Kills `lo < 0.5` -> `lo != 0.5` in check_not_sigmoid_output: 16 logits all in
+    [0.6, 0.9] lie in [0, 1] but not on both sides of 0.5 (a head biased near 0.75), so no
+    warning."""
+    x = torch.linspace(0.6, 0.9, 16)
+    with lk.checks("always"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LF.binary_cross_entropy_with_logits(x, torch.ones(16))
+    with lk.checks("always"), pytest.warns(lk.LossWarning, match="sigmoid"):  # across 0.5: warns
+        LF.binary_cross_entropy_with_logits(torch.linspace(0.1, 0.9, 16), torch.ones(16))
+
+
+def test_error_message_counts_one_bad_element_in_the_singular():
+    """Kills `'s' * (count != 1)` -> `(count != 0)` in the checks' "where" helper: one label out
+    of range reads "(1 such element)", two read "(2 such elements)"."""
+    with lk.checks("always"):
+        with pytest.raises(IndexError, match=r"\(1 such element\)"):
+            LF.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 5]))
+        with pytest.raises(IndexError, match=r"\(2 such elements\)"):
+            LF.cross_entropy(torch.zeros(2, 3), torch.tensor([7, 5]))
+
+
+def test_resume_signature_leaves_out_a_buffer_of_1025_elements():
+    """Kills `b.numel() <= 1024` -> `<= 1025` (resume.py): 1024 class weights are part of the
+    signature, 1025 are left out (large buffers are not compared)."""
+    from losskit.train.resume import loss_signature
+
+    assert len(loss_signature(torch.nn.CrossEntropyLoss(weight=torch.ones(1024)))["weight"]) == 1024
+    assert "weight" not in loss_signature(torch.nn.CrossEntropyLoss(weight=torch.ones(1025)))
+
+
+def test_doctor_overfit_floor_of_a_cross_entropy_function_without_smoothing_is_zero():
+    """Kills the default `getattr(loss_fn, "label_smoothing", 0.0)` -> `1.0` (doctor.py): a loss
+    given as a function has no label_smoothing attribute and smooths nothing, so four distinct
+    rows can reach loss 0: no "(floor ...)" in the report (the mutant's uniform q gives ln 4)."""
+    torch.manual_seed(0)
+    check = lk.doctor(torch.nn.Linear(4, 4), LF.cross_entropy,
+                      (torch.eye(4), torch.arange(4)))["overfit one batch"]
+    assert "floor" not in check.message, check.message
+
+
+@pytest.mark.parametrize("target", [torch.tensor(1.0), torch.ones(3), torch.ones(3, 1)])
+def test_metrics_task_of_a_binary_loss_is_binary_for_a_0d_1d_or_column_target(target):
+    """Kills `target.dim() <= 1` -> `== 1` in infer_task (metrics.py): a 0-d target (one
+    sample) is binary too, not an IndexError from its shape[-1]."""
+    from losskit.metrics import infer_task
+
+    assert infer_task(lk.BCEWithLogitsLoss(), target) == "binary"

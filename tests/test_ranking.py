@@ -505,3 +505,21 @@ def test_triplet_with_distance_module_is_torchs(gen):
         lk.TripletMarginWithDistanceLoss(margin=0.0)  # torch's constructor check
     args = _triplet(gen, 4, 3)
     torch.testing.assert_close(ours(*args), theirs(*args), rtol=0, atol=0)
+
+
+def test_ranking_triplet_with_a_broadcast_positive_counts_one_term_per_anchor():
+    """Kills `anchor = tensors[0]` -> `tensors[1]` in `_count_triplets` (ranking.py): a user's
+    distance may broadcast one (1, D) positive over 4 anchors; the mean counts 4 terms (the
+    loss per anchor), and loss_sum = mean * 4 with the hand L1 distance as the oracle."""
+    from losskit.distributed import loss_sum_and_count
+
+    g = torch.Generator().manual_seed(0)
+    a, n = (torch.randn(4, 3, dtype=torch.float64, generator=g) for _ in range(2))
+    p = torch.randn(1, 3, dtype=torch.float64, generator=g)
+
+    def l1(u, v):
+        return (u - v).abs().sum(-1)
+
+    s, count = loss_sum_and_count(lk.TripletMarginWithDistanceLoss(distance_function=l1), a, p, n)
+    assert float(count) == 4.0
+    torch.testing.assert_close(s, (l1(a, p) - l1(a, n) + 1.0).clamp_min(0).sum())
