@@ -3,11 +3,13 @@ each named after the mutation it kills."""
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import losskit as lk
 import losskit.functional as LF
@@ -639,3 +641,43 @@ def test_metrics_task_of_a_binary_loss_is_binary_for_a_0d_1d_or_column_target(ta
     from losskit.metrics import infer_task
 
     assert infer_task(lk.BCEWithLogitsLoss(), target) == "binary"
+
+
+def test_resume_hashes_tensor_datasets_up_to_1_gib() -> None:
+    """``data_signature`` hashes tensor datasets of at most 1 GiB (its docstring): a 512 MiB
+    dataset and one byte is still hashed, so a resumed run notices changed rows; one byte over
+    1 GiB is compared by its row count only. Expanded tensors cost no memory until hashed; the
+    512 MiB one is hashed (about 1 s and 1 GiB of memory for the copies)."""
+    from torch.utils.data import TensorDataset
+
+    from losskit.train import resume
+
+    byte = torch.zeros(1, dtype=torch.uint8)
+    over = TensorDataset(byte.expand((1 << 30) + 1))
+    assert resume.data_signature(over)["sha1"] is None
+    half = TensorDataset(byte.expand((1 << 29) + 1))
+    assert resume.data_signature(half)["sha1"] is not None
+
+
+@pytest.mark.parametrize("excess,reported", [(1e-6, False), (1e-3, True)])
+def test_doctor_conflict_tolerance_is_relative_to_a_large_floor(excess, reported) -> None:
+    """doctor.py's overfit floor: duplicated inputs with different targets raise the floor only
+    when the shared-ideal loss exceeds the plain floor by more than 1e-6 of the floor's size
+    (rounding otherwise). Floor 100 (MSE + 100, float64): rows 0 and 1 share an input, their
+    targets differ by d, so the shared ideal (their mean) adds 2 (d/2)^2 / 4 = d^2 / 8 to the
+    mean: 1e-6 (below 1e-4, kept as rounding) or 1e-3 (reported as a conflict)."""
+    doctor = importlib.import_module("losskit.doctor")
+    d = math.sqrt(8 * excess)
+    target = torch.tensor([0.0, d, 1.0, 2.0], dtype=torch.float64)
+    inputs = torch.tensor([[0.0], [0.0], [1.0], [2.0]], dtype=torch.float64)
+
+    def loss_fn(x, y):
+        return F.mse_loss(x, y) + 100.0
+
+    floor, words = doctor._floors("mse", torch.zeros(4, dtype=torch.float64), inputs, target,
+                                  loss_fn)
+    if reported:
+        assert floor == pytest.approx(100.0 + excess, rel=1e-12)
+        assert "identical inputs but different targets (rows 0, 1)" in words
+    else:
+        assert (floor, words) == (100.0, "")

@@ -90,7 +90,8 @@ def loss_signature(loss_fn: Any) -> dict[str, Any]:
 
 
 def data_signature(data: Dataset | DataLoader | None) -> dict[str, Any] | None:
-    """Row count and, for tensor datasets, a content hash of the rows (order included)."""
+    """Row count and, for tensor datasets of at most 1 GiB (``_HASH_LIMIT``), a content hash of
+    the rows (order included); a larger tensor dataset is compared by its row count only."""
     if data is None:
         return None
     dataset = data.dataset if isinstance(data, DataLoader) else data
