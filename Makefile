@@ -15,6 +15,7 @@ $(BIN)/losskit: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[trl]"  # after dev: see pyproject.toml's `trl` extra
 	touch $@
 
 train: $(BIN)/losskit
