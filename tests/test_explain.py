@@ -875,3 +875,105 @@ def test_unbounded_gradient_claim_shows_on_the_curve(record):
         return
     _, _, lines = explain.gradient_curves(record, points=121)
     assert max(float(g.abs().max()) for _, _, g in lines) > 10
+
+
+def test_ranking_triplet_gradient_at_the_hinge_follows_the_printed_indicator():
+    """The printed derivative is 1[l > 0] (d(a, p)/da - d(a, n)/da): at l = 0 exactly (eps=0,
+    d(a, p) = 1, d(a, n) = 2, margin 1) it is 0, while an active triplet there would give
+    (a - p)/1 - (a - n)/2 = (-1, 1), p and n not on one line through a. (torch's clamp_min
+    passes the gradient at 0, so autograd picks the other subgradient there: the one point
+    where the closed form and autograd may differ.)"""
+    record = explain.resolve("triplet_margin_loss")
+    assert "[l > 0]" in record.explain.derivative
+    a = torch.tensor([[0.0, 0.0], [0.0, 1.0]], dtype=F64)
+    pos = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=F64)
+    neg = torch.tensor([[0.0, 2.0], [0.0, 1.5]], dtype=F64)  # the second: 1 - 0.5 + 1 > 0
+    want = torch.tensor([[0.0, 0.0], [-1.0, 1.0]], dtype=F64)  # second: (-1, 0) - (0, -0.5) / 0.5
+    torch.testing.assert_close(record.explain.gradient(a, pos, neg, eps=0.0), want, rtol=1e-12,
+                               atol=0)
+
+
+
+# Issue 16, seed 4: each record's drawn figure, as the gallery documents it: the span of the
+# horizontal axis and the legend, in order. With the check below that a legend's "key=value"
+# is the value drawn, an option or a span that drifts (huber's delta=0.5 drawn at 1.5, the
+# cross-entropy span starting at -7) is caught.
+DOCUMENTED_CURVES = {
+    "binary_cross_entropy": ((0.02, 0.98), ("y=1", "y=0.9")),
+    "binary_cross_entropy_with_logits": ((-6.0, 6.0), ("pos_weight=1.0", "pos_weight=3.0")),
+    "cross_entropy": ((-6.0, 6.0),
+        ("label_smoothing=0.0", "label_smoothing=0.1", "label_smoothing=0.3")),
+    "nll_loss": ((-5.0, -0.01), ("",)),
+    "focal_loss": ((-6.0, 6.0), ("gamma=0.0", "gamma=1.0", "gamma=2.0", "gamma=5.0")),
+    "poly1_cross_entropy": ((-6.0, 6.0),
+        ("epsilon=-1.0", "epsilon=0.0", "epsilon=1.0", "epsilon=4.0")),
+    "info_nce": ((-1.0, 1.0), ("tau=0.1", "tau=0.5", "tau=1.0")),
+    "clip_loss": ((-1.0, 1.0), ("scale=1", "scale=2.72", "scale=14.3")),
+    "supcon_loss": ((-1.0, 1.0), ("tau=0.1", "tau=0.5", "tau=1.0")),
+    "kd_loss": ((-6.0, 6.0), ("T=1.0", "T=2.0", "T=4.0")),
+    "jsd": ((-6.0, 6.0), ("beta=0.0", "beta=0.5", "beta=1.0")),
+    "linear_kd_loss": ((-6.0, 6.0), ("T=1.0", "T=2.0", "T=4.0")),
+    "kl_div": ((-5.0, 5.0), ("target p_0=0.5", "target p_0=0.7", "target p_0=0.9")),
+    "poisson_nll_loss": ((-2.0, 3.0), ("y=1.0", "y=3.0", "y=6.0")),
+    "gaussian_nll_loss": ((-3.0, 3.0), ("var=0.25", "var=1.0", "var=4.0")),
+    "linear_cross_entropy": ((-6.0, 6.0),
+        ("label_smoothing=0.0", "label_smoothing=0.1", "label_smoothing=0.3")),
+    "soft_margin_loss": ((-6.0, 6.0), ("",)),
+    "multilabel_soft_margin_loss": ((-6.0, 6.0), ("",)),
+    "multilabel_margin_loss": ((-3.0, 3.0), ("",)),
+    "multi_margin_loss": ((-3.0, 3.0), ("p=1", "p=2", "p=1, margin=2")),
+    "dpo_loss": ((-10.0, 10.0), ("beta=0.1", "beta=0.5", "beta=1.0")),
+    "simpo_loss": ((-4.0, 4.0), ("gamma=0.0", "gamma=1.0", "gamma=2.0")),
+    "orpo_loss": ((-4.0, -0.05), ("lambda=0.0", "lambda=0.5", "lambda=2.0")),
+    "kto_loss": ((-10.0, 10.0),
+        ("desirable, beta=0.5", "undesirable, beta=0.5", "desirable, beta=2")),
+    "linear_preference_loss": ((-6.0, 6.0), ("beta=0.1", "beta=0.5", "beta=1.0")),
+    "margin_ranking_loss": ((-3.0, 3.0), ("margin=0.0", "margin=0.5", "margin=1.0")),
+    "hinge_embedding_loss": ((0.0, 3.0), ("y=+1", "y=-1, margin=1", "y=-1, margin=2")),
+    "cosine_embedding_loss": ((0.0, 3.14159), ("y=+1", "y=-1, margin=0", "y=-1, margin=0.5")),
+    "triplet_margin_loss": ((-1.0, 3.0), ("margin=0.5", "margin=1.0", "margin=2.0")),
+    "triplet_margin_with_distance_loss": ((-1.0, 3.0),
+        ("euclidean", "L1 distance", "euclidean, margin=2")),
+    "mse_loss": ((-3.0, 3.0), ("",)),
+    "l1_loss": ((-3.0, 3.0), ("",)),
+    "huber_loss": ((-3.0, 3.0), ("delta=0.5", "delta=1.0", "delta=2.0")),
+    "smooth_l1_loss": ((-3.0, 3.0), ("beta=0.5", "beta=1.0", "beta=2.0")),
+    "log_cosh_loss": ((-3.0, 3.0), ("",)),
+    "quantile_loss": ((-3.0, 3.0), ("q=0.1", "q=0.5", "q=0.9")),
+    "dice_loss": ((-6.0, 6.0), ("smooth=0.0", "smooth=1.0", "smooth=10.0")),
+    "tversky_loss": ((0.01, 0.99),
+        ("alpha=0.5, beta=0.5", "alpha=0.3, beta=0.7", "alpha=0.7, beta=0.3")),
+    "focal_tversky_loss": ((0.01, 0.99), ("gamma=1", "gamma=1.33", "gamma=2", "gamma=3")),
+    "lovasz_softmax": ((-6.0, 6.0), ("pixel labelled 1", "pixel labelled 0")),
+    "ctc_loss": ((-6.0, 6.0), ("T=1 frames", "T=2 frames", "T=4 frames")),
+}
+# Legend keys that name an option under another name.
+_LEGEND_KEYS = {"tau": ("temperature",), "T": ("temperature", "frames"), "lambda": ("lambda_",),
+                "q": ("quantile",), "p_0": ("p0",)}
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_curve_span_and_legend_are_the_documented_ones(record):
+    curve = record.explain.curve
+    span, legend = DOCUMENTED_CURVES[record.name]
+    assert tuple(curve.span) == span
+    assert tuple(label for label, _ in curve.options) == legend
+
+
+def _legend_values(label: str):
+    """(option names, value, half a unit of the printed last digit) per "key=value" in a label."""
+    import re
+
+    for key, text in re.findall(r"(\w+)=([-+]?\d+(?:\.\d+)?)", label):
+        digits = len(text.split(".")[1]) if "." in text else 0
+        yield _LEGEND_KEYS.get(key, (key,)), float(text), 0.5 * 10.0**-digits
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_curve_legend_values_are_the_values_drawn(record):
+    """Each "key=value" of a legend whose key is one of the option's settings equals it to the
+    printed digits (a key the option leaves to the curve's default, e.g. "p=1", is skipped)."""
+    for label, option in record.explain.curve.options:
+        for names, value, half_unit in _legend_values(label):
+            drawn = [float(option[n]) for n in names if n in option]
+            assert all(abs(d - value) < half_unit for d in drawn), (label, option)
