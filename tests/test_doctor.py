@@ -597,3 +597,16 @@ def test_zero_or_prior_bias_bce_head_is_not_taken_for_a_sigmoid(
         head.bias.fill_(bias)
     report = doctor(model, loss_fn, batch)
     assert report["output activation"].status == "pass", report["output activation"].message
+
+
+def test_imbalanced_single_label_of_shape_n_suggests_pos_weight(gen: torch.Generator) -> None:
+    """Issue 16, seed 4: a 1-D float target (one binary label per sample) is one label of N
+    samples, (N,) read as (N, 1): 10 positives, 118 negatives -> pos_weight 11.8."""
+    x = torch.randn(128, 4, generator=gen)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 1), torch.nn.Flatten(0))  # (N,) logits
+    y = torch.zeros(128)
+    y[:10] = 1
+    check = doctor(model, lk.BCEWithLogitsLoss(), (x, y))["class balance"]
+    assert check.status == "warn"
+    assert f"pos_weight=torch.tensor([{118 / 10:.3g}])" in check.message
+    assert "[118, 10]" in check.message  # (negatives, positives)

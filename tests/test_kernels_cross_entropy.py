@@ -343,3 +343,12 @@ def test_negative_z_loss_scale_matches_the_oracle(gen):
     expected = ce_oracle(ref, y, lse_square_scale=-1e-2)
     expected.backward()
     assert_close(logits.grad, ref.grad, torch.float32)
+
+
+def test_an_upstream_gradient_off_the_cpu_is_never_read():
+    """Issue 16, seed 4: `_is_one` reads only a 0-d CPU upstream gradient (reading a device
+    tensor is a sync). A meta tensor holds no value: reading it would raise, so False here
+    means it was not read. A 0-d CPU 1 is read and is one."""
+    is_one = importlib.import_module("losskit.kernels.cross_entropy")._is_one
+    assert is_one(torch.tensor(1.0, device="meta")) is False
+    assert is_one(torch.tensor(1.0)) is True and is_one(torch.tensor(2.0)) is False

@@ -681,3 +681,85 @@ def test_doctor_conflict_tolerance_is_relative_to_a_large_floor(excess, reported
         assert "identical inputs but different targets (rows 0, 1)" in words
     else:
         assert (floor, words) == (100.0, "")
+
+
+@pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
+def test_only_an_n_by_1_class_target_is_told_to_squeeze(fn):
+    """Issue 16, seed 4 (checks `target.shape == (N, 1)`): a (5, 1) target for 4 samples is a
+    batch mismatch (torch's ValueError names both sizes), a (4, 2) target is not one index per
+    sample; neither is fixed by `squeeze(1)`. A (4, 1) target is."""
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"batch_size \(4\) to match target batch_size \(5\)"):
+        fn(x, torch.zeros(5, 1, dtype=torch.long))
+    with pytest.raises(RuntimeError) as info:
+        fn(x, torch.zeros(4, 2, dtype=torch.long))
+    assert "squeeze" not in str(info.value) and "expected target size [4]" in str(info.value)
+    with pytest.raises(RuntimeError, match=r"target = target.squeeze\(1\)"):
+        fn(x, torch.zeros(4, 1, dtype=torch.long))
+
+
+def test_loss_sum_and_count_counts_one_0d_sample_of_an_unknown_loss():
+    """Issue 16, seed 4 (normalise: a 0-d last tensor counts as a batch of 1): a loss losskit
+    does not know, on one 0-d sample, is its own sum over a count of 1."""
+    x, y = torch.tensor(2.0), torch.tensor(0.5)
+    loss_sum, count = loss_sum_and_count(lambda a, b: (a - b) ** 2, x, y)
+    assert count == 1 and loss_sum == 2.25  # (2 - 0.5)^2 by hand
+
+
+def test_loss_sum_and_count_calls_a_mean_module_with_a_read_only_reduction_as_it_is():
+    """Issue 16, seed 4 (normalise: only a Module whose reduction is not "mean" is copied with
+    reduction="mean"): a wrapper Module that shows its inner loss's reduction read-only and
+    already means "mean" is called as it is (setting its reduction would raise)."""
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.MSELoss()
+
+        @property
+        def reduction(self) -> str:
+            return self.inner.reduction
+
+        def forward(self, a, b):
+            return self.inner(a, b)
+
+    x, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([0.0, 2.0, 2.0])
+    loss_sum, count = loss_sum_and_count(Wrapped(), x, y)
+    assert count == 3 and loss_sum == pytest.approx(5.0)  # mean (1 + 0 + 4) / 3, times 3
+
+
+def test_resume_on_another_world_size_still_checks_the_settings_after_batch_size():
+    """Issue 16, seed 4 (resume.py: the matching global batch `continue`s to the next key,
+    it does not end the loop): 8 x 2 ranks resumed as 16 x 1 rank passes batch_size, and a
+    changed grad_accum_steps after it is still refused."""
+    from losskit.train import resume
+
+    stored = {"batch_size": 8, "world_size": 2, "grad_accum_steps": 1}
+    new = {"batch_size": 16, "world_size": 1, "grad_accum_steps": 4}
+    with pytest.raises(resume.ResumeMismatchError) as info:
+        resume.check_settings(stored, new, "out")
+    assert info.value.setting == "grad_accum_steps"
+
+
+def test_resume_of_a_checkpoint_without_world_size_on_one_rank_compares_batches_plainly():
+    """Issue 16, seed 4 (resume.py: a checkpoint that predates `world_size` ran on 1 rank):
+    resumed on 1 rank, a new batch_size is the plain mismatch, not a global-batch one."""
+    from losskit.train import resume
+
+    with pytest.raises(resume.ResumeMismatchError) as info:
+        resume.check_settings({"batch_size": 8}, {"batch_size": 16, "world_size": 1}, "out")
+    assert "batch_size=16 but the run in out used batch_size=8" in str(info.value)
+    assert "rank" not in str(info.value)
+
+
+def test_resume_new_lr_scales_each_group_by_new_over_old():
+    """Issue 16, seed 4 (resume.apply_new_lr): groups at 0.1 and 0.01 (a per-group rate), old
+    0.1, new 0.2: each rate doubles (0.2, 0.02, by hand); from old 0 every group gets new."""
+    from losskit.train import resume
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.01}])
+    resume.apply_new_lr(opt, None, 0.1, 0.2)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2, 0.02], rel=1e-12)
+    resume.apply_new_lr(opt, None, 0.0, 0.3)
+    assert [g["lr"] for g in opt.param_groups] == [0.3, 0.3]

@@ -694,3 +694,17 @@ def test_empty_input_like_torch(fn, reduction):
     out = getattr(LF, fn)(x, y, reduction=reduction)
     torch.testing.assert_close(out, getattr(oracle, fn)(x, y, reduction=reduction),
                                equal_nan=True)
+
+
+def test_weighted_mean_with_a_negative_weight_sum_divides_by_it():
+    """Issue 16, seed 4: only an exactly zero denominator is replaced by 1 ("mean over
+    nothing"); torch divides a weighted mean by a negative weight sum as it is. poly1 with
+    epsilon=0 is cross-entropy, reduced through losskit's _reduction with the weight sum."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, dtype=torch.float64, generator=g)
+    y = torch.tensor([1, 1, 0, 2])
+    w = torch.tensor([1.0, -3.0, 0.5], dtype=torch.float64)  # picked weights sum to -4.5
+    got = LF.poly1_cross_entropy(x, y, weight=w, epsilon=0.0)
+    torch.testing.assert_close(got, F.cross_entropy(x, y, weight=w), rtol=1e-12, atol=0)
+    terms = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    assert lk._reduction.reduce(terms, "mean", torch.tensor(-4.0, dtype=torch.float64)) == -0.5

@@ -353,3 +353,26 @@ def test_checks_off_leaves_the_metadata_checks(gen):
                                    F.ctc_loss(log_probs, blank_inside, il, tl), rtol=0, atol=0)
         with pytest.raises(LossRuntimeError, match="batch-first"):
             LF.ctc_loss(log_probs.transpose(0, 1), blank_inside, il, tl)
+
+
+def test_ctc_reads_labels_in_python_only_up_to_small_targets(monkeypatch):
+    """Issue 16, seed 4: past the startup calls, CTC's plain path reads the labels into Python
+    lists for at most SMALL_TARGETS (256) entries; a longer target leaves them to the detailed
+    checks (a list of 257+ ints costs more than it saves). Both give torch's value."""
+    import importlib
+
+    seq_checks = importlib.import_module("losskit.checks.sequence")
+    read_sizes = []
+    plain = seq_checks.plain_labels_clear
+    monkeypatch.setattr(seq_checks, "plain_labels_clear",
+                        lambda t, *a: read_sizes.append(t.numel()) or plain(t, *a))
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(600, 1, 5, generator=g, dtype=torch.float64).log_softmax(-1)  # (T, N, C)
+    for s in (256, 257):
+        targets = (torch.arange(s) % 4 + 1)[None]  # (1, S): 1, 2, 3, 4, 1, ... no repeats
+        lengths = torch.tensor([600]), torch.tensor([s])  # tensors: the plain path
+        with lk.checks("startup"):
+            for _ in range(importlib.import_module("losskit.checks").STARTUP_CALLS + 1):
+                got = LF.ctc_loss(lp, targets, *lengths)
+        torch.testing.assert_close(got, F.ctc_loss(lp, targets, *lengths), rtol=1e-12, atol=0)
+    assert read_sizes == [256], read_sizes

@@ -686,7 +686,8 @@ def _clip_steps(image, text, reduction="mean", logit_scale=CLIP_INIT, normalize=
     logits = scale * a @ b.T
     rows_ce = logits.logsumexp(dim=1) - logits.diagonal()
     cols_ce = logits.logsumexp(dim=0) - logits.diagonal()
-    rows = [(f"s = min(exp(logit_scale), 100) = {scale:.6g}", torch.tensor(scale)),
+    rows = [(f"s = min(exp(logit_scale), 100) = {scale:.6g}",
+             torch.tensor(scale, dtype=logits.dtype)),
             ("L = s a b^T (unit rows)", logits),
             ("image -> text: lse_j L_ij - L_ii", rows_ce),
             ("text -> image: lse_j L_ji - L_ii", cols_ce),
