@@ -288,7 +288,7 @@ def _refuse_other_names(loss: str, given: Mapping[str, object], renamed: dict[st
                 if ours else f"it is not one of this loss's options. Fix: remove it (see "
                              f"help({loss})).")
         raise TypeError(f"{loss}() got an unexpected keyword argument {name!r} (={value!r}): "
-                        f"{hint}")
+                        f"{hint}") from None
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -297,20 +297,28 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def _hint_renamed(name: str, renamed: dict[str, str]) -> Callable[[_F], _F]:
     """Wrap ``fn`` so an unknown keyword raises :func:`_refuse_other_names`'s TypeError (naming
     ``renamed``'s losskit parameter) while ``inspect.signature`` still shows ``fn``'s closed
-    signature (``functools.wraps`` sets ``__wrapped__``)."""
+    signature (``functools.wraps`` sets ``__wrapped__``). A call that binds costs one ``try``:
+    the keywords are looked at only on Python's own TypeError."""
     def decorate(fn: _F) -> _F:
         known = inspect.signature(fn).parameters
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _refuse_other_names(name, {k: v for k, v in kwargs.items() if k not in known},
-                                renamed)
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except TypeError:  # an unknown keyword fails to bind before fn's body runs
+                _refuse_other_names(name, {k: v for k, v in kwargs.items() if k not in known},
+                                    renamed)
+                raise
         return cast(_F, wrapper)
     return decorate
 
 
-@_hint_renamed("orpo_loss", {"beta": "lambda_"})
+# Another library's name for a pair loss's option -> losskit's (TRL's ORPO `beta` is `lambda_`).
+_ORPO_RENAMED = {"beta": "lambda_"}
+
+
+@_hint_renamed("orpo_loss", _ORPO_RENAMED)
 def orpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -562,8 +570,7 @@ PAIR_LOSSES: dict[str, tuple[Callable[..., Tensor], bool, bool]] = {
 }
 
 
-# Another library's name for a pair loss's option -> losskit's (TRL's ORPO `beta` is `lambda_`).
-_RENAMED_OPTIONS: dict[str, dict[str, str]] = {"orpo": {"beta": "lambda_"}}
+_RENAMED_OPTIONS: dict[str, dict[str, str]] = {"orpo": _ORPO_RENAMED}  # by `loss=` name
 
 
 def _check_pair_options(name: str, loss: str, pair_loss: Callable[..., Tensor],
@@ -740,7 +747,7 @@ class ORPOLoss(nn.Module):
     tensor(0.5000)
     """
 
-    @_hint_renamed("ORPOLoss", {"beta": "lambda_"})
+    @_hint_renamed("ORPOLoss", _ORPO_RENAMED)
     def __init__(self, lambda_: float = 0.1, reduction: str = "mean") -> None:
         super().__init__()
         self.lambda_, self.reduction = lambda_, reduction

@@ -100,6 +100,8 @@ def two_view(module: type[nn.Module]) -> type[nn.Module]:
     A subclass rather than a wrapper: :func:`losskit.registry.lookup` still finds the loss's
     record (its mean count, its doctor expectations) through the class's MRO.
     """
+    if module in _TWO_VIEW:
+        return _TWO_VIEW[module]
 
     def forward(self: nn.Module, views: Tensor, labels: Tensor | None = None) -> Tensor:
         if views.dim() != 3 or views.shape[1] != 2:
@@ -108,10 +110,9 @@ def two_view(module: type[nn.Module]) -> type[nn.Module]:
                 f"{tuple(views.shape)}. Fix: give the model's output for two views per row.")
         return module.forward(self, views[:, 0], views[:, 1])  # (B, D) each
 
-    if module not in _TWO_VIEW:
-        doc = f"``{module.__name__}`` on the two views of a ``(B, 2, D)`` output (labels unused)."
-        _TWO_VIEW[module] = type(f"TwoView{module.__name__}", (module,),
-                                 {"forward": forward, "__doc__": doc})
+    doc = f"``{module.__name__}`` on the two views of a ``(B, 2, D)`` output (labels unused)."
+    _TWO_VIEW[module] = type(f"TwoView{module.__name__}", (module,),
+                             {"forward": forward, "__doc__": doc})
     return _TWO_VIEW[module]
 
 
