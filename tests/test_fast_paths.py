@@ -223,6 +223,13 @@ PLAIN_CASES = [
              "LossRuntimeError", "input_lengths must be integral"),
     _ctc_bad("3 input lengths", (CTC_LP, CTC_TG, torch.tensor([6, 6, 6]), TL),
              "LossRuntimeError", "input_lengths must be of size batch_size"),
+    # input_lengths past the accept test: torch's op refuses each of these, then the full path
+    _ctc_bad("bool input lengths", (CTC_LP, CTC_TG, torch.tensor([True, True]), TL),
+             "LossRuntimeError", "torch.bool, device cpu, but input_lengths must be integral"),
+    _ctc_bad("input lengths on meta", (CTC_LP, CTC_TG, IL.to("meta"), TL),
+             "LossInputError", "`input_lengths.to(log_probs.device)`"),
+    _ctc_bad("0-d input length", (CTC_LP, CTC_TG, torch.tensor(6), TL),
+             "LossRuntimeError", "it has 1 entries"),
     _ctc_bad("(2, 1) target lengths, label past C", (CTC_LP, CTC_TG + 4, IL, TL[:, None]),
              "LossIndexError", "label outside [0, 5)"),
     _ctc_bad("tensor and tuple lengths", (CTC_LP, CTC_TG, IL, (2, 1)),
@@ -297,6 +304,47 @@ PLAIN_CASES = [
     _ce1_bad("(5,) target", LF.nll_loss, (_logp(5), torch.tensor([0, 1, 2, 3, 4])),
              "LossRuntimeError", "one class index per sample, shape ()"),
 ]
+
+
+# The direct class-index call (direct_class_call): torch's op runs first, and every call it
+# refuses, or that torch's op would compute where losskit refuses, must meet the full path.
+def _direct_bad(id, fn, bad, error, words, kwargs=None):
+    healthy = (_logp(4, 3) if fn is LF.nll_loss else _x(4, 3), Y4)
+    return (f"{fn.__name__} direct {id}", fn, healthy, bad, kwargs or {}, (error, words))
+
+
+DIRECT_CASES = [
+    case
+    for fn, x in ((LF.cross_entropy, _x(4, 3)), (LF.nll_loss, _logp(4, 3)))
+    for case in (
+        # torch's op raises for these (RuntimeError, ValueError, IndexError); losskit names them
+        _direct_bad("(3, 1) weight", fn, (x, Y4, torch.ones(3, 1)), "LossRuntimeError",
+                    "`weight` has shape (3, 1)"),
+        _direct_bad("short target", fn, (x, Y4[:3]), "LossInputError",
+                    "batch_size (4) to match target batch_size (3)"),
+        _direct_bad("long target", fn, (x, torch.tensor([0, 1, 2, 0, 1])), "LossInputError",
+                    "batch_size (4) to match target batch_size (5)"),
+        _direct_bad("target on meta", fn, (x, Y4.to("meta")), "LossRuntimeError",
+                    "`target = target.to('cpu')`"),
+        _direct_bad("weight on meta", fn, (x, Y4, torch.ones(3, device="meta")),
+                    "LossRuntimeError", "`weight = weight.to('cpu')`"),
+        _direct_bad("weight of 2", fn, (x, Y4, torch.ones(2)), "LossRuntimeError",
+                    "`weight` has shape (2,)"),
+        _direct_bad("float64 weight", fn, (x, Y4, torch.ones(3, dtype=torch.float64)),
+                    "LossRuntimeError", "`weight` has dtype torch.float64"),
+        _direct_bad("index past C", fn, (x, torch.tensor([0, 3, 1, 2])), "LossIndexError",
+                    "class index outside [0, 3): 3 at index (1,)"),
+        _direct_bad("negative index", fn, (x, torch.tensor([0, 1, -1, 2])), "LossIndexError",
+                    "class index outside [0, 3): -1 at index (2,)"),
+        _direct_bad("index past C, ignore_index 3", fn, (x, torch.tensor([3, 4, 1, 2])),
+                    "LossIndexError", "4 at index (1,)", {"ignore_index": 3}),
+        _direct_bad("0-d target", fn, (x, torch.tensor(1)), "LossInputError",
+                    "target batch_size (a 0-d target)"),
+        _direct_bad("bad reduction", fn, (x, Y4), "LossInputError", "reduction='avg'",
+                    {"reduction": "avg"}),
+    )
+]
+CASES += DIRECT_CASES
 CASES += PLAIN_CASES
 
 
@@ -339,6 +387,9 @@ HEALTHY = [
     ("ctc concatenated int32, blank=4", LF.ctc_loss, F.ctc_loss,
      (CTC_LP, torch.tensor([1, 2, 3], dtype=torch.int32), torch.tensor([6, 4], dtype=torch.int32),
       torch.tensor([2, 1], dtype=torch.int32), 4), {}),
+    ("ctc int16 (N, 1) input lengths", LF.ctc_loss, F.ctc_loss,
+     (CTC_LP, torch.tensor([[1, 2], [3, 0]]), torch.tensor([[6], [5]], dtype=torch.int16),
+      torch.tensor([2, 1])), {}),
     ("ctc zero_infinity, unalignable", LF.ctc_loss, F.ctc_loss,
      (CTC_LP, torch.tensor([[1, 1], [3, 0]]), torch.tensor([2, 5]), torch.tensor([2, 0])),
      {"zero_infinity": True}),
@@ -440,3 +491,129 @@ def test_zero_d_target_out_of_range_is_named_without_an_empty_index() -> None:
     with pytest.raises(IndexError) as info:
         LF.cross_entropy(_x(5), torch.tensor(7))
     assert "7 (the 0-d target)" in str(info.value) and "index ()" not in str(info.value)
+
+
+# The direct class-index call past the startup: what torch's op alone would get wrong.
+
+
+def _past_startup(fn, x, target, **kwargs) -> None:
+    for _ in range(STARTUP_CALLS + 1):
+        fn(x.detach(), target, **kwargs)
+
+
+@pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
+def test_direct_mean_over_no_counted_target_is_zero_and_zero_weight_stays_nan(fn) -> None:
+    x = _logp(3, 4).double().requires_grad_()
+    with lk.checks("startup"):
+        _past_startup(fn, x, torch.tensor([0, 1, 2]))
+        ignored = fn(x, torch.tensor([-100, -100, -100]))  # torch: 0 / 0 = NaN
+        assert ignored.item() == 0.0
+        (grad,) = torch.autograd.grad(ignored, x)
+        assert torch.equal(grad, torch.zeros_like(x))
+        # counted targets of zero total class weight: torch's NaN stands (not "nothing counted")
+        weight = torch.zeros(4, dtype=torch.float64)
+        ours = fn(x, torch.tensor([0, 1, 2]), weight)
+        theirs = getattr(F, fn.__name__)(x, torch.tensor([0, 1, 2]), weight)
+    assert theirs.isnan() and ours.isnan()
+
+
+def test_direct_cross_entropy_keeps_the_class_weight_gradient() -> None:
+    """torch's op refuses a class weight that requires grad; losskit's kernel gives its gradient
+    (dL/dw_c for the weighted mean, derived by hand)."""
+    x, y = _x(4, 3).double(), Y4
+    weight = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64, requires_grad=True)
+    with lk.checks("startup"):
+        _past_startup(LF.cross_entropy, x, y)
+        loss = LF.cross_entropy(x, y, weight)
+    (grad,) = torch.autograd.grad(loss, weight)
+    nll = -x.log_softmax(1)[torch.arange(4), y]  # (N,)
+    w_y = weight.detach()[y]
+    expected = torch.stack([  # d/dw_c of sum_n w_yn l_n / sum_n w_yn
+        ((y == c) * (nll * w_y.sum() - (w_y * nll).sum())).sum() / w_y.sum() ** 2
+        for c in range(3)
+    ])
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
+def test_direct_call_under_vmap_and_compile_reads_no_value(fn) -> None:
+    """Past the startup, the mean's NaN test must not read the value under a tracer: vmap of
+    per-sample gradients and a full-graph compile both work, with torch's numbers."""
+    x = _logp(4, 3).double()
+    torch_fn = getattr(F, fn.__name__)
+    with lk.checks("startup"):
+        _past_startup(fn, x, Y4)
+        per_sample = torch.func.vmap(torch.func.grad(fn))(x, Y4)
+        compiled = torch.compile(lambda a, b: fn(a, b), fullgraph=True, backend="eager")
+        value = compiled(x, Y4)
+    expected = torch.func.vmap(torch.func.grad(torch_fn))(x, Y4)
+    torch.testing.assert_close(per_sample, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(value, torch_fn(x, Y4), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
+def test_direct_call_matches_torch_on_random_calls(fn) -> None:
+    """Randomised differential past the startup: batch sizes from 0, 1 to 3 classes, unbatched
+    rows, ignored targets, class weights, label smoothing, every reduction; float64 values and
+    gradients equal torch's (a mean over no counted target is losskit's 0)."""
+    gen = torch.Generator().manual_seed(10)
+    torch_fn = getattr(F, fn.__name__)
+    with lk.checks("startup"):
+        _past_startup(fn, _logp(4, 3), Y4)
+        for _ in range(200):
+            classes = int(torch.randint(1 if fn is LF.nll_loss else 2, 6, (), generator=gen))
+            batch = int(torch.randint(0, 5, (), generator=gen))
+            unbatched = bool(torch.rand((), generator=gen) < 0.2)
+            shape = (classes,) if unbatched else (batch, classes)
+            x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 3).requires_grad_()
+            target = torch.randint(0, classes, shape[:-1], generator=gen)
+            ignore = int(torch.randint(-1, classes, (), generator=gen))  # -1: the default's place
+            kwargs = {"reduction": ("none", "mean", "sum")[int(torch.randint(0, 3, (),
+                                                                              generator=gen))]}
+            if ignore >= 0:
+                kwargs["ignore_index"] = ignore
+            if torch.rand((), generator=gen) < 0.5:
+                kwargs["weight"] = torch.rand(classes, generator=gen, dtype=torch.float64) + 0.1
+            if fn is LF.cross_entropy and torch.rand((), generator=gen) < 0.5:
+                kwargs["label_smoothing"] = float(torch.rand((), generator=gen))
+            ours = fn(x, target, **kwargs)
+            theirs = torch_fn(x, target, **kwargs)
+            if kwargs["reduction"] == "mean" and theirs.isnan():  # nothing counted: losskit's 0
+                assert ours.item() == 0.0, (shape, kwargs)
+                continue
+            (g_ours,) = torch.autograd.grad(ours.sum(), x)
+            (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
+            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_direct_call_leaves_a_dtensor_to_the_sharded_path(one_process_mesh) -> None:
+    """A DTensor disables ``__torch_function__``, so only its type tells it apart: past the
+    startup, cross-entropy must still reach losskit's vocab-parallel path and give torch's value
+    (batched logits sharded on the classes, an unbatched row on dim 0); NLL, which has no
+    sharded path, raises torch's error as torch does."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+    with lk.checks("startup"):
+        _past_startup(LF.cross_entropy, _x(4, 3), Y4)
+        _past_startup(LF.nll_loss, _logp(4, 3), Y4)
+        for x, target, dim in ((_x(4, 3).double(), Y4, 1), (_x(5).double(), torch.tensor(3), 0)):
+            out = LF.cross_entropy(distribute_tensor(x, one_process_mesh, [Shard(dim)]), target)
+            if isinstance(out, DTensor):
+                out = out.full_tensor()
+            torch.testing.assert_close(out, F.cross_entropy(x, target), rtol=1e-12, atol=1e-12)
+        # DTensor targets too: torch's op would take both and shard the batch; losskit refuses
+        # logits sharded on the batch dim
+        x = _x(4, 3).double()
+        replicated = distribute_tensor(Y4, one_process_mesh, [Replicate()])
+        out = LF.cross_entropy(distribute_tensor(x, one_process_mesh, [Shard(1)]), replicated)
+        assert type(out) is torch.Tensor  # losskit's sharded path returns the full loss
+        torch.testing.assert_close(out, F.cross_entropy(x, Y4), rtol=1e-12, atol=1e-12)
+        with pytest.raises(CHECKS.LossInputError, match="is a DTensor with placements"):
+            LF.cross_entropy(distribute_tensor(x, one_process_mesh, [Shard(0)]),
+                             distribute_tensor(Y4, one_process_mesh, [Shard(0)]))
+        sharded = distribute_tensor(_logp(4, 3).double(), one_process_mesh, [Shard(1)])
+        with pytest.raises(RuntimeError, match=r"mixed torch\.Tensor and DTensor"):
+            F.nll_loss(sharded, Y4)
+        with pytest.raises(RuntimeError, match=r"mixed torch\.Tensor and DTensor"):
+            LF.nll_loss(sharded, Y4)

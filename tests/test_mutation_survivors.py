@@ -214,20 +214,6 @@ def test_resume_data_hash_limit_counts_bytes(monkeypatch):
     assert resume.data_signature(TensorDataset(torch.zeros(26)))["sha1"] is None
 
 
-@pytest.fixture
-def one_process_mesh():
-    """A one-rank gloo group (in-memory store, no port) and its CPU mesh; torn down after."""
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import DeviceMesh
-
-    assert not dist.is_initialized(), "a process group leaked from another test"
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield DeviceMesh("cpu", [0])
-    finally:
-        dist.destroy_process_group()
-
-
 def test_dtensor_cross_entropy_treats_negative_label_smoothing_as_torch_does(one_process_mesh):
     """Kills `max(label_smoothing, 0.0)` -> `max(..., -1.0)` (dtensor.py:283): torch ignores a
     negative label_smoothing; vocab-parallel logits must give torch's value (float64 oracle)."""

@@ -165,6 +165,13 @@ def values_enabled(loss: str) -> bool:
     return _calls[loss] <= STARTUP_CALLS
 
 
+def values_done(loss: str) -> bool:
+    """Whether a call of ``loss`` now runs no value check, asked without counting the call: the
+    startup calls are over, or checks are off. A fast path that hears no sends the call through
+    the full path, which counts it in :func:`values_enabled`."""
+    return (_mode == "startup" and _calls[loss] >= STARTUP_CALLS) or _mode == "off"
+
+
 def index_range_enabled(target: Tensor) -> bool:
     """Class-index range checks on CPU run after the startup calls too (torch raises IndexError
     there on every call, and a CPU check needs no device sync); never under torch.compile."""
@@ -173,7 +180,11 @@ def index_range_enabled(target: Tensor) -> bool:
 
 def _tracing() -> bool:
     """Under torch.compile or a torch.func transform (``vmap`` cannot read values)."""
-    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+    return _functorch_active() or _compiling()
+
+
+_functorch_active = torch._C._are_functorch_transforms_active
+_compiling = torch.compiler.is_compiling
 
 
 # ----------------------------------------------------------------------------------------------

@@ -205,12 +205,14 @@ def plain_ctc_call(
     blank: object,
 ) -> bool:
     """The common call, decided in a few attribute reads: CPU ``(T, N, C)`` float32/float64
-    ``log_probs`` with ``T, N > 0``; int64/int32 ``targets``, padded ``(N, S)`` or 1-D; ``(N,)``
-    int64/int32 length tensors; all plain CPU tensors (no subclass); ``blank`` an int in
-    ``[0, C)``. Such a call passes every metadata check above (layout, dtypes, devices, the
-    lengths' kind and count, the blank's range), so those run only when this says no. The
-    labels are still read on every call (:func:`plain_labels_clear`); a bad length is left to
-    torch's op, which rejects every one, and explained on its error path.
+    ``log_probs`` with ``T, N > 0``; int64/int32 ``targets``, padded ``(N, S)`` or 1-D; an
+    ``(N,)`` int64/int32 ``target_lengths`` tensor and an ``input_lengths`` tensor; all plain CPU
+    tensors (no subclass); ``blank`` an int in ``[0, C)``. Such a call passes every metadata
+    check above (layout, dtypes, devices, the lengths' kind and count, the blank's range), or
+    makes torch's op raise: ``input_lengths`` of another count or a dtype that is not integral.
+    So those checks run only when this says no, or on the op's error path. The labels are still
+    read on every call (:func:`plain_labels_clear`); a bad length is left to torch's op, which
+    rejects every one.
 
     >>> lp = torch.zeros(4, 2, 3)  # (T, N, C)
     >>> plain_ctc_call(lp, torch.ones(2, 1, dtype=torch.long), torch.tensor([4, 4]),
@@ -221,17 +223,20 @@ def plain_ctc_call(
     False
     """
     if not (type(log_probs) is Tensor and type(targets) is Tensor and type(blank) is int
-            and type(input_lengths) is Tensor and type(target_lengths) is Tensor
-            and log_probs.dim() == 3):
+            and type(input_lengths) is Tensor and type(target_lengths) is Tensor):
         return False
-    steps, n, classes = log_probs.shape
+    shape = log_probs.shape
+    if len(shape) != 3:
+        return False
+    steps, n, classes = shape
+    target_dims = targets.dim()
     return (
         steps > 0 and n > 0 and 0 <= blank < classes
         and log_probs.dtype in _PLAIN_LOG_PROBS and targets.dtype in _PLAIN_INTS
-        and input_lengths.dtype in _PLAIN_INTS and target_lengths.dtype in _PLAIN_INTS
+        and target_lengths.dtype in _PLAIN_INTS
         and log_probs.is_cpu and targets.is_cpu and input_lengths.is_cpu and target_lengths.is_cpu
-        and (targets.dim() == 1 or (targets.dim() == 2 and targets.shape[0] == n))
-        and input_lengths.shape == (n,) and target_lengths.shape == (n,)
+        and (target_dims == 1 or (target_dims == 2 and targets.shape[0] == n))
+        and target_lengths.shape == (n,)
     )
 
 
@@ -318,7 +323,8 @@ def plain_labels_clear(targets: Tensor, target_lengths: Tensor, classes: int, bl
     labels = targets.tolist()
     if targets.dim() == 2:  # (N, S) padded: the first target_lengths[n] entries are labels
         rows, labels = labels, []
-        for row, n in zip(rows, target_lengths.tolist(), strict=True):  # `+=`: see above
+        # as many rows as lengths (plain_ctc_call); `+=`: see above
+        for row, n in zip(rows, target_lengths.tolist()):  # noqa: B905
             labels += row[:n]
     return not labels or (min(labels) >= 0 and max(labels) < classes and blank not in labels)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import torch
@@ -68,6 +69,70 @@ def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bo
         type(weight) is Tensor and weight.dim() == 1 and weight.shape[0] == input.shape[-1]
         and weight.dtype == input.dtype == torch.float32 and weight.device == input.device
     )
+
+
+def direct_class_call(
+    loss: str, input: Tensor, target: Tensor, weight: Tensor | None, *, logits: bool
+) -> bool:
+    """Whether this call may go straight to torch's op, past the startup calls: each read below
+    settles a rule of the full path that torch's op would not enforce the same way.
+
+    * plain tensors and no ``__torch_function__`` mode: a subclass's override must run, and a
+      DTensor goes to losskit's sharded path;
+    * CPU float32/float64 logits and int64 indices, ``(N, C)`` with ``(N,)`` or ``(C,)`` with
+      ``()`` (torch computes a ``(1,)`` target for ``(C,)`` and then fails in backward);
+    * :func:`~losskit.checks.values_done`: no value check is due;
+    * no autocast;
+    * for cross-entropy (``logits``): 2 or more classes (one is refused, none is the kernels'
+      rule), fewer than ``kernels.MIN_FUSED_ELEMENTS`` logits (losskit's own kernel would run
+      torch's op there too) and no class weight that needs a gradient (losskit's kernel gives
+      it; torch's op has none).
+
+    Every other mistake of such a call (a target of another length or device; a class weight
+    of another shape, dtype or device; an index out of range) makes torch's op raise, and
+    :func:`run_class_op` then leaves the call to the full path, which names the mistake.
+
+    >>> with checks.checks("off"):  # no value check due
+    ...     [direct_class_call("nll_loss", torch.zeros(5), target, None, logits=False)
+    ...      for target in (torch.tensor(2), torch.tensor([2]))]
+    [True, False]
+    """
+    if not (type(input) is Tensor and type(target) is Tensor  # a DTensor disables its
+            and (weight is None or type(weight) is Tensor)  # __torch_function__: test the type
+            and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
+            and checks.values_done(loss) and not has_override(input, target, weight)):
+        return False
+    shape = input.shape
+    if target.dim() != len(shape) - 1 or len(shape) > 2:  # (N, C) with (N,), (C,) with ()
+        return False
+    if logits and (shape[-1] < 2 or shape.numel() >= kernels.MIN_FUSED_ELEMENTS):
+        return False
+    if logits and weight is not None and weight.requires_grad:
+        return False
+    return not _any_autocast()
+
+
+def run_class_op(
+    op: Any, input: Tensor, target: Tensor, weight: Tensor | None, reduction: int,
+    ignore_index: int, *options: float,
+) -> Tensor | None:
+    """torch's op on a call :func:`direct_class_call` accepted, ``reduction`` as its enum; a
+    mean over no counted target is 0 (torch's is NaN), read once from the value outside
+    tracing. None when the op raises: the caller's full path then runs every check, names the
+    mistake, and raises torch's own error where no check applies."""
+    try:
+        out = op(input, target, weight, reduction, ignore_index, *options)
+    except Exception:  # the full path raises it again, or a clearer one
+        return None
+    if reduction != _MEAN or (not checks._tracing() and not math.isnan(out.item())):
+        return out
+    return mean_over_nothing_to_zero(out, target, ignore_index)
+
+
+_MEAN = REDUCTION_ENUM["mean"]
+
+
+_any_autocast = torch._C._is_any_autocast_enabled  # no device object to build
 
 
 def check_class_indices(
@@ -188,6 +253,15 @@ def cross_entropy(
         tensor(0.2395)
     """
     loss = "cross_entropy"
+    enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
+    if (enum is not None and size_average is None and reduce is None
+            and 0.0 <= label_smoothing <= 1.0 and not lse_square_scale and softcap is None
+            and not return_lse and not inplace
+            and direct_class_call(loss, input, target, weight, logits=True)):
+        direct = run_class_op(torch._C._nn.cross_entropy_loss, input, target, weight, enum,
+                              ignore_index, label_smoothing)
+        if direct is not None:
+            return direct
     reduction = _reduction.resolve(reduction, size_average, reduce)
     plain = plain_class_call(input, target, weight)
     if not plain and holds_dtensor(input, target, weight):  # sharded logits
@@ -358,6 +432,13 @@ def nll_loss(
         tensor(0.4904)
     """
     loss = "nll_loss"
+    enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
+    if (enum is not None and size_average is None and reduce is None
+            and direct_class_call(loss, input, target, weight, logits=False)):
+        direct = run_class_op(torch._C._nn.nll_loss_nd, input, target, weight, enum,
+                              ignore_index)
+        if direct is not None:
+            return direct
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     plain = plain_class_call(input, target, weight)
     if not plain:

@@ -5,8 +5,6 @@ The guardrails are in :mod:`losskit.checks.sequence`.
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -87,28 +85,25 @@ def _plain_ctc(
     blank: int,
     reduction: int,
     zero_infinity: bool,
-) -> Tensor:
-    """A :func:`~losskit.checks.sequence.plain_ctc_call`: its metadata checks hold. The labels
-    are read on every call (CPU tensors, Python lists while small); the lengths are checked by
-    torch's op, and on its error path by losskit's detailed checks. Plain tensors: no override
-    to run, so torch's op runs without its Python wrapper."""
-    values, on_host = checks.values_enabled("ctc_loss"), seq_checks.host_checks_enabled()
-    if values or (on_host and not (
+) -> Tensor | None:
+    """torch's op on a :func:`~losskit.checks.sequence.plain_ctc_call` (its metadata checks
+    hold) past the startup calls. The labels are still read first on every call (CPU tensors,
+    Python lists while small), unless the checks are off or a tracer runs; the lengths are
+    torch's op's to check. None sends the call to the full path: a value check is due, a label
+    needs its message, the targets are long, or torch's op raised (a bad length, which the full
+    path names)."""
+    if not checks.values_done("ctc_loss"):
+        return None
+    if checks.get_checks() != "off" and not checks._tracing() and not (
         targets.numel() <= seq_checks.SMALL_TARGETS
         and seq_checks.plain_labels_clear(targets, target_lengths, log_probs.shape[2], blank)
-    )):
-        _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
-                          zero_infinity, values=values, on_host=on_host)
-    try:
+    ):
+        return None
+    try:  # plain tensors: no override to run, so torch's op runs without its Python wrapper
         return torch.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank,
                               reduction, zero_infinity)
-    except RuntimeError as error:
-        torch_error = error
-    # A bad length: the detailed message (unless the checks are off), raised outside the
-    # `except` so it does not arrive chained to torch's.
-    _check_ctc_values(log_probs, targets, input_lengths, target_lengths, blank,
-                      zero_infinity, values=False, on_host=on_host)
-    raise torch_error
+    except Exception:  # the full path raises it again, or a clearer one
+        return None
 
 
 def ctc_loss(
@@ -174,11 +169,15 @@ def ctc_loss(
         >>> ctc_loss(log_probs, torch.tensor([[1, 0], [1, 2]]), (3, 3), (1, 2), reduction="none")
         tensor([0.6482, 1.4271])
     """
+    enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
+    if enum is not None and seq_checks.plain_ctc_call(
+        log_probs, targets, input_lengths, target_lengths, blank
+    ):
+        out = _plain_ctc(log_probs, targets, input_lengths, target_lengths, blank, enum,  # type: ignore[arg-type]  # tensors: plain_ctc_call
+                         zero_infinity)
+        if out is not None:
+            return out
     reduction = _reduction.resolve(reduction)
-    if seq_checks.plain_ctc_call(log_probs, targets, input_lengths, target_lengths, blank):
-        return _plain_ctc(log_probs, targets, cast(Tensor, input_lengths),
-                          cast(Tensor, target_lengths), blank,
-                          REDUCTION_ENUM[reduction], zero_infinity)
     _check_ctc(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
     # torch takes tuples of lengths too (its docs); its stub says Tensor.
     return F.ctc_loss(
