@@ -1,7 +1,8 @@
 """The small-call fast paths skip no check: past the startup calls, where a call is decided
-"common" in a few attribute reads (``plain_class_call``, the margin and ranking predicates, the
-tiny linear+CE path and its ``plain_small_call``, CTC's ``plain_ctc_call`` and Python label test,
-unbatched cross-entropy), every bad input still meets the detailed check.
+"common" in a few attribute reads (``plain_class_call``, ``direct_class_call`` for cross-entropy
+and NLL, the margin and ranking predicates, the tiny linear+CE path and its ``plain_small_call``,
+CTC's ``_direct_ctc`` and Python label test, unbatched cross-entropy), every bad input still
+meets the detailed check, also where torch's op is left to refuse it first.
 
 Oracles: each bad call raises the guardrail written for its mistake (class and the words that
 name it, written here by hand); healthy calls past the startup give torch's values and gradients.

@@ -196,50 +196,6 @@ def check_ctc_targets(loss: str, log_probs: Tensor, targets: Tensor) -> None:
         )
 
 
-_PLAIN_LOG_PROBS = (torch.float32, torch.float64)
-_PLAIN_INTS = (torch.int64, torch.int32)
-
-
-def plain_ctc_call(
-    log_probs: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
-    blank: object,
-) -> bool:
-    """The common call, decided in a few attribute reads: CPU ``(T, N, C)`` float32/float64
-    ``log_probs`` with ``T, N > 0``; int64/int32 ``targets``, padded ``(N, S)`` or 1-D; an
-    ``(N,)`` int64/int32 ``target_lengths`` tensor and an ``input_lengths`` tensor; all plain CPU
-    tensors (no subclass); ``blank`` an int in ``[0, C)``. Such a call passes every metadata
-    check above (layout, dtypes, devices, the lengths' kind and count, the blank's range), or
-    makes torch's op raise: ``input_lengths`` of another count or a dtype that is not integral.
-    So those checks run only when this says no, or on the op's error path. The labels are still
-    read on every call (:func:`plain_labels_clear`); a bad length is left to torch's op, which
-    rejects every one.
-
-    >>> lp = torch.zeros(4, 2, 3)  # (T, N, C)
-    >>> plain_ctc_call(lp, torch.ones(2, 1, dtype=torch.long), torch.tensor([4, 4]),
-    ...                torch.tensor([1, 1]), 0)
-    True
-    >>> plain_ctc_call(lp.transpose(0, 1), torch.ones(2, 1, dtype=torch.long),  # (N, T, C)
-    ...                torch.tensor([4, 4]), torch.tensor([1, 1]), 0)
-    False
-    """
-    if not (type(log_probs) is Tensor and type(targets) is Tensor and type(blank) is int
-            and type(input_lengths) is Tensor and type(target_lengths) is Tensor):
-        return False
-    shape = log_probs.shape
-    if len(shape) != 3:
-        return False
-    steps, n, classes = shape
-    target_dims = targets.dim()
-    return (
-        steps > 0 and n > 0 and 0 <= blank < classes
-        and log_probs.dtype in _PLAIN_LOG_PROBS and targets.dtype in _PLAIN_INTS
-        and target_lengths.dtype in _PLAIN_INTS
-        and log_probs.is_cpu and targets.is_cpu and input_lengths.is_cpu and target_lengths.is_cpu
-        and (target_dims == 1 or (target_dims == 2 and targets.shape[0] == n))
-        and target_lengths.shape == (n,)
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # Checks that read the lengths and the labels (cheap on the CPU; see the module docstring)
 
@@ -309,11 +265,12 @@ def small_lengths_and_labels_clear(
 
 
 def plain_labels_clear(targets: Tensor, target_lengths: Tensor, classes: int, blank: int) -> bool:
-    """For a :func:`plain_ctc_call` with at most :data:`SMALL_TARGETS` targets: whether every
-    counted label is in ``[0, C)`` and not ``blank``, read in Python lists. The lengths are
-    left to torch's CTC op, which raises for each bad one (negative, past ``T`` or ``S``, a
-    concatenation that does not add up); the caller runs the detailed checks on that error
-    path. False (any doubt) means: run the detailed checks now.
+    """For the common CTC call (``losses.sequence._direct_ctc``: CPU tensors, as many padded
+    rows as lengths) with at most :data:`SMALL_TARGETS` targets: whether every counted label is
+    in ``[0, C)`` and not ``blank``, read in Python lists. The lengths are left to torch's CTC
+    op, which raises for each bad one (negative, past ``T`` or ``S``, a concatenation that does
+    not add up); the caller runs the detailed checks on that error path. False (any doubt)
+    means: run the detailed checks now.
 
     >>> plain_labels_clear(torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]), 4, 0)
     True
@@ -323,7 +280,7 @@ def plain_labels_clear(targets: Tensor, target_lengths: Tensor, classes: int, bl
     labels = targets.tolist()
     if targets.dim() == 2:  # (N, S) padded: the first target_lengths[n] entries are labels
         rows, labels = labels, []
-        # as many rows as lengths (plain_ctc_call); `+=`: see above
+        # as many rows as lengths (the caller's test); `+=`: see above
         for row, n in zip(rows, target_lengths.tolist()):  # noqa: B905
             labels += row[:n]
     return not labels or (min(labels) >= 0 and max(labels) < classes and blank not in labels)

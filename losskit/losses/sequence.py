@@ -77,26 +77,56 @@ def _check_ctc_values(
             seq_checks.check_targets_fit_inputs(loss, targets, il, tl)
 
 
-def _plain_ctc(
+def _direct_ctc(
     log_probs: Tensor,
     targets: Tensor,
-    input_lengths: Tensor,
-    target_lengths: Tensor,
+    input_lengths: seq_checks.Lengths,
+    target_lengths: seq_checks.Lengths,
     blank: int,
     reduction: int,
     zero_infinity: bool,
 ) -> Tensor | None:
-    """torch's op on a :func:`~losskit.checks.sequence.plain_ctc_call` (its metadata checks
-    hold) past the startup calls. The labels are still read first on every call (CPU tensors,
-    Python lists while small), unless the checks are off or a tracer runs; the lengths are
-    torch's op's to check. None sends the call to the full path: a value check is due, a label
-    needs its message, the targets are long, or torch's op raised (a bad length, which the full
-    path names)."""
-    if not checks.values_done("ctc_loss"):
+    """torch's op on the common call past the startup calls, or None: the full path then runs.
+
+    The common call, decided in a few reads (one function: this runs on every step): plain CPU
+    tensors (no subclass), ``(T, N, C)`` float32/float64 ``log_probs`` with ``T, N > 0``;
+    int64/int32 ``targets``, padded ``(N, S)`` or 1-D; an ``(N,)`` int64/int32
+    ``target_lengths``; an ``input_lengths`` tensor; ``blank`` an int in ``[0, C)``; no value
+    check due. Such a call passes every metadata check of the full path, or makes torch's op
+    raise (``input_lengths`` of another count or a dtype that is not integral, a bad length).
+    The labels are still read on every call, unless the checks are off or a tracer runs
+    (:func:`~losskit.checks.sequence.plain_labels_clear`, up to
+    :data:`~losskit.checks.sequence.SMALL_TARGETS` of them): torch would read an index past
+    ``C`` out of bounds. None (the full path, which names the mistake) for a label to explain,
+    long targets, or an op that raised.
+
+    >>> lp = torch.zeros(4, 2, 3)  # (T, N, C)
+    >>> with checks.checks("off"):
+    ...     [_direct_ctc(x, torch.ones(2, 1, dtype=torch.long), torch.tensor([4, 4]),
+    ...                  torch.tensor([1, 1]), 0, 0, False) is None
+    ...      for x in (lp, lp.transpose(0, 1))]  # (T, N, C), then (N, T, C)
+    [False, True]
+    """
+    if not (type(log_probs) is Tensor and type(targets) is Tensor and type(blank) is int
+            and type(input_lengths) is Tensor and type(target_lengths) is Tensor):
+        return None
+    shape = log_probs.shape
+    if len(shape) != 3:
+        return None
+    steps, n, classes = shape
+    target_dims = targets.dim()
+    if not (
+        steps > 0 and n > 0 and 0 <= blank < classes
+        and log_probs.dtype in _LOG_PROBS_DTYPES and targets.dtype in _INDEX_DTYPES
+        and target_lengths.dtype in _INDEX_DTYPES
+        and log_probs.is_cpu and targets.is_cpu and input_lengths.is_cpu and target_lengths.is_cpu
+        and (target_dims == 1 or (target_dims == 2 and targets.shape[0] == n))
+        and target_lengths.shape == (n,) and checks.values_done("ctc_loss")
+    ):
         return None
     if checks.get_checks() != "off" and not checks._tracing() and not (
         targets.numel() <= seq_checks.SMALL_TARGETS
-        and seq_checks.plain_labels_clear(targets, target_lengths, log_probs.shape[2], blank)
+        and seq_checks.plain_labels_clear(targets, target_lengths, classes, blank)
     ):
         return None
     try:  # plain tensors: no override to run, so torch's op runs without its Python wrapper
@@ -104,6 +134,10 @@ def _plain_ctc(
                               reduction, zero_infinity)
     except Exception:  # the full path raises it again, or a clearer one
         return None
+
+
+_LOG_PROBS_DTYPES = (torch.float32, torch.float64)
+_INDEX_DTYPES = (torch.int64, torch.int32)
 
 
 def ctc_loss(
@@ -170,11 +204,9 @@ def ctc_loss(
         tensor([0.6482, 1.4271])
     """
     enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
-    if enum is not None and seq_checks.plain_ctc_call(
-        log_probs, targets, input_lengths, target_lengths, blank
-    ):
-        out = _plain_ctc(log_probs, targets, input_lengths, target_lengths, blank, enum,  # type: ignore[arg-type]  # tensors: plain_ctc_call
-                         zero_infinity)
+    if enum is not None:
+        out = _direct_ctc(log_probs, targets, input_lengths, target_lengths, blank, enum,
+                          zero_infinity)
         if out is not None:
             return out
     reduction = _reduction.resolve(reduction)
