@@ -538,8 +538,8 @@ def test_direct_cross_entropy_keeps_the_class_weight_gradient() -> None:
 
 @pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
 def test_direct_call_under_vmap_and_compile_reads_no_value(fn) -> None:
-    """Past the startup, the mean's NaN test must not read the value under a tracer: vmap of
-    per-sample gradients and a full-graph compile both work, with torch's numbers."""
+    """Past the startup, a tracer takes the full path: the mean's NaN test must not read the
+    value under vmap, nor break a full-graph compile; both give torch's numbers."""
     x = _logp(4, 3).double()
     torch_fn = getattr(F, fn.__name__)
     with lk.checks("startup"):
@@ -618,3 +618,62 @@ def test_direct_call_leaves_a_dtensor_to_the_sharded_path(one_process_mesh) -> N
             F.nll_loss(sharded, Y4)
         with pytest.raises(RuntimeError, match=r"mixed torch\.Tensor and DTensor"):
             LF.nll_loss(sharded, Y4)
+
+
+CHECKPOINT_CALLS = [
+    ("cross_entropy", lambda a: LF.cross_entropy(a, Y4), _x(4, 3)),
+    ("nll_loss", lambda a: LF.nll_loss(a.log_softmax(1), Y4, torch.tensor([0.5, 2.0, 1.0],
+                                                                         dtype=a.dtype)),
+     _x(4, 3)),
+    ("CrossEntropyLoss", lambda a: lk.CrossEntropyLoss(label_smoothing=0.1)(a, Y4), _x(4, 3)),
+    ("ctc_loss", lambda a: LF.ctc_loss(a.log_softmax(2), CTC_TG, IL, TL), _x(6, 2, 5)),
+]
+
+
+@pytest.mark.parametrize("mode", ["startup", "off"])
+@pytest.mark.parametrize("case", CHECKPOINT_CALLS, ids=[c[0] for c in CHECKPOINT_CALLS])
+def test_direct_call_inside_a_non_reentrant_checkpoint(case, mode) -> None:
+    """Review: the recomputation of a non-reentrant checkpoint stops by raising from inside the
+    op (a plain Exception); the direct path must let it through, not retry on the full path.
+    The gradient is the one computed without the checkpoint."""
+    from torch.utils.checkpoint import checkpoint
+
+    _, fn, x = case
+    x = x.double().requires_grad_()
+    with lk.checks(mode):
+        for _ in range(STARTUP_CALLS + 1):
+            fn(x.detach())
+        (expected,) = torch.autograd.grad(fn(x), x)
+        (got,) = torch.autograd.grad(checkpoint(fn, x, use_reentrant=False), x)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+COMPILED_BAD = [
+    ("short target", (_x(4, 3), Y4[:3]), "LossInputError", "target batch_size (3)"),
+    ("weight of 2", (_x(4, 3), Y4, torch.ones(2)), "LossRuntimeError", "`weight` has shape (2,)"),
+    ("float64 weight", (_x(4, 3), Y4, torch.ones(3, dtype=torch.float64)), "LossRuntimeError",
+     "`weight` has dtype torch.float64"),
+]
+
+
+@pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
+@pytest.mark.parametrize("case", COMPILED_BAD, ids=[c[0] for c in COMPILED_BAD])
+def test_compiled_bad_call_past_startup_keeps_losskits_message(fn, case) -> None:
+    """Review: torch.compile meets an op's error while tracing (outside the direct path's
+    fallback) or inside the compiled graph; past the startup a compiled bad call must still
+    get the full path's guardrail."""
+    _, bad, error, words = case
+    with lk.checks("startup"):
+        _past_startup(fn, _logp(4, 3), Y4)
+        compiled = torch.compile(fn, backend="eager")
+        with pytest.raises(getattr(CHECKS, error)) as info:
+            compiled(*bad)
+    assert words in str(info.value)
+
+
+def test_direct_cross_entropy_refuses_what_the_full_path_refuses() -> None:
+    """Review: an option the full path cannot use must not be accepted on the direct path."""
+    with lk.checks("startup"):
+        _past_startup(LF.cross_entropy, _x(4, 3), Y4)
+        with pytest.raises(TypeError):
+            LF.cross_entropy(_x(4, 3), Y4, lse_square_scale=None)

@@ -69,6 +69,12 @@ def no_autocast(input: Tensor):
 # function, so that its override runs.
 
 REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2}  # torch.nn._reduction.get_enum's values
+
+# What torch's C++ ops raise for a bad call (TORCH_CHECK and its _VALUE / _INDEX / _TYPE forms,
+# NotImplementedError being a RuntimeError, and the argument parser's TypeError). A fast path
+# that leaves a mistake to the op catches only these: other exceptions (the stop signal of a
+# non-reentrant checkpoint's recomputation, a KeyboardInterrupt) must pass through.
+OP_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 has_override = torch._C._has_torch_function_variadic  # (*tensors or None) -> bool
 
 

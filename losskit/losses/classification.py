@@ -15,6 +15,7 @@ from losskit.checks import segmentation as seg_checks
 from losskit.losses import _explain as _ex
 from losskit.losses._common import (
     HALF,
+    OP_ERRORS,
     REDUCTION_ENUM,
     autocast_on,
     float32_weight,
@@ -81,8 +82,9 @@ def direct_class_call(
       DTensor goes to losskit's sharded path;
     * CPU float32/float64 logits and int64 indices, ``(N, C)`` with ``(N,)`` or ``(C,)`` with
       ``()`` (torch computes a ``(1,)`` target for ``(C,)`` and then fails in backward);
-    * :func:`~losskit.checks.values_done`: no value check is due;
-    * no autocast;
+    * :func:`~losskit.checks.values_done`: no value check is due; no tracer (``torch.compile``
+      would meet the op's error while tracing, outside the fallback below; ``torch.func``
+      needs no speed); no autocast;
     * for cross-entropy (``logits``): 2 or more classes (one is refused, none is the kernels'
       rule), fewer than ``kernels.MIN_FUSED_ELEMENTS`` logits (losskit's own kernel would run
       torch's op there too) and no class weight that needs a gradient (losskit's kernel gives
@@ -109,7 +111,7 @@ def direct_class_call(
         return False
     if logits and weight is not None and weight.requires_grad:
         return False
-    return not _any_autocast()
+    return not _any_autocast() and not checks._tracing()
 
 
 def run_class_op(
@@ -117,16 +119,17 @@ def run_class_op(
     ignore_index: int, *options: float,
 ) -> Tensor | None:
     """torch's op on a call :func:`direct_class_call` accepted, ``reduction`` as its enum; a
-    mean over no counted target is 0 (torch's is NaN), read once from the value outside
-    tracing. None when the op raises: the caller's full path then runs every check, names the
-    mistake, and raises torch's own error where no check applies."""
+    mean over no counted target is 0 (torch's is NaN), read once from the value. None when the
+    op raises one of its errors: the caller's full path then runs every check, names the
+    mistake, and raises torch's own error where no check applies. Any other exception (a
+    checkpoint's recomputation stop, an interrupt) passes through."""
     try:
         out = op(input, target, weight, reduction, ignore_index, *options)
-    except Exception:  # the full path raises it again, or a clearer one
+    except OP_ERRORS:  # the full path raises it again, or a clearer one
         return None
-    if reduction != _MEAN or (not checks._tracing() and not math.isnan(out.item())):
-        return out
-    return mean_over_nothing_to_zero(out, target, ignore_index)
+    if reduction == _MEAN and math.isnan(out.item()):
+        return mean_over_nothing_to_zero(out, target, ignore_index)
+    return out
 
 
 _MEAN = REDUCTION_ENUM["mean"]
@@ -255,7 +258,7 @@ def cross_entropy(
     loss = "cross_entropy"
     enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
     if (enum is not None and size_average is None and reduce is None
-            and 0.0 <= label_smoothing <= 1.0 and not lse_square_scale and softcap is None
+            and 0.0 <= label_smoothing <= 1.0 and lse_square_scale == 0.0 and softcap is None
             and not return_lse and not inplace
             and direct_class_call(loss, input, target, weight, logits=True)):
         direct = run_class_op(torch._C._nn.cross_entropy_loss, input, target, weight, enum,

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from losskit import _reduction, checks, registry
 from losskit.checks import sequence as seq_checks
 from losskit.losses import _explain as _ex
-from losskit.losses._common import REDUCTION_ENUM, autocast_on
+from losskit.losses._common import OP_ERRORS, REDUCTION_ENUM, autocast_on
 
 __all__ = ["CTCLoss", "ctc_loss"]
 
@@ -94,7 +94,8 @@ def _direct_ctc(
     ``target_lengths``; an ``input_lengths`` tensor; ``blank`` an int in ``[0, C)``; no value
     check due. Such a call passes every metadata check of the full path, or makes torch's op
     raise (``input_lengths`` of another count or a dtype that is not integral, a bad length).
-    The labels are still read on every call, unless the checks are off or a tracer runs
+    No tracer runs (the full path handles ``torch.compile`` and ``torch.func``). The labels are
+    still read on every call, unless the checks are off
     (:func:`~losskit.checks.sequence.plain_labels_clear`, up to
     :data:`~losskit.checks.sequence.SMALL_TARGETS` of them): torch would read an index past
     ``C`` out of bounds. None (the full path, which names the mistake) for a label to explain,
@@ -122,9 +123,10 @@ def _direct_ctc(
         and log_probs.is_cpu and targets.is_cpu and input_lengths.is_cpu and target_lengths.is_cpu
         and (target_dims == 1 or (target_dims == 2 and targets.shape[0] == n))
         and target_lengths.shape == (n,) and checks.values_done("ctc_loss")
+        and not checks._tracing()  # no list to read under vmap; compile traces the full path
     ):
         return None
-    if checks.get_checks() != "off" and not checks._tracing() and not (
+    if checks.get_checks() != "off" and not (
         targets.numel() <= seq_checks.SMALL_TARGETS
         and seq_checks.plain_labels_clear(targets, target_lengths, classes, blank)
     ):
@@ -132,7 +134,7 @@ def _direct_ctc(
     try:  # plain tensors: no override to run, so torch's op runs without its Python wrapper
         return torch.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank,
                               reduction, zero_infinity)
-    except Exception:  # the full path raises it again, or a clearer one
+    except OP_ERRORS:  # the full path raises it again, or a clearer one
         return None
 
 
