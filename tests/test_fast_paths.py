@@ -1,5 +1,5 @@
 """The small-call fast paths skip no check: past the startup calls, where a call is decided
-"common" in a few attribute reads (``plain_class_call``, ``direct_class_call`` for cross-entropy
+"common" in a few attribute reads (``plain_class_call``, ``direct_class_loss`` for cross-entropy
 and NLL, the margin and ranking predicates, the tiny linear+CE path and its ``plain_small_call``,
 CTC's ``_direct_ctc`` and Python label test, unbatched cross-entropy), every bad input still
 meets the detailed check, also where torch's op is left to refuse it first.
@@ -307,7 +307,7 @@ PLAIN_CASES = [
 ]
 
 
-# The direct class-index call (direct_class_call): torch's op runs first, and every call it
+# The direct class-index call (direct_class_loss): torch's op runs first, and every call it
 # refuses, or that torch's op would compute where losskit refuses, must meet the full path.
 def _direct_bad(id, fn, bad, error, words, kwargs=None):
     healthy = (_logp(4, 3) if fn is LF.nll_loss else _x(4, 3), Y4)

@@ -72,57 +72,51 @@ def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bo
     )
 
 
-def direct_class_call(
-    loss: str, input: Tensor, target: Tensor, weight: Tensor | None, *, logits: bool
-) -> bool:
-    """Whether this call may go straight to torch's op, past the startup calls: each read below
-    settles a rule of the full path that torch's op would not enforce the same way.
+def direct_class_loss(
+    op: Any, loss: str, input: Tensor, target: Tensor, weight: Tensor | None, reduction: int,
+    ignore_index: int, *options: float, logits: bool,
+) -> Tensor | None:
+    """torch's ``op`` (``reduction`` as its enum) on the common call past the startup calls, or
+    None: the caller's full path then runs every check. One function, as it runs on every step.
+
+    The common call is settled by a few reads, each for a rule of the full path that torch's op
+    would not enforce the same way:
 
     * plain tensors and no ``__torch_function__`` mode: a subclass's override must run, and a
-      DTensor goes to losskit's sharded path;
+      DTensor (which disables its ``__torch_function__``) goes to losskit's sharded path;
     * CPU float32/float64 logits and int64 indices, ``(N, C)`` with ``(N,)`` or ``(C,)`` with
       ``()`` (torch computes a ``(1,)`` target for ``(C,)`` and then fails in backward);
-    * :func:`~losskit.checks.values_done`: no value check is due; no tracer (``torch.compile``
-      would meet the op's error while tracing, outside the fallback below; ``torch.func``
-      needs no speed); no autocast;
+    * :func:`~losskit.checks.values_done`: no value check is due; no autocast; no tracer
+      (``torch.compile`` would meet the op's error while tracing, outside the fallback below;
+      ``torch.func`` needs no speed);
     * for cross-entropy (``logits``): 2 or more classes (one is refused, none is the kernels'
       rule), fewer than ``kernels.MIN_FUSED_ELEMENTS`` logits (losskit's own kernel would run
       torch's op there too) and no class weight that needs a gradient (losskit's kernel gives
       it; torch's op has none).
 
     Every other mistake of such a call (a target of another length or device; a class weight
-    of another shape, dtype or device; an index out of range) makes torch's op raise, and
-    :func:`run_class_op` then leaves the call to the full path, which names the mistake.
+    of another shape, dtype or device; an index out of range) makes torch's op raise one of
+    its errors, and the call goes to the full path, which names the mistake. Any other
+    exception (a non-reentrant checkpoint's recomputation stop, an interrupt) passes through.
+    A mean over no counted target is 0 (torch's is NaN), read once from the value.
 
     >>> with checks.checks("off"):  # no value check due
-    ...     [direct_class_call("nll_loss", torch.zeros(5), target, None, logits=False)
-    ...      for target in (torch.tensor(2), torch.tensor([2]))]
-    [True, False]
+    ...     [direct_class_loss(torch._C._nn.nll_loss_nd, "nll_loss", torch.zeros(3), target,
+    ...                        None, 1, -100, logits=False) for target in (torch.tensor(2),
+    ...                                                                     torch.tensor([2]))]
+    [tensor(-0.), None]
     """
-    if not (type(input) is Tensor and type(target) is Tensor  # a DTensor disables its
-            and (weight is None or type(weight) is Tensor)  # __torch_function__: test the type
+    if not (type(input) is Tensor and type(target) is Tensor
+            and (weight is None or type(weight) is Tensor)
             and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
             and checks.values_done(loss) and not has_override(input, target, weight)):
-        return False
+        return None
     shape = input.shape
-    if target.dim() != len(shape) - 1 or len(shape) > 2:  # (N, C) with (N,), (C,) with ()
-        return False
-    if logits and (shape[-1] < 2 or shape.numel() >= kernels.MIN_FUSED_ELEMENTS):
-        return False
-    if logits and weight is not None and weight.requires_grad:
-        return False
-    return not _any_autocast() and not checks._tracing()
-
-
-def run_class_op(
-    op: Any, input: Tensor, target: Tensor, weight: Tensor | None, reduction: int,
-    ignore_index: int, *options: float,
-) -> Tensor | None:
-    """torch's op on a call :func:`direct_class_call` accepted, ``reduction`` as its enum; a
-    mean over no counted target is 0 (torch's is NaN), read once from the value. None when the
-    op raises one of its errors: the caller's full path then runs every check, names the
-    mistake, and raises torch's own error where no check applies. Any other exception (a
-    checkpoint's recomputation stop, an interrupt) passes through."""
+    if (target.dim() != len(shape) - 1 or len(shape) > 2  # (N, C) with (N,), (C,) with ()
+            or (logits and (shape[-1] < 2 or shape.numel() >= kernels.MIN_FUSED_ELEMENTS
+                            or (weight is not None and weight.requires_grad)))
+            or _any_autocast() or _functorch_active() or _compiling()):
+        return None
     try:
         out = op(input, target, weight, reduction, ignore_index, *options)
     except OP_ERRORS:  # the full path raises it again, or a clearer one
@@ -133,8 +127,8 @@ def run_class_op(
 
 
 _MEAN = REDUCTION_ENUM["mean"]
-
-
+_functorch_active = torch._C._are_functorch_transforms_active  # checks._tracing, one frame less
+_compiling = torch.compiler.is_compiling
 _any_autocast = torch._C._is_any_autocast_enabled  # no device object to build
 
 
@@ -260,11 +254,10 @@ def cross_entropy(
     if (enum is not None and size_average is None and reduce is None
             and 0.0 <= label_smoothing <= 1.0 and lse_square_scale == 0.0 and softcap is None
             and not return_lse and not inplace
-            and direct_class_call(loss, input, target, weight, logits=True)):
-        direct = run_class_op(torch._C._nn.cross_entropy_loss, input, target, weight, enum,
-                              ignore_index, label_smoothing)
-        if direct is not None:
-            return direct
+            and (direct := direct_class_loss(
+                torch._C._nn.cross_entropy_loss, loss, input, target, weight, enum, ignore_index,
+                label_smoothing, logits=True)) is not None):
+        return direct
     reduction = _reduction.resolve(reduction, size_average, reduce)
     plain = plain_class_call(input, target, weight)
     if not plain and holds_dtensor(input, target, weight):  # sharded logits
@@ -437,11 +430,10 @@ def nll_loss(
     loss = "nll_loss"
     enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
     if (enum is not None and size_average is None and reduce is None
-            and direct_class_call(loss, input, target, weight, logits=False)):
-        direct = run_class_op(torch._C._nn.nll_loss_nd, input, target, weight, enum,
-                              ignore_index)
-        if direct is not None:
-            return direct
+            and (direct := direct_class_loss(
+                torch._C._nn.nll_loss_nd, loss, input, target, weight, enum, ignore_index,
+                logits=False)) is not None):
+        return direct
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     plain = plain_class_call(input, target, weight)
     if not plain:
