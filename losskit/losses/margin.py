@@ -139,12 +139,14 @@ def multilabel_margin_loss(
         tensor(0.8500)
     """
     loss = "multilabel_margin_loss"
-    reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
+    if not (size_average is None and reduce is None and type(reduction) is str
+            and reduction in REDUCTION_ENUM):  # the common call: no parse
+        reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     # The common call, (N, C) float scores with int64 label lists of that shape on one device,
     # passes every metadata check below: decided in a few attribute reads.
     fast = (input.dim() == 2 and target.dtype == torch.int64 and target.shape == input.shape
             and input.shape[0] > 0 and input.is_floating_point()
-            and target.device == input.device)
+            and ((input.is_cpu and target.is_cpu) or target.device == input.device))
     if not fast:
         checks.check_floating_input(loss, input)
         if not checks.on_one_device(input, target):
@@ -206,12 +208,15 @@ def multi_margin_loss(
         tensor(0.0025)
     """
     loss = "multi_margin_loss"
-    reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
+    if not (size_average is None and reduce is None and type(reduction) is str
+            and reduction in REDUCTION_ENUM):  # the common call: no parse
+        reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     # The common call, (N, C) float scores, (N,) int64 indices on one device, no class weight
     # and p of 1 or 2, passes every metadata check below: decided in a few attribute reads.
     fast = (weight is None and input.dim() == 2 and target.dtype == torch.int64
             and target.dim() == 1 and target.shape[0] == input.shape[0] > 0
-            and input.is_floating_point() and target.device == input.device
+            and input.is_floating_point()
+            and ((input.is_cpu and target.is_cpu) or target.device == input.device)
             and (p == 1 or p == 2))
     if not fast:
         margin_checks.check_p(loss, p)
