@@ -1,5 +1,5 @@
 """The small-call fast paths skip no check: past the startup calls, where a call is decided
-"common" in a few attribute reads (``plain_class_call``, ``direct_class_loss`` for cross-entropy
+"common" in a few attribute reads (``plain_class_call``, the direct call of cross-entropy
 and NLL, the margin and ranking predicates, the tiny linear+CE path and its ``plain_small_call``,
 CTC's ``_direct_ctc`` and Python label test, unbatched cross-entropy), every bad input still
 meets the detailed check, also where torch's op is left to refuse it first.
@@ -307,8 +307,9 @@ PLAIN_CASES = [
 ]
 
 
-# The direct class-index call (direct_class_loss): torch's op runs first, and every call it
-# refuses, or that torch's op would compute where losskit refuses, must meet the full path.
+# The direct class-index call (classification.py, "The direct call"): torch's op runs first,
+# and every call it refuses, or that torch's op would compute where losskit refuses, must meet
+# the full path.
 def _direct_bad(id, fn, bad, error, words, kwargs=None):
     healthy = (_logp(4, 3) if fn is LF.nll_loss else _x(4, 3), Y4)
     return (f"{fn.__name__} direct {id}", fn, healthy, bad, kwargs or {}, (error, words))
@@ -677,3 +678,26 @@ def test_direct_cross_entropy_refuses_what_the_full_path_refuses() -> None:
         _past_startup(LF.cross_entropy, _x(4, 3), Y4)
         with pytest.raises(TypeError):
             LF.cross_entropy(_x(4, 3), Y4, lse_square_scale=None)
+
+
+def test_settled_follows_the_checks_mode_and_its_restore() -> None:
+    """``checks.settled`` (the direct paths' test that no value check is due) must follow every
+    mode change: "always" runs the value checks on every call, past the startup too; leaving the
+    block restores the counts, so a loss past its startup calls runs none again; "off" runs none
+    from the first call."""
+    nan = torch.tensor([[float("nan"), 0.0, 1.0]])
+    with lk.checks("startup"):
+        _past_startup(LF.cross_entropy, _x(4, 3), Y4)
+        assert "cross_entropy" in CHECKS.settled
+        with lk.checks("always"):
+            assert "cross_entropy" not in CHECKS.settled
+            with pytest.raises(CHECKS.LossInputError, match="NaN"):
+                LF.cross_entropy(nan, torch.tensor([0]))
+        assert "cross_entropy" in CHECKS.settled
+        assert LF.cross_entropy(nan, torch.tensor([0])).isnan()  # torch's NaN: no check due
+    with lk.checks("off"):
+        assert "a loss never called" in CHECKS.settled
+    with lk.checks("startup"):
+        assert "cross_entropy" not in CHECKS.settled  # a new mode restarts the counts
+        with pytest.raises(CHECKS.LossInputError, match="NaN"):
+            LF.cross_entropy(nan, torch.tensor([0]))

@@ -108,6 +108,27 @@ _mode = _mode_from_env()
 _calls: Counter[str] = Counter()
 
 
+class _Every:
+    """Holds every loss name: :data:`settled` while the checks are off."""
+
+    def __contains__(self, loss: object) -> bool:
+        return True
+
+
+#: The losses whose calls now run no value check (``loss in settled``, a set lookup a fast path
+#: makes on every call): those past their startup calls, or every loss in ``"off"`` mode.
+settled: set[str] | _Every = _Every() if _mode == "off" else set()
+
+
+def _settle() -> None:
+    global settled
+    if _mode == "off":
+        settled = _Every()
+    else:
+        done = _mode == "startup"
+        settled = {loss for loss, n in _calls.items() if done and n >= STARTUP_CALLS}
+
+
 def get_checks() -> str:
     """The current checks mode: ``"startup"``, ``"always"`` or ``"off"``.
 
@@ -134,6 +155,7 @@ def set_checks(mode: str) -> None:
         )
     _mode = mode
     _calls.clear()
+    _settle()
 
 
 @contextlib.contextmanager
@@ -151,6 +173,7 @@ def checks(mode: str) -> Iterator[None]:
     finally:
         set_checks(previous)
         _calls.update(saved_calls)
+        _settle()
 
 
 def values_enabled(loss: str) -> bool:
@@ -162,14 +185,24 @@ def values_enabled(loss: str) -> bool:
     if _mode == "always":
         return True
     _calls[loss] += 1
+    if _calls[loss] == STARTUP_CALLS:  # this call is the last to run them
+        settled.add(loss)  # type: ignore[union-attr]  # a set in "startup" mode
     return _calls[loss] <= STARTUP_CALLS
 
 
 def values_done(loss: str) -> bool:
     """Whether a call of ``loss`` now runs no value check, asked without counting the call: the
-    startup calls are over, or checks are off. A fast path that hears no sends the call through
-    the full path, which counts it in :func:`values_enabled`."""
-    return (_mode == "startup" and _calls[loss] >= STARTUP_CALLS) or _mode == "off"
+    startup calls are over, or checks are off (``loss in settled``). A fast path that hears no
+    sends the call through the full path, which counts it in :func:`values_enabled`.
+
+    >>> with checks("startup"):
+    ...     before = values_done("mse_loss")
+    ...     for _ in range(STARTUP_CALLS):
+    ...         _ = values_enabled("mse_loss")
+    ...     before, values_done("mse_loss")
+    (False, True)
+    """
+    return loss in settled
 
 
 def index_range_enabled(target: Tensor) -> bool:

@@ -72,62 +72,32 @@ def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bo
     )
 
 
-def direct_class_loss(
-    op: Any, loss: str, input: Tensor, target: Tensor, weight: Tensor | None, reduction: int,
-    ignore_index: int, *options: float, logits: bool,
-) -> Tensor | None:
-    """torch's ``op`` (``reduction`` as its enum) on the common call past the startup calls, or
-    None: the caller's full path then runs every check. One function, as it runs on every step.
-
-    The common call is settled by a few reads, each for a rule of the full path that torch's op
-    would not enforce the same way:
-
-    * plain tensors and no ``__torch_function__`` mode: a subclass's override must run, and a
-      DTensor (which disables its ``__torch_function__``) goes to losskit's sharded path;
-    * CPU float32/float64 logits and int64 indices, ``(N, C)`` with ``(N,)`` or ``(C,)`` with
-      ``()`` (torch computes a ``(1,)`` target for ``(C,)`` and then fails in backward);
-    * :func:`~losskit.checks.values_done`: no value check is due; no autocast; no tracer
-      (``torch.compile`` would meet the op's error while tracing, outside the fallback below;
-      ``torch.func`` needs no speed);
-    * for cross-entropy (``logits``): 2 or more classes (one is refused, none is the kernels'
-      rule), fewer than ``kernels.MIN_FUSED_ELEMENTS`` logits (losskit's own kernel would run
-      torch's op there too) and no class weight that needs a gradient (losskit's kernel gives
-      it; torch's op has none).
-
-    Every other mistake of such a call (a target of another length or device; a class weight
-    of another shape, dtype or device; an index out of range) makes torch's op raise one of
-    its errors, and the call goes to the full path, which names the mistake. Any other
-    exception (a non-reentrant checkpoint's recomputation stop, an interrupt) passes through.
-    A mean over no counted target is 0 (torch's is NaN), read once from the value.
-
-    >>> with checks.checks("off"):  # no value check due
-    ...     [direct_class_loss(torch._C._nn.nll_loss_nd, "nll_loss", torch.zeros(3), target,
-    ...                        None, 1, -100, logits=False) for target in (torch.tensor(2),
-    ...                                                                     torch.tensor([2]))]
-    [tensor(-0.), None]
-    """
-    if not (type(input) is Tensor and type(target) is Tensor
-            and (weight is None or type(weight) is Tensor)
-            and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
-            and checks.values_done(loss) and not has_override(input, target, weight)):
-        return None
-    shape = input.shape
-    if (target.dim() != len(shape) - 1 or len(shape) > 2  # (N, C) with (N,), (C,) with ()
-            or (logits and (shape[-1] < 2 or shape.numel() >= kernels.MIN_FUSED_ELEMENTS
-                            or (weight is not None and weight.requires_grad)))
-            or _any_autocast() or _functorch_active() or _compiling()):
-        return None
-    try:
-        out = op(input, target, weight, reduction, ignore_index, *options)
-    except OP_ERRORS:  # the full path raises it again, or a clearer one
-        return None
-    if reduction == _MEAN and math.isnan(out.item()):
-        return mean_over_nothing_to_zero(out, target, ignore_index)
-    return out
-
+# ----------------------------------------------------------------------------------------------
+# The direct call. Past the startup calls, cross_entropy and nll_loss call torch's op at once on
+# the common call; the test is written out in each (it runs on every step, and a Python call
+# costs as much as a few of its reads). Each read settles a rule of the full path that torch's
+# op would not enforce the same way:
+#
+# * plain tensors and no __torch_function__ mode: a subclass's override must run, and a DTensor
+#   (which disables its __torch_function__) goes to losskit's sharded path;
+# * CPU float32/float64 logits and int64 indices, (N, C) with (N,) or (C,) with () (torch
+#   computes a (1,) target for (C,) and then fails in backward);
+# * no value check due (`loss in checks.settled`), no autocast, no tracer (torch.compile would
+#   meet the op's error while tracing, outside the fallback below; torch.func needs no speed);
+# * cross-entropy only: 2 or more classes (one is refused; none is the kernels' rule), fewer
+#   than kernels.MIN_FUSED_ELEMENTS logits (losskit's own kernel would run torch's op there too),
+#   no class weight that needs a gradient (losskit's kernel gives it; torch's op refuses it),
+#   and none of losskit's extras.
+#
+# Every other mistake of such a call (a target of another length or device; a class weight of
+# another shape, dtype or device; an index out of range) makes torch's op raise one of its
+# errors (OP_ERRORS), and the call goes on to the full path, which names the mistake. Any other
+# exception (a non-reentrant checkpoint's recomputation stop, an interrupt) passes through. A
+# mean over no counted target is 0 (torch's is NaN), read once from the value.
+# tests/test_fast_paths.py holds a bad call for each rule.
 
 _MEAN = REDUCTION_ENUM["mean"]
-_functorch_active = torch._C._are_functorch_transforms_active  # checks._tracing, one frame less
+_functorch_active = torch._C._are_functorch_transforms_active  # checks._tracing, frames fewer
 _compiling = torch.compiler.is_compiling
 _any_autocast = torch._C._is_any_autocast_enabled  # no device object to build
 
@@ -251,13 +221,25 @@ def cross_entropy(
     """
     loss = "cross_entropy"
     enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
-    if (enum is not None and size_average is None and reduce is None
+    if (enum is not None and size_average is None and reduce is None  # the direct call (above)
             and 0.0 <= label_smoothing <= 1.0 and lse_square_scale == 0.0 and softcap is None
             and not return_lse and not inplace
-            and (direct := direct_class_loss(
-                torch._C._nn.cross_entropy_loss, loss, input, target, weight, enum, ignore_index,
-                label_smoothing, logits=True)) is not None):
-        return direct
+            and type(input) is Tensor and type(target) is Tensor
+            and (weight is None or (type(weight) is Tensor and not weight.requires_grad))
+            and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
+            and loss in checks.settled and target.dim() == input.dim() - 1 < 2
+            and input.shape[-1] >= 2 and input.numel() < kernels.MIN_FUSED_ELEMENTS
+            and not has_override(input, target, weight) and not _any_autocast()
+            and not _functorch_active() and not _compiling()):
+        try:
+            direct = torch._C._nn.cross_entropy_loss(input, target, weight, enum, ignore_index,  # type: ignore[arg-type]  # the op takes the enum
+                                                     label_smoothing)
+        except OP_ERRORS:
+            pass  # the full path below names the mistake, or raises the op's error again
+        else:
+            if enum == _MEAN and math.isnan(direct.item()):
+                return mean_over_nothing_to_zero(direct, target, ignore_index)
+            return direct
     reduction = _reduction.resolve(reduction, size_average, reduce)
     plain = plain_class_call(input, target, weight)
     if not plain and holds_dtensor(input, target, weight):  # sharded logits
@@ -429,11 +411,21 @@ def nll_loss(
     """
     loss = "nll_loss"
     enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
-    if (enum is not None and size_average is None and reduce is None
-            and (direct := direct_class_loss(
-                torch._C._nn.nll_loss_nd, loss, input, target, weight, enum, ignore_index,
-                logits=False)) is not None):
-        return direct
+    if (enum is not None and size_average is None and reduce is None  # the direct call: see
+            and type(input) is Tensor and type(target) is Tensor  # above cross_entropy
+            and (weight is None or type(weight) is Tensor)
+            and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
+            and loss in checks.settled and target.dim() == input.dim() - 1 < 2
+            and not has_override(input, target, weight) and not _any_autocast()
+            and not _functorch_active() and not _compiling()):
+        try:
+            out = torch._C._nn.nll_loss_nd(input, target, weight, enum, ignore_index)  # type: ignore[arg-type]  # the op takes the enum
+        except OP_ERRORS:
+            pass  # the full path below names the mistake, or raises the op's error again
+        else:
+            if enum == _MEAN and math.isnan(out.item()):
+                return mean_over_nothing_to_zero(out, target, ignore_index)
+            return out
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     plain = plain_class_call(input, target, weight)
     if not plain:
