@@ -701,3 +701,77 @@ def test_settled_follows_the_checks_mode_and_its_restore() -> None:
         assert "cross_entropy" not in CHECKS.settled  # a new mode restarts the counts
         with pytest.raises(CHECKS.LossInputError, match="NaN"):
             LF.cross_entropy(nan, torch.tensor([0]))
+
+
+def test_mode_switch_while_another_thread_counts_calls() -> None:
+    """Review: leaving ``with losskit.checks(...)`` rebuilds ``checks.settled`` from the call
+    counts while another thread may be counting a first call; the switch must never raise."""
+    import sys
+    import threading
+    import time
+
+    stop, errors = threading.Event(), []
+
+    def calls() -> None:
+        x, y = _x(4, 3), Y4
+        while not stop.is_set():
+            try:
+                LF.cross_entropy(x, y)
+                LF.nll_loss(x.log_softmax(1), y)
+                LF.mse_loss(x, x)
+            except Exception as error:  # reported below
+                errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    worker = threading.Thread(target=calls, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            with lk.checks("always"):
+                pass
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(interval)
+    assert not errors
+
+
+@pytest.mark.parametrize("mode", ["startup", "always", "off"])
+@pytest.mark.parametrize("value", [None, "0.1", [0.1], 0.1j])
+def test_label_smoothing_not_a_number_is_named(value, mode) -> None:
+    """Review: torch's op takes a float; losskit names the argument, in every mode and on the
+    first call as on later ones (a TypeError, torch's class)."""
+    with pytest.raises(TypeError):
+        F.cross_entropy(_x(4, 3), Y4, label_smoothing=value)
+    with lk.checks(mode):
+        for _ in range(STARTUP_CALLS + 2):
+            with pytest.raises(TypeError) as info:
+                LF.cross_entropy(_x(4, 3), Y4, label_smoothing=value)
+            assert isinstance(info.value, CHECKS.LossTypeError)
+            assert f"label_smoothing={value!r}" in str(info.value) and "Fix" in str(info.value)
+
+
+CHAIN_CASES = [
+    ("cross_entropy", lambda t: LF.cross_entropy(_x(4, 3), t)),
+    ("nll_loss", lambda t: LF.nll_loss(_logp(4, 3), t)),
+    ("CrossEntropyLoss", lambda t: lk.CrossEntropyLoss(label_smoothing=0.1)(_x(4, 3), t)),
+    ("NLLLoss", lambda t: lk.NLLLoss()(_logp(4, 3), t)),
+    ("cross_entropy unbatched", lambda t: LF.cross_entropy(_x(3), t[1])),
+]
+
+
+@pytest.mark.parametrize("case", CHAIN_CASES, ids=[c[0] for c in CHAIN_CASES])
+def test_index_out_of_range_past_startup_is_not_chained(case) -> None:
+    """Review: past the startup, torch's op finds the bad index first; losskit's message must
+    replace its IndexError, not arrive as "during handling of the above exception"."""
+    _, call = case
+    with lk.checks("startup"):
+        for _ in range(STARTUP_CALLS + 1):
+            call(Y4)
+        with pytest.raises(IndexError) as info:
+            call(torch.tensor([0, 3, 1, 2]))
+    assert isinstance(info.value, CHECKS.LossIndexError)
+    assert "outside [0, 3): 3" in str(info.value)
+    assert info.value.__context__ is None and info.value.__cause__ is None

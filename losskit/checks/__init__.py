@@ -79,6 +79,12 @@ class LossNotImplementedError(LossInputError, NotImplementedError):
     """An input dtype torch has no loss kernel for (torch raises ``NotImplementedError``)."""
 
 
+class LossTypeError(LossInputError, TypeError):
+    """An argument of the wrong Python type where torch raises ``TypeError`` (a ``reduction``
+    that is not a string, lengths that are neither integer tensors nor sequences of ints, a
+    ``label_smoothing`` that is not a number)."""
+
+
 class LossWarning(UserWarning):
     """The input to a loss is very likely a mistake; the message names the fix.
 
@@ -114,6 +120,9 @@ class _Every:
     def __contains__(self, loss: object) -> bool:
         return True
 
+    def add(self, loss: str) -> None:
+        """Nothing to add (a thread that counted a call as the mode turned "off")."""
+
 
 #: The losses whose calls now run no value check (``loss in settled``, a set lookup a fast path
 #: makes on every call): those past their startup calls, or every loss in ``"off"`` mode.
@@ -126,7 +135,8 @@ def _settle() -> None:
         settled = _Every()
     else:
         done = _mode == "startup"
-        settled = {loss for loss, n in _calls.items() if done and n >= STARTUP_CALLS}
+        counts = list(_calls.items())  # one C-level copy: another thread may count a call now
+        settled = {loss for loss, n in counts if done and n >= STARTUP_CALLS}
 
 
 def get_checks() -> str:
@@ -186,7 +196,7 @@ def values_enabled(loss: str) -> bool:
         return True
     _calls[loss] += 1
     if _calls[loss] == STARTUP_CALLS:  # this call is the last to run them
-        settled.add(loss)  # type: ignore[union-attr]  # a set in "startup" mode
+        settled.add(loss)
     return _calls[loss] <= STARTUP_CALLS
 
 
@@ -761,6 +771,16 @@ def check_kl_target(loss: str, target: Tensor, log_target: bool) -> None:
             f"{loss}: `target` holds {_first(t < 0, t)}, a negative value, but with "
             f"log_target=False the target must be probabilities (>= 0); torch returns NaN for it. "
             f"It looks like log-probabilities. Fix: pass `log_target=True`, or `target.exp()`."
+        )
+
+
+def check_label_smoothing_number(loss: str, label_smoothing: object) -> None:
+    """``label_smoothing`` must be a real number (torch's op takes a float)."""
+    if not isinstance(label_smoothing, numbers.Real):
+        raise LossTypeError(
+            f"{loss}: label_smoothing={label_smoothing!r} is a {type(label_smoothing).__name__}, "
+            f"not a number. Fix: pass a float in [0, 1], e.g. label_smoothing=0.1, or 0.0 for "
+            f"none."
         )
 
 

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from losskit.checks import (
     LossInputError,
+    LossTypeError,
     _first,
     _tracing,
     _warn,
@@ -30,10 +31,6 @@ __all__ = [
     "check_var_shape",
     "var_sign_enabled",
 ]
-
-
-class LossTypeError(LossInputError, TypeError):
-    """A ``reduction`` that is not a string: torch's poisson/gaussian NLL raise ``TypeError``."""
 
 
 def check_reduction_spelling(loss: str, reduction: object) -> None:

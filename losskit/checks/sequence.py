@@ -25,6 +25,7 @@ from losskit.checks import (
     LossInputError,
     LossNotImplementedError,
     LossRuntimeError,
+    LossTypeError,
     _tracing,
     _warn,
     check_finite,
@@ -33,11 +34,6 @@ from losskit.checks import (
 )
 
 Lengths = Tensor | Sequence[int]
-
-
-class LossTypeError(LossInputError, TypeError):
-    """An argument of the wrong Python type where torch raises ``TypeError`` (lengths that are
-    neither integer tensors nor sequences of ints)."""
 
 
 def _is_int(value: object) -> bool:

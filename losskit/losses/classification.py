@@ -97,6 +97,7 @@ def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bo
 # tests/test_fast_paths.py holds a bad call for each rule.
 
 _MEAN = REDUCTION_ENUM["mean"]
+_REAL = (float, int)  # a label_smoothing of another type takes the full path, which checks it
 _functorch_active = torch._C._are_functorch_transforms_active  # checks._tracing, frames fewer
 _compiling = torch.compiler.is_compiling
 _any_autocast = torch._C._is_any_autocast_enabled  # no device object to build
@@ -222,7 +223,8 @@ def cross_entropy(
     loss = "cross_entropy"
     enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
     if (enum is not None and size_average is None and reduce is None  # the direct call (above)
-            and 0.0 <= label_smoothing <= 1.0 and lse_square_scale == 0.0 and softcap is None
+            and type(label_smoothing) in _REAL and 0.0 <= label_smoothing <= 1.0
+            and lse_square_scale == 0.0 and softcap is None
             and not return_lse and not inplace
             and type(input) is Tensor and type(target) is Tensor
             and (weight is None or (type(weight) is Tensor and not weight.requires_grad))
@@ -241,6 +243,7 @@ def cross_entropy(
                 return mean_over_nothing_to_zero(direct, target, ignore_index)
             return direct
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    checks.check_label_smoothing_number(loss, label_smoothing)
     plain = plain_class_call(input, target, weight)
     if not plain and holds_dtensor(input, target, weight):  # sharded logits
         from losskit.distributed import dtensor  # lazily: distributed imports the losses
@@ -287,13 +290,17 @@ def cross_entropy(
             lse_square_scale=lse_square_scale, softcap=softcap, return_lse=return_lse,
             inplace=inplace,
         )
-    except (IndexError, RuntimeError):
-        explain_index_error(loss, input, target, ignore_index)
-        raise
-    value, lse = cast(tuple[Tensor, Tensor], out) if return_lse else (cast(Tensor, out), None)
-    if reduction == "none":
-        value = value.reshape(target.shape)
-    return (value, lse.reshape(target.shape)) if lse is not None else value
+    except (IndexError, RuntimeError) as error:
+        torch_error = error
+    else:
+        value, lse = cast(tuple[Tensor, Tensor], out) if return_lse else (cast(Tensor, out), None)
+        if reduction == "none":
+            value = value.reshape(target.shape)
+        return (value, lse.reshape(target.shape)) if lse is not None else value
+    # losskit's message for an index out of range, raised outside the `except` so that it does
+    # not arrive chained to torch's error; torch's own error otherwise
+    explain_index_error(loss, input, target, ignore_index)
+    raise torch_error
 
 
 _TORCH_OP_DTYPES = (torch.float32, torch.float64)
@@ -436,6 +443,7 @@ def nll_loss(
             weight = float32_weight(input, weight)
     check_class_indices(loss, input, target, weight, ignore_index, reduction, range_on_error=True,
                         plain=plain)
+    torch_error: Exception | None = None
     try:
         if op_runs_directly(size_average, reduce, input, target, weight):
             # torch's own op; its Python wrapper adds nothing after the checks.
@@ -444,9 +452,11 @@ def nll_loss(
             )
         else:
             out = F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
-    except (IndexError, RuntimeError):
+    except (IndexError, RuntimeError) as error:
+        torch_error = error
+    if torch_error is not None:  # explained outside the `except`: not chained to torch's error
         explain_index_error(loss, input, target, ignore_index)
-        raise
+        raise torch_error
     if reduction == "mean":
         # torch gives NaN for a mean over nothing; the gradient is already 0 there.
         out = mean_over_nothing_to_zero(out, target, ignore_index)
