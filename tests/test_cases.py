@@ -280,3 +280,31 @@ def test_tensors_on_another_device_raise(case):
         getattr(LF, case.loss)(*bad, **kwargs)
     message = str(caught.value)
     assert "cpu" in message and other in message and ".to(" in message, message
+
+
+def _on_meta(value):
+    return value.to("meta") if isinstance(value, torch.Tensor) else value
+
+
+@pytest.mark.parametrize("mode", ["startup", "always"])
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in ALL
+                                  if registry.get(c.loss).torch_function is not None])
+def test_meta_tensors_compute_shapes_as_torch_does(case, mode):
+    """Meta tensors (shapes without data: FLOP counts, deferred initialisation) run no value
+    check: losskit gives what torch gives, a meta result of torch's shape and dtype, or torch's
+    own exception class where torch cannot run on meta."""
+    args, kwargs = _made(case)
+    args = tuple(_on_meta(a) for a in args)
+    kwargs = {k: _on_meta(v) for k, v in kwargs.items()}
+    twin = registry.get(case.loss).torch_function
+    for reduction in case.reductions:
+        try:
+            expected = twin(*args, **kwargs, reduction=reduction)
+        except Exception as error:  # torch cannot run it on meta: losskit raises the same class
+            with lk.checks(mode), pytest.raises(type(error)):
+                getattr(LF, case.loss)(*args, **kwargs, reduction=reduction)
+            continue
+        with lk.checks(mode), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "reduction: 'mean' divides the total loss")
+            got = getattr(LF, case.loss)(*args, **kwargs, reduction=reduction)
+        assert got.is_meta and got.shape == expected.shape and got.dtype == expected.dtype

@@ -186,11 +186,21 @@ def checks(mode: str) -> Iterator[None]:
         _settle()
 
 
-def values_enabled(loss: str) -> bool:
-    """Whether this call of ``loss`` runs value checks (counts the call in ``"startup"`` mode)."""
+def values_enabled(loss: str, *tensors: object) -> bool:
+    """Whether this call of ``loss`` runs value checks (counts the call in ``"startup"`` mode).
+
+    ``tensors`` are what the value checks would read: a meta tensor (a shape without data, as
+    in a FLOP count or a deferred initialisation) runs none, and the call is not counted; torch
+    computes the loss's shape there, and so does losskit.
+
+    >>> with checks("always"):
+    ...     values_enabled("mse_loss", torch.zeros(2)), values_enabled("mse_loss",
+    ...                                                               torch.zeros(2, device="meta"))
+    (True, False)
+    """
     if _mode == "startup" and _calls[loss] >= STARTUP_CALLS:  # done: the common case, first
         return False
-    if _mode == "off" or _tracing():
+    if _mode == "off" or _tracing() or _without_data(tensors):
         return False
     if _mode == "always":
         return True
@@ -198,6 +208,11 @@ def values_enabled(loss: str) -> bool:
     if _calls[loss] == STARTUP_CALLS:  # this call is the last to run them
         settled.add(loss)
     return _calls[loss] <= STARTUP_CALLS
+
+
+def _without_data(tensors: tuple[object, ...]) -> bool:
+    """Whether any of ``tensors`` is a meta tensor (no values to read)."""
+    return any(isinstance(t, Tensor) and t.is_meta for t in tensors)
 
 
 def values_done(loss: str) -> bool:

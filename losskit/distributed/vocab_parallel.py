@@ -295,7 +295,7 @@ def vocab_parallel_cross_entropy(
     if vocab_start is None:
         options = (ignore_index, float(label_smoothing), reduction)
         vocab_start, vocab_size = _shard_layout(x, t, options, group)
-    if values_enabled(_LOSS) or index_range_enabled(t):
+    if values_enabled(_LOSS, x, t) or index_range_enabled(t):
         # vocab_size comes with vocab_start or from _shard_layout above.
         check_class_index_range(_LOSS, t, cast(int, vocab_size), ignore_index)
         if reduction == "mean":

@@ -73,7 +73,7 @@ def binary_cross_entropy(
     loss = "binary_cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_binary(loss, input, target, weight)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         _check_binary_values(loss, input, target)
     try:
         if weight is None and op_runs_directly(size_average, reduce, input, target):
@@ -124,7 +124,7 @@ def binary_cross_entropy_with_logits(
     loss = "binary_cross_entropy_with_logits"
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_binary(loss, input, target, weight, pos_weight)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         checks.check_finite(loss, input=input, target=target)
         checks.check_not_sigmoid_output(loss, input)
         checks.check_binary_target_range(loss, target)

@@ -126,7 +126,7 @@ def check_class_indices(
                 loss, weight, _num_classes(input), weight_dtype_ref(input), name=weight_name,
                 classes=f"in dim {1 if input.dim() >= 2 else 0} of `input`",
             )
-    values = checks.values_enabled(loss)
+    values = checks.values_enabled(loss, input, target)
     if values or (not range_on_error and checks.index_range_enabled(target)):
         checks.check_class_index_range(loss, target, _num_classes(input), ignore_index)
     if values:
@@ -383,7 +383,7 @@ def _cross_entropy_probabilities(
     floating = weight is not None and weight.is_floating_point()
     dtype_ref = weight if floating and weight is not None else weight_dtype_ref(input)
     checks.check_class_weight(loss, weight, _num_classes(input), dtype_ref)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         class_dim = 1 if input.dim() >= 2 else 0
         checks.check_finite(loss, allow_neg_inf=True, input=input)
         checks.check_finite(loss, target=target)
@@ -536,7 +536,7 @@ def _binary_focal(
     input: Tensor, target: Tensor, alpha: float | Tensor | None, gamma: float, reduction: str
 ) -> Tensor:
     loss = "focal_loss"
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         checks.check_finite(loss, input=input, target=target)
         checks.check_not_sigmoid_output(loss, input)
         checks.check_binary_target_range(loss, target)

@@ -210,7 +210,7 @@ def info_nce(
     cchecks.check_pair_shapes(loss, "z1", z1, "z2", z2)
     if not _gathering(gather, group):
         cchecks.check_negatives_exist(loss, z1.shape[0], "`z1`")
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, z1, z2):
         _value_checks(loss, normalize, temperature, "InfoNCELoss", z1=z1, z2=z2)
     dtype, result = _dtypes(z1, z2)
     with _as_written(z1, z2):
@@ -341,7 +341,7 @@ def clip_loss(
     cchecks.check_logit_scale_metadata(loss, logit_scale)
     if not _gathering(gather, group):
         cchecks.check_negatives_exist(loss, image_embeds.shape[0], "`image_embeds`")
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, image_embeds, text_embeds, logit_scale):
         _value_checks(loss, normalize, None, image_embeds=image_embeds, text_embeds=text_embeds)
         cchecks.check_logit_scale(loss, logit_scale, normalize)
     dtype, result = _dtypes(image_embeds, text_embeds)
@@ -481,7 +481,7 @@ def supcon_loss(
     cchecks.check_supcon_has_positives(loss, features.shape[1], labels)
     if not _gathering(gather, group):
         cchecks.check_negatives_exist(loss, features.shape[0], "`features`")
-    values = checks.values_enabled(loss)
+    values = checks.values_enabled(loss, features, labels)
     if values:
         _value_checks(loss, normalize, temperature, features=features)
     dtype, result = _dtypes(features)

@@ -144,7 +144,7 @@ def _check_num_items(loss: str, num_items: Tensor | float | None) -> None:
 
 
 def _value_checks(loss, labels, ignore_index, reduction, num_items, **logits) -> None:
-    if not checks.values_enabled(loss):
+    if not checks.values_enabled(loss, labels, *logits.values()):
         return
     checks.check_finite(loss, **logits)
     for name, x in logits.items():

@@ -45,7 +45,7 @@ def kl_div(
     checks.check_floating_input(loss, input)
     if input.device != target.device:
         checks.check_same_device(loss, input=input, target=target)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         checks.check_finite(loss, allow_neg_inf=True, input=input)
         checks.check_finite(loss, allow_neg_inf=log_target, target=target)
         checks.check_kl_target(loss, target, log_target)

@@ -69,7 +69,7 @@ def poisson_nll_loss(
     if not checks.on_one_device(input, target):
         checks.check_same_device(loss, input=input, target=target)
     checks.check_same_shape(loss, input, target)  # RuntimeError class where torch's is
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         checks.check_finite(loss, input=input, target=target)
         if not log_input:
             lchecks.check_no_negative_rates(loss, input)
@@ -132,7 +132,7 @@ def gaussian_nll_loss(
         if lchecks.var_sign_enabled():  # torch reads the sign first: its error comes first
             lchecks.check_var_not_negative(loss, var)
         raise
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target, var):
         lchecks.check_var_not_negative(loss, var)  # before NaN: torch's order
         checks.check_finite(loss, input=input, target=target, var=var_tensor)
         lchecks.check_no_zero_var(loss, var, eps)

@@ -285,7 +285,7 @@ def _chunked(
         LOSS, weight, num_classes, weight_dtype_ref(input),
         classes="given by dim 0 of `linear_weight`",
     )
-    values = checks.values_enabled(LOSS)
+    values = checks.values_enabled(LOSS, input, linear_weight, target)
     if values or checks.index_range_enabled(target):
         checks.check_class_index_range(LOSS, target, num_classes, ignore_index)
     if values:
@@ -353,7 +353,7 @@ def _small(
         t = target.reshape(-1)  # (N,)
         checks.check_class_weight(LOSS, weight, logits.shape[1], logits,
                                   classes="given by dim 0 of `linear_weight`")
-    if checks.values_enabled(LOSS):
+    if checks.values_enabled(LOSS, input, linear_weight, target):
         checks.check_class_index_range(LOSS, t, logits.shape[1], ignore_index)
         checks.check_finite(LOSS, input=input, linear_weight=linear_weight,
                             linear_bias=linear_bias)

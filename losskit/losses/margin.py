@@ -60,7 +60,7 @@ def soft_margin_loss(
     if not checks.on_one_device(input, target):
         checks.check_same_device(loss, input=input, target=target)
     margin_checks.check_sign_target_shape(loss, input, target)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         checks.check_finite(loss, input=input, target=target)
         margin_checks.check_sign_target(loss, target)
     return F.soft_margin_loss(input, target, size_average, reduce, reduction)
@@ -101,7 +101,7 @@ def multilabel_soft_margin_loss(
         checks.check_same_device(loss, input=input, target=target, weight=weight)
     margin_checks.check_multilabel_target_shape(loss, input, target)
     checks.check_broadcast_weight(loss, "weight", weight, input)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         checks.check_finite(loss, input=input, target=target)
         checks.check_not_sigmoid_output(loss, input)
         checks.check_binary_target_range(loss, target)
@@ -152,7 +152,7 @@ def multilabel_margin_loss(
         if not checks.on_one_device(input, target):
             checks.check_same_device(loss, input=input, target=target)
         margin_checks.check_label_lists(loss, input, target)
-    values = checks.values_enabled(loss)
+    values = checks.values_enabled(loss, input, target)
     if input.dim() > 0 and values:
         margin_checks.check_label_list_range(loss, target, input.shape[-1])
     if values:
@@ -227,7 +227,7 @@ def multi_margin_loss(
         margin_checks.check_class_index_target(loss, input, target)
         if input.dim() > 0:
             margin_checks.check_margin_weight(loss, weight, input, autocast=autocast_on(input))
-    values = checks.values_enabled(loss)
+    values = checks.values_enabled(loss, input, target)
     if input.dim() > 0 and values:
         margin_checks.check_class_index_range(loss, target, input.shape[-1])
     if values:

@@ -53,7 +53,7 @@ def _check_logps(loss: str, refs: dict[str, Tensor] | None = None, **policy: Ten
     refs = refs or {}
     pref_checks.check_logps_tensors(loss, **policy, **refs)
     pref_checks.check_reference_detached(loss, **refs)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, *policy.values(), *refs.values()):
         pref_checks.check_logps_values(loss, **policy, **refs)
 
 
@@ -453,7 +453,7 @@ def _kto_reference_point(loss: str, kl: Tensor | float | None, r: Tensor) -> Ten
     checks.check_same_device(loss, policy_logps=r, kl=kl)
     if kl.numel() == 0:
         return 0.0
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, kl):
         pref_checks.check_kl_value(loss, kl)
     return kl.detach().to(r.dtype).mean().clamp(min=0)
 
@@ -671,7 +671,7 @@ def linear_preference_loss(
         labels_chosen=labels_chosen, labels_rejected=labels_rejected, bias=bias,
     )
     checks.check_chunk_size(name, chunk_size)
-    if checks.values_enabled(name):
+    if checks.values_enabled(name, hidden_chosen, hidden_rejected, weight, bias):
         checks.check_finite(name, hidden_chosen=hidden_chosen, hidden_rejected=hidden_rejected,
                             weight=weight, bias=bias)
         pref_checks.check_every_answer_scored(name, labels_chosen, ignore_index, "labels_chosen")

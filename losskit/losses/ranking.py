@@ -83,7 +83,7 @@ def _cosine_call_ok(input1: Tensor, input2: Tensor, target: Tensor) -> bool:
 
 
 def _check_signed_values(loss: str, target: Tensor, **inputs: Tensor) -> None:
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, target, *inputs.values()):
         checks.check_finite(loss, **inputs, target=target)  # type: ignore[arg-type]
         ranking_checks.check_sign_target_values(loss, target)
 
@@ -235,7 +235,7 @@ def _check_triplet(loss: str, anchor: Tensor, positive: Tensor, negative: Tensor
         ranking_checks.check_same_shapes(loss, same_dim=True, **triplet)
     else:
         ranking_checks.check_same_ndim(loss, **triplet)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, *triplet.values()):
         checks.check_finite(loss, **triplet)  # type: ignore[arg-type]  # as above
 
 

@@ -45,7 +45,7 @@ def _check_regression(loss: str, input: Tensor, target: Tensor, weight: Tensor |
         checks.check_same_device(loss, input=input, target=target, weight=weight)
     if input.shape != target.shape:
         checks.check_same_shape(loss, input, target)
-    if checks.values_enabled(loss):
+    if checks.values_enabled(loss, input, target):
         checks.check_finite(loss, input=input, target=target)
 
 

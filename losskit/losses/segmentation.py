@@ -320,7 +320,7 @@ def _probs_and_labels(
     # Half losses compute in float32: the per-class sums over 65,504+ pixels overflow float16.
     x = input.float() if input.dtype in HALF else input
     if target.shape == input.shape and target.is_floating_point():
-        if checks.values_enabled(loss):
+        if checks.values_enabled(loss, input, target):
             checks.check_finite(loss, input=input, target=target)
             checks.check_binary_target_range(loss, target)
             if logits_check is not None:
@@ -344,7 +344,7 @@ def _probs_and_labels(
 def _check_class_indices(loss, input, target, ignore_index, reduction, logits_check) -> None:
     """Class-index checks of the cross-entropy family with the caller's own softmax check."""
     checks.check_class_target(loss, input, target)
-    values = checks.values_enabled(loss)
+    values = checks.values_enabled(loss, input, target)
     if values or checks.index_range_enabled(target):
         checks.check_class_index_range(loss, target, input.shape[1], ignore_index)
     if values:

@@ -36,7 +36,7 @@ def _check_ctc(
     seq_checks.check_ctc_targets(loss, log_probs, targets)
     _check_ctc_values(
         log_probs, targets, input_lengths, target_lengths, blank, zero_infinity,
-        values=checks.values_enabled(loss),
+        values=checks.values_enabled(loss, log_probs, targets),
         on_host=seq_checks.host_checks_enabled(targets, input_lengths, target_lengths),
     )
 
