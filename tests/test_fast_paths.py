@@ -347,6 +347,25 @@ DIRECT_CASES = [
     )
 ]
 CASES += DIRECT_CASES
+
+_BX, _BY = _x(4, 3), torch.rand(4, 3, generator=torch.Generator().manual_seed(2))
+BCE_DIRECT_CASES = [  # binary_cross_entropy_with_logits' direct call
+    ("bce logits direct (4, 1) input, (4,) target", LF.binary_cross_entropy_with_logits,
+     (_BX, _BY), (_x(4, 1), _BY[:, 0]), {},
+     ("LossInputError", "`target` has shape (4,) but `input` has shape (4, 1)")),
+    ("bce logits direct int target", LF.binary_cross_entropy_with_logits, (_BX, _BY),
+     (_BX, _BY.round().long()), {}, ("LossRuntimeError", "must be floating point")),
+    ("bce logits direct target on meta", LF.binary_cross_entropy_with_logits, (_BX, _BY),
+     (_BX, _BY.to("meta")), {}, ("LossRuntimeError", "`target = target.to('cpu')`")),
+    ("bce logits direct weight that enlarges", LF.binary_cross_entropy_with_logits, (_BX, _BY),
+     (_BX, _BY, torch.ones(5, 4, 3)), {}, ("LossRuntimeError", "does not broadcast over")),
+    # torch's op broadcasts a larger target silently (it refuses a smaller one)
+    ("bce logits direct larger target", LF.binary_cross_entropy_with_logits, (_BX, _BY),
+     (_BX[0], _BY), {}, ("LossInputError", "`target` has shape (4, 3) but `input` has shape (3,)")),
+    ("bce logits direct short target", LF.binary_cross_entropy_with_logits, (_BX, _BY),
+     (_BX, _BY[:3]), {}, ("LossInputError", "`target` has shape (3, 3)")),
+]
+CASES += BCE_DIRECT_CASES
 CASES += PLAIN_CASES
 
 
@@ -775,3 +794,33 @@ def test_index_out_of_range_past_startup_is_not_chained(case) -> None:
     assert isinstance(info.value, CHECKS.LossIndexError)
     assert "outside [0, 3): 3" in str(info.value)
     assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+def test_direct_bce_with_logits_matches_torch_on_random_calls() -> None:
+    """Randomised differential past the startup: shapes from empty to 3-D, targets of the
+    input's dtype or float64 (the full path), class and positive weights (the full path), every
+    reduction; float64 values and gradients equal torch's."""
+    gen = torch.Generator().manual_seed(11)
+    fn, torch_fn = LF.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits
+    with lk.checks("startup"):
+        _past_startup(fn, _BX, _BY)
+        for _ in range(150):
+            dims = int(torch.randint(0, 4, (), generator=gen))
+            shape = tuple(int(n) for n in torch.randint(0, 4, (dims,), generator=gen))
+            x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 4).requires_grad_()
+            target = torch.rand(shape, generator=gen, dtype=torch.float64)
+            kwargs = {"reduction": ("none", "mean", "sum")[int(torch.randint(0, 3, (),
+                                                                              generator=gen))]}
+            if 0 < dims <= 2 and torch.rand((), generator=gen) < 0.3:  # a class dim
+                kwargs["pos_weight"] = torch.rand(shape[-1:], generator=gen,
+                                                  dtype=torch.float64) + 0.5
+            if torch.rand((), generator=gen) < 0.3:
+                kwargs["weight"] = torch.rand(shape, generator=gen, dtype=torch.float64)
+            ours, theirs = fn(x, target, **kwargs), torch_fn(x, target, **kwargs)
+            if theirs.isnan().any():  # the mean of an empty input: torch's NaN, kept
+                assert ours.isnan().all() and x.numel() == 0
+                continue
+            (g_ours,) = torch.autograd.grad(ours.sum(), x)
+            (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
+            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-12)

@@ -75,6 +75,12 @@ REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2}  # torch.nn._reduction.get_enu
 # that leaves a mistake to the op catches only these: other exceptions (the stop signal of a
 # non-reentrant checkpoint's recomputation, a KeyboardInterrupt) must pass through.
 OP_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
+
+# A direct call (see losses/classification.py, "The direct call") runs none of this on a tracer
+# or under autocast; these are its tests, bound once (a C call each, is_compiling one frame).
+any_autocast = torch._C._is_any_autocast_enabled  # no device object to build
+functorch_active = torch._C._are_functorch_transforms_active
+compiling = torch.compiler.is_compiling
 has_override = torch._C._has_torch_function_variadic  # (*tensors or None) -> bool
 
 

@@ -8,7 +8,15 @@ from torch import Tensor, nn
 
 from losskit import _reduction, checks, registry
 from losskit.losses import _explain as _ex
-from losskit.losses._common import REDUCTION_ENUM, op_runs_directly
+from losskit.losses._common import (
+    OP_ERRORS,
+    REDUCTION_ENUM,
+    any_autocast,
+    compiling,
+    functorch_active,
+    has_override,
+    op_runs_directly,
+)
 
 __all__ = [
     "BCELoss",
@@ -122,6 +130,24 @@ def binary_cross_entropy_with_logits(
         tensor([[0.1269, 0.3133]])
     """
     loss = "binary_cross_entropy_with_logits"
+    enum = REDUCTION_ENUM.get(reduction) if type(reduction) is str else None
+    # The direct call (losses/classification.py explains the pattern). Past the startup calls,
+    # CPU float32/float64 logits and a target of the same shape and dtype, without `weight` or
+    # `pos_weight` (whose broadcast losskit checks), go to torch's op at once. The shape test
+    # is the one torch's op would not make (it broadcasts a target larger than the input); a
+    # smaller target, or one on another device, makes the op raise, which sends the call to
+    # the full path and its message.
+    if (enum is not None and size_average is None and reduce is None
+            and weight is None and pos_weight is None
+            and type(input) is Tensor and type(target) is Tensor and input.is_cpu
+            and input.dtype in _LOGIT_DTYPES and target.dtype is input.dtype
+            and loss in checks.settled and input.shape == target.shape
+            and not has_override(input, target) and not any_autocast()
+            and not functorch_active() and not compiling()):
+        try:
+            return torch.binary_cross_entropy_with_logits(input, target, None, None, enum)
+        except OP_ERRORS:
+            pass  # the full path below names the mistake, or raises the op's error again
     reduction = _reduction.resolve(reduction, size_average, reduce, warn=False)
     _check_binary(loss, input, target, weight, pos_weight)
     if checks.values_enabled(loss, input, target):
@@ -135,6 +161,9 @@ def binary_cross_entropy_with_logits(
     return F.binary_cross_entropy_with_logits(
         input, target, weight, size_average, reduce, reduction, pos_weight
     )
+
+
+_LOGIT_DTYPES = (torch.float32, torch.float64)
 
 
 class BCELoss(nn.BCELoss):

@@ -17,8 +17,11 @@ from losskit.losses._common import (
     HALF,
     OP_ERRORS,
     REDUCTION_ENUM,
+    any_autocast,
     autocast_on,
+    compiling,
     float32_weight,
+    functorch_active,
     has_override,
     holds_dtensor,
     mean_over_nothing_to_zero,
@@ -98,9 +101,6 @@ def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bo
 
 _MEAN = REDUCTION_ENUM["mean"]
 _REAL = (float, int)  # a label_smoothing of another type takes the full path, which checks it
-_functorch_active = torch._C._are_functorch_transforms_active  # checks._tracing, frames fewer
-_compiling = torch.compiler.is_compiling
-_any_autocast = torch._C._is_any_autocast_enabled  # no device object to build
 
 
 def check_class_indices(
@@ -231,8 +231,8 @@ def cross_entropy(
             and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
             and loss in checks.settled and target.dim() == input.dim() - 1 < 2
             and input.shape[-1] >= 2 and input.numel() < kernels.MIN_FUSED_ELEMENTS
-            and not has_override(input, target, weight) and not _any_autocast()
-            and not _functorch_active() and not _compiling()):
+            and not has_override(input, target, weight) and not any_autocast()
+            and not functorch_active() and not compiling()):
         try:
             direct = torch._C._nn.cross_entropy_loss(input, target, weight, enum, ignore_index,  # type: ignore[arg-type]  # the op takes the enum
                                                      label_smoothing)
@@ -423,8 +423,8 @@ def nll_loss(
             and (weight is None or type(weight) is Tensor)
             and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
             and loss in checks.settled and target.dim() == input.dim() - 1 < 2
-            and not has_override(input, target, weight) and not _any_autocast()
-            and not _functorch_active() and not _compiling()):
+            and not has_override(input, target, weight) and not any_autocast()
+            and not functorch_active() and not compiling()):
         try:
             out = torch._C._nn.nll_loss_nd(input, target, weight, enum, ignore_index)  # type: ignore[arg-type]  # the op takes the enum
         except OP_ERRORS:
