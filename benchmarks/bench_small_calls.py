@@ -123,7 +123,7 @@ def spread(per_round: list[float]) -> str:
     """The 25th-75th percentiles of the per-round ratios, ``"1.02-1.09"``."""
     if len(per_round) < 2:
         return "-"
-    q1, _, q3 = statistics.quantiles(per_round, n=4)
+    q1, _, q3 = statistics.quantiles(per_round, n=4, method="inclusive")  # within the data
     return f"{q1:.2f}-{q3:.2f}"
 
 

@@ -308,3 +308,22 @@ def test_meta_tensors_compute_shapes_as_torch_does(case, mode):
             warnings.filterwarnings("ignore", "reduction: 'mean' divides the total loss")
             got = getattr(LF, case.loss)(*args, **kwargs, reduction=reduction)
         assert got.is_meta and got.shape == expected.shape and got.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("call", ["cross_entropy", "linear_cross_entropy", "z-loss"])
+def test_kernel_paths_on_meta_tensors_give_torchs_shape(call):
+    """Inputs past the small-call size take losskit's chunked kernels, which read the targets;
+    on meta tensors they must give way to the reference, as torch computes a meta scalar."""
+    meta = "meta"
+    target = torch.empty(4096, dtype=torch.long, device=meta)
+    with lk.checks("startup"):
+        if call == "linear_cross_entropy":
+            hidden, head = torch.empty(4096, 64, device=meta), torch.empty(32000, 64, device=meta)
+            got = LF.linear_cross_entropy(hidden, head, target)
+            expected = torch.nn.functional.linear_cross_entropy(hidden, head, target)
+        else:
+            logits = torch.empty(4096, 512, device=meta)
+            extras = {"lse_square_scale": 1e-4} if call == "z-loss" else {}
+            got = LF.cross_entropy(logits, target, **extras)
+            expected = torch.nn.functional.cross_entropy(logits, target)
+    assert got.is_meta and got.shape == expected.shape and got.dtype == expected.dtype

@@ -824,3 +824,51 @@ def test_direct_bce_with_logits_matches_torch_on_random_calls() -> None:
             (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
             torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("value", [torch.tensor(0.1), torch.tensor(1), torch.tensor(True),
+                                   "numpy bool", "numpy float32"])
+def test_label_smoothing_torch_takes_is_taken(value) -> None:
+    """Review round 3: torch's op takes a 0-d tensor without gradient and NumPy scalars as a
+    float; so does losskit, on the first call and past the startup, with torch's value."""
+    import numpy as np
+
+    value = {"numpy bool": np.True_, "numpy float32": np.float32(0.1)}.get(value, value)
+    expected = F.cross_entropy(_x(4, 3), Y4, label_smoothing=value)
+    with lk.checks("startup"):
+        for _ in range(STARTUP_CALLS + 2):
+            got = LF.cross_entropy(_x(4, 3), Y4, label_smoothing=value)
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("value", [torch.tensor([0.1]), torch.tensor(0.1, requires_grad=True)])
+def test_label_smoothing_tensor_torch_refuses_is_named(value) -> None:
+    with pytest.raises(TypeError):
+        F.cross_entropy(_x(4, 3), Y4, label_smoothing=value)
+    with pytest.raises(CHECKS.LossTypeError, match="label_smoothing="):
+        LF.cross_entropy(_x(4, 3), Y4, label_smoothing=value)
+
+
+@pytest.mark.parametrize("rows", [16, 512])  # torch's op, then losskit's chunked kernel
+@pytest.mark.parametrize("fn", [LF.cross_entropy, LF.nll_loss])
+def test_torchs_error_re_raised_keeps_no_reference_to_the_logits(fn, rows) -> None:
+    """Review round 3: re-raising torch's own error (checks off, an index out of range) must not
+    leave a cycle through the loss's frame that keeps the logits alive until a GC pass."""
+    import gc
+    import weakref
+
+    target = torch.zeros(rows, dtype=torch.long)
+    target[3] = 200
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with lk.checks("off"):
+            x = torch.randn(rows, 200)
+            ref = weakref.ref(x)
+            with pytest.raises((IndexError, RuntimeError)):  # the kernel's: a RuntimeError
+                fn(x, target)
+            del x
+        assert ref() is None
+    finally:
+        if enabled:
+            gc.enable()

@@ -790,8 +790,16 @@ def check_kl_target(loss: str, target: Tensor, log_target: bool) -> None:
 
 
 def check_label_smoothing_number(loss: str, label_smoothing: object) -> None:
-    """``label_smoothing`` must be a real number (torch's op takes a float)."""
-    if not isinstance(label_smoothing, numbers.Real):
+    """``label_smoothing`` must be what torch's op takes as a float: a real number, a NumPy
+    scalar, or a 0-d real tensor that needs no gradient."""
+    if isinstance(label_smoothing, Tensor):
+        number = (label_smoothing.dim() == 0 and not label_smoothing.requires_grad
+                  and not label_smoothing.is_complex())
+    else:  # NumPy's bool is not a numbers.Real; torch takes it
+        kind = type(label_smoothing)
+        number = isinstance(label_smoothing, numbers.Real) or (
+            kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_"))
+    if not number:
         raise LossTypeError(
             f"{loss}: label_smoothing={label_smoothing!r} is a {type(label_smoothing).__name__}, "
             f"not a number. Fix: pass a float in [0, 1], e.g. label_smoothing=0.1, or 0.0 for "

@@ -128,6 +128,7 @@ def _backend(x: Tensor, class_weight: Tensor | None, numel: int, inplace: bool, 
         or x.dtype not in FUSED_DTYPES
         or (class_weight is not None and class_weight.requires_grad)
         or torch._C._are_functorch_transforms_active()  # torch.func needs plain autograd ops
+        or x.is_meta  # shapes without data: the chunked kernels read the targets' values
     ):
         return reference
     if x.is_cuda:

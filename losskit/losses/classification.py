@@ -300,7 +300,10 @@ def cross_entropy(
     # losskit's message for an index out of range, raised outside the `except` so that it does
     # not arrive chained to torch's error; torch's own error otherwise
     explain_index_error(loss, input, target, ignore_index)
-    raise torch_error
+    try:
+        raise torch_error
+    finally:  # the traceback holds this frame: break the cycle that would keep the logits
+        del torch_error
 
 
 _TORCH_OP_DTYPES = (torch.float32, torch.float64)
@@ -456,7 +459,10 @@ def nll_loss(
         torch_error = error
     if torch_error is not None:  # explained outside the `except`: not chained to torch's error
         explain_index_error(loss, input, target, ignore_index)
-        raise torch_error
+        try:
+            raise torch_error
+        finally:  # the traceback holds this frame: break the cycle that would keep the input
+            torch_error = None
     if reduction == "mean":
         # torch gives NaN for a mean over nothing; the gradient is already 0 there.
         out = mean_over_nothing_to_zero(out, target, ignore_index)
