@@ -872,3 +872,24 @@ def test_torchs_error_re_raised_keeps_no_reference_to_the_logits(fn, rows) -> No
     finally:
         if enabled:
             gc.enable()
+
+
+@pytest.mark.parametrize(("fn", "label_smoothing"), [(LF.cross_entropy, 0.0),
+                                                     (LF.cross_entropy, 0.3), (LF.nll_loss, 0.0)])
+def test_direct_unbatched_mean_is_torchs_bit_for_bit(fn, label_smoothing) -> None:
+    """One unweighted target: the direct call asks torch for its sum, which equals torch's mean
+    bit for bit (a division by 1) and is 0 with a zero gradient where the target is ignored
+    (torch: 0 / 0)."""
+    kwargs = {"label_smoothing": label_smoothing} if label_smoothing else {}
+    torch_fn = getattr(F, fn.__name__)
+    with lk.checks("startup"):
+        _past_startup(fn, _logp(5), torch.tensor(3), **kwargs)
+        for dtype in (torch.float32, torch.float64):
+            x = (_x(5) * 3).to(dtype).requires_grad_()
+            ours, theirs = fn(x, torch.tensor(3), **kwargs), torch_fn(x, torch.tensor(3), **kwargs)
+            assert torch.equal(ours, theirs)
+            assert torch.equal(torch.autograd.grad(ours, x)[0], torch.autograd.grad(theirs, x)[0])
+            ignored = fn(x, torch.tensor(3), ignore_index=3, **kwargs)
+            assert torch_fn(x, torch.tensor(3), ignore_index=3, **kwargs).isnan()
+            assert ignored.item() == 0.0
+            assert torch.equal(torch.autograd.grad(ignored, x)[0], torch.zeros_like(x))

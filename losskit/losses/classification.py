@@ -96,10 +96,11 @@ def plain_class_call(input: Tensor, target: Tensor, weight: Tensor | None) -> bo
 # another shape, dtype or device; an index out of range) makes torch's op raise one of its
 # errors (OP_ERRORS), and the call goes on to the full path, which names the mistake. Any other
 # exception (a non-reentrant checkpoint's recomputation stop, an interrupt) passes through. A
-# mean over no counted target is 0 (torch's is NaN), read once from the value.
+# mean over no counted target is 0 (torch's is NaN), read once from the value; for one
+# unweighted target (unbatched) the mean is the sum, which is already 0 when it is ignored.
 # tests/test_fast_paths.py holds a bad call for each rule.
 
-_MEAN = REDUCTION_ENUM["mean"]
+_MEAN, _SUM = REDUCTION_ENUM["mean"], REDUCTION_ENUM["sum"]
 _REAL = (float, int)  # a label_smoothing of another type takes the full path, which checks it
 
 
@@ -229,10 +230,12 @@ def cross_entropy(
             and type(input) is Tensor and type(target) is Tensor
             and (weight is None or (type(weight) is Tensor and not weight.requires_grad))
             and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
-            and loss in checks.settled and target.dim() == input.dim() - 1 < 2
+            and loss in checks.settled and (rows := target.dim()) == input.dim() - 1 < 2
             and input.shape[-1] >= 2 and input.numel() < kernels.MIN_FUSED_ELEMENTS
             and not has_override(input, target, weight) and not any_autocast()
             and not functorch_active() and not compiling()):
+        if enum == _MEAN and not rows and weight is None:
+            enum = _SUM  # one target, unweighted: its mean is its sum, and 0 (not 0/0) if ignored
         try:
             direct = torch._C._nn.cross_entropy_loss(input, target, weight, enum, ignore_index,  # type: ignore[arg-type]  # the op takes the enum
                                                      label_smoothing)
@@ -425,9 +428,11 @@ def nll_loss(
             and type(input) is Tensor and type(target) is Tensor  # above cross_entropy
             and (weight is None or type(weight) is Tensor)
             and input.is_cpu and target.dtype is torch.int64 and input.dtype in _TORCH_OP_DTYPES
-            and loss in checks.settled and target.dim() == input.dim() - 1 < 2
+            and loss in checks.settled and (rows := target.dim()) == input.dim() - 1 < 2
             and not has_override(input, target, weight) and not any_autocast()
             and not functorch_active() and not compiling()):
+        if enum == _MEAN and not rows and weight is None:
+            enum = _SUM  # one target, unweighted: its mean is its sum, and 0 (not 0/0) if ignored
         try:
             out = torch._C._nn.nll_loss_nd(input, target, weight, enum, ignore_index)  # type: ignore[arg-type]  # the op takes the enum
         except OP_ERRORS:
