@@ -130,6 +130,7 @@ settled: set[str] | _Every = _Every() if _mode == "off" else set()
 
 
 def _settle() -> None:
+    """Rebuild :data:`settled` from the mode and the call counts (after a mode change)."""
     global settled
     if _mode == "off":
         settled = _Every()

@@ -70,6 +70,8 @@ def no_autocast(input: Tensor):
 
 REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2}  # torch.nn._reduction.get_enum's values
 
+has_override = torch._C._has_torch_function_variadic  # (*tensors or None) -> bool
+
 # What torch's C++ ops raise for a bad call (TORCH_CHECK and its _VALUE / _INDEX / _TYPE forms,
 # NotImplementedError being a RuntimeError, and the argument parser's TypeError). A fast path
 # that leaves a mistake to the op catches only these: other exceptions (the stop signal of a
@@ -81,7 +83,6 @@ OP_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 any_autocast = torch._C._is_any_autocast_enabled  # no device object to build
 functorch_active = torch._C._are_functorch_transforms_active
 compiling = torch.compiler.is_compiling
-has_override = torch._C._has_torch_function_variadic  # (*tensors or None) -> bool
 
 
 def op_runs_directly(
