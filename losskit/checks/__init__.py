@@ -216,21 +216,6 @@ def _without_data(tensors: tuple[object, ...]) -> bool:
     return any(isinstance(t, Tensor) and t.is_meta for t in tensors)
 
 
-def values_done(loss: str) -> bool:
-    """Whether a call of ``loss`` now runs no value check, asked without counting the call: the
-    startup calls are over, or checks are off (``loss in settled``). A fast path that hears no
-    sends the call through the full path, which counts it in :func:`values_enabled`.
-
-    >>> with checks("startup"):
-    ...     before = values_done("mse_loss")
-    ...     for _ in range(STARTUP_CALLS):
-    ...         _ = values_enabled("mse_loss")
-    ...     before, values_done("mse_loss")
-    (False, True)
-    """
-    return loss in settled
-
-
 def index_range_enabled(target: Tensor) -> bool:
     """Class-index range checks on CPU run after the startup calls too (torch raises IndexError
     there on every call, and a CPU check needs no device sync); never under torch.compile."""

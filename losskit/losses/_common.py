@@ -79,7 +79,7 @@ has_override = torch._C._has_torch_function_variadic  # (*tensors or None) -> bo
 OP_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 
 # A direct call (see losses/classification.py, "The direct call") runs none of this on a tracer
-# or under autocast; these are its tests, bound once (a C call each, is_compiling one frame).
+# or under autocast; these are its tests, bound once (C calls, and is_compiling in Python).
 any_autocast = torch._C._is_any_autocast_enabled  # no device object to build
 functorch_active = torch._C._are_functorch_transforms_active
 compiling = torch.compiler.is_compiling
